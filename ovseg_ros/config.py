@@ -1,0 +1,342 @@
+"""One configuration schema for the Python API, the CLIs and the ROS node.
+
+Every setting is declared exactly once here, with its default, type, range and
+help text. ``load_segmenter`` validates a user config against it, and the ROS
+node declares its parameters from it (descriptions, ranges, read-only flags),
+so nothing is listed twice.
+
+Keys are flat; engine-specific keys carry a dotted group prefix
+(``proxyclip.crop_size``). In YAML either form works::
+
+    proxyclip:
+      crop_size: 336
+    # or
+    proxyclip.crop_size: 336
+
+A ROS params file (``node_name: {ros__parameters: {...}}`` or ``/**: ...``) is
+accepted as a config as well, so the node's YAML and the API share one file.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key is unknown or a value is out of range; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """The description of one setting.
+
+    ``kind`` is one of ``bool``, ``int``, ``float``, ``str``, ``str_list``,
+    ``bool_list``. ``runtime`` marks settings the node may change while running
+    (thresholds); everything else needs a reload and is read-only for ROS.
+    ``node_only`` settings belong to the ROS node and are ignored by the engines.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    description: str
+    min: Optional[float] = None
+    max: Optional[float] = None
+    choices: Optional[Tuple[str, ...]] = None
+    runtime: bool = False
+    node_only: bool = False
+
+    def validate(self, value: Any) -> Any:
+        """Return ``value`` converted to this setting's type or raise ConfigError."""
+        kind = self.kind
+        where = f"config key '{self.name}'"
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        if kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, float) and value.is_integer():
+                    value = int(value)
+                else:
+                    raise ConfigError(f"{where} must be an integer, got {value!r}")
+            self._check_range(value)
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where} must be a number, got {value!r}")
+            self._check_range(float(value))
+            return float(value)
+        if kind == "str":
+            if not isinstance(value, str):
+                raise ConfigError(f"{where} must be a string, got {value!r}")
+            if self.choices is not None and value not in self.choices:
+                raise ConfigError(f"{where} must be one of {list(self.choices)}, got {value!r}")
+            return value
+        if kind == "str_list":
+            if isinstance(value, str) or not isinstance(value, Sequence):
+                raise ConfigError(f"{where} must be a list of strings, got {value!r}")
+            if not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"{where} must contain only strings, got {value!r}")
+            return list(value)
+        if kind == "bool_list":
+            if isinstance(value, str) or not isinstance(value, Sequence):
+                raise ConfigError(f"{where} must be a list of booleans, got {value!r}")
+            if not all(isinstance(v, bool) for v in value):
+                raise ConfigError(f"{where} must contain only true/false, got {value!r}")
+            return list(value)
+        raise AssertionError(f"unknown kind {kind}")  # schema bug, not user input
+
+    def _check_range(self, value: float) -> None:
+        if self.min is not None and value < self.min:
+            raise ConfigError(f"config key '{self.name}' must be >= {self.min}, got {value}")
+        if self.max is not None and value > self.max:
+            raise ConfigError(f"config key '{self.name}' must be <= {self.max}, got {value}")
+
+
+ENGINES = ("proxyclip", "fcclip", "maftplus")
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+_P = ParamSpec
+
+# The schema. Order matters only for documentation (README tables are generated
+# from it by scripts/gen_param_table.py).
+SCHEMA_LIST: Tuple[ParamSpec, ...] = (
+    # --- engine selection ---------------------------------------------------------
+    _P("engine", "str", "proxyclip", "Segmentation method.", choices=ENGINES),
+    _P("backend", "str", "torch", "Inference backend for the image path.", choices=BACKENDS),
+    _P("device", "str", "cpu", "Torch device: 'cpu', 'cuda' or 'cuda:N'. No silent fallback: "
+       "asking for CUDA where there is none is an error."),
+    _P("precision", "str", "fp32", "Arithmetic of the image path: fp32 (exact), fp16 (CUDA), "
+       "bf16 (CUDA, or CPU autocast).", choices=PRECISIONS),
+    _P("num_threads", "int", 0, "torch CPU threads (0 = library default).", min=0, max=256),
+    _P("random_init", "bool", False, "Use randomly initialised weights instead of pretrained ones. "
+       "For tests and demos only; every prediction is flagged random_weights=true."),
+    _P("weights_dir", "str", "", "Directory searched for weight files named by relative paths "
+       "(empty = current directory)."),
+    # --- vocabulary and text embeddings ------------------------------------------
+    _P("vocabulary", "str_list", ["person", "chair", "table", "floor", "wall", "ceiling", "sky",
+                                  "tree", "grass", "car"],
+       "Initial classes; ',' separates synonyms of one class (e.g. 'sofa,couch')."),
+    _P("vocabulary_is_thing", "bool_list", [],
+       "Thing (true) / stuff (false) flag per class; empty = automatic (COCO stuff names are stuff, "
+       "everything else is a thing)."),
+    _P("prompt_templates", "str", "default", "Prompt template set: 'default' (the engine's own: "
+       "80 ImageNet templates for ProxyCLIP, 14 ViLD templates for FC-CLIP/MAFT+), 'imagenet80', "
+       "'vild14', or 'custom' (uses custom_templates).",
+       choices=("default", "imagenet80", "vild14", "custom")),
+    _P("custom_templates", "str_list", [], "Templates with one '{}' each, used when "
+       "prompt_templates is 'custom'."),
+    _P("text_cache_dir", "str", "~/.cache/ovseg_ros/text", "On-disk cache of text embeddings "
+       "(empty string disables the disk cache)."),
+    _P("max_classes", "int", 1024, "Largest vocabulary accepted.", min=1, max=65534),
+    _P("max_class_name_length", "int", 256, "Longest class string (synonyms included) accepted.",
+       min=1, max=4096),
+    _P("prob_thd", "float", 0.0, "Pixels whose best class probability is below this get class 0 "
+       "(meaningful with a background class first in the vocabulary).", min=0.0, max=1.0,
+       runtime=True),
+    # --- input --------------------------------------------------------------------
+    _P("max_input_pixels", "int", 4096 * 4096, "Largest image (width*height) accepted.",
+       min=1, max=1 << 31),
+    # --- ProxyCLIP ------------------------------------------------------------------
+    _P("proxyclip.clip_model", "str", "ViT-B-16", "open_clip model name (a VisionTransformer CLIP)."),
+    _P("proxyclip.clip_pretrained", "str", "openai", "open_clip pretrained tag (downloaded once, "
+       "then cached); ignored when clip_checkpoint is set."),
+    _P("proxyclip.clip_checkpoint", "str", "", "Local CLIP checkpoint (.safetensors, or a torch "
+       "file loaded with weights_only=True)."),
+    _P("proxyclip.vfm_model", "str", "vit_base_patch8_224.dino", "timm model name of the vision "
+       "foundation model (its pretrained tag is part of the name)."),
+    _P("proxyclip.vfm_checkpoint", "str", "", "Local VFM checkpoint (.safetensors or torch file)."),
+    _P("proxyclip.short_side", "int", 336, "Input is resized so its short side is this "
+       "(0 = keep size).", min=0, max=4096),
+    _P("proxyclip.crop_size", "int", 336, "Sliding-window crop size in pixels.", min=16, max=2048),
+    _P("proxyclip.stride", "int", 112, "Sliding-window stride in pixels.", min=1, max=2048),
+    _P("proxyclip.sliding_window", "bool", True, "Slide windows over the resized image; false = "
+       "one window over the whole resized image (real-time mode)."),
+    _P("proxyclip.window_batch_size", "int", 8, "Windows run together in one batch.", min=1,
+       max=256),
+    _P("proxyclip.beta", "float", 1.2, "Proxy attention: mean-subtraction factor.", min=0.0,
+       max=10.0),
+    _P("proxyclip.gamma", "float", 3.0, "Proxy attention: temperature factor.", min=0.0, max=100.0),
+    _P("proxyclip.logit_scale", "float", 40.0, "Cosine logits are multiplied by this before the "
+       "softmax.", min=0.0, max=1000.0),
+    _P("proxyclip.min_thing_area", "int", 64, "Panoptic heuristic: smallest connected component "
+       "(pixels) kept as a thing instance.", min=0, max=1 << 30, runtime=True),
+    # --- FC-CLIP / MAFT+ --------------------------------------------------------------
+    _P("fcclip.clip_model", "str", "convnext_large_d_320", "open_clip ConvNeXt CLIP backbone."),
+    _P("fcclip.clip_pretrained", "str", "laion2b_s29b_b131k_ft_soup", "open_clip pretrained tag."),
+    _P("fcclip.clip_checkpoint", "str", "", "Local CLIP checkpoint (optional)."),
+    _P("fcclip.checkpoint", "str", "", "FC-CLIP head checkpoint (sem_seg_head.*, void_embedding); "
+       "required unless random_init."),
+    _P("fcclip.short_side", "int", 800, "Resize short side to this.", min=32, max=4096),
+    _P("fcclip.max_size", "int", 1333, "Cap of the long side after resizing.", min=32, max=8192),
+    _P("fcclip.num_queries", "int", 250, "Object queries.", min=1, max=1000),
+    _P("fcclip.geometric_alpha", "float", 0.4, "Ensemble weight of the out-of-vocabulary branch "
+       "for seen classes.", min=0.0, max=1.0, runtime=True),
+    _P("fcclip.geometric_beta", "float", 0.8, "Ensemble weight of the out-of-vocabulary branch "
+       "for unseen classes.", min=0.0, max=1.0, runtime=True),
+    _P("fcclip.object_mask_threshold", "float", 0.0, "Panoptic: queries scoring below this are "
+       "dropped.", min=0.0, max=1.0, runtime=True),
+    _P("fcclip.overlap_threshold", "float", 0.8, "Panoptic: segments keeping less than this "
+       "fraction of their mask are dropped.", min=0.0, max=1.0, runtime=True),
+    # --- acceleration ---------------------------------------------------------------
+    _P("engine_cache_dir", "str", "~/.cache/ovseg_ros/engines", "Where exported ONNX files and "
+       "TensorRT engines are cached."),
+    _P("force_rebuild", "bool", False, "Rebuild cached ONNX/TensorRT engines even when the cache "
+       "key matches."),
+    # --- ROS node -------------------------------------------------------------------
+    _P("image_reliability", "str", "best_effort", "QoS reliability of the image subscription.",
+       choices=("best_effort", "reliable"), node_only=True),
+    _P("image_depth", "int", 1, "QoS depth of the image subscription.", min=1, max=100,
+       node_only=True),
+    _P("subscribe_compressed", "bool", False, "Also subscribe to image/compressed.", node_only=True),
+    _P("process_every_frame", "bool", False, "Queue frames instead of keeping only the newest "
+       "(offline bag playback).", node_only=True),
+    _P("max_queue", "int", 100, "Queue length in process_every_frame mode.", min=1, max=10000,
+       node_only=True),
+    _P("publish_confidence", "bool", True, "Publish the 32FC1 confidence image.", node_only=True,
+       runtime=True),
+    _P("overlay_alpha", "float", 0.5, "Opacity of the class colours on the overlay.", min=0.0,
+       max=1.0, node_only=True, runtime=True),
+    _P("diagnostics_period", "float", 1.0, "Seconds between diagnostics messages.", min=0.1,
+       max=60.0, node_only=True),
+    _P("autostart", "bool", True, "Configure and activate on start (lifecycle node).",
+       node_only=True),
+)
+
+SCHEMA = {p.name: p for p in SCHEMA_LIST}
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict:
+    flat = {}
+    for key, value in mapping.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config keys must be strings, got {key!r}")
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping) and name not in SCHEMA:
+            flat.update(_flatten(value, prefix=name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _unwrap_ros_params(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Accept a ROS params file: ``{node_or_/**: {ros__parameters: {...}}}``."""
+    if len(data) == 1:
+        (only,) = data.values()
+        if isinstance(only, Mapping) and "ros__parameters" in only:
+            return only["ros__parameters"]
+    return data
+
+
+def read_config_file(path: Union[str, Path]) -> dict:
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)  # safe_load: a config never constructs Python objects
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    return dict(_unwrap_ros_params(data))
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated, complete configuration (every key of SCHEMA present)."""
+
+    values: Mapping[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def group(self, prefix: str) -> dict:
+        """Settings of one group without the prefix: ``cfg.group('proxyclip')['crop_size']``."""
+        p = prefix + "."
+        return {k[len(p):]: v for k, v in self.values.items() if k.startswith(p)}
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with some keys changed (dotted keys may be written with '__' for '.')."""
+        merged = dict(self.values)
+        merged.update({k.replace("__", "."): v for k, v in changes.items()})
+        return make_config(merged)
+
+    def as_dict(self) -> dict:
+        return dict(self.values)
+
+
+def make_config(config: Union[None, str, Path, Mapping[str, Any], Config] = None,
+                **overrides: Any) -> Config:
+    """Validate ``config`` (dict, YAML path, or Config) against the schema.
+
+    Unknown keys and bad values raise ConfigError naming the key, the problem,
+    and (for unknown keys) the closest known names.
+    """
+    if isinstance(config, Config):
+        raw = dict(config.values)
+    elif config is None:
+        raw = {}
+    elif isinstance(config, (str, Path)):
+        raw = read_config_file(config)
+    elif isinstance(config, Mapping):
+        raw = dict(_unwrap_ros_params(config))
+    else:
+        raise ConfigError(f"config must be a dict or a YAML path, got {type(config).__name__}")
+    flat = _flatten(raw)
+    flat.update({k.replace("__", "."): v for k, v in overrides.items()})
+    unknown = sorted(k for k in flat if k not in SCHEMA)
+    if unknown:
+        import difflib
+
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, SCHEMA.keys(), n=2)
+            hints.append(f"'{key}'" + (f" (did you mean {', '.join(repr(c) for c in close)}?)"
+                                       if close else ""))
+        raise ConfigError("unknown config key(s): " + "; ".join(hints)
+                          + ". Known keys are listed in the README's parameter table.")
+    values = {}
+    for spec in SCHEMA_LIST:
+        values[spec.name] = spec.validate(flat[spec.name]) if spec.name in flat else \
+            (list(spec.default) if isinstance(spec.default, list) else spec.default)
+    cfg = Config(values)
+    _check_cross_field(cfg)
+    return cfg
+
+
+def _check_cross_field(cfg: Config) -> None:
+    if cfg["proxyclip.stride"] > cfg["proxyclip.crop_size"]:
+        raise ConfigError("config key 'proxyclip.stride' must not exceed 'proxyclip.crop_size' "
+                          f"({cfg['proxyclip.stride']} > {cfg['proxyclip.crop_size']}): "
+                          "windows would leave gaps")
+    if cfg["prompt_templates"] == "custom":
+        if not cfg["custom_templates"]:
+            raise ConfigError("prompt_templates is 'custom' but custom_templates is empty")
+    for t in cfg["custom_templates"]:
+        if t.count("{}") != 1:
+            raise ConfigError(f"custom template {t!r} must contain exactly one '{{}}'")
+    flags = cfg["vocabulary_is_thing"]
+    if flags and len(flags) != len(cfg["vocabulary"]):
+        raise ConfigError(f"vocabulary_is_thing has {len(flags)} entries but vocabulary has "
+                          f"{len(cfg['vocabulary'])}")
+
+
+def engine_keys() -> list:
+    """Names of the settings the engines read (what the node forwards to load_segmenter)."""
+    return [p.name for p in SCHEMA_LIST if not p.node_only]
+
+
+__all__ = ["ConfigError", "ParamSpec", "SCHEMA", "SCHEMA_LIST", "Config", "make_config",
+           "read_config_file", "engine_keys", "ENGINES", "BACKENDS", "PRECISIONS"]

@@ -1,0 +1,80 @@
+"""Data types shared by the engines, the API, the node and the evaluation tools."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+# Value of the 16UC1 `semantic` image for pixels without a class.
+UNLABELED = 65535
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One panoptic segment. ``id`` is its value in ``Prediction.panoptic`` (>= 1)."""
+
+    id: int
+    class_id: int
+    is_thing: bool
+    score: float
+    area: int
+    bbox: Tuple[int, int, int, int] = (0, 0, 0, 0)  # x, y, width, height in pixels
+
+    def as_dict(self) -> dict:
+        return {"id": self.id, "class_id": self.class_id, "is_thing": self.is_thing,
+                "score": self.score, "area": self.area, "bbox": list(self.bbox)}
+
+    # dict-style access keeps DESIGN §3's `pred.segments[i]["class_id"]` working
+    def __getitem__(self, key: str):
+        return self.as_dict()[key]
+
+
+@dataclass(frozen=True)
+class VocabularyState:
+    """An applied vocabulary: immutable, swapped as a whole between frames.
+
+    ``embeddings`` holds one L2-normalised text embedding per synonym (S x D,
+    float32); ``synonym_class[s]`` is the class index of synonym ``s``.
+    """
+
+    names: Tuple[str, ...]               # class strings as given ("sofa,couch")
+    synonyms: Tuple[Tuple[str, ...], ...]
+    is_thing: Tuple[bool, ...]
+    embeddings: "object"                 # torch.Tensor (S, D) float32 on the engine's device
+    synonym_class: "object"              # torch.LongTensor (S,)
+    version: int = 0                     # increases with every applied change
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def id_to_name(self) -> Dict[int, str]:
+        return {i: n for i, n in enumerate(self.names)}
+
+
+@dataclass
+class Prediction:
+    """The output of ``Segmenter.predict`` for one HxWx3 RGB frame.
+
+    semantic: HxW int32 class ids (index into ``vocabulary``; UNLABELED where none)
+    scores:   CxHxW float32 class probabilities (softmax over classes, max over synonyms)
+    panoptic: HxW int32 segment ids (0 = no segment)
+    segments: one Segment per id in ``panoptic``
+    """
+
+    semantic: np.ndarray
+    scores: np.ndarray
+    panoptic: np.ndarray
+    segments: List[Segment]
+    vocabulary: Tuple[str, ...]
+    vocabulary_version: int
+    random_weights: bool
+    engine: str
+    timings: Dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+    @property
+    def confidence(self) -> np.ndarray:
+        """HxW float32: probability of the chosen class."""
+        return self.scores.max(axis=0) if self.scores.size else \
+            np.zeros(self.semantic.shape, np.float32)

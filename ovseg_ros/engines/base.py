@@ -1,0 +1,52 @@
+"""The contract every engine implements (see ovseg_ros/engines/proxyclip.py)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import List
+
+import numpy as np
+
+from ..config import Config
+from ..core.types import Prediction, VocabularyState
+
+
+class Engine(ABC):
+    """Image path and text encoder of one segmentation method.
+
+    The vocabulary never enters the image path: ``predict`` receives the
+    applied VocabularyState (text embeddings already computed and cached by
+    the Segmenter), so changing classes never rebuilds an engine.
+    """
+
+    #: registry name
+    name: str = ""
+    #: template set used when the config says prompt_templates: default
+    default_templates: str = "imagenet80"
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        #: True when any weights are randomly initialised (config random_init)
+        self.random_weights = bool(cfg["random_init"])
+
+    @abstractmethod
+    def text_encoder_id(self) -> str:
+        """Identity of the text encoder for the embedding cache key: model name
+        plus a hash/identity of its weights (tag, file hash, or 'random:<seed>')."""
+
+    @abstractmethod
+    def encode_prompts(self, prompts: List[str]):
+        """Encode full prompt strings -> torch.Tensor (N, D) float32, each row L2-normalised."""
+
+    @abstractmethod
+    def predict(self, rgb: np.ndarray, vocab: VocabularyState) -> Prediction:
+        """Segment one validated HxWx3 uint8 RGB frame with the given vocabulary."""
+
+    def update_runtime(self, cfg: Config) -> None:
+        """Take new values of runtime-changeable settings (thresholds)."""
+        self.cfg = cfg
+
+    def describe(self) -> dict:
+        """Facts for logs and diagnostics (model names, device, precision, weights state)."""
+        return {"engine": self.name, "device": self.cfg["device"],
+                "precision": self.cfg["precision"], "backend": self.cfg["backend"],
+                "random_weights": self.random_weights}

@@ -1,0 +1,7 @@
+"""Offline evaluation: benchmark datasets and rosbags, mIoU / PQ metrics, reports, bag -> bag.
+
+Modules: ``metrics`` (accumulating torchmetrics metrics), ``datasets`` (benchmark
+layouts), ``bags`` (rosbag2 reading/writing with rosbags), ``state`` (per-shard
+saved states that merge exactly), ``runner`` (the evaluation loop), ``report``
+(markdown / HTML / plots), ``bag_infer`` (bag -> bag), ``cli`` (``ovseg-eval``).
+"""

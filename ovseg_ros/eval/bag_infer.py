@@ -1,0 +1,181 @@
+"""Bag -> bag inference: every frame of an image topic, written back with the label topics.
+
+The output bag holds every original message unchanged plus, for each image
+message (same bag timestamp and header as the image, so stamps match):
+
+    <prefix>/semantic   sensor_msgs/Image 16UC1 (65535 = unlabelled)
+    <prefix>/panoptic   sensor_msgs/Image 32SC1 (0 = no segment)
+    <prefix>/colored    sensor_msgs/Image rgb8 overlay (stable colour per class id)
+    <prefix>/segments   ovseg_ros/msg/Segments
+    <prefix>/vocabulary ovseg_ros/msg/Vocabulary (once, before the first result; latched QoS)
+
+Frames are processed in bag order, one by one, none dropped; with the same
+engine and weights the output is the same on every run. The bag is written
+under ``<out>.partial`` and renamed when complete.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..core.types import UNLABELED
+from .bags import (COMPRESSED_TYPE, IMAGE_TYPE, BagError, bag_storage, check_topic, frame_rgb,
+                   Frame, latched_qos, make_typestore, numpy_to_image, open_reader, stamp_ns,
+                   storage_plugin)
+
+OUTPUT_TOPICS = ("semantic", "panoptic", "colored", "segments", "vocabulary")
+SEGMENTS_TYPE = "ovseg_ros/msg/Segments"
+VOCABULARY_TYPE = "ovseg_ros/msg/Vocabulary"
+
+
+def vocabulary_msg(store, vocab, header, engine: str, random_weights: bool):
+    T = store.types
+    classes = [T["ovseg_ros/msg/ClassInfo"](id=i, name=syns[0], synonyms=list(syns),
+                                            is_thing=bool(thing))
+               for i, (syns, thing) in enumerate(zip(vocab.synonyms, vocab.is_thing))]
+    return T[VOCABULARY_TYPE](header=header, version=int(vocab.version), engine=engine,
+                              random_weights=bool(random_weights), classes=classes)
+
+
+def segments_msg(store, pred, vocab, header):
+    T = store.types
+    roi = T["sensor_msgs/msg/RegionOfInterest"]
+    segs = []
+    for s in sorted(pred.segments, key=lambda s: s.id):
+        x, y, w, h = (int(v) for v in s.bbox)
+        segs.append(T["ovseg_ros/msg/Segment"](
+            id=int(s.id), class_id=int(s.class_id), class_name=vocab.synonyms[s.class_id][0],
+            is_thing=bool(s.is_thing), score=float(s.score), area=int(s.area),
+            bbox=roi(x_offset=x, y_offset=y, height=h, width=w, do_rectify=False)))
+    return T[SEGMENTS_TYPE](header=header, vocabulary_version=int(pred.vocabulary_version),
+                            segments=segs)
+
+
+def semantic_u16(semantic: np.ndarray) -> np.ndarray:
+    sem = np.asarray(semantic)
+    if sem.size and sem.max() > UNLABELED:
+        raise BagError(f"semantic ids up to {int(sem.max())} do not fit 16UC1")
+    return sem.astype(np.uint16)
+
+
+def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
+              prefix: str = "/ovseg", storage: Optional[str] = None, overwrite: bool = False,
+              limit: Optional[int] = None, overlay_alpha: float = 0.5,
+              progress: bool = True) -> dict:
+    """Run ``segmenter`` over every image of ``image_topic``; returns counts per topic."""
+    from rosbags.rosbag2 import Writer
+    from tqdm import tqdm
+
+    from ..core.palette import overlay
+
+    in_path, out_path = Path(in_path).expanduser(), Path(out_path).expanduser()
+    if out_path.resolve() == in_path.resolve():
+        raise BagError("the output bag must differ from the input bag")
+    if out_path.exists() and not overwrite:
+        raise BagError(f"output {out_path} exists; pass --overwrite or choose another path")
+    prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+    out_topics = {name: f"{prefix}/{name}" for name in OUTPUT_TOPICS}
+    store = make_typestore()
+    reader = open_reader(in_path)
+    tmp = out_path.with_name(out_path.name + ".partial")
+    counts = {t: 0 for t in out_topics.values()}
+    try:
+        img_conns = check_topic(reader, image_topic, (IMAGE_TYPE, COMPRESSED_TYPE), "image")
+        clash = sorted({c.topic for c in reader.connections} & set(out_topics.values()))
+        if clash:
+            raise BagError(f"the input bag already has output topics {clash}; choose another "
+                           "--prefix")
+        img_ids = {c.id for c in img_conns}
+        total = sum(c.msgcount for c in img_conns)
+        if tmp.exists():
+            shutil.rmtree(tmp)      # our own leftover from an interrupted run
+        writer = Writer(tmp, version=9,
+                        storage_plugin=storage_plugin(storage or bag_storage(in_path)))
+        writer.open()
+        try:
+            conn_map = {}
+            for c in reader.connections:
+                kw = dict(serialization_format=c.ext.serialization_format,
+                          offered_qos_profiles=c.ext.offered_qos_profiles)
+                if c.digest and c.digest.startswith("RIHS01_") and c.msgdef.data:
+                    conn_map[c.id] = writer.add_connection(c.topic, c.msgtype,
+                                                           msgdef=c.msgdef.data, rihs01=c.digest,
+                                                           **kw)
+                else:
+                    conn_map[c.id] = writer.add_connection(c.topic, c.msgtype, typestore=store,
+                                                           **kw)
+            out_conn = {}
+            for name, topic in out_topics.items():
+                msgtype = {"segments": SEGMENTS_TYPE, "vocabulary": VOCABULARY_TYPE}.get(
+                    name, IMAGE_TYPE)
+                qos = [latched_qos()] if name == "vocabulary" else []
+                out_conn[name] = writer.add_connection(topic, msgtype, typestore=store,
+                                                       offered_qos_profiles=qos)
+            vocab = segmenter.vocabulary
+            engine_name = str(segmenter.describe().get("engine", segmenter.config["engine"]))
+            done = 0
+            bar = tqdm(total=total if limit is None else min(total, limit), disable=not progress,
+                       desc="bag inference", unit="img")
+
+            def put(name, msg, msgtype, t):
+                writer.write(out_conn[name], t, store.serialize_cdr(msg, msgtype))
+                counts[out_topics[name]] += 1
+
+            for conn, t, raw in reader.messages():
+                if conn.id in img_ids and limit is not None and done >= limit:
+                    break
+                writer.write(conn_map[conn.id], t, raw)
+                if conn.id not in img_ids:
+                    continue
+                msg = reader.deserialize(raw, conn.msgtype)
+                frame = Frame(index=done, key=str(stamp_ns(msg.header)), timestamp=t, msg=msg)
+                rgb = frame_rgb(frame)
+                pred = segmenter.predict(rgb)
+                hdr = msg.header
+                if done == 0:
+                    put("vocabulary", vocabulary_msg(store, vocab, hdr, engine_name,
+                                                     pred.random_weights), VOCABULARY_TYPE, t)
+                put("semantic", numpy_to_image(store, semantic_u16(pred.semantic), "16UC1", hdr),
+                    IMAGE_TYPE, t)
+                put("panoptic", numpy_to_image(store, pred.panoptic.astype(np.int32), "32SC1",
+                                               hdr), IMAGE_TYPE, t)
+                put("colored", numpy_to_image(store, overlay(rgb, pred.semantic,
+                                                             alpha=overlay_alpha), "rgb8", hdr),
+                    IMAGE_TYPE, t)
+                put("segments", segments_msg(store, pred, vocab, hdr), SEGMENTS_TYPE, t)
+                done += 1
+                bar.update(1)
+            bar.close()
+        except BaseException:
+            writer.close()
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        writer.close()
+    finally:
+        reader.close()
+    if out_path.exists():
+        shutil.rmtree(out_path)
+    tmp.rename(out_path)
+    # rosbag2 names the storage files after the directory: rename them and fix the metadata
+    _rename_storage_files(out_path, tmp.name)
+    return {"frames": done, "topics": counts, "output": str(out_path)}
+
+
+def _rename_storage_files(bag: Path, old_stem: str) -> None:
+    import yaml
+
+    meta = bag / "metadata.yaml"
+    text = meta.read_text()
+    for f in sorted(bag.iterdir()):
+        if f.name.startswith(old_stem + "."):
+            new = bag.name + f.name[len(old_stem):]
+            f.rename(bag / new)
+            text = text.replace(f.name, new)
+    yaml.safe_load(text)   # still valid YAML
+    meta.write_text(text)
+
+
+__all__ = ["infer_bag", "OUTPUT_TOPICS", "vocabulary_msg", "segments_msg"]

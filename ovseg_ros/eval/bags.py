@@ -1,0 +1,321 @@
+"""rosbag2 reading and writing (sqlite3 and mcap) with ``rosbags``, and Image <-> numpy.
+
+rosbags is pure Python: no ROS installation is needed to read or write bags.
+Our own messages (``ovseg_ros/msg/Segments`` ...) are registered in the
+typestore from the ``.msg`` files at run time (the repository's ``msg/`` or
+an installed ``share/ovseg_ros/msg``), so the evaluation tools work before
+and without ``colcon build``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+import numpy as np
+
+from .metrics import IGNORE
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+
+#: encoding -> (numpy dtype, channels)
+ENCODINGS = {
+    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
+    "mono8": (np.uint8, 1), "8UC1": (np.uint8, 1), "8UC3": (np.uint8, 3),
+    "mono16": (np.uint16, 1), "16UC1": (np.uint16, 1), "32SC1": (np.int32, 1),
+    "32FC1": (np.float32, 1),
+}
+LABEL_ENCODINGS = ("16UC1", "mono16", "mono8", "8UC1", "32SC1")
+RGB_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
+
+
+class BagError(ValueError):
+    """A bag, topic or message cannot be used; the message says what and how to fix it."""
+
+
+# --- typestore --------------------------------------------------------------------------------
+def msg_dirs() -> List[Path]:
+    """Where ovseg_ros/msg/*.msg may be: the source tree, then installed share/ directories."""
+    here = Path(__file__).resolve().parents[2] / "msg"
+    cands = [here, Path(sys.prefix) / "share" / "ovseg_ros" / "msg"]
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            cands.append(Path(prefix) / "share" / "ovseg_ros" / "msg")
+    return cands
+
+
+def find_msg_dir() -> Path:
+    for d in msg_dirs():
+        if d.is_dir() and any(d.glob("*.msg")):
+            return d
+    raise BagError("ovseg_ros message definitions (*.msg) not found in any of "
+                   f"{[str(d) for d in msg_dirs()]}; run from the source tree or install the "
+                   "package")
+
+
+def make_typestore(with_ovseg: bool = True):
+    """The ROS 2 Kilted typestore, plus ovseg_ros/msg/* parsed from the .msg files."""
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    store = get_typestore(Stores.ROS2_KILTED)
+    if with_ovseg:
+        types = {}
+        for f in sorted(find_msg_dir().glob("*.msg")):
+            types.update(get_types_from_msg(f.read_text(), f"ovseg_ros/msg/{f.stem}"))
+        store.register(types)
+    return store
+
+
+# --- Image <-> numpy ---------------------------------------------------------------------------
+def image_to_numpy(msg, what: str = "image") -> np.ndarray:
+    """HxW or HxWxC array of a sensor_msgs/Image, validated against its header fields."""
+    enc = msg.encoding
+    if enc not in ENCODINGS:
+        raise BagError(f"{what}: unsupported encoding {enc!r}; supported: {sorted(ENCODINGS)}")
+    dtype, ch = ENCODINGS[enc]
+    dtype = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    row = w * ch * dtype.itemsize
+    data = np.asarray(msg.data, dtype=np.uint8)
+    if h == 0 or w == 0:
+        raise BagError(f"{what}: empty image ({w}x{h})")
+    if step < row or data.size < step * h:
+        raise BagError(f"{what}: {w}x{h} {enc} needs step >= {row} and {row * h} bytes, got "
+                       f"step {step} and {data.size} bytes (malformed message)")
+    rows = data[: step * h].reshape(h, step)[:, :row]
+    arr = np.ascontiguousarray(rows).view(dtype).reshape(h, w, ch)
+    arr = arr.astype(dtype.newbyteorder("="), copy=False)
+    return arr[..., 0] if ch == 1 else arr
+
+
+def to_rgb(arr: np.ndarray, encoding: str) -> np.ndarray:
+    """An 8-bit colour/mono image array -> HxWx3 uint8 RGB."""
+    if encoding not in RGB_ENCODINGS + ("8UC3",):
+        raise BagError(f"image encoding {encoding!r} is not a colour image; use one of "
+                       f"{list(RGB_ENCODINGS)}")
+    if encoding in ("rgb8", "8UC3"):
+        return arr
+    if encoding == "bgr8":
+        return arr[..., ::-1].copy()
+    if encoding == "rgba8":
+        return arr[..., :3].copy()
+    if encoding == "bgra8":
+        return arr[..., 2::-1].copy()
+    return np.repeat(arr[..., None], 3, axis=2)
+
+
+def compressed_to_rgb(msg, what: str = "image") -> np.ndarray:
+    import cv2
+
+    img = cv2.imdecode(np.asarray(msg.data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise BagError(f"{what}: CompressedImage ({msg.format!r}) could not be decoded")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def numpy_to_image(store, arr: np.ndarray, encoding: str, header):
+    """A sensor_msgs/Image with ``header`` (kept as is: output stamps = input stamps)."""
+    Image = store.types[IMAGE_TYPE]
+    dtype, ch = ENCODINGS[encoding]
+    arr = np.ascontiguousarray(arr.astype(np.dtype(dtype).newbyteorder("<"), copy=False))
+    h, w = arr.shape[:2]
+    return Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0,
+                 step=w * ch * arr.dtype.itemsize, data=arr.view(np.uint8).reshape(-1))
+
+
+def stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def label_to_classes(arr: np.ndarray, encoding: str, ignore_value: Optional[int]) -> np.ndarray:
+    """A label image (16UC1 / mono8 / 32SC1) -> int64 class ids with IGNORE."""
+    if encoding not in LABEL_ENCODINGS:
+        raise BagError(f"label encoding {encoding!r} is not a class-id image; use one of "
+                       f"{list(LABEL_ENCODINGS)}")
+    out = arr.astype(np.int64)
+    if ignore_value is not None:
+        out[out == ignore_value] = IGNORE
+    return out
+
+
+# --- reading -----------------------------------------------------------------------------------
+@dataclass
+class Frame:
+    """One image of a bag (with its label message, when evaluating)."""
+
+    index: int               # position among the bag's image messages (0-based)
+    key: str                 # stable id: image stamp in ns (and a suffix for repeated stamps)
+    timestamp: int           # bag receive time in ns
+    msg: object              # the deserialised image message
+    label: object = None     # the paired label message, if any
+
+
+def open_reader(path: Path):
+    from rosbags.highlevel import AnyReader
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise BagError(f"bag {path} does not exist")
+    try:
+        reader = AnyReader([path], default_typestore=make_typestore(with_ovseg=False))
+        reader.open()
+    except Exception as exc:   # rosbags raises several unrelated types for unreadable bags
+        raise BagError(f"cannot open bag {path}: {exc} (a rosbag2 directory with metadata.yaml "
+                       "and .db3/.mcap files is expected)") from exc
+    return reader
+
+
+def check_topic(reader, topic: str, allowed_types: Sequence[str], role: str) -> list:
+    conns = [c for c in reader.connections if c.topic == topic]
+    if not conns:
+        topics = sorted({f"{c.topic} [{c.msgtype}]" for c in reader.connections})
+        raise BagError(f"{role} topic {topic!r} is not in the bag; it has: {topics}")
+    bad = {c.msgtype for c in conns} - set(allowed_types)
+    if bad:
+        raise BagError(f"{role} topic {topic!r} has type {sorted(bad)}; expected one of "
+                       f"{list(allowed_types)}")
+    return conns
+
+
+def iter_frames(reader, image_topic: str, label_topic: Optional[str] = None,
+                stats: Optional[dict] = None) -> Iterator[Frame]:
+    """Image messages in bag order; with ``label_topic``, each paired with the label message of
+    the same header stamp (images without one are skipped and counted in ``stats``)."""
+    img_conns = check_topic(reader, image_topic, (IMAGE_TYPE, COMPRESSED_TYPE), "image")
+    conns = list(img_conns)
+    lab_ids = set()
+    if label_topic is not None:
+        lab_conns = check_topic(reader, label_topic, (IMAGE_TYPE,), "label")
+        lab_ids = {c.id for c in lab_conns}
+        conns += lab_conns
+    img_ids = {c.id for c in img_conns}
+    stats = stats if stats is not None else {}
+    stats.update(images=0, labels=0, unmatched_images=0, unmatched_labels=0)
+    seen: Dict[int, int] = {}
+    pending_img: Dict[int, Frame] = {}
+    pending_lab: Dict[int, object] = {}
+    index = 0
+    for conn, t, raw in reader.messages(connections=conns):
+        msg = reader.deserialize(raw, conn.msgtype)
+        s = stamp_ns(msg.header)
+        if conn.id in img_ids:
+            n = seen.get(s, 0)
+            seen[s] = n + 1
+            frame = Frame(index=index, key=f"{s:020d}" + (f"_{n}" if n else ""), timestamp=t,
+                          msg=msg)
+            index += 1
+            stats["images"] += 1
+            if label_topic is None:
+                yield frame
+            elif s in pending_lab:
+                frame.label = pending_lab.pop(s)
+                yield frame
+            else:
+                pending_img[s] = frame
+        elif conn.id in lab_ids:
+            stats["labels"] += 1
+            if s in pending_img:
+                frame = pending_img.pop(s)
+                frame.label = msg
+                yield frame
+            else:
+                pending_lab[s] = msg
+    stats["unmatched_images"] = len(pending_img)
+    stats["unmatched_labels"] = len(pending_lab)
+
+
+def frame_rgb(frame: Frame) -> np.ndarray:
+    msg = frame.msg
+    what = f"image at stamp {frame.key}"
+    if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+        return compressed_to_rgb(msg, what)
+    return to_rgb(image_to_numpy(msg, what), msg.encoding)
+
+
+# --- writing -----------------------------------------------------------------------------------
+def storage_plugin(name: str):
+    from rosbags.rosbag2 import StoragePlugin
+
+    try:
+        return {"sqlite3": StoragePlugin.SQLITE3, "mcap": StoragePlugin.MCAP}[name]
+    except KeyError:
+        raise BagError(f"storage must be 'sqlite3' or 'mcap', got {name!r}") from None
+
+
+def bag_storage(path: Path) -> str:
+    """'mcap' or 'sqlite3', from the files of an existing bag."""
+    path = Path(path)
+    if path.is_dir() and any(path.glob("*.mcap")) or path.suffix == ".mcap":
+        return "mcap"
+    return "sqlite3"
+
+
+def latched_qos():
+    """Transient-local, reliable, depth 1: how the node publishes `vocabulary`."""
+    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
+                                    QosReliability, QosTime)
+
+    zero = QosTime(0, 0)
+    return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
+               zero, zero, QosLiveliness.AUTOMATIC, zero, False)
+
+
+__all__ = ["BagError", "Frame", "make_typestore", "find_msg_dir", "image_to_numpy", "to_rgb",
+           "numpy_to_image", "label_to_classes", "open_reader", "check_topic", "iter_frames",
+           "frame_rgb", "stamp_ns", "storage_plugin", "bag_storage", "latched_qos",
+           "write_image_bag",
+           "LABEL_ENCODINGS", "RGB_ENCODINGS", "IMAGE_TYPE", "COMPRESSED_TYPE"]
+
+
+def write_image_bag(path: Path, frames, image_topic: str = "/camera/image",
+                    label_topic: Optional[str] = "/camera/labels", *,
+                    image_encoding: str = "rgb8", label_encoding: str = "16UC1",
+                    frame_id: str = "camera", storage: str = "sqlite3") -> Path:
+    """A bag of (stamp_ns, rgb, labels-or-None) frames: images and, optionally, label images.
+
+    Used to turn image/label folders into bags (``ovseg-eval make-bag``) and by the tests.
+    Written under ``<path>.partial`` and renamed when complete.
+    """
+    from rosbags.rosbag2 import Writer
+
+    path = Path(path)
+    if path.exists():
+        raise BagError(f"output {path} exists; remove it or choose another path")
+    store = make_typestore(with_ovseg=False)
+    T = store.types
+    tmp = path.with_name(path.name + ".partial")
+    if tmp.exists():
+        import shutil
+        shutil.rmtree(tmp)
+    w = Writer(tmp, version=9, storage_plugin=storage_plugin(storage))
+    w.open()
+    try:
+        ci = w.add_connection(image_topic, IMAGE_TYPE, typestore=store)
+        cl = w.add_connection(label_topic, IMAGE_TYPE, typestore=store) if label_topic else None
+        for stamp, rgb, labels in frames:
+            hdr = T["std_msgs/msg/Header"](
+                stamp=T["builtin_interfaces/msg/Time"](sec=stamp // 1_000_000_000,
+                                                       nanosec=stamp % 1_000_000_000),
+                frame_id=frame_id)
+            img = {"rgb8": rgb, "bgr8": rgb[..., ::-1], "mono8": rgb[..., 0]}.get(image_encoding)
+            if img is None:
+                raise BagError(f"image_encoding must be rgb8, bgr8 or mono8, got "
+                               f"{image_encoding!r}")
+            w.write(ci, stamp, store.serialize_cdr(numpy_to_image(store, img, image_encoding, hdr),
+                                                   IMAGE_TYPE))
+            if cl is not None and labels is not None:
+                w.write(cl, stamp, store.serialize_cdr(
+                    numpy_to_image(store, labels, label_encoding, hdr), IMAGE_TYPE))
+    except BaseException:
+        w.close()
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    w.close()
+    tmp.rename(path)
+    from .bag_infer import _rename_storage_files
+    _rename_storage_files(path, tmp.name)
+    return path

@@ -1,0 +1,371 @@
+"""``ovseg-eval``: evaluate an engine on rosbags or benchmark datasets, merge shards, bag -> bag.
+
+    ovseg-eval bag      --config cfg.yaml --bag BAG --image-topic /cam/image \\
+                        --label-topic /cam/labels --classes ade150 --out out/eval
+    ovseg-eval dataset  --config cfg.yaml --kind ade150 --root data/ADEChallengeData2016 \\
+                        --out out/ade --shard 0/4 [--limit 50] [--resume]
+    ovseg-eval merge    out/ade/state_shard*of4.npz --out out/ade
+    ovseg-eval infer-bag --config cfg.yaml --bag BAG --image-topic /cam/image --out BAG_OUT
+    ovseg-eval make-bag --images DIR [--labels DIR] --out BAG
+
+Errors (missing topics, wrong encodings, class files that do not fit the
+labels, unreadable files) are printed as one line naming the problem, and
+the exit status is 2. Results are written under temporary names and renamed
+only when complete.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import yaml
+
+from ..core.class_names import ClassList, load_class_file
+from .bags import (BagError, LABEL_ENCODINGS, frame_rgb, image_to_numpy, iter_frames,
+                   label_to_classes, open_reader)
+from .datasets import DatasetError, Target, folder, open_dataset, LAYOUTS
+from .metrics import IGNORE, LabelError
+from .runner import EvalItem, dataset_items, finish, open_state, run_evaluation
+from .state import EvalState, StateError
+
+PROG = "ovseg-eval"
+
+
+class CliError(ValueError):
+    """A command-line argument is wrong."""
+
+
+# --- shared helpers -----------------------------------------------------------------------------
+def parse_shard(text: str) -> Tuple[int, int]:
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise CliError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise CliError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def parse_overrides(items: Sequence[str]) -> dict:
+    out = {}
+    for item in items or ():
+        if "=" not in item:
+            raise CliError(f"--set expects key=value, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def load_engine(args, classes: Optional[ClassList]):
+    """The segmenter from --config/--set, with the evaluated classes as its vocabulary."""
+    from .. import load_segmenter
+
+    overrides = parse_overrides(args.set)
+    seg = load_segmenter(args.config, **{k.replace(".", "__"): v for k, v in overrides.items()}) \
+        if args.config else load_segmenter({k: v for k, v in overrides.items()})
+    if classes is not None:
+        seg.set_vocabulary(list(classes.names), list(classes.is_thing) if classes.is_thing
+                           else None)
+    return seg
+
+
+def _classes(arg: Optional[str], default: Optional[str], what: str) -> ClassList:
+    name = arg or default
+    if not name:
+        raise CliError(f"{what} needs --classes (a bundled list such as ade150, or a file)")
+    try:
+        return load_class_file(name)
+    except ValueError as exc:
+        raise CliError(f"class-name file {name}: {exc}") from exc
+
+
+# --- sources ------------------------------------------------------------------------------------
+def bag_items(args, stats: dict) -> Iterable[EvalItem]:
+    reader = open_reader(Path(args.bag))
+    try:
+        for pos, frame in enumerate(iter_frames(reader, args.image_topic, args.label_topic,
+                                                stats)):
+            lab = frame.label
+            if lab.encoding not in LABEL_ENCODINGS:
+                raise BagError(f"label topic {args.label_topic!r}: encoding {lab.encoding!r} is "
+                               f"not a class-id image; expected one of {list(LABEL_ENCODINGS)}")
+
+            def load_target(frame=frame) -> Target:
+                arr = image_to_numpy(frame.label, f"label at stamp {frame.key}")
+                return Target(semantic=label_to_classes(arr, frame.label.encoding,
+                                                        ignore_value(args, frame.label.encoding)))
+
+            yield EvalItem(pos, frame.key, lambda frame=frame: frame_rgb(frame), load_target)
+    finally:
+        reader.close()
+
+
+def ignore_value(args, encoding: str) -> Optional[int]:
+    if args.ignore_label is not None:
+        return None if args.ignore_label == "none" else int(args.ignore_label)
+    return {"16UC1": 65535, "mono16": 65535, "mono8": 255, "8UC1": 255}.get(encoding, IGNORE)
+
+
+# --- commands -------------------------------------------------------------------------------------
+def _evaluate(args, classes: ClassList, items: Iterable[EvalItem], source: dict, panoptic: bool,
+              total: Optional[int], stats: Optional[dict] = None) -> int:
+    shard = parse_shard(args.shard)
+    seg = load_engine(args, classes)
+    out = Path(args.out)
+    # JSON-safe copy (saved in the state header); num_classes is the class list's business
+    info = json.loads(json.dumps(seg.describe(), default=str))
+    info.pop("num_classes", None)
+    state = open_state(out, classes, seg.vocabulary.is_thing, source, shard, panoptic,
+                       args.resume, engine=info)
+    state = run_evaluation(seg, items, state, out, total=total, limit=args.limit,
+                           save_every=args.save_every, num_samples=args.samples,
+                           progress=not args.quiet)
+    if not state.done:
+        detail = (f" (bag: {stats.get('images', 0)} images, {stats.get('labels', 0)} labels, none "
+                  "with the same header stamp as an image)") if stats else ""
+        raise CliError(f"nothing was evaluated: shard {shard[0]}/{shard[1]} has no items{detail}")
+    if stats and shard[0] == 0:   # shard 0 reports what the whole source lacked
+        state.extra.update({k: v for k, v in stats.items() if k.startswith("unmatched")})
+    res = finish(state, out, report=not args.no_report)
+    _print_summary(res, out)
+    return 0
+
+
+def cmd_bag(args) -> int:
+    classes = _classes(args.classes, None, "bag evaluation")
+    stats: dict = {}
+    source = {"kind": "bag", "bag": Path(args.bag).name, "image_topic": args.image_topic,
+              "label_topic": args.label_topic, "ignore_label": args.ignore_label}
+    if args.image_topic == args.label_topic:
+        raise CliError("--image-topic and --label-topic must be different topics")
+    # open once up front so a bad bag / topic fails before the engine is built
+    reader = open_reader(Path(args.bag))
+    try:
+        from .bags import check_topic, COMPRESSED_TYPE, IMAGE_TYPE
+
+        img = check_topic(reader, args.image_topic, (IMAGE_TYPE, COMPRESSED_TYPE), "image")
+        check_topic(reader, args.label_topic, (IMAGE_TYPE,), "label")
+        total = sum(c.msgcount for c in img)
+    finally:
+        reader.close()
+    return _evaluate(args, classes, bag_items(args, stats), source, False, total, stats)
+
+
+def cmd_dataset(args) -> int:
+    if args.kind == "folder":
+        if not (args.images and args.labels):
+            raise CliError("--kind folder needs --images DIR and --labels DIR")
+        classes = _classes(args.classes, None, "--kind folder")
+        ds = folder(Path(args.images), Path(args.labels), classes,
+                    ignore_index=None if args.ignore_index < 0 else args.ignore_index,
+                    reduce_zero_label=args.reduce_zero_label)
+        source = {"kind": "folder", "images": Path(args.images).name,
+                  "labels": Path(args.labels).name, "ignore_index": args.ignore_index,
+                  "reduce_zero_label": args.reduce_zero_label}
+    else:
+        if not args.root:
+            raise CliError(f"--kind {args.kind} needs --root DIR")
+        ds = open_dataset(args.kind, Path(args.root), args.split)
+        if args.classes:   # other names (synonyms, prompts) for the same classes
+            classes = _classes(args.classes, None, "")
+            if len(classes) != len(ds.classes):
+                raise CliError(f"--classes {args.classes} has {len(classes)} classes but "
+                               f"{args.kind} has {len(ds.classes)}")
+            ds.classes = ClassList(classes.names, classes.is_thing or ds.classes.is_thing)
+        source = {"kind": args.kind, "root": Path(args.root).name, "split": args.split}
+    return _evaluate(args, ds.classes, dataset_items(ds), source, ds.panoptic, len(ds))
+
+
+def cmd_merge(args) -> int:
+    paths = [Path(p) for p in args.states]
+    states = [EvalState.load(p) for p in paths]
+    merged = EvalState.merge(states, [str(p) for p in paths])
+    out = Path(args.out)
+    merged.save(out / "state_merged.npz")
+    res = finish(merged, out, report=not args.no_report)
+    _print_summary(res, out)
+    return 0
+
+
+def cmd_infer_bag(args) -> int:
+    from .bag_infer import infer_bag
+
+    classes = _classes(args.classes, None, "") if args.classes else None
+    seg = load_engine(args, classes)
+    info = infer_bag(seg, Path(args.bag), Path(args.out), args.image_topic, prefix=args.prefix,
+                     storage=args.storage, overwrite=args.overwrite, limit=args.limit,
+                     progress=not args.quiet)
+    print(f"wrote {info['output']}: {info['frames']} frames; topics: "
+          + ", ".join(f"{t} ({n})" for t, n in info["topics"].items()))
+    return 0
+
+
+def cmd_make_bag(args) -> int:
+    """Image folder (+ label folder) -> bag, so folders can be replayed and evaluated as bags."""
+    from .bags import write_image_bag
+    from .datasets import _list_images, read_label_png, read_rgb
+
+    images_dir = Path(args.images)
+    if not images_dir.is_dir():
+        raise CliError(f"--images {images_dir} is not a directory")
+    images = _list_images(images_dir)
+    if not images:
+        raise CliError(f"no images under {images_dir}")
+    if args.rate <= 0:
+        raise CliError("--rate must be > 0")
+    period = int(round(1e9 / args.rate))
+
+    def frames():
+        for i, img in enumerate(images):
+            labels = None
+            if args.labels:
+                lab = Path(args.labels) / img.relative_to(images_dir).with_suffix(".png")
+                if not lab.is_file():
+                    raise DatasetError(f"image {img} has no label file {lab}")
+                labels = read_label_png(lab)
+                if labels.ndim != 2:
+                    raise DatasetError(f"label {lab} is not a single-channel class-id PNG")
+                labels = labels.astype("uint16")
+            yield args.start_ns + i * period, read_rgb(img), labels
+
+    path = write_image_bag(Path(args.out), frames(), args.image_topic,
+                           args.label_topic if args.labels else None, storage=args.storage,
+                           frame_id=args.frame_id)
+    print(f"wrote {path}: {len(images)} images")
+    return 0
+
+
+def _print_summary(res: dict, out: Path) -> None:
+    sem = res.get("semantic")
+    parts = [f"{res['num_images']} images"]
+    if sem:
+        parts.append(f"mIoU {100 * sem['mIoU']:.2f}  mAcc {100 * sem['mAcc']:.2f}  "
+                     f"pAcc {100 * sem['pAcc']:.2f}")
+    pan = res.get("panoptic")
+    if pan:
+        parts.append(f"PQ {100 * pan['All']['PQ']:.2f} (things {100 * pan['Things']['PQ']:.2f}, "
+                     f"stuff {100 * pan['Stuff']['PQ']:.2f})")
+    if not res["finished"]:
+        parts.append("PARTIAL")
+    print(" | ".join(parts) + f"  -> {out}")
+
+
+# --- argument parsing ----------------------------------------------------------------------------
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="engine config (YAML; same keys as the node's parameters)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (repeatable), e.g. --set device=cuda")
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="output directory (state, results, report)")
+    p.add_argument("--shard", default="0/1", 
+                   help="evaluate shard i of n (items p with p %% n == i)")
+    p.add_argument("--limit", type=int, help="stop after this many items (quick runs)")
+    p.add_argument("--resume", action="store_true", help="continue the saved state in --out")
+    p.add_argument("--save-every", type=int, default=25, help="save the state every N items")
+    p.add_argument("--samples", type=int, default=4, help="sample overlays kept for the report")
+    p.add_argument("--no-report", action="store_true", help="results.json only")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("bag", help="evaluate on a rosbag2 with image and label topics")
+    _engine_args(p)
+    p.add_argument("--bag", required=True, help="rosbag2 directory (sqlite3 or mcap)")
+    p.add_argument("--image-topic", required=True)
+    p.add_argument("--label-topic", required=True,
+                   help="ground-truth class ids (16UC1, mono16, mono8 or 32SC1), paired with "
+                        "images by header stamp")
+    p.add_argument("--classes", required=True, help="class-name file or bundled list "
+                   "(line i = class id i)")
+    p.add_argument("--ignore-label", help="label value not evaluated (default: 65535 for "
+                   "16UC1/mono16, 255 for mono8, -1 for 32SC1; 'none' = evaluate all)")
+    _run_args(p)
+    p.set_defaults(func=cmd_bag)
+
+    p = sub.add_parser("dataset", help="evaluate on a benchmark layout or image/label folders")
+    _engine_args(p)
+    p.add_argument("--kind", required=True, choices=sorted(LAYOUTS) + ["folder"])
+    p.add_argument("--root", help="dataset root (see docs/evaluation.md for each layout)")
+    p.add_argument("--split", help="split name (defaults per kind: validation, val, val2017)")
+    p.add_argument("--classes", help="class-name file (folder: required; others: replaces "
+                   "the bundled names, same number of classes)")
+    p.add_argument("--images", help="folder: image directory")
+    p.add_argument("--labels", help="folder: label PNG directory (same relative stems)")
+    p.add_argument("--ignore-index", type=int, default=255, help="folder: ignored label value "
+                   "(-1 = none)")
+    p.add_argument("--reduce-zero-label", action="store_true",
+                   help="folder: 0 is ignored and v -> v-1 (ADE20K convention)")
+    _run_args(p)
+    p.set_defaults(func=cmd_dataset)
+
+    p = sub.add_parser("merge", help="add the saved states of shards into one result")
+    p.add_argument("states", nargs="+", help="state_shard*.npz files")
+    p.add_argument("--out", required=True)
+    p.add_argument("--no-report", action="store_true")
+    p.set_defaults(func=cmd_merge)
+
+    p = sub.add_parser("infer-bag", help="write a new bag with the predicted label topics")
+    _engine_args(p)
+    p.add_argument("--bag", required=True)
+    p.add_argument("--image-topic", required=True)
+    p.add_argument("--out", required=True, help="output bag directory")
+    p.add_argument("--classes", help="vocabulary from a class-name file (default: the config's)")
+    p.add_argument("--prefix", default="/ovseg", help="namespace of the output topics")
+    p.add_argument("--storage", choices=("sqlite3", "mcap"),
+                   help="storage of the output bag (default: that of the input)")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--limit", type=int, help="stop after this many images")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_infer_bag)
+
+    p = sub.add_parser("make-bag", help="write a bag from an image folder (+ 16UC1 labels)")
+    p.add_argument("--images", required=True)
+    p.add_argument("--labels", help="label PNG folder (same relative stems), written as 16UC1")
+    p.add_argument("--out", required=True, help="output bag directory")
+    p.add_argument("--image-topic", default="/camera/image")
+    p.add_argument("--label-topic", default="/camera/labels")
+    p.add_argument("--frame-id", default="camera")
+    p.add_argument("--rate", type=float, default=10.0, help="frames per second of the stamps")
+    p.add_argument("--start-ns", type=int, default=10**9, help="stamp of the first frame (ns)")
+    p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
+    p.set_defaults(func=cmd_make_bag)
+    return ap
+
+
+def user_errors() -> tuple:
+    from ..config import ConfigError
+    from ..core.vocabulary import VocabularyError
+    from ..segmenter import InputError
+
+    errs = [CliError, BagError, DatasetError, LabelError, StateError, ConfigError,
+            VocabularyError, InputError, FileNotFoundError]
+    try:
+        from ..weights import WeightsError
+        errs.append(WeightsError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except user_errors() as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted; the saved state allows --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""FC-CLIP: panoptic open-vocabulary segmentation on a frozen ConvNeXt CLIP.
+
+Image path (``engine.image_model``, vocabulary-free, see models/fcclip_head.py):
+CLIP trunk res2..res5 -> Mask2Former pixel decoder (deformable attention) ->
+masked transformer decoder (250 queries) -> mask logits, query class
+embeddings, and CLIP embeddings mask-pooled from res5.
+
+Vocabulary path (here, per frame, cheap): cosine of both embeddings with the
+text classifier (max over synonyms, learned void embedding appended), the
+geometric ensemble of in-vocabulary and out-of-vocabulary probabilities
+(alpha for classes seen in COCO-panoptic training, beta for unseen ones),
+times (1 - P(void)). Then semantic and panoptic merging
+(core/panoptic_merge.py) at the input image's resolution.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import Config, ConfigError
+from ..core.class_names import COCO_STUFF_NAMES, COCO_THING_NAMES
+from ..core.panoptic_merge import merge_segments, select_queries
+from ..core.types import Prediction, VocabularyState
+from ..models.checkpoint import load_reference_checkpoint
+from ..models.fcclip_head import (FCCLIPHeadWeights, FCCLIPImageModel, HeadSpec,
+                                  check_convnext_visual)
+from ..models.transformer_decoder import cosine_logits
+from ..registry import get_backend, register_engine
+from ..weights import RANDOM_SEED, WeightsError, create_clip, file_fingerprint, resolve_path
+from .base import Engine
+
+log = logging.getLogger(__name__)
+
+#: mask logits are upsampled in chunks of queries holding at most this many values
+_UPSAMPLE_BUDGET = 1 << 24
+
+
+def resize_shortest_edge(h: int, w: int, short: int, max_size: int) -> Tuple[int, int]:
+    """detectron2's ResizeShortestEdge size: short side -> ``short``, long side capped at
+    ``max_size``, rounded half up."""
+    scale = short / min(h, w)
+    nh, nw = h * scale, w * scale
+    if max(nh, nw) > max_size:
+        scale = max_size / max(nh, nw)
+        nh, nw = nh * scale, nw * scale
+    return int(nh + 0.5), int(nw + 0.5)
+
+
+def is_seen_class(synonyms, seen_names=None) -> bool:
+    """A class counts as seen in training when any synonym is a COCO-panoptic name."""
+    if seen_names is None:
+        return any(s.lower() in COCO_THING_NAMES or s.lower() in COCO_STUFF_NAMES
+                   for s in synonyms)
+    return any(s.lower() in seen_names for s in synonyms)
+
+
+def class_max(logits: torch.Tensor, synonym_class: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """... x S synonym logits -> ... x K: each class takes its best synonym."""
+    index = synonym_class.to(logits.device).expand(*logits.shape[:-1], -1)
+    out = torch.full((*logits.shape[:-1], num_classes), float("-inf"), dtype=logits.dtype,
+                     device=logits.device)
+    return out.scatter_reduce(-1, index, logits, reduce="amax", include_self=True)
+
+
+class _StageTimer:
+    """Collects per-stage wall times; synchronises CUDA so a stage's time is its own."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.times: Dict[str, float] = {}
+        self.last = 0.0
+
+    def start(self) -> None:
+        self._sync()
+        self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        self._sync()
+        now = time.perf_counter()
+        self.times[name] = self.times.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+
+@register_engine("fcclip")
+class FCClipEngine(Engine):
+    name = "fcclip"
+    default_templates = "vild14"
+    #: config key group of this engine
+    group = "fcclip"
+    #: whether the image path also returns dense CLIP embeddings (MAFT+)
+    dense_output = False
+
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
+        g = self.group
+        self.device = self._device(cfg["device"])
+        head_path = self._head_checkpoint_path()     # fail before loading a large CLIP
+        if cfg["num_threads"] > 0:
+            torch.set_num_threads(cfg["num_threads"])
+        loaded = create_clip(cfg[f"{g}.clip_model"], cfg[f"{g}.clip_pretrained"],
+                             cfg[f"{g}.clip_checkpoint"], random_init=cfg["random_init"],
+                             weights_dir=cfg["weights_dir"], key_prefix=g)
+        self.clip_model = loaded.model
+        self._text_id = loaded.identity
+        self.clip_model_name = cfg[f"{g}.clip_model"]
+        try:
+            channels = check_convnext_visual(self.clip_model.visual, self.clip_model_name)
+        except ValueError as exc:
+            raise ConfigError(f"config key '{g}.clip_model': {exc}") from exc
+        embed_dim = int(self.clip_model.text_projection.shape[-1])
+        self.spec = HeadSpec(in_channels=channels, clip_embedding_dim=embed_dim,
+                             num_queries=cfg[f"{g}.num_queries"])
+        self.head = self._load_head_weights(head_path)
+        for module in (self.clip_model, self.head):
+            module.eval().requires_grad_(False).to(self.device)
+        import open_clip
+
+        self.tokenizer = open_clip.get_tokenizer(self.clip_model_name)
+        self.image_model = FCCLIPImageModel(self.clip_model.visual, self.head,
+                                            dense_output=self.dense_output).eval()
+        self.image_model.to(self.device)
+        self.backend = get_backend(cfg["backend"])(self.image_model, cfg,
+                                                   model_id=self._model_id())
+        self._seen_cache: Tuple[int, Optional[torch.Tensor]] = (-1, None)
+
+    # --- construction -------------------------------------------------------------------
+    @staticmethod
+    def _device(name: str) -> torch.device:
+        from ..backends.torch_backend import resolve_device
+
+        return resolve_device(name)
+
+    def _build_head(self) -> torch.nn.Module:
+        return FCCLIPHeadWeights(self.spec)
+
+    def _seeded_head(self) -> torch.nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            return self._build_head()
+
+    def _head_checkpoint_path(self) -> Optional[Path]:
+        """The head checkpoint file (None with random_init); WeightsError when unset/absent."""
+        if self.cfg["random_init"]:
+            return None
+        key = f"{self.group}.checkpoint"
+        if not self.cfg[key]:
+            raise WeightsError(f"no {self.name} checkpoint given: set the config key '{key}' to "
+                               "the released checkpoint (see docs/fcclip.md for the download), "
+                               "or random_init: true for a demo with meaningless outputs.")
+        path = resolve_path(self.cfg[key], self.cfg["weights_dir"])
+        if not path.is_file():
+            raise WeightsError(f"checkpoint file {str(path)!r} does not exist; fix the config "
+                               f"key '{key}' (a .pth or .safetensors file). (For a demo without "
+                               "weights set random_init: true; outputs are then meaningless and "
+                               "flagged random_weights.)")
+        return path
+
+    def _load_head_weights(self, path: Optional[Path]) -> torch.nn.Module:
+        if path is None:
+            self._head_id = f"random:{RANDOM_SEED}"
+            log.warning("%s: head weights are RANDOM (random_init: true); outputs are "
+                        "meaningless", self.name)
+            return self._seeded_head()
+        g = self.group
+        head = self._build_head()
+        report = load_reference_checkpoint(path, head, self.clip_model,
+                                           setting=f"{g}.checkpoint",
+                                           require_visual=self.dense_output)
+        self._head_id = f"file:{file_fingerprint(path)}"
+        if report.text_overridden:
+            self._text_id += f"|{self._head_id}"
+        return head
+
+    def _model_id(self) -> str:
+        return f"{self.name}-{self.clip_model_name}-q{self.spec.num_queries}-{self._head_id}"
+
+    # --- text ---------------------------------------------------------------------------
+    def text_encoder_id(self) -> str:
+        return self._text_id
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: List[str]) -> torch.Tensor:
+        out = []
+        for i in range(0, len(prompts), 256):
+            tokens = self.tokenizer(prompts[i:i + 256]).to(self.device)
+            out.append(self.clip_model.encode_text(tokens, normalize=True).float())
+        return torch.cat(out, 0)
+
+    # --- inference ------------------------------------------------------------------------
+    def _seen_mask(self, vocab: VocabularyState) -> torch.Tensor:
+        version, mask = self._seen_cache
+        if version != vocab.version or mask is None or mask.numel() != vocab.num_classes:
+            mask = torch.tensor([is_seen_class(s) for s in vocab.synonyms], dtype=torch.bool,
+                                device=self.device)
+            self._seen_cache = (vocab.version, mask)
+        return mask
+
+    def _classifier(self, vocab: VocabularyState) -> torch.Tensor:
+        """Text rows (S x D, normalised) with the normalised void embedding appended."""
+        text = vocab.embeddings.to(self.device, torch.float32)
+        void = F.normalize(self.head.void_embedding.weight.float(), dim=-1)
+        return torch.cat([text, void], 0)
+
+    def _per_class(self, logits: torch.Tensor, vocab: VocabularyState) -> torch.Tensor:
+        """B x Q x (S+1) synonym logits -> B x Q x (K+1) class logits (void last)."""
+        cls = class_max(logits[..., :-1], vocab.synonym_class, vocab.num_classes)
+        return torch.cat([cls, logits[..., -1:]], -1)
+
+    def classify(self, outputs: Tuple[torch.Tensor, ...], vocab: VocabularyState) -> torch.Tensor:
+        """Image-path outputs + vocabulary -> B x Q x (K+1) class logits (log-probabilities
+        with void last, the form the panoptic/semantic inference takes)."""
+        _, class_embed, clip_embed = outputs[:3]
+        classifier = self._classifier(vocab)
+        in_logits = self._per_class(cosine_logits(
+            class_embed.float(), classifier, self.head.sem_seg_head.predictor.logit_scale), vocab)
+        out_logits = self._per_class(cosine_logits(
+            clip_embed.float(), classifier, self.clip_model.logit_scale), vocab)
+        in_probs = in_logits[..., :-1].softmax(-1)
+        out_probs = out_logits[..., :-1].softmax(-1)
+        seen = self._seen_mask(vocab)
+        alpha = self.cfg[f"{self.group}.geometric_alpha"]
+        beta = self.cfg[f"{self.group}.geometric_beta"]
+        # geometric ensemble, as log-probabilities; seen classes weight CLIP by alpha
+        weight = seen.to(in_probs.dtype) * alpha + (~seen).to(in_probs.dtype) * beta
+        ens = torch.log(in_probs) * (1 - weight) + torch.log(out_probs) * weight
+        return self._with_void(ens, in_logits)
+
+    @staticmethod
+    def _with_void(cls_logits: torch.Tensor, in_logits: torch.Tensor) -> torch.Tensor:
+        """softmax(cls) * (1 - P(void)) beside P(void) from the in-vocabulary head, as logs."""
+        p_void = in_logits.softmax(-1)[..., -1:]
+        probs = torch.cat([cls_logits.softmax(-1) * (1.0 - p_void), p_void], -1)
+        return torch.log(probs + 1e-8)
+
+    def _run_image(self, x: torch.Tensor, timer: _StageTimer) -> Tuple[torch.Tensor, ...]:
+        timed = self.cfg["backend"] == "torch"
+        self.image_model.stage_hook = timer if timed else None
+        try:
+            with torch.no_grad():
+                outs = self.backend(x)
+        finally:
+            self.image_model.stage_hook = None
+        if not timed:
+            timer("image_model")
+        return tuple(o.float() for o in outs)
+
+    def _upsample(self, logits: torch.Tensor, resized: Tuple[int, int],
+                  original: Tuple[int, int]) -> torch.Tensor:
+        """N x h4 x w4 mask logits -> N x H x W: up to the padded input, crop the padding,
+        resize to the original image (the reference's sem_seg_postprocess)."""
+        hp, wp = logits.shape[-2] * 4, logits.shape[-1] * 4
+        x = F.interpolate(logits[None], size=(hp, wp), mode="bilinear", align_corners=False)
+        x = x[..., :resized[0], :resized[1]]
+        if tuple(resized) != tuple(original):
+            x = F.interpolate(x, size=original, mode="bilinear", align_corners=False)
+        return x[0]
+
+    def _postprocess(self, mask_cls: torch.Tensor, mask_logits: torch.Tensor,
+                     vocab: VocabularyState, resized, original):
+        g = self.group
+        h, w = original
+        k = vocab.num_classes
+        probs = mask_cls.softmax(-1)[:, :-1]                       # Q x K
+        chunk = max(1, _UPSAMPLE_BUDGET // max(1, h * w * 4))
+        scores = torch.zeros((k, h, w), dtype=torch.float32, device=mask_logits.device)
+        for i in range(0, mask_logits.shape[0], chunk):
+            m = self._upsample(mask_logits[i:i + chunk], resized, original).sigmoid()
+            scores += torch.einsum("qc,qhw->chw", probs[i:i + chunk], m)
+        keep, q_scores, labels = select_queries(mask_cls, self.cfg[f"{g}.object_mask_threshold"])
+        idx = torch.nonzero(keep).flatten()
+        kept = [self._upsample(mask_logits[idx[i:i + chunk]], resized, original).sigmoid()
+                for i in range(0, idx.numel(), chunk)]
+        kept = torch.cat(kept, 0) if kept else torch.zeros((0, h, w), device=mask_logits.device)
+        panoptic, segments = merge_segments(q_scores[idx], labels[idx], kept, vocab.is_thing,
+                                            self.cfg[f"{g}.overlap_threshold"])
+        # class scores normalised per pixel (the argmax is the reference's semantic label)
+        scores = scores / scores.sum(0, keepdim=True).clamp_min(1e-12)
+        conf, semantic = scores.max(0)
+        if self.cfg["prob_thd"] > 0:
+            semantic = torch.where(conf < self.cfg["prob_thd"], torch.zeros_like(semantic),
+                                   semantic)
+        return (semantic.to(torch.int32).cpu().numpy(), scores.cpu().numpy(), panoptic,
+                segments)
+
+    def preprocess(self, rgb: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """HxWx3 uint8 -> 1x3xhxw float in [0, 1] resized like the reference (PIL bilinear)."""
+        from PIL import Image
+
+        h, w = rgb.shape[:2]
+        nh, nw = resize_shortest_edge(h, w, self.cfg[f"{self.group}.short_side"],
+                                      self.cfg[f"{self.group}.max_size"])
+        if (nh, nw) != (h, w):
+            rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
+        x = torch.from_numpy(np.array(rgb, copy=True)).to(self.device)
+        x = x.permute(2, 0, 1)[None].float().div_(255.0)
+        return x, (nh, nw)
+
+    def predict(self, rgb: np.ndarray, vocab: VocabularyState) -> Prediction:
+        t_start = time.perf_counter()
+        timer = _StageTimer(self.device)
+        timer.start()
+        x, resized = self.preprocess(rgb)
+        timer("preprocess")
+        outs = self._run_image(x, timer)
+        with torch.no_grad():
+            mask_cls = self.classify(outs, vocab)[0]
+            timer("classify")
+            semantic, scores, panoptic, segments = self._postprocess(
+                mask_cls, outs[0][0], vocab, resized, rgb.shape[:2])
+        timer("post")
+        timings = dict(timer.times)
+        timings["total"] = time.perf_counter() - t_start
+        return Prediction(semantic=semantic, scores=scores, panoptic=panoptic,
+                          segments=segments, vocabulary=vocab.names,
+                          vocabulary_version=vocab.version, random_weights=self.random_weights,
+                          engine=self.name, timings=timings)
+
+    def describe(self) -> dict:
+        info = super().describe()
+        info.update({"clip_model": self.clip_model_name, "num_queries": self.spec.num_queries,
+                     "head_weights": self._head_id, "text_encoder": self._text_id})
+        if hasattr(self.backend, "describe"):
+            info["backend_info"] = self.backend.describe()
+        return info
+
+
+__all__ = ["FCClipEngine", "resize_shortest_edge", "is_seen_class", "class_max"]

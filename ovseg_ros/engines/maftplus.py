@@ -1,0 +1,54 @@
+"""MAFT+: FC-CLIP's architecture with a fine-tuned CLIP visual trunk.
+
+Inference differs from FC-CLIP in the vocabulary path only:
+  * class scores come from the mask-pooled CLIP embeddings alone (no in-vocabulary
+    classifier, no geometric ensemble); the in-vocabulary head still gives P(void);
+  * the text classifier (void row included) first passes the Content-Dependent
+    Transfer: it cross-attends over the image's stride-32 CLIP embeddings
+    (models/cdt.py), giving a per-image classifier (not re-normalised, as the
+    reference).
+Defaults: 100 queries, object threshold 0.2, overlap 0.7. The checkpoint holds
+the head, ``cdt.*`` and the fine-tuned ``backbone.clip_model.visual.*``.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+
+from ..core.types import VocabularyState
+from ..models.cdt import build_maftplus_head
+from ..registry import register_engine
+from .fcclip import FCClipEngine
+
+
+@register_engine("maftplus")
+class MAFTPlusEngine(FCClipEngine):
+    name = "maftplus"
+    group = "maftplus"
+    dense_output = True
+
+    def _build_head(self) -> torch.nn.Module:
+        return build_maftplus_head(self.spec, self.cfg["maftplus.cdt_variant"])
+
+    def _model_id(self) -> str:
+        return super()._model_id() + f"-cdt-{self.cfg['maftplus.cdt_variant']}"
+
+    def classify(self, outputs: Tuple[torch.Tensor, ...], vocab: VocabularyState) -> torch.Tensor:
+        _, class_embed, clip_embed, dense_embed = outputs
+        classifier = self._classifier(vocab)
+        in_logits = self._per_class(F.normalize(class_embed.float(), dim=-1) @ classifier.t()
+                                    * self._scale(self.head.sem_seg_head.predictor.logit_scale),
+                                    vocab)
+        transferred = self.head.cdt(dense_embed.float(), classifier)           # B x (S+1) x D
+        out = torch.einsum("bqd,bkd->bqk", F.normalize(clip_embed.float(), dim=-1), transferred)
+        out_logits = self._per_class(out * self._scale(self.clip_model.logit_scale), vocab)
+        return self._with_void(out_logits[..., :-1], in_logits)
+
+    @staticmethod
+    def _scale(logit_scale: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(logit_scale.exp(), max=100.0)
+
+
+__all__ = ["MAFTPlusEngine"]

@@ -1,0 +1,93 @@
+"""The grid_sample form of multi-scale deformable attention equals a plain loop
+implementation of bilinear sampling (pixel centres at (i + 0.5) / size, zero
+outside the map)."""
+import math
+
+import pytest
+import torch
+
+from ovseg_ros.models.deformable_attention import MSDeformAttn, ms_deform_attn_sample
+
+torch.set_num_threads(1)
+
+
+def _bilinear(img, x, y):
+    """img D x H x W; (x, y) normalised in [0, 1] -> D: bilinear with zeros outside."""
+    d, h, w = img.shape
+    px, py = x * w - 0.5, y * h - 0.5
+    x0, y0 = math.floor(px), math.floor(py)
+    out = torch.zeros(d, dtype=torch.float64)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            xi, yi = x0 + dx, y0 + dy
+            wx = 1 - abs(px - xi)
+            wy = 1 - abs(py - yi)
+            if 0 <= xi < w and 0 <= yi < h:
+                out += wx * wy * img[:, yi, xi].double()
+    return out
+
+
+def _loop(value, shapes, locs, weights):
+    n, _, m, d = value.shape
+    _, lq, _, nl, npnt, _ = locs.shape
+    starts = [0]
+    for h, w in shapes:
+        starts.append(starts[-1] + h * w)
+    out = torch.zeros(n, lq, m * d, dtype=torch.float64)
+    for b in range(n):
+        for q in range(lq):
+            for head in range(m):
+                acc = torch.zeros(d, dtype=torch.float64)
+                for lvl, (h, w) in enumerate(shapes):
+                    img = value[b, starts[lvl]:starts[lvl + 1], head].t().reshape(d, h, w)
+                    for p in range(npnt):
+                        x, y = locs[b, q, head, lvl, p].tolist()
+                        acc += weights[b, q, head, lvl, p].double() * _bilinear(img, x, y)
+                out[b, q, head * d:(head + 1) * d] = acc
+    return out
+
+
+def test_grid_sample_form_matches_loop():
+    g = torch.Generator().manual_seed(0)
+    shapes = [(3, 5), (2, 2), (1, 3)]
+    n, lq, m, d, p = 2, 4, 2, 3, 3
+    s = sum(h * w for h, w in shapes)
+    value = torch.randn(n, s, m, d, generator=g)
+    # locations partly outside [0, 1] so zero padding is exercised
+    locs = torch.rand(n, lq, m, len(shapes), p, 2, generator=g) * 1.4 - 0.2
+    weights = torch.rand(n, lq, m, len(shapes), p, generator=g)
+    weights = weights / weights.flatten(-2).sum(-1)[..., None, None]
+    fast = ms_deform_attn_sample(value, shapes, locs, weights)
+    ref = _loop(value, shapes, locs, weights)
+    assert fast.shape == (n, lq, m * d)
+    torch.testing.assert_close(fast.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_module_offsets_are_in_pixels_of_each_level():
+    """MSDeformAttn: location = reference + offset / (W_l, H_l); checked against the loop."""
+    torch.manual_seed(1)
+    attn = MSDeformAttn(d_model=8, n_levels=2, n_heads=2, n_points=2).eval()
+    with torch.no_grad():
+        attn.sampling_offsets.weight.normal_(0, 0.3)
+        attn.attention_weights.weight.normal_(0, 0.3)
+    shapes = [(4, 4), (2, 3)]
+    s = sum(h * w for h, w in shapes)
+    src = torch.randn(1, s, 8)
+    query = torch.randn(1, 5, 8)
+    ref = torch.rand(1, 5, 2, 2)
+    with torch.no_grad():
+        out = attn(query, ref, src, shapes)
+        value = attn.value_proj(src).view(1, s, 2, 4)
+        off = attn.sampling_offsets(query).view(1, 5, 2, 2, 2, 2)
+        w = attn.attention_weights(query).view(1, 5, 2, 4).softmax(-1).view(1, 5, 2, 2, 2)
+        locs = torch.empty_like(off)
+        for lvl, (h, wd) in enumerate(shapes):
+            locs[:, :, :, lvl, :, 0] = ref[:, :, None, lvl, None, 0] + off[:, :, :, lvl, :, 0] / wd
+            locs[:, :, :, lvl, :, 1] = ref[:, :, None, lvl, None, 1] + off[:, :, :, lvl, :, 1] / h
+        expected = attn.output_proj(_loop(value, shapes, locs, w).float())
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_bad_head_count_is_rejected():
+    with pytest.raises(ValueError, match="divisible"):
+        MSDeformAttn(d_model=10, n_heads=4)

@@ -1,0 +1,554 @@
+"""End-to-end demo: the node on the sample bag, outputs recorded (``make demo``).
+
+    python scripts/make_sample_bag.py
+    python -m ovseg_ros.tools.demo --out out/demo [--max-frames N] [--config FILE]
+
+What it does, with real processes over DDS:
+  1. starts ``python -m ovseg_ros.node`` as a separate process (namespace /demo),
+  2. plays the sample bag into it (rosbags reader + rclpy publishers: every
+     Image topic -> /demo/image, CompressedImage -> /demo/image/compressed,
+     CameraInfo -> /demo/camera_info), with flow control so no frame is lost,
+  3. halfway through, changes the vocabulary with the set_vocabulary service,
+  4. records every output topic into an MCAP bag (rosbags writer), writes the
+     overlays as PNGs and a summary (frames, fps, latency, vocabulary).
+
+Weights: without --config it first tries the small pretrained preset
+(config/jetson_small.yaml on the available device) using only weights already
+on disk (HF_HUB_OFFLINE=1: nothing is downloaded). If they are not there it
+says so and runs the tiny RANDOM-weight preset (config/demo_tiny.yaml) instead:
+the console, the summary and every overlay image then say RANDOM WEIGHTS.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+NAMESPACE = "/demo"
+OUTPUT_TOPICS = {   # node topic (relative to the namespace) -> message type
+    "semantic": "sensor_msgs/msg/Image",
+    "panoptic": "sensor_msgs/msg/Image",
+    "colored": "sensor_msgs/msg/Image",
+    "confidence": "sensor_msgs/msg/Image",
+    "segments": "ovseg_ros/msg/Segments",
+    "camera_info_out": "sensor_msgs/msg/CameraInfo",
+    "vocabulary": "ovseg_ros/msg/Vocabulary",
+    "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
+}
+SECOND_VOCABULARY = ["person", "cat", "cup,mug", "rocket", "motorcycle", "sky", "grass", "floor"]
+RANDOM_BANNER = ("RANDOM WEIGHTS: no pretrained weights on disk, running the tiny random-weight "
+                 "preset (config/demo_tiny.yaml); labels are meaningless")
+
+
+def _log(text: str) -> None:
+    print(f"[demo] {text}", flush=True)
+
+
+def _find_msg_dir() -> Path:
+    """The .msg files, for registering ovseg_ros types with the rosbags typestore."""
+    here = ROOT / "msg"
+    if here.is_dir():
+        return here
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("ovseg_ros")) / "msg"
+
+
+def make_typestore():
+    from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+    types = {}
+    for f in sorted(_find_msg_dir().glob("*.msg")):
+        types.update(get_types_from_msg(f.read_text(), f"ovseg_ros/msg/{f.stem}"))
+    ts.register(types)
+    return ts
+
+
+def _key(header) -> tuple:
+    return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
+
+
+def draw_legend(rgb, segments):
+    """Class colour swatches and names of the classes present, bottom left."""
+    import cv2
+    import numpy as np
+
+    from ovseg_ros.core.palette import class_color
+
+    classes = sorted({(s.class_id, s.class_name) for s in segments.segments})
+    if not classes:
+        return rgb
+    img = np.ascontiguousarray(rgb).copy()
+    h, w = img.shape[:2]
+    scale = max(0.4, min(w, h) / 900.0)
+    line = int(28 * scale) + 6
+    width = max(cv2.getTextSize(f"{cid}: {name}", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+                for cid, name in classes) + line + 16
+    top = max(0, h - line * len(classes) - 8)
+    cv2.rectangle(img, (0, top), (min(w, width), h), (0, 0, 0), -1)
+    for i, (cid, name) in enumerate(classes):
+        y = top + 4 + i * line
+        cv2.rectangle(img, (6, y + 2), (6 + line - 6, y + line - 4), class_color(cid), -1)
+        cv2.putText(img, f"{cid}: {name}", (line + 6, y + line - 8), cv2.FONT_HERSHEY_SIMPLEX,
+                    scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return img
+
+
+# --- the node process ------------------------------------------------------------------
+class NodeProcess:
+    def __init__(self, config: Path, log_path: Path, env: Dict[str, str], extra: List[str]):
+        self.log_path = log_path
+        self._log = open(log_path, "w")
+        cmd = [sys.executable, "-m", "ovseg_ros.node", "--ros-args", "--params-file", str(config),
+               "-r", f"__ns:={NAMESPACE}"] + extra
+        self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, n: int = 15) -> str:
+        self._log.flush()
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+# --- player + recorder ---------------------------------------------------------------------
+class DemoClient:
+    """rclpy node in this process: publishes bag frames, records the node's outputs."""
+
+    def __init__(self, out: Path, writer, typestore, context):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy)
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+        from ovseg_ros.ros.qos import latched_qos, output_qos
+        from ovseg_ros.srv import SetVocabulary
+
+        self.out = out
+        self.node = rclpy.create_node("ovseg_demo_player", namespace=NAMESPACE, context=context)
+        self.lock = threading.Lock()
+        reliable = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                              reliability=ReliabilityPolicy.RELIABLE,
+                              durability=DurabilityPolicy.VOLATILE)
+        self.pub = {"image": self.node.create_publisher(Image, "image", reliable),
+                    "compressed": self.node.create_publisher(CompressedImage, "image/compressed",
+                                                             reliable),
+                    "info": self.node.create_publisher(CameraInfo, "camera_info", reliable)}
+        self.writer, self.ts = writer, typestore
+        self.conns = {}
+        self.counts: Dict[str, int] = {t: 0 for t in OUTPUT_TOPICS}
+        self.sent_at: Dict[tuple, float] = {}
+        self.latencies: List[float] = []
+        self.output_times: List[float] = []
+        self.vocabularies: List[dict] = []
+        self.diagnostics: Dict[str, str] = {}
+        self.pngs: List[str] = []
+        self._halves: Dict[tuple, dict] = {}
+        self._subs = []
+        msg_classes = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo}
+        from diagnostic_msgs.msg import DiagnosticArray
+        from ovseg_ros.msg import Segments, Vocabulary
+
+        msg_classes.update({"ovseg_ros/msg/Segments": Segments,
+                            "ovseg_ros/msg/Vocabulary": Vocabulary,
+                            "diagnostic_msgs/msg/DiagnosticArray": DiagnosticArray})
+        self.msg_classes = msg_classes
+        for topic, msgtype in OUTPUT_TOPICS.items():
+            full = topic if topic.startswith("/") else f"{NAMESPACE}/{topic}"
+            self.conns[topic] = writer.add_connection(full, msgtype, typestore=typestore)
+            qos = latched_qos() if topic == "vocabulary" else (10 if topic == "/diagnostics"
+                                                                else output_qos(depth=50))
+            self._subs.append(self.node.create_subscription(
+                msg_classes[msgtype], topic, lambda data, t=topic: self._on_output(t, data), qos,
+                raw=True))
+        self.vocab_client = self.node.create_client(SetVocabulary, "set_vocabulary")
+        self.executor = SingleThreadedExecutor(context=context)
+        self.executor.add_node(self.node)
+        self._spin = threading.Thread(target=self._spin_loop, daemon=True)
+        self._running = True
+        self._spin.start()
+
+    def _spin_loop(self) -> None:
+        while self._running:
+            self.executor.spin_once(timeout_sec=0.05)
+
+    def _on_output(self, topic: str, data: bytes) -> None:
+        from rclpy.serialization import deserialize_message
+
+        now = time.monotonic()
+        with self.lock:
+            self.writer.write(self.conns[topic], time.time_ns(), data)
+            self.counts[topic] += 1
+        cls = self.msg_classes[OUTPUT_TOPICS[topic]]
+        if topic == "semantic":
+            msg = deserialize_message(data, cls)
+            key = (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id)
+            with self.lock:
+                t_sent = self.sent_at.get(key)
+                if t_sent is not None:
+                    self.latencies.append(now - t_sent)
+                self.output_times.append(now)
+        elif topic == "colored":
+            msg = deserialize_message(data, cls)
+            self._pair(_key(msg.header), colored=msg)
+        elif topic == "segments":
+            msg = deserialize_message(data, cls)
+            self._pair(_key(msg.header), segments=msg)
+        elif topic == "vocabulary":
+            msg = deserialize_message(data, cls)
+            with self.lock:
+                self.vocabularies.append({"version": msg.version, "engine": msg.engine,
+                                          "random_weights": msg.random_weights,
+                                          "classes": [c.name for c in msg.classes]})
+        elif topic == "/diagnostics":
+            msg = deserialize_message(data, cls)
+            for st in msg.status:
+                if st.name.startswith("ovseg_node"):
+                    with self.lock:
+                        self.diagnostics = {kv.key: kv.value for kv in st.values}
+                        self.diagnostics["_message"] = st.message
+
+    def _pair(self, key, colored=None, segments=None) -> None:
+        """Write an overlay PNG once both the colour image and the segments of a frame are in
+        (the segments name the classes for the legend)."""
+        with self.lock:
+            entry = self._halves.setdefault(key, {})
+            if colored is not None:
+                entry["colored"] = colored
+            if segments is not None:
+                entry["segments"] = segments
+            if len(entry) < 2:
+                return
+            del self._halves[key]
+        self._write_png(entry["colored"], entry["segments"])
+
+    def flush_pngs(self) -> None:
+        with self.lock:
+            left, self._halves = self._halves, {}
+        for entry in left.values():
+            if "colored" in entry:
+                self._write_png(entry["colored"], None)
+
+    def _write_png(self, msg, segments) -> None:
+        import cv2
+
+        from ovseg_ros.ros.image_conv import image_to_array
+
+        rgb = image_to_array(msg)
+        if segments is not None:
+            rgb = draw_legend(rgb, segments)
+        with self.lock:
+            idx = len(self.pngs)
+            name = f"overlay_{idx:03d}_{msg.header.frame_id or 'frame'}.png"
+            self.pngs.append(name)
+        cv2.imwrite(str(self.out / name), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+    def processed(self) -> int:
+        with self.lock:
+            return self.counts["semantic"]
+
+    def wait_ready(self, node: NodeProcess, timeout: float) -> Optional[str]:
+        """None when the node is up (vocabulary latched, image subscribed), else why not."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if not node.alive():
+                return f"the node exited (code {node.proc.returncode}):\n{node.tail()}"
+            with self.lock:
+                have_vocab = bool(self.vocabularies)
+            if have_vocab and self.pub["image"].get_subscription_count() > 0:
+                time.sleep(0.5)   # let the remaining output subscriptions match too
+                return None
+            time.sleep(0.1)
+        return f"the node did not become ready within {timeout:.0f} s:\n{node.tail()}"
+
+    def set_vocabulary(self, classes: List[str], timeout: float = 120.0) -> dict:
+        from ovseg_ros.srv import SetVocabulary
+
+        if not self.vocab_client.wait_for_service(timeout_sec=10.0):
+            return {"success": False, "message": "set_vocabulary service not available"}
+        fut = self.vocab_client.call_async(SetVocabulary.Request(classes=classes))
+        end = time.monotonic() + timeout
+        while not fut.done() and time.monotonic() < end:
+            time.sleep(0.05)
+        if not fut.done():
+            return {"success": False, "message": f"no answer within {timeout:.0f} s"}
+        r = fut.result()
+        return {"success": r.success, "message": r.message, "version": r.version,
+                "classes": {c.id: c.name for c in r.classes}}
+
+    def close(self) -> None:
+        self._running = False
+        self._spin.join(timeout=2.0)
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+def read_bag_frames(bag: Path, max_frames: int):
+    """(kind, serialized bytes, msgtype) in bag order; camera_info before the image of the
+    same stamp so the node has the matching calibration when the image arrives."""
+    from rosbags.rosbag2 import Reader
+
+    kinds = {"sensor_msgs/msg/Image": "image", "sensor_msgs/msg/CompressedImage": "compressed",
+             "sensor_msgs/msg/CameraInfo": "info"}
+    items = []
+    with Reader(bag) as reader:
+        conns = [c for c in reader.connections if c.msgtype in kinds]
+        for conn, t, raw in reader.messages(connections=conns):
+            kind = kinds[conn.msgtype]
+            items.append((t, 0 if kind == "info" else 1, kind, bytes(raw)))
+    items.sort(key=lambda x: (x[0], x[1]))
+    frames, n = [], 0
+    for t, _, kind, raw in items:
+        if kind != "info":
+            if max_frames and n >= max_frames:
+                break
+            n += 1
+        frames.append((t, kind, raw))
+    return frames
+
+
+def play(client: DemoClient, node: NodeProcess, frames, ahead: int, rate: float,
+         timeout: float, vocab_at: int, results: dict) -> int:
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+    cls = {"image": Image, "compressed": CompressedImage, "info": CameraInfo}
+    sent = 0
+    t_bag0, t_wall0 = frames[0][0] if frames else 0, time.monotonic()
+    for t, kind, raw in frames:
+        if rate > 0:   # not faster than the bag's own timing (scaled)
+            delay = (t - t_bag0) / 1e9 / rate - (time.monotonic() - t_wall0)
+            if delay > 0:
+                time.sleep(delay)
+        if kind == "info":
+            client.pub["info"].publish(deserialize_message(raw, CameraInfo))
+            continue
+        if sent == vocab_at:
+            _log(f"calling set_vocabulary {SECOND_VOCABULARY}")
+            results["set_vocabulary"] = client.set_vocabulary(SECOND_VOCABULARY)
+            _log(f"  -> success={results['set_vocabulary']['success']}: "
+                 f"{results['set_vocabulary']['message']}")
+        # flow control: at most `ahead` frames in flight, so nothing is dropped
+        end = time.monotonic() + timeout
+        while sent - client.processed() >= ahead:
+            if not node.alive() or time.monotonic() > end:
+                return sent
+            time.sleep(0.01)
+        msg = deserialize_message(raw, cls[kind])
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id)
+        with client.lock:
+            client.sent_at[key] = time.monotonic()
+        client.pub[kind].publish(msg)
+        sent += 1
+    end = time.monotonic() + timeout
+    while client.processed() < sent and node.alive() and time.monotonic() < end:
+        time.sleep(0.05)
+    return sent
+
+
+def pick_config(args, env) -> tuple:
+    """(config path, extra node args, label, random?) — see the module docstring."""
+    if args.config:
+        return Path(args.config), [], f"user config {args.config}", None
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    extra = [] if cuda else ["-p", "device:=cpu", "-p", "precision:=fp32"]
+    return (ROOT / "config" / "jetson_small.yaml", extra,
+            "small pretrained preset config/jetson_small.yaml (CLIP ViT-B/16 + DINO ViT-S/8, "
+            f"one 224 px window, {'cuda' if cuda else 'cpu'})", False)
+
+
+def summarize(args, client: DemoClient, sent: int, wall: float, preset: str, random_w: bool,
+              results: dict, out_bag: Path, domain: str) -> dict:
+    import statistics
+
+    lat = sorted(client.latencies)
+    times = client.output_times
+    fps = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+    vocab = client.vocabularies
+    summary = {
+        "weights": "RANDOM WEIGHTS" if random_w else "pretrained",
+        "preset": preset,
+        "bag": str(args.bag),
+        "frames_sent": sent,
+        "frames_processed": client.processed(),
+        "outputs_per_topic": dict(client.counts),
+        "wall_s": round(wall, 2),
+        "fps": round(fps, 2),
+        "latency_ms": {"mean": round(1000 * statistics.mean(lat), 1) if lat else None,
+                       "p50": round(1000 * lat[len(lat) // 2], 1) if lat else None,
+                       "max": round(1000 * lat[-1], 1) if lat else None},
+        "node_diagnostics": client.diagnostics,
+        "vocabulary_initial": vocab[0]["classes"] if vocab else None,
+        "vocabulary_final": vocab[-1]["classes"] if vocab else None,
+        "set_vocabulary": results.get("set_vocabulary"),
+        "output_bag": str(out_bag),
+        "overlays": client.pngs,
+        "ros_domain_id": domain,
+    }
+    return summary
+
+
+def write_summary(out: Path, s: dict) -> None:
+    (out / "summary.json").write_text(json.dumps(s, indent=2))
+    lines = ["# ovseg_ros demo", ""]
+    if s["weights"] == "RANDOM WEIGHTS":
+        lines += [f"**{RANDOM_BANNER}**", ""]
+    lines += [f"- weights: **{s['weights']}**", f"- preset: {s['preset']}",
+              f"- input bag: `{s['bag']}`",
+              f"- frames sent / processed: {s['frames_sent']} / {s['frames_processed']}",
+              f"- throughput: {s['fps']} frames/s over {s['wall_s']} s wall time "
+              "(flow-controlled playback, so this is the node's processing rate)",
+              f"- latency publish -> semantic received: mean {s['latency_ms']['mean']} ms, "
+              f"p50 {s['latency_ms']['p50']} ms, max {s['latency_ms']['max']} ms",
+              f"- node diagnostics: fps {s['node_diagnostics'].get('fps')}, inference "
+              f"{s['node_diagnostics'].get('inference_ms')} ms, dropped "
+              f"{s['node_diagnostics'].get('frames_dropped')}, engine "
+              f"{s['node_diagnostics'].get('engine')} on {s['node_diagnostics'].get('device')}",
+              f"- initial vocabulary: {s['vocabulary_initial']}",
+              f"- vocabulary after set_vocabulary: {s['vocabulary_final']}",
+              f"- output bag: `{s['output_bag']}`",
+              f"- overlays: {len(s['overlays'])} PNGs in this folder",
+              "", "Outputs per topic:", ""]
+    lines += [f"- `{t}`: {n}" for t, n in s["outputs_per_topic"].items()]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def run(args) -> int:
+    import rclpy
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("overlay_*.png"):
+        old.unlink()
+    bag = Path(args.bag)
+    if not (bag / "metadata.yaml").exists():
+        _log(f"no sample bag at {bag}; run: python scripts/make_sample_bag.py")
+        return 2
+    env = dict(os.environ)
+    domain = env.get("ROS_DOMAIN_ID") or str(random.randint(1, 100))
+    env["ROS_DOMAIN_ID"] = domain
+    # FastDDS drops best-effort camera frames above ~512 KiB without this (docs/node.md)
+    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    os.environ["ROS_DOMAIN_ID"] = domain
+    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    _log(f"ROS_DOMAIN_ID={domain}; namespace {NAMESPACE}; input bag {bag}")
+
+    out_bag = out / "output_bag"
+    if out_bag.exists():
+        import shutil
+
+        shutil.rmtree(out_bag)
+    ts = make_typestore()
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(domain))
+    writer = Writer(out_bag, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)  # labels compress well
+    writer.open()
+    client = DemoClient(out, writer, ts, ctx)
+    node_args = ["-p", "process_every_frame:=true", "-p", "image_reliability:=reliable",
+                 "-p", "image_depth:=10", "-p", "subscribe_compressed:=true"]
+    config, extra, preset, random_w = pick_config(args, env)
+    node = None
+    try:
+        if random_w is False:
+            _log(f"trying {preset} with weights already on disk (HF_HUB_OFFLINE=1)")
+            node = NodeProcess(config, out / "node.log", dict(env, HF_HUB_OFFLINE="1"),
+                               node_args + extra)
+            why = client.wait_ready(node, args.load_timeout)
+            if why is not None:
+                node.stop()
+                _log("pretrained weights are not available:\n    " + why.replace("\n", "\n    "))
+                node = None
+        if node is None:
+            if random_w is False:
+                config, preset = (ROOT / "config" / "demo_tiny.yaml",
+                                  "tiny random-weight preset config/demo_tiny.yaml "
+                                  "(ovseg-tiny-ViT CLIP + ovseg_tiny_vit_patch8, 112 px windows)")
+                _log("=" * 78)
+                _log(RANDOM_BANNER)
+                _log("=" * 78)
+            node = NodeProcess(config, out / "node.log", env, node_args)
+            why = client.wait_ready(node, args.load_timeout)
+            if why is not None:
+                _log("the node did not start: " + why)
+                return 1
+        with client.lock:
+            random_w = bool(client.vocabularies and client.vocabularies[-1]["random_weights"])
+        _log(f"node ready: {preset}; weights: {'RANDOM' if random_w else 'pretrained'}")
+        frames = read_bag_frames(bag, args.max_frames)
+        n_images = sum(1 for f in frames if f[1] != "info")
+        _log(f"playing {n_images} frames")
+        results: dict = {}
+        t0 = time.monotonic()
+        sent = play(client, node, frames, args.ahead, args.rate, args.frame_timeout,
+                    vocab_at=n_images // 2 if n_images > 1 else -1, results=results)
+        wall = time.monotonic() - t0
+        time.sleep(1.5 * 1.0)   # one more diagnostics period, for the final figures
+        client.flush_pngs()
+        summary = summarize(args, client, sent, wall, preset, random_w, results, out_bag,
+                            domain)
+        ok = node.alive() and summary["frames_processed"] >= sent > 0
+    finally:
+        if node is not None:
+            node.stop()
+        client.close()
+        writer.close()
+        rclpy.shutdown(context=ctx)
+    write_summary(out, summary)
+    _log(f"processed {summary['frames_processed']}/{sent} frames, {summary['fps']} fps, latency "
+         f"mean {summary['latency_ms']['mean']} ms; outputs in {out}")
+    if random_w:
+        _log("NOTE: " + RANDOM_BANNER)
+    return 0 if ok else 1
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Run ovseg_node on the sample bag and record its "
+                                 "outputs (bag, overlay PNGs, summary).")
+    ap.add_argument("--out", default=str(ROOT / "out" / "demo"), help="output folder")
+    ap.add_argument("--bag", default=str(ROOT / "data" / "sample" / "sample_bag"),
+                    help="input rosbag2 (made by scripts/make_sample_bag.py)")
+    ap.add_argument("--config", default="", help="node params file; default: pretrained small "
+                    "preset if its weights are on disk, else the tiny random-weight preset")
+    ap.add_argument("--max-frames", type=int, default=0, help="stop after N images (0 = all)")
+    ap.add_argument("--ahead", type=int, default=2, help="frames in flight (flow control)")
+    ap.add_argument("--rate", type=float, default=1.0, help="playback speed vs. the bag's "
+                    "timing (0 = as fast as the node allows)")
+    ap.add_argument("--load-timeout", type=float, default=240.0,
+                    help="seconds to wait for the node to load its model")
+    ap.add_argument("--frame-timeout", type=float, default=120.0,
+                    help="seconds to wait for one frame's output")
+    return run(ap.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

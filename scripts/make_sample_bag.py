@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""Write the sample rosbag2 (MCAP) used by `make demo` and the node tests.
+
+Real photographs bundled with scikit-image (astronaut, coffee, chelsea, rocket,
+stereo_motorcycle), scaled and centre-cropped to camera sizes, published as
+three cameras in the encodings the node accepts, plus camera_info:
+
+    /cam_vga/image_raw              sensor_msgs/Image            rgb8   640x480
+    /cam_vga/image_raw/compressed   sensor_msgs/CompressedImage  jpeg   640x480
+    /cam_vga/camera_info            sensor_msgs/CameraInfo
+    /cam_hd/image_raw               sensor_msgs/Image            bgr8   1280x720
+    /cam_hd/camera_info             sensor_msgs/CameraInfo
+    /cam_mono/image_raw             sensor_msgs/Image            mono8  640x480
+    /cam_mono/camera_info           sensor_msgs/CameraInfo
+
+Each photo is shown for FRAMES_PER_PHOTO frames with a slow pan (so frames
+differ like a moving camera), 10 Hz. Cached: a manifest records the script's
+hash and settings; an up-to-date bag is not rewritten (use --force).
+
+    python scripts/make_sample_bag.py [--out data/sample/sample_bag] [--force]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "data" / "sample" / "sample_bag"
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle")
+FRAMES_PER_PHOTO = 2
+RATE_HZ = 10.0
+CAMERAS = {   # name: (width, height, encoding, frame_id, with compressed topic)
+    "cam_vga": (640, 480, "rgb8", "cam_vga_optical", True),
+    "cam_hd": (1280, 720, "bgr8", "cam_hd_optical", False),
+    "cam_mono": (640, 480, "mono8", "cam_mono_optical", False),
+}
+SETTINGS = {"photos": PHOTOS, "frames_per_photo": FRAMES_PER_PHOTO, "rate_hz": RATE_HZ,
+            "cameras": {k: list(v) for k, v in CAMERAS.items()}}
+
+
+def load_photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    if isinstance(img, tuple):   # stereo_motorcycle returns (left, right, disparity)
+        img = img[0]
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    return np.ascontiguousarray(img[..., :3].astype(np.uint8))
+
+
+def camera_view(photo: np.ndarray, width: int, height: int, pan: float) -> np.ndarray:
+    """Scale the photo to cover width x height (+8 % margin) and crop; ``pan`` in [0, 1]
+    slides the crop window to imitate camera motion."""
+    h, w = photo.shape[:2]
+    scale = max(width / w, height / h) * 1.08
+    sw, sh = int(round(w * scale)), int(round(h * scale))
+    big = cv2.resize(photo, (sw, sh), interpolation=cv2.INTER_AREA if scale < 1
+                     else cv2.INTER_CUBIC)
+    x0 = int(round((sw - width) * pan))
+    y0 = (sh - height) // 2
+    return np.ascontiguousarray(big[y0:y0 + height, x0:x0 + width])
+
+
+def encode(rgb: np.ndarray, encoding: str) -> np.ndarray:
+    if encoding == "rgb8":
+        return rgb
+    if encoding == "bgr8":
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if encoding == "mono8":
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    raise ValueError(encoding)
+
+
+def script_hash() -> str:
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def is_up_to_date(out: Path) -> bool:
+    manifest = out.parent / (out.name + ".json")
+    if not (out / "metadata.yaml").exists() or not manifest.exists():
+        return False
+    try:
+        data = json.loads(manifest.read_text())
+    except ValueError:
+        return False
+    return data.get("script_hash") == script_hash() and data.get("settings") == json.loads(
+        json.dumps(SETTINGS))
+
+
+def write_bag(out: Path) -> dict:
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+    T = ts.types
+    Header, Time = T["std_msgs/msg/Header"], T["builtin_interfaces/msg/Time"]
+    Image, CInfo = T["sensor_msgs/msg/Image"], T["sensor_msgs/msg/CameraInfo"]
+    Compressed, ROI = T["sensor_msgs/msg/CompressedImage"], T["sensor_msgs/msg/RegionOfInterest"]
+
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    photos = {name: load_photo(name) for name in PHOTOS}
+    counts = {}
+    t0 = 1_700_000_000 * 10**9     # a fixed start time: the bag is reproducible
+    writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP)
+    # zstd-compressed MCAP chunks: readable by ros2 bag, Foxglove and rosbags
+    writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    with writer:
+        conns = {}
+        for cam, (w, h, enc, frame, comp) in CAMERAS.items():
+            conns[(cam, "image")] = writer.add_connection(
+                f"/{cam}/image_raw", "sensor_msgs/msg/Image", typestore=ts)
+            conns[(cam, "info")] = writer.add_connection(
+                f"/{cam}/camera_info", "sensor_msgs/msg/CameraInfo", typestore=ts)
+            if comp:
+                conns[(cam, "compressed")] = writer.add_connection(
+                    f"/{cam}/image_raw/compressed", "sensor_msgs/msg/CompressedImage",
+                    typestore=ts)
+        frame_idx = 0
+        for name in PHOTOS:
+            for k in range(FRAMES_PER_PHOTO):
+                pan = 0.5 + 0.5 * (k / max(FRAMES_PER_PHOTO - 1, 1) - 0.5)
+                for ci, (cam, (w, h, enc, frame_id, comp)) in enumerate(CAMERAS.items()):
+                    # cameras a few ms apart, like unsynchronised drivers
+                    t = t0 + int(frame_idx * 1e9 / RATE_HZ) + ci * 3_000_000
+                    stamp = Time(sec=t // 10**9, nanosec=t % 10**9)
+                    header = Header(stamp=stamp, frame_id=frame_id)
+                    rgb = camera_view(photos[name], w, h, pan)
+                    arr = encode(rgb, enc)
+                    step = arr.shape[1] * (arr.shape[2] if arr.ndim == 3 else 1)
+                    img = Image(header=header, height=h, width=w, encoding=enc, is_bigendian=0,
+                                step=step, data=arr.reshape(-1))
+                    f = float(w)   # ~ 60 degree horizontal field of view
+                    info = CInfo(header=header, height=h, width=w, distortion_model="plumb_bob",
+                                 d=np.zeros(5), k=np.array([f, 0, w / 2, 0, f, h / 2, 0, 0, 1.0]),
+                                 r=np.eye(3).reshape(-1),
+                                 p=np.array([f, 0, w / 2, 0, 0, f, h / 2, 0, 0, 0, 1.0, 0]),
+                                 binning_x=0, binning_y=0,
+                                 roi=ROI(x_offset=0, y_offset=0, height=0, width=0,
+                                         do_rectify=False))
+                    writer.write(conns[(cam, "image")], t,
+                                 ts.serialize_cdr(img, "sensor_msgs/msg/Image"))
+                    writer.write(conns[(cam, "info")], t,
+                                 ts.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
+                    counts[f"/{cam}/image_raw"] = counts.get(f"/{cam}/image_raw", 0) + 1
+                    if comp:
+                        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
+                                               [cv2.IMWRITE_JPEG_QUALITY, 90])
+                        assert ok
+                        cmsg = Compressed(header=header, format="rgb8; jpeg compressed bgr8",
+                                          data=buf.reshape(-1))
+                        writer.write(conns[(cam, "compressed")], t + 1,
+                                     ts.serialize_cdr(cmsg, "sensor_msgs/msg/CompressedImage"))
+                        key = f"/{cam}/image_raw/compressed"
+                        counts[key] = counts.get(key, 0) + 1
+                frame_idx += 1
+    return counts
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bag directory to write")
+    ap.add_argument("--force", action="store_true", help="rewrite even if up to date")
+    args = ap.parse_args(argv)
+    out = args.out.resolve()
+    if not args.force and is_up_to_date(out):
+        print(f"sample bag up to date: {out}")
+        return 0
+    counts = write_bag(out)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    manifest = {"script_hash": script_hash(), "settings": SETTINGS, "messages": counts,
+                "bytes": size}
+    (out.parent / (out.name + ".json")).write_text(json.dumps(manifest, indent=2))
+    print(f"wrote {out} ({size / 1e6:.1f} MB): " +
+          ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,194 @@
+"""Shared helpers of the node tests: a real ovseg_node in its own process and an
+rclpy test node in this one, talking over DDS on a random domain.
+
+Each pytest session picks one random ROS_DOMAIN_ID (other suites run DDS tests
+on this machine at the same time) and FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA
+(camera-sized best-effort frames are otherwise lost; docs/node.md).
+"""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DOMAIN_ID = int(os.environ.get("OVSEG_TEST_DOMAIN_ID") or random.Random().randint(1, 100))
+os.environ["OVSEG_TEST_DOMAIN_ID"] = str(DOMAIN_ID)
+# this process too: FastDDS reads these when rclpy creates its participant
+os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
+os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
+os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
+
+TINY_PARAMS = {
+    "engine": "proxyclip", "random_init": True, "num_threads": 1,
+    "proxyclip.clip_model": "ovseg-tiny-ViT", "proxyclip.vfm_model": "ovseg_tiny_vit_patch8",
+    "proxyclip.short_side": 112, "proxyclip.crop_size": 112, "proxyclip.stride": 56,
+    "vocabulary": ["person", "cat", "floor", "sky"],
+    "max_classes": 16, "max_class_name_length": 40, "max_input_pixels": 400 * 300,
+    "subscribe_compressed": True, "diagnostics_period": 0.5,
+}
+
+
+def node_env() -> Dict[str, str]:
+    env = dict(os.environ)
+    env["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
+    env["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
+    env.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)   # LOCALHOST breaks LARGE_DATA (DESIGN §9)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def write_params(path: Path, params: dict) -> Path:
+    """A ROS params file (what `--params-file` takes) with nested dotted keys."""
+    nested: dict = {}
+    for key, value in params.items():
+        d = nested
+        *groups, leaf = key.split(".")
+        for g in groups:
+            d = d.setdefault(g, {})
+        d[leaf] = value
+    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": nested}}))
+    return path
+
+
+class NodeUnderTest:
+    """`python -m ovseg_ros.node` in its own process (stdout+stderr to a log file)."""
+
+    def __init__(self, tmp: Path, params: dict, namespace: str = "/t", extra=()):
+        self.log_path = tmp / f"node{namespace.replace('/', '_')}.log"
+        params = dict(params)
+        params.setdefault("text_cache_dir", str(tmp / "text_cache"))
+        cfg = write_params(tmp / f"params{namespace.replace('/', '_')}.yaml", params)
+        self._log = open(self.log_path, "w")
+        cmd = [sys.executable, "-m", "ovseg_ros.node", "--ros-args", "--params-file", str(cfg),
+               "-r", f"__ns:={namespace}", *extra]
+        self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=node_env(), stdout=self._log,
+                                     stderr=subprocess.STDOUT)
+        self.namespace = namespace
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+        return float("nan")
+
+    def stop(self) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+class Client:
+    """An rclpy node in the test process, spun by a background thread."""
+
+    def __init__(self, namespace: str = "/t"):
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=DOMAIN_ID)
+        self.node = rclpy.create_node("ovseg_test_client", namespace=namespace,
+                                      context=self.ctx)
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self.lock = threading.Lock()
+        self.received: Dict[str, List] = {}
+        self._running = True
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        while self._running:
+            try:
+                self.executor.spin_once(timeout_sec=0.05)
+            except Exception:   # shutting down
+                if self._running:
+                    raise
+
+    def record(self, msg_type, topic: str, qos=None, key: Optional[str] = None,
+               keep: int = 10000):
+        """Subscribe and keep (receive time, msg) under ``key`` (default: topic)."""
+        from ovseg_ros.ros.qos import output_qos
+
+        key = key or topic
+        with self.lock:
+            self.received.setdefault(key, [])
+
+        def cb(msg, key=key):
+            with self.lock:
+                lst = self.received[key]
+                lst.append((time.monotonic(), msg))
+                if len(lst) > keep:
+                    del lst[0]
+        return self.node.create_subscription(msg_type, topic, cb,
+                                             qos if qos is not None else output_qos(depth=50))
+
+    def msgs(self, key: str) -> List:
+        with self.lock:
+            return [m for _, m in self.received.get(key, [])]
+
+    def timed(self, key: str) -> List:
+        with self.lock:
+            return list(self.received.get(key, []))
+
+    def clear(self, key: str) -> None:
+        with self.lock:
+            self.received[key] = []
+
+    def wait_for(self, pred: Callable[[], bool], timeout: float, node: NodeUnderTest = None,
+                 what: str = "condition") -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pred():
+                return
+            if node is not None and not node.alive():
+                raise AssertionError(f"node exited while waiting for {what}:\n{node.log()[-3000:]}")
+            time.sleep(0.02)
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
+                             + (f"\nnode log:\n{node.log()[-3000:]}" if node else ""))
+
+    def call(self, client, request, timeout: float = 60.0):
+        if not client.wait_for_service(timeout_sec=timeout):
+            raise AssertionError(f"service {client.srv_name} not available")
+        fut = client.call_async(request)
+        end = time.monotonic() + timeout
+        while not fut.done() and time.monotonic() < end:
+            time.sleep(0.01)
+        assert fut.done(), f"no response from {client.srv_name} within {timeout} s"
+        return fut.result()
+
+    def close(self) -> None:
+        import rclpy
+
+        self._running = False
+        self._thread.join(timeout=2.0)
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.ctx)
+
+
+def stamp_key(header) -> tuple:
+    return (header.stamp.sec, header.stamp.nanosec, header.frame_id)

@@ -1,0 +1,197 @@
+"""The node's building blocks without DDS: frame hand-over, parameter descriptors
+from the schema, output message builders, diagnostics throttling."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+from rcl_interfaces.msg import ParameterType  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from ovseg_ros.config import SCHEMA, SCHEMA_LIST  # noqa: E402
+from ovseg_ros.core.types import UNLABELED, Prediction, Segment  # noqa: E402
+from ovseg_ros.ros.diagnostics import ProblemLog  # noqa: E402
+from ovseg_ros.ros.frames import FrameBuffer  # noqa: E402
+from ovseg_ros.ros.params import descriptor  # noqa: E402
+from ovseg_ros.ros.stats import RateStats  # noqa: E402
+
+
+# --- FrameBuffer ------------------------------------------------------------------------------
+def test_latest_frame_mode_keeps_only_newest_and_counts_drops():
+    fb = FrameBuffer(1)
+    for i in range(5):
+        fb.put(i)
+    assert fb.get(timeout=0.1) == 4
+    assert fb.received == 5 and fb.dropped == 4
+    assert fb.get(timeout=0.05) is None
+
+
+def test_queue_mode_is_fifo_and_bounded():
+    fb = FrameBuffer(3)
+    for i in range(5):
+        fb.put(i)
+    assert len(fb) == 3 and fb.dropped == 2
+    assert [fb.get(0.1) for _ in range(3)] == [2, 3, 4]
+
+
+def test_get_wakes_on_put_and_close():
+    fb = FrameBuffer(1)
+    got = []
+    t = threading.Thread(target=lambda: got.append(fb.get(timeout=5.0)))
+    t.start()
+    time.sleep(0.05)
+    fb.put("x")
+    t.join(2.0)
+    assert got == ["x"]
+    t = threading.Thread(target=lambda: got.append(fb.get(timeout=5.0)))
+    t.start()
+    fb.close()
+    t.join(2.0)
+    assert not t.is_alive() and got[-1] is None
+
+
+# --- parameters from the schema -------------------------------------------------------------
+def test_every_schema_setting_gets_a_descriptor():
+    for spec in SCHEMA_LIST:
+        d = descriptor(spec)
+        assert d.description == spec.description
+        assert d.read_only == (not spec.runtime), spec.name
+
+
+def test_ranges_and_types_follow_the_schema():
+    d = descriptor(SCHEMA["prob_thd"])
+    assert d.type == ParameterType.PARAMETER_DOUBLE and not d.read_only
+    assert d.floating_point_range[0].from_value == 0.0
+    assert d.floating_point_range[0].to_value == 1.0
+    d = descriptor(SCHEMA["image_depth"])
+    assert d.type == ParameterType.PARAMETER_INTEGER and d.read_only
+    assert (d.integer_range[0].from_value, d.integer_range[0].to_value) == (1, 100)
+    d = descriptor(SCHEMA["engine"])
+    assert "proxyclip" in d.additional_constraints and "fcclip" in d.additional_constraints
+    assert descriptor(SCHEMA["vocabulary"]).type == ParameterType.PARAMETER_STRING_ARRAY
+
+
+def test_node_declares_schema_parameters_and_rejects_bad_file_values(tmp_path):
+    import rclpy
+    from rclpy.node import Node
+
+    from ovseg_ros.ros.params import (ParameterSetupError, declare_schema_parameters,
+                                      read_schema_parameters)
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, args=["--ros-args", "-p", "proxyclip.crop_size:=224",
+                                  "-p", "vocabulary:=[a, b]"])
+    try:
+        node = Node("params_probe", context=ctx)
+        declare_schema_parameters(node)
+        values = read_schema_parameters(node)
+        assert values["proxyclip.crop_size"] == 224
+        assert values["vocabulary"] == ["a", "b"]
+        assert values["vocabulary_is_thing"] == []
+        assert set(values) == set(SCHEMA)
+        node.destroy_node()
+        bad = Node("params_probe2", context=ctx,
+                   parameter_overrides=[rclpy.parameter.Parameter("prob_thd", value=3)])
+        with pytest.raises(ParameterSetupError, match="prob_thd"):
+            declare_schema_parameters(bad)
+        bad.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+# --- message builders ----------------------------------------------------------------------------
+def _prediction(h=6, w=8, classes=("person", "sofa, couch", "floor")):
+    sem = np.zeros((h, w), np.int32)
+    sem[:, 4:] = 1
+    sem[0, 0] = -1                      # outside the vocabulary -> UNLABELED
+    pan = np.zeros((h, w), np.int32)
+    pan[:, 4:] = 3
+    pan[2:4, 0:2] = 5
+    scores = np.full((len(classes), h, w), 0.2, np.float32)
+    segs = [Segment(id=3, class_id=1, is_thing=False, score=0.7, area=int((pan == 3).sum())),
+            Segment(id=5, class_id=0, is_thing=True, score=0.9, area=4, bbox=(0, 2, 2, 2))]
+    return Prediction(semantic=sem, scores=scores, panoptic=pan, segments=segs,
+                      vocabulary=tuple(classes), vocabulary_version=4, random_weights=True,
+                      engine="proxyclip")
+
+
+def test_outputs_at_camera_resolution_with_header():
+    pytest.importorskip("ovseg_ros.msg")
+    from ovseg_ros.ros import messages as build
+    from ovseg_ros.ros.image_conv import image_to_array
+
+    pred = _prediction()
+    header = Header(frame_id="cam")
+    header.stamp.sec, header.stamp.nanosec = 12, 345
+    out = build.FrameOutputs(pred, (12, 16))          # engine at half the camera size
+    sem, pan = build.label_images(out, header)
+    assert (sem.width, sem.height, sem.encoding) == (16, 12, "16UC1")
+    assert (pan.width, pan.height, pan.encoding) == (16, 12, "32SC1")
+    assert sem.header.frame_id == "cam" and sem.header.stamp.nanosec == 345
+    s = image_to_array(sem)
+    assert s[0, 0] == UNLABELED and s[0, 15] == 1 and s[5, 3] == 0
+    seg = build.segments_msg(out, header)
+    assert seg.header.stamp.sec == 12 and seg.vocabulary_version == 4
+    assert [x.id for x in seg.segments] == [3, 5]
+    p = image_to_array(pan)
+    for x in seg.segments:        # area and bbox measured on the published (resized) map
+        assert x.area == int((p == x.id).sum())
+    s3, s5 = seg.segments
+    assert s3.class_name == "sofa" and s3.class_id == 1 and not s3.is_thing
+    assert (s5.bbox.x_offset, s5.bbox.y_offset, s5.bbox.width, s5.bbox.height) == (0, 4, 4, 4)
+    conf = image_to_array(build.confidence_image(out, header))
+    assert conf.shape == (12, 16) and np.allclose(conf, 0.2)
+
+
+def test_overlay_and_banner():
+    from ovseg_ros.ros import messages as build
+
+    rgb = np.full((40, 60, 3), 100, np.uint8)
+    sem = np.zeros((40, 60), np.uint16)
+    sem[:, :30] = UNLABELED
+    from ovseg_ros.core.palette import class_color
+
+    ov = build.overlay_rgb(rgb, sem, 0.5, num_classes=2)
+    assert (ov[:, :30] == 100).all()                       # unlabelled: the image itself
+    expected = tuple(int(round(0.5 * 100 + 0.5 * c)) for c in class_color(0))
+    assert tuple(ov[0, 45]) == expected                    # class 0's stable colour, half
+    banner = build.draw_banner(ov, "RANDOM WEIGHTS")
+    assert (banner[:10] != ov[:10]).any() and (banner[30:] == ov[30:]).all()
+
+
+def test_vocabulary_message_lists_synonyms():
+    pytest.importorskip("ovseg_ros.msg")
+    from ovseg_ros.core.types import VocabularyState
+    from ovseg_ros.ros import messages as build
+
+    v = VocabularyState(names=("person", "sofa, couch"), synonyms=(("person",), ("sofa", "couch")),
+                        is_thing=(True, True), embeddings=None, synonym_class=None, version=7)
+    msg = build.vocabulary_msg(v, "proxyclip", True, Header().stamp)
+    assert msg.version == 7 and msg.random_weights and msg.engine == "proxyclip"
+    assert [(c.id, c.name, list(c.synonyms)) for c in msg.classes] == \
+        [(0, "person", ["person"]), (1, "sofa", ["sofa", "couch"])]
+
+
+# --- diagnostics helpers ---------------------------------------------------------------------
+def test_problem_log_throttles_per_kind():
+    lines = []
+    log = ProblemLog(lines.append, period=60.0)
+    assert log.report("encoding", "bad encoding")
+    assert not log.report("encoding", "bad encoding again")
+    assert log.report("size", "too big")
+    assert len(lines) == 2 and log.total() == 3 and log.counts["encoding"] == 2
+    assert log.recent(10.0) == ("size", "too big")
+    log._last_logged["encoding"] -= 120          # the period has passed
+    log.report("encoding", "third")
+    assert "1 similar problems suppressed" in lines[-1]
+
+
+def test_rate_stats():
+    st = RateStats(window=10.0)
+    for i in range(11):
+        st.record(latency=0.2, infer_time=0.1, now=100.0 + i * 0.5)
+    snap = st.snapshot(now=105.0)
+    assert abs(snap["fps"] - 2.0) < 1e-6 and abs(snap["latency_ms"] - 200) < 1e-6
+    assert st.processed == 11

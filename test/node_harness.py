@@ -4,9 +4,15 @@ rclpy test node in this one, talking over DDS on a random domain.
 Each pytest session picks one random ROS_DOMAIN_ID (other suites run DDS tests
 on this machine at the same time) and FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA
 (camera-sized best-effort frames are otherwise lost; docs/node.md).
+
+No node outlives the tests: NodeUnderTest.stop() is SIGINT then SIGKILL, nodes a
+failed test did not stop are stopped at interpreter exit, and each node gets
+PR_SET_PDEATHSIG so it is killed even when pytest itself is killed.
 """
 from __future__ import annotations
 
+import atexit
+import ctypes
 import os
 import random
 import signal
@@ -60,6 +66,59 @@ def write_params(path: Path, params: dict) -> Path:
     return path
 
 
+_LIVE: List["NodeUnderTest"] = []     # started and not yet stopped
+
+
+def _stop_leftovers() -> None:
+    """At interpreter exit: stop every node a failed test or fixture did not stop."""
+    for node in list(_LIVE):
+        node.stop()
+
+
+atexit.register(_stop_leftovers)
+
+
+try:   # resolved here, not in the forked child (no dlopen between fork and exec)
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):   # not Linux: atexit still stops the nodes
+    _PRCTL = None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the test process dies (even by SIGKILL),
+    so an aborted pytest run leaves no node behind."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
+
+
+def run_tool(cmd: List[str], timeout: float, **kwargs) -> subprocess.CompletedProcess:
+    """subprocess.run for a tool that starts node processes itself (the demo): it runs
+    in its own process group, and on timeout the whole group is killed, so its node
+    children do not outlive it. Raises AssertionError with the output on timeout."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"{' '.join(map(str, cmd))} ran over {timeout:.0f} s and was "
+                             f"killed with its children:\n{out[-3000:]}{err[-3000:]}")
+    finally:
+        if proc.poll() is None:   # interrupted (Ctrl-C): leave nothing behind either
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    # a tool that exited must not leave a child behind: kill any, and say so
+    done = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+        done.left_children = True
+    except ProcessLookupError:
+        done.left_children = False
+    return done
+
+
 class NodeUnderTest:
     """`python -m ovseg_ros.node` in its own process (stdout+stderr to a log file)."""
 
@@ -72,8 +131,9 @@ class NodeUnderTest:
         cmd = [sys.executable, "-m", "ovseg_ros.node", "--ros-args", "--params-file", str(cfg),
                "-r", f"__ns:={namespace}", *extra]
         self.proc = subprocess.Popen(cmd, cwd=str(ROOT), env=node_env(), stdout=self._log,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         self.namespace = namespace
+        _LIVE.append(self)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -90,6 +150,7 @@ class NodeUnderTest:
         return float("nan")
 
     def stop(self) -> int:
+        """SIGINT (a clean shutdown), SIGKILL after 20 s; safe to call twice."""
         if self.alive():
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -97,7 +158,10 @@ class NodeUnderTest:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
+        if self in _LIVE:
+            _LIVE.remove(self)
         return self.proc.returncode
 
 

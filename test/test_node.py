@@ -48,22 +48,26 @@ class System:
 
     def __init__(self, tmp):
         self.node = NodeUnderTest(tmp, TINY_PARAMS, namespace=NS)
-        self.client = c = Client(NS)
-        pub_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
-                             reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.VOLATILE)
-        self.pub_image = c.node.create_publisher(Image, "image", pub_qos)
-        self.pub_comp = c.node.create_publisher(CompressedImage, "image/compressed", pub_qos)
-        self.pub_info = c.node.create_publisher(CameraInfo, "camera_info", pub_qos)
-        for topic, typ in OUTPUTS.items():
-            c.record(typ, topic)
-        c.record(DiagnosticArray, "/diagnostics", qos=10)
-        self.vocab_srv = c.node.create_client(SetVocabulary, "set_vocabulary")
-        self.enable_srv = c.node.create_client(SetBool, "enable")
-        self.param_srv = c.node.create_client(SetParameters, "ovseg_node/set_parameters")
-        c.wait_for(lambda: self.pub_image.get_subscription_count() > 0
-                   and all(c.node.count_publishers(f"{NS}/{t}") > 0 for t in OUTPUTS),
-                   timeout=120, node=self.node, what="the node to configure and subscribe")
+        try:
+            self.client = c = Client(NS)
+            pub_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                                 reliability=ReliabilityPolicy.RELIABLE,
+                                 durability=DurabilityPolicy.VOLATILE)
+            self.pub_image = c.node.create_publisher(Image, "image", pub_qos)
+            self.pub_comp = c.node.create_publisher(CompressedImage, "image/compressed", pub_qos)
+            self.pub_info = c.node.create_publisher(CameraInfo, "camera_info", pub_qos)
+            for topic, typ in OUTPUTS.items():
+                c.record(typ, topic)
+            c.record(DiagnosticArray, "/diagnostics", qos=10)
+            self.vocab_srv = c.node.create_client(SetVocabulary, "set_vocabulary")
+            self.enable_srv = c.node.create_client(SetBool, "enable")
+            self.param_srv = c.node.create_client(SetParameters, "ovseg_node/set_parameters")
+            c.wait_for(lambda: self.pub_image.get_subscription_count() > 0
+                       and all(c.node.count_publishers(f"{NS}/{t}") > 0 for t in OUTPUTS),
+                       timeout=120, node=self.node, what="the node to configure and subscribe")
+        except BaseException:
+            self.node.stop()       # never leave a node process behind a failed start
+            raise
 
     def header(self, frame_id):
         from std_msgs.msg import Header

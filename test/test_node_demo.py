@@ -12,7 +12,7 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("ovseg_ros.msg")
 
-from node_harness import ROOT, node_env  # noqa: E402
+from node_harness import ROOT, node_env, run_tool  # noqa: E402
 
 
 def test_sample_bag_has_real_photos_in_several_encodings(tmp_path):
@@ -51,10 +51,10 @@ def test_demo_leaves_bag_pngs_and_summary(tmp_path):
     subprocess.run([sys.executable, "scripts/make_sample_bag.py"], cwd=ROOT, check=True,
                    timeout=120, capture_output=True)
     out = tmp_path / "demo"
-    r = subprocess.run([sys.executable, "-m", "ovseg_ros.tools.demo", "--out", str(out),
-                        "--max-frames", "6", "--rate", "0"],
-                       cwd=ROOT, env=node_env(), capture_output=True, text=True, timeout=400)
+    r = run_tool([sys.executable, "-m", "ovseg_ros.tools.demo", "--out", str(out),
+                  "--max-frames", "6", "--rate", "0"], cwd=ROOT, env=node_env(), timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert not r.left_children, "the demo left its node process running"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames_sent"] == 6 and summary["frames_processed"] == 6
     assert summary["outputs_per_topic"]["semantic"] == 6

@@ -183,11 +183,37 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
        "dropped.", min=0.0, max=1.0, runtime=True),
     _P("fcclip.overlap_threshold", "float", 0.8, "Panoptic: segments keeping less than this "
        "fraction of their mask are dropped.", min=0.0, max=1.0, runtime=True),
+    _P("maftplus.clip_model", "str", "convnext_large_d_320", "open_clip ConvNeXt CLIP backbone "
+       "(its visual trunk is replaced by the fine-tuned one in maftplus.checkpoint)."),
+    _P("maftplus.clip_pretrained", "str", "laion2b_s29b_b131k_ft_soup", "open_clip pretrained "
+       "tag (text tower and CLIP head)."),
+    _P("maftplus.clip_checkpoint", "str", "", "Local CLIP checkpoint (optional)."),
+    _P("maftplus.checkpoint", "str", "", "MAFT+ checkpoint (sem_seg_head.*, void_embedding, "
+       "cdt.*, backbone.clip_model.visual.*); required unless random_init."),
+    _P("maftplus.cdt_variant", "str", "semantic", "Content-Dependent Transfer form: 'semantic' "
+       "(LN(t + Linear(attn)), maftp_l.pth) or 'panoptic' (t + LN(Linear(attn)), "
+       "maftp_l_pano.pth).", choices=("semantic", "panoptic")),
+    _P("maftplus.short_side", "int", 800, "Resize short side to this.", min=32, max=4096),
+    _P("maftplus.max_size", "int", 1333, "Cap of the long side after resizing.", min=32, max=8192),
+    _P("maftplus.num_queries", "int", 100, "Object queries.", min=1, max=1000),
+    _P("maftplus.object_mask_threshold", "float", 0.2, "Panoptic: queries scoring below this "
+       "are dropped.", min=0.0, max=1.0, runtime=True),
+    _P("maftplus.overlap_threshold", "float", 0.7, "Panoptic: segments keeping less than this "
+       "fraction of their mask are dropped.", min=0.0, max=1.0, runtime=True),
     # --- acceleration ---------------------------------------------------------------
     _P("engine_cache_dir", "str", "~/.cache/ovseg_ros/engines", "Where exported ONNX files and "
        "TensorRT engines are cached."),
     _P("force_rebuild", "bool", False, "Rebuild cached ONNX/TensorRT engines even when the cache "
        "key matches."),
+    _P("channels_last", "bool", True, "torch backend on CUDA: keep convolution weights and "
+       "inputs in channels_last memory format (faster convolutions, e.g. ConvNeXt); the CPU "
+       "path keeps the default layout."),
+    _P("torch_compile", "bool", False, "torch backend: compile the image path with "
+       "torch.compile (first frame of each input size takes tens of seconds; needs a C++ "
+       "compiler on the CPU, Triton on CUDA)."),
+    _P("cuda_graphs", "bool", False, "torch backend on CUDA: capture the image path as a CUDA "
+       "graph per input shape and replay it (fixed crop sizes; removes kernel-launch "
+       "overhead). Requires device cuda."),
     # --- ROS node -------------------------------------------------------------------
     _P("image_reliability", "str", "best_effort", "QoS reliability of the image subscription.",
        choices=("best_effort", "reliable"), node_only=True),

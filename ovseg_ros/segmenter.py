@@ -13,6 +13,7 @@ the vocabulary it started with and the next frame sees the new one whole.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
@@ -55,6 +56,9 @@ class Segmenter:
         self._vocab_lock = threading.Lock()   # serialises vocabulary changes, not predictions
         self._vocab: Optional[VocabularyState] = None
         self._version = 0
+        # seconds spent encoding text since the last frame: reported once, in the
+        # next prediction's timings["text_encode"] (0.0 when the cache answered)
+        self._text_encode_s = 0.0
         self.set_vocabulary(cfg["vocabulary"], cfg["vocabulary_is_thing"] or None)
 
     # --- vocabulary -------------------------------------------------------------------
@@ -73,7 +77,9 @@ class Segmenter:
             classes, is_thing, max_classes=self.config["max_classes"],
             max_name_length=self.config["max_class_name_length"])
         with self._vocab_lock:
+            t0 = time.perf_counter()
             embeddings, synonym_class = self._text.embed_vocabulary(synonyms)
+            self._text_encode_s += time.perf_counter() - t0
             self._version += 1
             state = VocabularyState(names=names, synonyms=synonyms, is_thing=flags,
                                     embeddings=embeddings, synonym_class=synonym_class,
@@ -84,7 +90,9 @@ class Segmenter:
     # --- inference ----------------------------------------------------------------------
     def predict(self, rgb: np.ndarray) -> Prediction:
         rgb = validate_rgb(rgb, self.config["max_input_pixels"])
-        return self.engine.predict(rgb, self._vocab)
+        pred = self.engine.predict(rgb, self._vocab)
+        pred.timings["text_encode"], self._text_encode_s = self._text_encode_s, 0.0
+        return pred
 
     # --- runtime settings -----------------------------------------------------------------
     def update_config(self, **changes: Any) -> Config:

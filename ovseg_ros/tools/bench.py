@@ -1,0 +1,492 @@
+"""``ovseg-bench``: frames per second, latency and memory per engine x backend x precision x size.
+
+    ovseg-bench --quick --out out/bench                      # tiny models, about a minute
+    ovseg-bench --preset proxyclip-b16-dinos8-single336 --random-init \\
+                --backends torch,onnxruntime --precisions fp32,bf16 --sizes 640x480
+
+Every case builds a Segmenter through the public API (``load_segmenter``),
+runs warm-up frames, then times ``predict`` on one synthetic frame. Reported
+per case: frames per second (1 / mean latency), latency p50/p95, first-frame
+time (build + export + first run: what a user waits for once), peak memory
+(process peak RSS on the CPU, ``torch.cuda.max_memory_allocated`` on CUDA),
+the engine's per-stage timings (``Prediction.timings``), FLOPs per frame
+(``torch.utils.flop_counter.FlopCounterMode`` over one fp32 torch predict:
+matmuls, convolutions and attention; element-wise work is not counted), the
+achieved GFLOP/s against a matrix-multiplication ceiling measured on this
+machine for the case's arithmetic (and DESIGN's reference figures), and how
+many pixels get the same label as the fp32 torch run of the same preset.
+
+Every figure names the machine (CPU model, cores, GPU), the threads, the
+precision, the settings and whether the weights were random. Results go to
+``<out>/bench.json`` and ``<out>/bench.md``.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+# Preset configurations. "tiny" presets use the test models (always random weights);
+# the others are the real architectures (pretrained weights, or --random-init for timing).
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "proxyclip-tiny": {
+        "engine": "proxyclip", "random_init": True, "proxyclip.clip_model": "ovseg-tiny-ViT",
+        "proxyclip.vfm_model": "ovseg_tiny_vit_patch8", "proxyclip.short_side": 112,
+        "proxyclip.crop_size": 112, "proxyclip.stride": 56},
+    "fcclip-tiny": {
+        "engine": "fcclip", "random_init": True, "fcclip.clip_model": "ovseg-tiny-ConvNeXt",
+        "fcclip.short_side": 128, "fcclip.max_size": 256, "fcclip.num_queries": 20},
+    # ProxyCLIP as published: ViT-B/16 + DINO ViT-B/8, sliding 336/112 windows
+    "proxyclip-b16-dinob8": {"engine": "proxyclip"},
+    # real-time mode: one window over the image resized to short side 336
+    "proxyclip-b16-dinob8-single336": {"engine": "proxyclip", "proxyclip.sliding_window": False},
+    # the Jetson / CPU preset: DINO ViT-S/8, one window at 336 (or 224)
+    "proxyclip-b16-dinos8-single336": {
+        "engine": "proxyclip", "proxyclip.vfm_model": "vit_small_patch8_224.dino",
+        "proxyclip.sliding_window": False, "proxyclip.short_side": 336},
+    "proxyclip-b16-dinos8-single224": {
+        "engine": "proxyclip", "proxyclip.vfm_model": "vit_small_patch8_224.dino",
+        "proxyclip.sliding_window": False, "proxyclip.short_side": 224},
+    # FC-CLIP as published (short side 800) and a reduced input size
+    "fcclip-convnext-l": {"engine": "fcclip"},
+    "fcclip-convnext-l-512": {"engine": "fcclip", "fcclip.short_side": 512,
+                              "fcclip.max_size": 853},
+}
+QUICK = dict(presets=["proxyclip-tiny", "fcclip-tiny"], backends=["torch", "onnxruntime"],
+             precisions=["fp32", "bf16"], sizes=["160x120", "320x240"], iters=5, warmup=1)
+VOCABULARY = ["person", "chair", "table", "floor", "wall", "ceiling", "window", "door",
+              "plant", "sky"]
+#: DESIGN.md section 9 reference ceilings (2 threads, 2048^2 matmul, the project's CPU)
+DESIGN_CEILING_GFLOPS = {"fp32": 150.0, "bf16": 740.0}
+
+
+# --- machine facts ------------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_flags() -> List[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile",
+                                       "avx512_fp16"})
+    except OSError:
+        pass
+    return []
+
+
+def machine_info(device: str) -> Dict[str, Any]:
+    import torch
+
+    info: Dict[str, Any] = {
+        "cpu": cpu_model(), "cpu_flags": cpu_flags(), "logical_cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "loadavg_at_start": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "memory_gib": _mem_total_gib(), "python": platform.python_version(),
+        "torch": torch.__version__, "gpu": None}
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        info["onnxruntime"] = None
+    if device.startswith("cuda") and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def _mem_total_gib() -> Optional[float]:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return round(int(line.split()[1]) / 2 ** 20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def matmul_ceiling(dtype_name: str, device: str, n: int = 2048, seconds: float = 1.0) -> float:
+    """Achieved GFLOP/s of an n x n matmul in this dtype (the arithmetic ceiling of the case)."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+    dev = torch.device(device)
+    a = torch.randn(n, n, device=dev).to(dtype)
+    b = torch.randn(n, n, device=dev).to(dtype)
+    for _ in range(2):
+        a @ b
+    _sync(dev)
+    reps, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds or reps < 3:
+        a @ b
+        reps += 1
+        _sync(dev)
+    dt = time.perf_counter() - t0
+    return 2 * n ** 3 * reps / dt / 1e9
+
+
+def _sync(dev) -> None:
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+# --- memory -----------------------------------------------------------------------------------
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter of this process (Linux >= 4.0); False if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_kib(field_name: str) -> Optional[int]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+# --- the synthetic frame ----------------------------------------------------------------------
+def synthetic_frame(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A deterministic RGB scene: smooth gradients plus flat shapes (no pure noise, which
+    is an unrealistic worst case for the attention threshold and panoptic merging)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    img = np.stack([xx / max(1, width - 1), yy / max(1, height - 1),
+                    0.5 + 0.5 * np.sin(xx / 17.0) * np.cos(yy / 23.0)], axis=-1)
+    img = (img * 200 + 20).astype(np.uint8)
+    for _ in range(6):
+        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        x1, y1 = x0 + int(rng.integers(width // 8, width // 3)), y0 + int(rng.integers(
+            height // 8, height // 3))
+        color = tuple(int(c) for c in rng.integers(0, 256, 3))
+        cv2.rectangle(img, (x0, y0), (x1, y1), color, thickness=-1)
+    cv2.circle(img, (width // 2, height // 2), max(2, min(width, height) // 6), (240, 240, 240), -1)
+    return img
+
+
+def parse_size(text: str):
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise SystemExit(f"--sizes: {text!r} is not WIDTHxHEIGHT (e.g. 640x480)") from exc
+    if w <= 0 or h <= 0:
+        raise SystemExit(f"--sizes: {text!r} must be positive")
+    return w, h
+
+
+# --- cases ------------------------------------------------------------------------------------
+@dataclass
+class Case:
+    preset: str
+    backend: str
+    precision: str
+    size: str
+    config: Dict[str, Any] = field(default_factory=dict)
+
+
+def build_config(preset: str, backend: str, precision: str, args) -> Dict[str, Any]:
+    cfg = dict(PRESETS[preset])
+    cfg.update({"backend": backend, "precision": precision, "device": args.device,
+                "num_threads": args.threads, "vocabulary": VOCABULARY,
+                "engine_cache_dir": str(Path(args.cache_dir).expanduser()),
+                "text_cache_dir": str(Path(args.cache_dir).expanduser() / "text")})
+    if args.random_init:
+        cfg["random_init"] = True
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        import yaml
+
+        cfg[key.strip()] = yaml.safe_load(value)
+    return cfg
+
+
+def count_flops(seg, rgb) -> Optional[int]:
+    """FLOPs of one predict() as torch executes it (only meaningful on the torch backend)."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+    except ImportError:
+        return None
+    with FlopCounterMode(display=False) as counter:
+        seg.predict(rgb)
+    return int(counter.get_total_flops())
+
+
+def run_case(case: Case, rgb: np.ndarray, args, baseline: Optional[np.ndarray]) -> Dict[str, Any]:
+    import torch
+
+    from ..segmenter import load_segmenter
+
+    rec: Dict[str, Any] = {"preset": case.preset, "backend": case.backend,
+                           "precision": case.precision, "size": case.size,
+                           "settings": {k: v for k, v in case.config.items()
+                                        if k not in ("vocabulary", "text_cache_dir")}}
+    gc.collect()
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(dev)
+    rss_reset = reset_peak_rss()
+    rss_start = _status_kib("VmRSS")
+    t0 = time.perf_counter()
+    try:
+        seg = load_segmenter(case.config)
+        pred = seg.predict(rgb)
+    except Exception as exc:  # a case that cannot run is reported, the others still run
+        rec["error"] = f"{type(exc).__name__}: {exc}"
+        return rec
+    rec["first_frame_s"] = time.perf_counter() - t0
+    rec["random_weights"] = bool(pred.random_weights)
+    for _ in range(max(0, args.warmup - 1)):
+        seg.predict(rgb)
+    lat: List[float] = []
+    stages: Dict[str, List[float]] = {}
+    t_budget = time.perf_counter()
+    while len(lat) < args.iters:
+        t1 = time.perf_counter()
+        pred = seg.predict(rgb)
+        lat.append(time.perf_counter() - t1)
+        for k, v in pred.timings.items():
+            stages.setdefault(k, []).append(float(v))
+        if len(lat) >= 2 and time.perf_counter() - t_budget > args.max_case_seconds:
+            break
+    lat_sorted = sorted(lat)
+    rec.update({
+        "iterations": len(lat),
+        "fps": len(lat) / sum(lat),
+        "latency_ms_mean": 1000 * statistics.fmean(lat),
+        "latency_ms_min": 1000 * lat_sorted[0],
+        "latency_ms_p50": 1000 * float(np.percentile(lat_sorted, 50)),
+        "latency_ms_p95": 1000 * float(np.percentile(lat_sorted, 95)),
+        "stages_ms": {k: 1000 * statistics.fmean(v) for k, v in stages.items()},
+        "threads": torch.get_num_threads(),
+    })
+    if dev.type == "cuda":
+        rec["peak_memory_mib"] = torch.cuda.max_memory_allocated(dev) / 2 ** 20
+        rec["memory_kind"] = "torch.cuda.max_memory_allocated"
+    else:
+        peak = _status_kib("VmHWM")
+        rec["peak_memory_mib"] = peak / 1024 if peak else None
+        rec["memory_kind"] = "process peak RSS (VmHWM" + (", reset per case)" if rss_reset
+                                                           else ", since process start)")
+        if rss_start and peak:
+            rec["memory_increase_mib"] = (peak - rss_start) / 1024
+    rec["semantic"] = pred.semantic
+    if baseline is not None and baseline.shape == pred.semantic.shape:
+        rec["labels_equal_fp32_pct"] = 100.0 * float((pred.semantic == baseline).mean())
+    if case.backend == "torch" and case.precision == "fp32" and args.flops:
+        rec["flops_per_frame"] = count_flops(seg, rgb)
+    try:
+        rec["describe"] = _jsonable(seg.describe())
+    except Exception:  # describe is informative only
+        pass
+    del seg
+    return rec
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+# --- report -----------------------------------------------------------------------------------
+def _fmt(v, spec=".1f", none="–"):
+    return none if v is None else format(v, spec)
+
+
+def markdown(report: Dict[str, Any]) -> str:
+    m = report["machine"]
+    s = report["settings"]
+    lines = [f"# ovseg-bench results ({report['created_utc']})", "",
+             f"- Machine: {m['cpu']} ({m['cpus_usable']} usable of {m['logical_cpus']} logical "
+             f"CPUs; flags {', '.join(m['cpu_flags']) or 'n/a'}; {m['memory_gib']} GiB); "
+             f"GPU: {m['gpu'] or 'none'}; load average at start {_fmt(m['loadavg_at_start'], '.2f')}",
+             f"- Software: Python {m['python']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}",
+             f"- Settings: device {s['device']}, {s['threads']} thread(s), warm-up {s['warmup']}, "
+             f"up to {s['iters']} timed frames (or {s['max_case_seconds']} s) per case, "
+             f"synthetic frames, vocabulary of {len(VOCABULARY)} classes",
+             f"- Matmul ceiling measured here (2048², {s['threads']} thread(s)): "
+             + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in report["ceilings_gflops"].items())
+             + "; DESIGN §9 reference: fp32 ≈ 150, bf16 ≈ 740 GFLOP/s",
+             ""]
+    lines += ["| preset | backend | precision | input | weights | FPS | p50 ms | p95 ms | min ms | "
+              "first frame s | peak mem MiB | GFLOP/frame | GFLOP/s (% ceiling) | "
+              "labels = fp32 | stages ms (mean) |",
+              "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    skipped = []
+    for r in report["results"]:
+        if "error" in r:
+            skipped.append(r)
+            continue
+        gf = r.get("gflops_per_frame")
+        ach = r.get("achieved_gflops")
+        pct = r.get("ceiling_pct")
+        stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stages_ms"].items() if k != "total")
+        lines.append(
+            f"| {r['preset']} | {r['backend']} | {r['precision']} | {r['size']} | "
+            f"{'random' if r.get('random_weights') else 'pretrained'} | {r['fps']:.2f} | "
+            f"{r['latency_ms_p50']:.0f} | {r['latency_ms_p95']:.0f} | {r['latency_ms_min']:.0f} | "
+            f"{r['first_frame_s']:.1f} | "
+            f"{_fmt(r.get('peak_memory_mib'), '.0f')} | {_fmt(gf, '.2f')} | "
+            f"{_fmt(ach, '.1f')}" + (f" ({pct:.0f}%)" if pct is not None else "") + " | "
+            f"{_fmt(r.get('labels_equal_fp32_pct'), '.1f')}{'%' if r.get('labels_equal_fp32_pct') is not None else ''} | "
+            f"{stages} |")
+    if skipped:
+        lines += ["", "Not run:", ""]
+        lines += [f"- {r['preset']} / {r['backend']} / {r['precision']} / {r['size']}: "
+                  f"{r['error'].splitlines()[0][:300]}" for r in skipped]
+    lines += ["", "FPS = frames / total time of the timed frames; latency is one "
+              "`Segmenter.predict` (pre-processing, image path, text cosine, post-processing). "
+              "First frame = `load_segmenter` + first predict (includes ONNX export on a cold "
+              "cache). Peak memory: " + (report["results"][0].get("memory_kind", "") if
+                                         report["results"] else "") + ". GFLOP/frame counted "
+              "with torch's FlopCounterMode over one fp32 torch predict (matmul/conv/attention "
+              "only) and reused for the other backends of the same preset and input; achieved "
+              "GFLOP/s uses the p50 latency, and the ceiling is a 2048² matmul in the case's "
+              "arithmetic (fp32 for onnxruntime on the CPU) measured right after the case, "
+              "under the same neighbours' load. Min ms is the fastest frame (closest to an "
+              "idle machine when cores are shared). 'labels = fp32' is the share of pixels labelled as by the fp32 "
+              "torch run of the same preset and input.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="ovseg-bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="out/bench", help="output directory (bench.json, bench.md)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny random-weight models, small inputs, few frames (about a minute)")
+    p.add_argument("--preset", action="append", choices=sorted(PRESETS),
+                   help="configuration preset (repeatable); default: the quick set")
+    p.add_argument("--backends", default=None, help="comma list: torch,onnxruntime,tensorrt")
+    p.add_argument("--precisions", default=None, help="comma list: fp32,bf16,fp16")
+    p.add_argument("--sizes", default=None, help="comma list of input frames WxH (640x480)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch / onnxruntime CPU threads (0 = library default)")
+    p.add_argument("--iters", type=int, default=None, help="timed frames per case")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up frames per case (>= 1)")
+    p.add_argument("--max-case-seconds", type=float, default=60.0,
+                   help="stop timing a case after this long (at least 2 frames)")
+    p.add_argument("--random-init", action="store_true",
+                   help="random weights for the real architectures (timing only; no download)")
+    p.add_argument("--no-flops", dest="flops", action="store_false",
+                   help="skip FLOP counting (one extra fp32 frame per preset and size)")
+    p.add_argument("--cache-dir", default="~/.cache/ovseg_ros/bench",
+                   help="engine (ONNX/TensorRT) and text cache used by the cases")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="extra config setting for every case (YAML value), repeatable")
+    args = p.parse_args(argv)
+
+    import torch
+
+    quick = args.quick or not args.preset
+    presets = args.preset or QUICK["presets"]
+    backends = (args.backends.split(",") if args.backends else QUICK["backends"])
+    precisions = (args.precisions.split(",") if args.precisions else QUICK["precisions"])
+    sizes = (args.sizes.split(",") if args.sizes else QUICK["sizes"])
+    args.iters = args.iters or (QUICK["iters"] if quick else 10)
+    args.warmup = max(1, args.warmup or QUICK["warmup"])
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+
+    machine = machine_info(args.device)
+    ceilings = {}
+    dev_type = torch.device(args.device).type
+    for prec in sorted(set(precisions) | {"fp32"}):
+        if prec == "fp16" and dev_type == "cpu":
+            continue
+        ceilings[prec] = matmul_ceiling(prec, args.device)
+    print(f"machine: {machine['cpu']}, {machine['cpus_usable']} CPUs usable, GPU "
+          f"{machine['gpu'] or 'none'}; {threads} thread(s); ceilings "
+          + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in ceilings.items()), flush=True)
+
+    results = []
+    for preset in presets:
+        for size in sizes:
+            w, h = parse_size(size)
+            rgb = synthetic_frame(w, h)
+            baseline = None
+            flops = None
+            # fp32 torch first: it is the reference for label agreement and FLOPs
+            order = sorted(((b, pr) for b in backends for pr in precisions),
+                           key=lambda bp: (bp != ("torch", "fp32"), backends.index(bp[0]),
+                                           precisions.index(bp[1])))
+            for backend, prec in order:
+                case = Case(preset, backend, prec, size,
+                            build_config(preset, backend, prec, args))
+                print(f"[{preset} | {backend} | {prec} | {size}] ...", end=" ", flush=True)
+                rec = run_case(case, rgb, args, baseline)
+                sem = rec.pop("semantic", None)
+                if backend == "torch" and prec == "fp32" and sem is not None:
+                    baseline = sem
+                    flops = rec.get("flops_per_frame")
+                if "error" in rec:
+                    print("not run:", rec["error"].splitlines()[0][:200], flush=True)
+                else:
+                    if flops:
+                        rec["gflops_per_frame"] = flops / 1e9
+                        rec["achieved_gflops"] = flops / 1e9 / (rec["latency_ms_p50"] / 1000)
+                        # the arithmetic the case runs in (onnxruntime: fp32 graphs on the CPU)
+                        arith = prec if (backend == "torch" or dev_type == "cuda") else "fp32"
+                        # measured again right after the case: on shared cores the ceiling
+                        # moves with the neighbours' load, the percentage should not
+                        ceiling = matmul_ceiling(arith, args.device, seconds=0.5)
+                        rec["ceiling_gflops"] = ceiling
+                        rec["ceiling_pct"] = 100 * rec["achieved_gflops"] / ceiling
+                    print(f"{rec['fps']:.2f} FPS, p50 {rec['latency_ms_p50']:.0f} ms", flush=True)
+                results.append(rec)
+
+    report = {"created_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "machine": machine, "ceilings_gflops": ceilings,
+              "design_ceilings_gflops": DESIGN_CEILING_GFLOPS,
+              "settings": {"device": args.device, "threads": threads, "iters": args.iters,
+                           "warmup": args.warmup, "max_case_seconds": args.max_case_seconds,
+                           "quick": quick, "random_init_flag": args.random_init,
+                           "command": " ".join(["ovseg-bench"] + (argv if argv is not None
+                                                                  else sys.argv[1:]))},
+              "results": results}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(_jsonable(report), indent=2))
+    (out / "bench.md").write_text(markdown(report))
+    print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
+    return 0 if any("error" not in r for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

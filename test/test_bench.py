@@ -1,0 +1,44 @@
+"""ovseg-bench: a real (tiny) run writes complete JSON and markdown; refusals are reported."""
+import json
+
+import numpy as np
+import pytest
+
+from ovseg_ros.tools import bench
+
+
+def test_tiny_run_writes_machine_settings_and_figures(tmp_path):
+    out = tmp_path / "bench"
+    rc = bench.main(["--preset", "proxyclip-tiny", "--backends", "torch,onnxruntime",
+                     "--precisions", "fp32,bf16", "--sizes", "96x64", "--iters", "2",
+                     "--threads", "1", "--cache-dir", str(tmp_path / "cache"),
+                     "--out", str(out)])
+    assert rc == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["machine"]["cpu"] and report["settings"]["threads"] == 1
+    assert report["ceilings_gflops"]["fp32"] > 0 and report["ceilings_gflops"]["bf16"] > 0
+    rows = {(r["backend"], r["precision"]): r for r in report["results"]}
+    assert set(rows) == {("torch", "fp32"), ("torch", "bf16"), ("onnxruntime", "fp32"),
+                         ("onnxruntime", "bf16")}
+    ok = rows[("torch", "fp32")]
+    assert ok["random_weights"] is True and ok["iterations"] == 2
+    assert ok["fps"] > 0 and ok["latency_ms_p95"] >= ok["latency_ms_p50"] > 0
+    assert ok["peak_memory_mib"] > 0 and ok["flops_per_frame"] > 0
+    assert "image_model" in ok["stages_ms"] and ok["achieved_gflops"] > 0
+    assert rows[("onnxruntime", "fp32")]["labels_equal_fp32_pct"] == 100.0
+    assert "no bf16 path" in rows[("onnxruntime", "bf16")]["error"]
+    md = (out / "bench.md").read_text()
+    assert report["machine"]["cpu"] in md and "| proxyclip-tiny | onnxruntime | fp32 | 96x64 |" in md
+    assert "random" in md and "Not run" in md
+
+
+def test_sizes_are_validated():
+    assert bench.parse_size("640x480") == (640, 480)
+    with pytest.raises(SystemExit, match="WIDTHxHEIGHT"):
+        bench.parse_size("640*480")
+
+
+def test_synthetic_frame_is_deterministic_rgb():
+    a, b = bench.synthetic_frame(64, 48), bench.synthetic_frame(64, 48)
+    assert a.shape == (48, 64, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert len(np.unique(a.reshape(-1, 3), axis=0)) > 10

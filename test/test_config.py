@@ -1,0 +1,90 @@
+"""The one config schema (ovseg_ros/config.py): validation, file forms, clear errors."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from ovseg_ros import ConfigError, load_segmenter, make_config
+from ovseg_ros.config import SCHEMA, engine_keys
+
+from conftest import TINY_CONFIG_PATH
+
+
+def test_defaults_are_complete_and_valid():
+    cfg = make_config()
+    assert set(cfg.as_dict()) == set(SCHEMA)
+    assert cfg["engine"] == "proxyclip" and cfg["proxyclip.crop_size"] == 336
+    assert cfg["proxyclip.stride"] == 112 and cfg["proxyclip.beta"] == 1.2
+    assert cfg["proxyclip.gamma"] == 3.0 and cfg["proxyclip.logit_scale"] == 40.0
+
+
+def test_unknown_key_names_the_key_and_a_suggestion():
+    with pytest.raises(ConfigError) as info:
+        make_config({"proxyclip": {"crop_sise": 224}})
+    msg = str(info.value)
+    assert "proxyclip.crop_sise" in msg and "proxyclip.crop_size" in msg
+
+
+def test_unknown_key_stops_load_segmenter(tiny_config):
+    with pytest.raises(ConfigError, match="unknown config key"):
+        load_segmenter(dict(tiny_config, colour="red"))
+
+
+@pytest.mark.parametrize("key,value,msg", [
+    ("proxyclip.crop_size", "big", "must be an integer"),
+    ("proxyclip.crop_size", 8, ">= 16"),
+    ("precision", "int8", "must be one of"),
+    ("random_init", "yes", "true or false"),
+    ("vocabulary", "person", "list of strings"),
+    ("prob_thd", 1.5, "<= 1.0"),
+])
+def test_bad_values_are_named(key, value, msg):
+    with pytest.raises(ConfigError, match=msg) as info:
+        make_config({key: value})
+    assert key in str(info.value)
+
+
+def test_cross_field_checks():
+    with pytest.raises(ConfigError, match="stride"):
+        make_config({"proxyclip.crop_size": 112, "proxyclip.stride": 200})
+    with pytest.raises(ConfigError, match="custom_templates is empty"):
+        make_config(prompt_templates="custom")
+    with pytest.raises(ConfigError, match="exactly one"):
+        make_config(prompt_templates="custom", custom_templates=["no placeholder"])
+
+
+def test_nested_and_dotted_forms_are_equal():
+    a = make_config({"proxyclip": {"crop_size": 224, "stride": 112}})
+    b = make_config({"proxyclip.crop_size": 224, "proxyclip.stride": 112})
+    c = make_config(proxyclip__crop_size=224, proxyclip__stride=112)
+    assert a == b == c
+
+
+def test_yaml_files(tmp_path):
+    cfg = make_config(TINY_CONFIG_PATH)
+    assert cfg["proxyclip.clip_model"] == "ovseg-tiny-ViT" and cfg["random_init"] is True
+    ros = tmp_path / "ros.yaml"
+    ros.write_text(yaml.safe_dump({"/**": {"ros__parameters": {"proxyclip.stride": 56}}}))
+    assert make_config(ros)["proxyclip.stride"] == 56
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        make_config(bad)
+    unsafe = tmp_path / "unsafe.yaml"
+    unsafe.write_text("engine: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ConfigError):
+        make_config(unsafe)                         # safe_load: no object construction
+    with pytest.raises(ConfigError, match="cannot read"):
+        make_config(tmp_path / "missing.yaml")
+
+
+def test_replace_revalidates():
+    cfg = make_config()
+    assert cfg.replace(prob_thd=0.5)["prob_thd"] == 0.5
+    with pytest.raises(ConfigError):
+        cfg.replace(prob_thd=-1.0)
+
+
+def test_node_only_keys_are_not_engine_keys():
+    keys = engine_keys()
+    assert "proxyclip.crop_size" in keys and "overlay_alpha" not in keys

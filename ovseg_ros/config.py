@@ -99,7 +99,7 @@ class ParamSpec:
 
 ENGINES = ("proxyclip", "fcclip", "maftplus")
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
-PRECISIONS = ("fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 _P = ParamSpec
 
@@ -111,8 +111,10 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
     _P("backend", "str", "torch", "Inference backend for the image path.", choices=BACKENDS),
     _P("device", "str", "cpu", "Torch device: 'cpu', 'cuda' or 'cuda:N'. No silent fallback: "
        "asking for CUDA where there is none is an error."),
-    _P("precision", "str", "fp32", "Arithmetic of the image path: fp32 (exact), fp16 (CUDA), "
-       "bf16 (CUDA, or CPU autocast).", choices=PRECISIONS),
+    _P("precision", "str", "auto", "Arithmetic of the image path: fp32 (exact), fp16 (CUDA), "
+       "bf16 (CUDA, or CPU with native bf16), or auto: fp16 on CUDA, bf16 on CPUs with native "
+       "bf16 (AVX512-BF16/AMX) and the torch backend, fp32 elsewhere. The resolved value is "
+       "what the engine, logs and diagnostics report.", choices=PRECISIONS),
     _P("num_threads", "int", 0, "torch CPU threads (0 = library default).", min=0, max=256),
     _P("random_init", "bool", False, "Use randomly initialised weights instead of pretrained ones. "
        "For tests and demos only; every prediction is flagged random_weights=true."),
@@ -337,9 +339,39 @@ def make_config(config: Union[None, str, Path, Mapping[str, Any], Config] = None
     for spec in SCHEMA_LIST:
         values[spec.name] = spec.validate(flat[spec.name]) if spec.name in flat else \
             (list(spec.default) if isinstance(spec.default, list) else spec.default)
+    if values["precision"] == "auto":
+        values["precision"] = resolve_auto_precision(values["device"], values["backend"])
     cfg = Config(values)
     _check_cross_field(cfg)
     return cfg
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs with AVX512-BF16 or AMX-BF16, where bf16 matmuls run ~5x fp32 (DESIGN 9)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        pass
+    return False
+
+
+def resolve_auto_precision(device: str, backend: str) -> str:
+    """What ``precision: auto`` means on this machine.
+
+    The fastest arithmetic whose labels stay within a fraction of a percent of
+    fp32: fp16 on CUDA (every CUDA GPU and Jetson has fast fp16), bf16 on CPUs
+    that compute it natively (torch backend only: ONNX Runtime has no bf16 CPU
+    kernels), exact fp32 everywhere else. Emulated bf16 would be slower than fp32.
+    """
+    if device.startswith("cuda"):
+        return "fp16"
+    if backend == "torch" and cpu_has_native_bf16():
+        return "bf16"
+    return "fp32"
 
 
 def _check_cross_field(cfg: Config) -> None:
@@ -365,4 +397,5 @@ def engine_keys() -> list:
 
 
 __all__ = ["ConfigError", "ParamSpec", "SCHEMA", "SCHEMA_LIST", "Config", "make_config",
-           "read_config_file", "engine_keys", "ENGINES", "BACKENDS", "PRECISIONS"]
+           "read_config_file", "engine_keys", "resolve_auto_precision", "ENGINES", "BACKENDS",
+           "PRECISIONS"]

@@ -18,6 +18,8 @@ parameter changes are queued and applied by the worker between two frames.
 """
 from __future__ import annotations
 
+import faulthandler
+import signal
 import sys
 import threading
 import time
@@ -410,6 +412,10 @@ class OvsegNode(LifecycleNode):
 
 
 def main(args=None) -> int:
+    # `kill -USR1 <pid>` dumps every thread's stack to stderr (the node log): what the test
+    # harness does before it SIGKILLs a node that did not stop, so a hang shows where it is
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     rclpy.init(args=args)
     node = None
     code = 0

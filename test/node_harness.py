@@ -34,7 +34,7 @@ os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
 os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
 
 TINY_PARAMS = {
-    "engine": "proxyclip", "random_init": True, "num_threads": 1,
+    "engine": "proxyclip", "random_init": True, "num_threads": 1, "precision": "fp32",
     "proxyclip.clip_model": "ovseg-tiny-ViT", "proxyclip.vfm_model": "ovseg_tiny_vit_patch8",
     "proxyclip.short_side": 112, "proxyclip.crop_size": 112, "proxyclip.stride": 56,
     "vocabulary": ["person", "cat", "floor", "sky"],
@@ -149,14 +149,22 @@ class NodeUnderTest:
                 return int(line.split()[1]) / 1024.0
         return float("nan")
 
-    def stop(self) -> int:
-        """SIGINT (a clean shutdown), SIGKILL after 20 s; safe to call twice."""
+    def stop(self, timeout: float = 20.0) -> int:
+        """SIGINT (a clean shutdown), SIGKILL after ``timeout`` s; safe to call twice.
+        Before the SIGKILL the node gets SIGUSR1, which makes it dump all thread stacks
+        into its log (faulthandler, registered in ovseg_ros.node.main): a hang says where."""
         if self.alive():
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                self.proc.send_signal(signal.SIGUSR1)
+                try:
+                    self.proc.wait(timeout=1.0)
+                except subprocess.TimeoutExpired:
+                    pass
+                if self.proc.poll() is None:
+                    self.proc.kill()
                 self.proc.wait()
         if not self._log.closed:
             self._log.close()

@@ -105,7 +105,7 @@ def test_proxyclip_onnxruntime_gives_the_torch_labels(tiny_config, rgb_frame, tm
 def test_fcclip_onnxruntime_gives_the_torch_labels(tmp_path, rgb_frame):
     from ovseg_ros import load_segmenter
 
-    cfg = {"engine": "fcclip", "random_init": True, "num_threads": 1,
+    cfg = {"engine": "fcclip", "random_init": True, "num_threads": 1, "precision": "fp32",
            "fcclip.clip_model": "ovseg-tiny-ConvNeXt", "fcclip.short_side": 64,
            "fcclip.max_size": 96, "fcclip.num_queries": 8,
            "text_cache_dir": str(tmp_path / "text"), "engine_cache_dir": str(tmp_path / "e"),
@@ -126,9 +126,9 @@ def test_cuda_graphs_need_cuda(tmp_path):
         get_backend("torch")(dense_vit(), cfg)
 
 
-def test_torch_backend_cpu_defaults_stay_eager_and_exact():
+def test_torch_backend_cpu_fp32_stays_eager_and_exact():
     model = dense_vit()
-    backend = get_backend("torch")(model, make_config({}))
+    backend = get_backend("torch")(model, make_config({"precision": "fp32"}))
     info = backend.describe()
     # channels_last is a CUDA-only layout change; compile and graphs are opt-in
     assert info["channels_last"] is False and not info["torch_compile"] and not info["cuda_graphs"]

@@ -88,3 +88,18 @@ def test_replace_revalidates():
 def test_node_only_keys_are_not_engine_keys():
     keys = engine_keys()
     assert "proxyclip.crop_size" in keys and "overlay_alpha" not in keys
+
+
+def test_auto_precision_resolves_to_what_the_hardware_runs_fast(monkeypatch):
+    import ovseg_ros.config as config
+
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: True)
+    assert make_config()["precision"] == "bf16"                       # torch on a bf16 CPU
+    assert make_config(backend="onnxruntime")["precision"] == "fp32"  # no bf16 CPU kernels
+    assert make_config(device="cuda")["precision"] == "fp16"
+    assert make_config(device="cuda:1", backend="tensorrt")["precision"] == "fp16"
+    assert make_config(precision="fp32")["precision"] == "fp32"       # explicit wins
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: False)
+    assert make_config()["precision"] == "fp32"                       # emulated bf16 is slower
+    # the resolved value survives a round trip (Config.replace re-validates)
+    assert make_config(precision="bf16").replace(prob_thd=0.5)["precision"] == "bf16"

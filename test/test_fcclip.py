@@ -15,7 +15,8 @@ VOCAB = ["person", "sky", "forklift,fork lift", "floor", "couch,sofa"]
 
 
 def tiny_cfg(tmp_path, **extra):
-    cfg = {"engine": "fcclip", "random_init": True, "fcclip.clip_model": "ovseg-tiny-ConvNeXt",
+    cfg = {"engine": "fcclip", "random_init": True, "precision": "fp32",
+           "fcclip.clip_model": "ovseg-tiny-ConvNeXt",
            "fcclip.short_side": 64, "fcclip.max_size": 128, "text_cache_dir": str(tmp_path),
            "vocabulary": VOCAB}
     cfg.update(extra)

@@ -67,7 +67,7 @@ VOCAB = ["person", "wall", "pallet"]
 
 
 def _cfg(tmp, **extra):
-    cfg = {"engine": "maftplus", "random_init": True,
+    cfg = {"engine": "maftplus", "random_init": True, "precision": "fp32",
            "maftplus.clip_model": "ovseg-tiny-ConvNeXt", "maftplus.short_side": 64,
            "maftplus.max_size": 96, "text_cache_dir": str(tmp), "vocabulary": VOCAB}
     cfg.update(extra)

@@ -38,12 +38,12 @@ _stamps = itertools.count(1)
 
 # test/test_fcclip.py's tiny config; overlap_threshold 0 keeps the random masks as segments
 FCCLIP_PARAMS = {
-    "engine": "fcclip", "random_init": True, "num_threads": 1,
+    "engine": "fcclip", "random_init": True, "num_threads": 1, "precision": "fp32",
     "fcclip.clip_model": "ovseg-tiny-ConvNeXt", "fcclip.short_side": 64, "fcclip.max_size": 128,
     "fcclip.overlap_threshold": 0.0, "vocabulary": VOCAB, "diagnostics_period": 0.5,
 }
 MAFT_PARAMS = {
-    "engine": "maftplus", "random_init": True, "num_threads": 1,
+    "engine": "maftplus", "random_init": True, "num_threads": 1, "precision": "fp32",
     "maftplus.clip_model": "ovseg-tiny-ConvNeXt", "maftplus.short_side": 64,
     "maftplus.max_size": 96, "maftplus.object_mask_threshold": 0.0,
     "maftplus.overlap_threshold": 0.0, "vocabulary": VOCAB, "diagnostics_period": 0.5,

@@ -67,3 +67,36 @@ def test_decoder_outputs_and_batch_independence():
     assert masks.shape == (2, 5, 16, 24) and emb.shape == (2, 5, 12)
     torch.testing.assert_close(masks[1:], masks1, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(emb[1:], emb1, atol=1e-5, rtol=1e-5)
+
+
+def test_attention_mask_uses_sigmoid_rounding_like_the_reference():
+    """The reference blocks where sigmoid(logit) < 0.5. In fp32 sigmoid rounds to exactly
+    0.5 for |logit| below ~6e-8, so such a pixel stays open; 'logit < 0' would block it
+    (found while comparing with bytedance/fc-clip, scripts/compare_fcclip_reference.py)."""
+    dec = MultiScaleMaskedTransformerDecoder(hidden_dim=16, num_queries=1, nheads=2,
+                                             dim_feedforward=8, dec_layers=1, mask_dim=16,
+                                             clip_embedding_dim=8, in_channels=16)
+    logits = torch.tensor([[[[-1e-9, -1e-3], [5.0, -5.0]]]])
+    assert torch.sigmoid(torch.tensor(-1e-9)) == 0.5           # the fp32 fact relied on
+    m = dec._attn_mask(logits, (2, 2))
+    assert m[0, 0].tolist() == [False, True, False, True]
+
+
+def test_intermediate_predictions_end_with_the_inference_output():
+    """intermediate=True (used for the layer-by-layer reference comparison) gives one
+    prediction per layer plus the learned queries; its last one is the normal output."""
+    torch.manual_seed(1)
+    dec = MultiScaleMaskedTransformerDecoder(hidden_dim=32, num_queries=4, nheads=4,
+                                             dim_feedforward=32, dec_layers=3, mask_dim=32,
+                                             clip_embedding_dim=8, in_channels=32).eval()
+    levels = [torch.randn(1, 32, 2, 2), torch.randn(1, 32, 4, 4), torch.randn(1, 32, 8, 8)]
+    mf = torch.randn(1, 32, 16, 16)
+    with torch.no_grad():
+        masks, emb = dec(levels, mf)
+        all_masks, all_emb = dec(levels, mf, intermediate=True)
+    assert len(all_masks) == len(all_emb) == 4
+    assert torch.equal(all_masks[-1], masks) and torch.equal(all_emb[-1], emb)
+    # the learned-query prediction does not depend on the image levels
+    with torch.no_grad():
+        other, _ = dec([torch.randn_like(l) for l in levels], mf, intermediate=True)
+    assert torch.equal(other[0], all_masks[0]) and not torch.equal(other[-1], all_masks[-1])

@@ -68,6 +68,32 @@ def class_max(logits: torch.Tensor, synonym_class: torch.Tensor, num_classes: in
     return out.scatter_reduce(-1, index, logits, reduce="amax", include_self=True)
 
 
+def geometric_ensemble(in_logits: torch.Tensor, out_logits: torch.Tensor, seen: torch.Tensor,
+                       alpha: float, beta: float) -> torch.Tensor:
+    """FC-CLIP's ensemble of the in-vocabulary (``in_logits``) and CLIP (``out_logits``)
+    class logits, ... x (K+1) each with void last -> ... x (K+1) log-probabilities:
+
+        cls  = log(p_in^(1-w) * p_out^w),  p = softmax over the K classes (void dropped),
+               w = alpha for seen classes, beta for unseen ones
+        out  = log([softmax(cls) * (1 - P_in(void)), P_in(void)] + 1e-8)
+
+    The reference forms the product of probabilities and then takes its log; here the
+    same quantity is (1-w)*log_softmax + w*log_softmax, which stays finite where a
+    probability underflows in fp32 (cosine logits scaled by 100 differ by up to 200,
+    and exp(-200) is 0 in fp32): the reference gets -inf there, and NaN from
+    -inf * 0 when it masks seen/unseen terms; identical otherwise.
+    """
+    log_in = in_logits[..., :-1].log_softmax(-1)
+    log_out = out_logits[..., :-1].log_softmax(-1)
+    w = torch.where(seen.to(log_in.device), torch.tensor(alpha, dtype=log_in.dtype),
+                    torch.tensor(beta, dtype=log_in.dtype))
+    cls = log_in * (1 - w) + log_out * w
+    # void filtering: the in-vocabulary head's P(void), over all K+1 columns
+    p_void = in_logits.softmax(-1)[..., -1:]
+    probs = torch.cat([cls.softmax(-1) * (1.0 - p_void), p_void], -1)
+    return torch.log(probs + 1e-8)
+
+
 class _StageTimer:
     """Collects per-stage wall times; synchronises CUDA so a stage's time is its own."""
 
@@ -225,15 +251,9 @@ class FCClipEngine(Engine):
             class_embed.float(), classifier, self.head.sem_seg_head.predictor.logit_scale), vocab)
         out_logits = self._per_class(cosine_logits(
             clip_embed.float(), classifier, self.clip_model.logit_scale), vocab)
-        in_probs = in_logits[..., :-1].softmax(-1)
-        out_probs = out_logits[..., :-1].softmax(-1)
-        seen = self._seen_mask(vocab)
-        alpha = self.cfg[f"{self.group}.geometric_alpha"]
-        beta = self.cfg[f"{self.group}.geometric_beta"]
-        # geometric ensemble, as log-probabilities; seen classes weight CLIP by alpha
-        weight = seen.to(in_probs.dtype) * alpha + (~seen).to(in_probs.dtype) * beta
-        ens = torch.log(in_probs) * (1 - weight) + torch.log(out_probs) * weight
-        return self._with_void(ens, in_logits)
+        return geometric_ensemble(in_logits, out_logits, self._seen_mask(vocab),
+                                  self.cfg[f"{self.group}.geometric_alpha"],
+                                  self.cfg[f"{self.group}.geometric_beta"])
 
     @staticmethod
     def _with_void(cls_logits: torch.Tensor, in_logits: torch.Tensor) -> torch.Tensor:
@@ -334,4 +354,5 @@ class FCClipEngine(Engine):
         return info
 
 
-__all__ = ["FCClipEngine", "resize_shortest_edge", "is_seen_class", "class_max"]
+__all__ = ["FCClipEngine", "resize_shortest_edge", "is_seen_class", "class_max",
+           "geometric_ensemble"]

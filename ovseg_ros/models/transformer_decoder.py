@@ -15,7 +15,7 @@ Attribute names match the reference ``sem_seg_head.predictor.*`` keys.
 from __future__ import annotations
 
 import math
-from typing import List, Tuple
+from typing import List
 
 import torch
 import torch.nn.functional as F
@@ -133,14 +133,25 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         """Boolean (B*heads) x Q x h*w mask: True = may not attend (sigmoid < 0.5);
         a query whose whole row is masked attends everywhere instead."""
         m = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
-        blocked = m.flatten(2) < 0.0          # sigmoid(x) < 0.5  <=>  x < 0
+        # sigmoid, not "logit < 0": fp32 sigmoid rounds to exactly 0.5 for |x| < ~6e-8,
+        # and the reference leaves those pixels open (scripts/compare_fcclip_reference.py)
+        blocked = m.flatten(2).sigmoid() < 0.5
         blocked = blocked & ~blocked.all(dim=-1, keepdim=True)
         return blocked.unsqueeze(1).repeat(1, self.num_heads, 1, 1).flatten(0, 1).detach()
 
-    def forward(self, x: List[torch.Tensor], mask_features: torch.Tensor
-                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _class_embed(self, mask_features: torch.Tensor, masks: torch.Tensor,
+                     decoder_output: torch.Tensor) -> torch.Tensor:
+        pooled = self._mask_pooling_proj(mask_pooling(mask_features, masks))
+        return self.class_embed(pooled + decoder_output)
+
+    def forward(self, x: List[torch.Tensor], mask_features: torch.Tensor,
+                intermediate: bool = False):
         """x: [s32, s16, s8] levels (B x C x h x w); mask_features B x C x H/4 x W/4.
-        Returns (mask logits B x Q x H/4 x W/4, class embeddings B x Q x D)."""
+        Returns (mask logits B x Q x H/4 x W/4, class embeddings B x Q x D).
+
+        With ``intermediate`` both are lists with one entry per prediction (the learned
+        queries, then every layer), as the reference's aux outputs + final output;
+        used to compare layer by layer, never at inference."""
         src, pos, sizes = [], [], []
         for i in range(self.num_feature_levels):
             sizes.append(x[i].shape[-2:])
@@ -151,6 +162,10 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         query_embed = self.query_embed.weight.unsqueeze(1).repeat(1, bs, 1)
         output = self.query_feat.weight.unsqueeze(1).repeat(1, bs, 1)
         decoder_output, masks = self._masks(output, mask_features)
+        all_masks, all_embeds = [], []
+        if intermediate:
+            all_masks.append(masks)
+            all_embeds.append(self._class_embed(mask_features, masks, decoder_output))
         for i in range(self.num_layers):
             level = i % self.num_feature_levels
             attn_mask = self._attn_mask(masks, sizes[level])
@@ -159,11 +174,14 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
             output = self.transformer_self_attention_layers[i](output, query_embed)
             output = self.transformer_ffn_layers[i](output)
             decoder_output, masks = self._masks(output, mask_features)
+            if intermediate:
+                all_masks.append(masks)
+                all_embeds.append(self._class_embed(mask_features, masks, decoder_output))
+        if intermediate:
+            return all_masks, all_embeds
         # Only the last layer's class prediction is used at inference (the others feed
         # auxiliary losses in training), so the class head runs once.
-        pooled = self._mask_pooling_proj(mask_pooling(mask_features, masks))
-        class_embed = self.class_embed(pooled + decoder_output)
-        return masks, class_embed
+        return masks, self._class_embed(mask_features, masks, decoder_output)
 
 
 def cosine_logits(embeddings: torch.Tensor, classifier: torch.Tensor,

@@ -334,7 +334,7 @@ def make_config(config: Union[None, str, Path, Mapping[str, Any], Config] = None
             hints.append(f"'{key}'" + (f" (did you mean {', '.join(repr(c) for c in close)}?)"
                                        if close else ""))
         raise ConfigError("unknown config key(s): " + "; ".join(hints)
-                          + ". Known keys are listed in the README's parameter table.")
+                          + ". Known keys are listed in the parameter table of docs/node.md.")
     values = {}
     for spec in SCHEMA_LIST:
         values[spec.name] = spec.validate(flat[spec.name]) if spec.name in flat else \

@@ -42,3 +42,26 @@ def test_synthetic_frame_is_deterministic_rgb():
     a, b = bench.synthetic_frame(64, 48), bench.synthetic_frame(64, 48)
     assert a.shape == (48, 64, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
     assert len(np.unique(a.reshape(-1, 3), axis=0)) > 10
+
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["--backends", "tourch"], "unknown backend 'tourch'"),
+    (["--precisions", "fp64"], "unknown precision 'fp64'"),
+    (["--device", "nonsense"], "--device 'nonsense'"),
+])
+def test_bad_lists_fail_before_any_case(tmp_path, capsys, argv, msg):
+    """Regression: --precisions fp64 and a CUDA --device without a GPU ended in tracebacks, and
+    --backends tourch ran every case into 'not run' instead of naming the typo."""
+    with pytest.raises(SystemExit) as ex:
+        bench.main([*argv, "--out", str(tmp_path / "b")])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2 and msg in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_gpu_is_named(tmp_path, capsys):
+    with pytest.raises(SystemExit) as ex:
+        bench.main(["--device", "cuda", "--out", str(tmp_path / "b")])
+    assert ex.value.code == 2 and "CUDA is not available" in capsys.readouterr().err

@@ -122,6 +122,34 @@ def test_make_bag_from_folders(tmp_path, capsys):
     assert not (tmp_path / "bag2").exists() and not (tmp_path / "bag2.partial").exists()
 
 
+
+def test_make_bag_maps_folder_ignore_value_to_unlabelled(tmp_path):
+    """Regression: 8-bit label PNGs mark 'ignore' with 255 (as `dataset --kind folder`
+    assumes); make-bag kept 255 in the 16UC1 labels, so `ovseg-eval bag` (which ignores
+    65535 for 16UC1) failed with 'class ids [255] outside [0, n)'."""
+    import cv2
+
+    from ovseg_ros.eval.cli import main
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    cv2.imwrite(str(tmp_path / "img" / "a.png"), np.full((4, 6, 3), 90, np.uint8))
+    lab = np.zeros((4, 6), np.uint8)
+    lab[0] = 255
+    lab[1] = 7
+    cv2.imwrite(str(tmp_path / "lab" / "a.png"), lab)
+    for extra, top in (([], 65535), (["--ignore-index", "-1"], 255),
+                       (["--ignore-index", "7"], 255)):
+        out = tmp_path / f"bag{len(extra)}{extra[-1] if extra else ''}"
+        assert main(["make-bag", "--images", str(tmp_path / "img"), "--labels",
+                     str(tmp_path / "lab"), "--out", str(out), *extra]) == 0
+        reader = B.open_reader(out)
+        got = B.image_to_numpy(next(iter(B.iter_frames(reader, "/camera/image",
+                                                        "/camera/labels"))).label)
+        reader.close()
+        assert int(got[0, 0]) == top and int(got[2, 0]) == 0
+        assert int(got[1, 0]) == (65535 if extra[-1:] == ["7"] else 7)
+
 def test_compressed_image_frames():
     import cv2
 

@@ -65,6 +65,10 @@ def test_bag_evaluation_end_to_end(work, single):
               "samples/sample_00.png"):
         assert (single / f).is_file(), f
     assert "| person |" in (single / "report.md").read_text()
+    # regression: the HTML report showed the random-weights warning as literal **markdown**
+    page = (single / "report.html").read_text()
+    assert "<strong>random weights: the numbers are meaningless</strong>" in page
+    assert "**" not in page
     # the numbers are those of the engine's own predictions on the bag's frames
     from ovseg_ros import load_segmenter
 
@@ -113,6 +117,8 @@ def test_limit_then_resume_equals_single_run(work, single):
     res = json.loads((out / "results.json").read_text())
     one = json.loads((single / "results.json").read_text())
     assert res["finished"] and res["semantic"] == one["semantic"]
+    # regression: the stale partial results of the --limit run must not survive completion
+    assert not (out / "results_partial.json").exists()
 
 
 def test_bag_to_bag(work):
@@ -190,7 +196,7 @@ def test_custom_message_hashes_match_rosidl():
         assert desc["type_hashes"][0]["hash_string"] == store.hash_rihs01(f"ovseg_ros/msg/{name}")
 
 
-def test_dataset_folder_quick_run(work):
+def test_dataset_folder_quick_run(work, capsys):
     import cv2
 
     for i in range(3):
@@ -206,6 +212,9 @@ def test_dataset_folder_quick_run(work):
                  "--out", str(out), "--limit", "2", "--quiet"]) == 0
     res = json.loads((out / "results_partial.json").read_text())
     assert res["num_images"] == 2 and res["semantic"]["pixels"] == 2 * 47 * 64
+    # regression: the summary line did not say the numbers come from random weights
+    said = capsys.readouterr().out
+    assert "PARTIAL" in said and "RANDOM WEIGHTS" in said
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -279,6 +288,26 @@ def test_cli_errors_are_clear_and_leave_no_results(work, _cli):
     r = _cli("merge", str(work / "classes.txt"), "--out", str(out))
     assert r.returncode == 2 and "cannot read evaluation state" in r.stderr
 
+
+
+def test_bad_counts_and_class_file_errors_are_named(work, capsys):
+    """Regressions: --limit 0 ran and ended in 'nothing was evaluated' (infer-bag wrote an
+    empty bag); a malformed class file's path was printed twice."""
+    bag = ["bag", *_engine(work), "--bag", str(work / "in"), "--image-topic", "/camera/image",
+           "--label-topic", "/camera/labels", "--quiet"]
+    assert main([*bag, "--classes", str(work / "classes.txt"), "--out", str(work / "l0"),
+                 "--limit", "0"]) == 2
+    assert "--limit must be >= 1" in capsys.readouterr().err
+    assert main(["infer-bag", *_engine(work), "--bag", str(work / "in"), "--image-topic",
+                 "/camera/image", "--out", str(work / "l0bag"), "--limit", "0"]) == 2
+    assert "--limit must be >= 1" in capsys.readouterr().err
+    assert not (work / "l0").exists() and not (work / "l0bag").exists()
+    bad = work / "half_flags.txt"
+    bad.write_text("sky\tstuff\nperson\n")
+    assert main([*bag, "--classes", str(bad), "--out", str(work / "hf")]) == 2
+    err = capsys.readouterr().err
+    assert "thing/stuff column given for some classes only" in err
+    assert err.count(str(bad)) == 1
 
 def test_coco_panoptic_dataset_gives_pq(work, tmp_path):
     """COCO panoptic JSON + PNG layout through the CLI: PQ / SQ / RQ for all, things, stuff."""

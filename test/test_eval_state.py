@@ -48,3 +48,29 @@ def test_unreadable_state(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"junk")
     with pytest.raises(StateError, match="cannot read evaluation state"):
         EvalState.load(tmp_path / "bad.npz")
+
+
+def test_non_state_file_is_named_not_a_pickle(tmp_path):
+    """Regression: a text file passed to `merge` gave numpy's 'contains pickled (object)
+    data ... load it unsafely' advice instead of saying it is no state file."""
+    (tmp_path / "classes.txt").write_text("sky\ngrass\n")
+    with pytest.raises(StateError, match="not an .npz state") as err:
+        EvalState.load(tmp_path / "classes.txt")
+    assert "pickle" not in str(err.value)
+
+
+def test_merged_state_merges_again_with_the_remaining_shards(tmp_path):
+    """Regression: a merge of shards 0 and 1 of 3 (saved as state_merged.npz) merged with
+    shard 2 stayed 'partial', because the merged state only said 'shard 0/1'."""
+    a, b, c = (_state((i, 3), [f"k{i}"], seed=i) for i in range(3))
+    ab = EvalState.merge([a, b])
+    assert not ab.finished
+    ab.save(tmp_path / "state_merged.npz")
+    again = EvalState.merge([EvalState.load(tmp_path / "state_merged.npz"), c])
+    once = EvalState.merge([a, b, c])
+    assert again.finished and once.finished and again.done == once.done
+    assert again.extra["merged_from"] == [[0, 3], [1, 3], [2, 3]]
+    assert np.array_equal(again.semantic_metric.confusion, once.semantic_metric.confusion)
+    # an unfinished shard inside an earlier merge keeps the result partial
+    b.finished = False
+    assert not EvalState.merge([EvalState.merge([a, b]), c]).finished

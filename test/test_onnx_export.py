@@ -144,3 +144,29 @@ def test_outputs_are_deterministic_numpy_float32(tmp_path):
     a, = _ort_run(path, x)
     b, = _ort_run(path, x)
     assert a.dtype == torch.float32 and np.array_equal(a.numpy(), b.numpy())
+
+
+def test_cli_exports_fp32_whatever_the_config_precision(tmp_path, capsys):
+    """Regressions: `python -m ovseg_ros.backends.onnx_export` traced the model in the config's
+    precision (a bf16 / auto->bf16 config failed with 'Input type (float) and bias type
+    (c10::BFloat16)'), and config / weights errors ended in a traceback."""
+    import yaml
+
+    from ovseg_ros.backends.onnx_export import main
+
+    cfg = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "configs",
+                                           "tiny_proxyclip.yaml")))
+    cfg.update(precision="bf16", engine_cache_dir=str(tmp_path / "cache"),
+               text_cache_dir=str(tmp_path / "text"))
+    (tmp_path / "bf16.yaml").write_text(yaml.safe_dump(cfg))
+    assert main([str(tmp_path / "bf16.yaml"), "--size", "112x112", "--batch", "1"]) == 0
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    assert path.endswith(".onnx") and "fp32" in os.path.basename(path)
+    onnx.checker.check_model(path)
+    for argv, msg in (([str(tmp_path / "missing.yaml"), "--size", "112x112"],
+                       "cannot read config file"),
+                      ([str(tmp_path / "bf16.yaml"), "--size", "0x112"], "must be positive")):
+        with pytest.raises(SystemExit) as ex:
+            main(argv)
+        err = capsys.readouterr().err
+        assert ex.value.code == 2 and msg in err and "Traceback" not in err

@@ -34,7 +34,7 @@ def _write_video(path: Path, frames):
     pytest.skip("this OpenCV build cannot write videos")
 
 
-def test_images_folder_video(tmp_path):
+def test_images_folder_video(tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "one.png"), _scene(0)[..., ::-1])
     (tmp_path / "dir").mkdir()
     cv2.imwrite(str(tmp_path / "dir" / "two.png"), _scene(1)[..., ::-1])
@@ -45,6 +45,8 @@ def test_images_folder_video(tmp_path):
                  "--vocab", "person", "sky,heaven", "floor", "--panoptic", "--every", "2",
                  "--out", str(out), "--quiet"])
     assert code == 0
+    # regression: the console did not say that the labels come from random weights
+    assert "segmented 4 images" in (said := capsys.readouterr().out) and "RANDOM WEIGHTS" in said
     names = ["one", "two", "clip/frame_000000", "clip/frame_000002"]
     for n in names:
         for kind in ("semantic", "overlay", "panoptic"):
@@ -90,3 +92,15 @@ def test_segment_errors(tmp_path, capsys):
     (tmp_path / "broken.mp4").write_bytes(b"\0" * 100)
     assert main([str(tmp_path / "broken.mp4"), *base]) == 2
     assert "broken.mp4" in capsys.readouterr().err
+
+
+def test_inputs_with_the_same_output_name_are_refused(tmp_path, capsys):
+    """Regression: a/photo.png and b/photo.png both wrote photo_*.png, the second silently
+    overwriting the first (and panoptic.json got two annotations with one image_id)."""
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        cv2.imwrite(str(tmp_path / d / "photo.png"), _scene(0)[..., ::-1])
+    assert main([str(tmp_path / "a" / "photo.png"), str(tmp_path / "b" / "photo.png"),
+                 "--config", TINY, "--set", f"text_cache_dir={tmp_path / 'text'}",
+                 "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "two inputs give the output name 'photo'" in capsys.readouterr().err

@@ -395,13 +395,22 @@ def main(argv=None) -> int:
                    help="run the graph in ONNX Runtime (CPU) and print the difference to torch")
     args = p.parse_args(argv)
 
+    from ..config import ConfigError
     from ..segmenter import load_segmenter
+    from ..weights import WeightsError
 
     try:
         h, w = (int(v) for v in args.size.lower().split("x"))
     except ValueError:
         p.error(f"--size must be HxW, got {args.size!r}")
-    seg = load_segmenter(args.config, backend="torch")
+    if h < 1 or w < 1 or (args.batch is not None and args.batch < 1):
+        p.error("--size and --batch must be positive")
+    try:
+        # the graph is always traced in fp32 (fp16 is derived from it): precision 'auto' or
+        # 'bf16' in the config would otherwise cast the torch weights and break the trace
+        seg = load_segmenter(args.config, backend="torch", precision="fp32")
+    except (ConfigError, WeightsError, FileNotFoundError) as exc:
+        p.exit(2, f"{p.prog}: error: {exc}\n")
     model = seg.engine.image_model
     batch = args.batch or default_max_batch(seg.config)
     graph = export_cached(model, seg.config, (h, w), batch=batch,

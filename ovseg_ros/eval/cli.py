@@ -59,6 +59,16 @@ def parse_overrides(items: Sequence[str]) -> dict:
     return out
 
 
+def check_counts(args) -> None:
+    """--limit 0 used to run and report "nothing was evaluated" (or write an empty bag)."""
+    if getattr(args, "limit", None) is not None and args.limit < 1:
+        raise CliError(f"--limit must be >= 1 (items to process), got {args.limit}")
+    if getattr(args, "save_every", 1) < 1:
+        raise CliError(f"--save-every must be >= 1, got {args.save_every}")
+    if getattr(args, "samples", 0) < 0:
+        raise CliError(f"--samples must be >= 0, got {args.samples}")
+
+
 def load_engine(args, classes: Optional[ClassList]):
     """The segmenter from --config/--set, with the evaluated classes as its vocabulary."""
     from .. import load_segmenter
@@ -78,8 +88,8 @@ def _classes(arg: Optional[str], default: Optional[str], what: str) -> ClassList
         raise CliError(f"{what} needs --classes (a bundled list such as ade150, or a file)")
     try:
         return load_class_file(name)
-    except ValueError as exc:
-        raise CliError(f"class-name file {name}: {exc}") from exc
+    except ValueError as exc:   # the message already names the file and line
+        raise CliError(str(exc)) from exc
 
 
 # --- sources ------------------------------------------------------------------------------------
@@ -228,7 +238,12 @@ def cmd_make_bag(args) -> int:
                 labels = read_label_png(lab)
                 if labels.ndim != 2:
                     raise DatasetError(f"label {lab} is not a single-channel class-id PNG")
+                # the folder's ignore value becomes 16UC1's "unlabelled" (65535), which
+                # `ovseg-eval bag` ignores by default; a kept 255 would be read as class 255
+                ignored = labels == args.ignore_index if args.ignore_index >= 0 else None
                 labels = labels.astype("uint16")
+                if ignored is not None:
+                    labels[ignored] = 65535
             yield args.start_ns + i * period, read_rgb(img), labels
 
     path = write_image_bag(Path(args.out), frames(), args.image_topic,
@@ -250,6 +265,8 @@ def _print_summary(res: dict, out: Path) -> None:
                      f"stuff {100 * pan['Stuff']['PQ']:.2f})")
     if not res["finished"]:
         parts.append("PARTIAL")
+    if (res.get("engine") or {}).get("random_weights"):   # as the report says
+        parts.append("RANDOM WEIGHTS (numbers meaningless)")
     print(" | ".join(parts) + f"  -> {out}")
 
 
@@ -335,6 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-id", default="camera")
     p.add_argument("--rate", type=float, default=10.0, help="frames per second of the stamps")
     p.add_argument("--start-ns", type=int, default=10**9, help="stamp of the first frame (ns)")
+    p.add_argument("--ignore-index", type=int, default=255,
+                   help="label value written as 65535 (unlabelled, ignored by 'ovseg-eval bag'); "
+                        "-1 = keep all values")
     p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3")
     p.set_defaults(func=cmd_make_bag)
     return ap
@@ -358,6 +378,7 @@ def user_errors() -> tuple:
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_counts(args)
         return args.func(args)
     except user_errors() as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

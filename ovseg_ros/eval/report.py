@@ -120,6 +120,13 @@ def _source_lines(res: dict) -> List[str]:
     return lines
 
 
+def _html_item(text: str) -> str:
+    """A markdown list item as HTML: **bold** (the random-weights warning) becomes <strong>."""
+    if text.startswith("**") and text.endswith("**"):
+        return f"<li><strong>{html.escape(text[2:-2])}</strong></li>"
+    return f"<li>{html.escape(text)}</li>"
+
+
 def write_report(res: dict, out_dir: Path, confusion: Optional[np.ndarray] = None) -> Path:
     """report.md, report.html and plots under ``out_dir`` (written, then renamed)."""
     out_dir = Path(out_dir)
@@ -152,7 +159,7 @@ def write_report(res: dict, out_dir: Path, confusion: Optional[np.ndarray] = Non
          "td,th{border:1px solid #bbb;padding:2px 6px;text-align:right}"
          "td:nth-child(2){text-align:left}img{max-width:100%}</style></head><body>",
          "<h1>Segmentation evaluation</h1><ul>"]
-    h += [f"<li>{html.escape(l[2:])}</li>" for l in _source_lines(res)]
+    h += [_html_item(l[2:]) for l in _source_lines(res)]
     h += ["</ul><h2>Summary</h2><table><tr><th>metric</th><th>%</th></tr>"]
     h += [f"<tr><td>{k}</td><td>{v}</td></tr>" for k, v in _summary_rows(res)]
     h.append("</table>")

@@ -151,6 +151,8 @@ def finish(state: EvalState, out_dir: Path, report: bool = True) -> dict:
         return res
     write_json_atomic(out_dir / ("results.json" if state.finished else "results_partial.json"),
                       res)
+    if state.finished:   # a resumed run is complete now: drop the earlier partial numbers
+        (out_dir / "results_partial.json").unlink(missing_ok=True)
     if report and state.done:
         from .report import write_report
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -74,6 +75,10 @@ class EvalState:
     @classmethod
     def load(cls, path: Path) -> "EvalState":
         path = Path(path)
+        # np.load takes any other file for a pickle and suggests allow_pickle: say what it is
+        if path.is_file() and not zipfile.is_zipfile(path):
+            raise StateError(f"cannot read evaluation state {path}: not an .npz state written "
+                             "by ovseg-eval (state_shard<i>of<n>.npz in an --out directory)")
         try:
             with np.load(path, allow_pickle=False) as z:
                 header = json.loads(str(z["header"]))
@@ -125,11 +130,17 @@ class EvalState:
             for k, v in st.extra.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     out.extra[k] = out.extra.get(k, 0) + v
-        shards = sorted({tuple(s.shard) for s in states})
+        # an earlier merge result stands for the shards it was merged from (its own shard
+        # field says 0/1), so merged states can be merged again with the remaining shards
+        shards = sorted({tuple(sh) for s in states
+                         for sh in (s.extra.get("merged_from") or [s.shard])})
         counts = {n for _, n in shards}
         complete = len(counts) == 1 and {i for i, _ in shards} == set(range(counts.pop()))
-        out.finished = complete and all(s.finished for s in states)
+        out.finished = complete and all(s.extra.get("merged_shards_finished", s.finished)
+                                        for s in states)
         out.extra["merged_from"] = [list(s) for s in shards]
+        out.extra["merged_shards_finished"] = all(
+            s.extra.get("merged_shards_finished", s.finished) for s in states)
         out.done.sort()
         return out
 

@@ -1,6 +1,6 @@
 """``ovseg-bench``: frames per second, latency and memory per engine x backend x precision x size.
 
-    ovseg-bench --quick --out out/bench                      # tiny models, about a minute
+    ovseg-bench --quick --out out/bench                      # tiny models, 1-4 minutes
     ovseg-bench --preset proxyclip-b16-dinos8-single336 --random-init \\
                 --backends torch,onnxruntime --precisions fp32,bf16 --sizes 640x480
 
@@ -388,7 +388,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out/bench", help="output directory (bench.json, bench.md)")
     p.add_argument("--quick", action="store_true",
-                   help="tiny random-weight models, small inputs, few frames (about a minute)")
+                   help="tiny random-weight models, small inputs, few frames "
+                        "(1-4 minutes on 2 cores)")
     p.add_argument("--preset", action="append", choices=sorted(PRESETS),
                    help="configuration preset (repeatable); default: the quick set")
     p.add_argument("--backends", default=None, help="comma list: torch,onnxruntime,tensorrt")
@@ -418,6 +419,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     backends = (args.backends.split(",") if args.backends else QUICK["backends"])
     precisions = (args.precisions.split(",") if args.precisions else QUICK["precisions"])
     sizes = (args.sizes.split(",") if args.sizes else QUICK["sizes"])
+    # check every list before the (slow) ceiling measurement: a typo used to end in a
+    # traceback (--precisions, --device) or in a table of nothing but failed cases (--backends)
+    from ..config import BACKENDS
+
+    for b in backends:
+        if b not in BACKENDS:
+            p.error(f"--backends: unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
+    for pr in precisions:
+        if pr not in ("fp32", "bf16", "fp16"):
+            p.error(f"--precisions: unknown precision {pr!r}; choose from fp32, bf16, fp16")
+    for sz in sizes:
+        parse_size(sz)
+    try:
+        dev = torch.device(args.device)
+    except RuntimeError as exc:
+        p.error(f"--device {args.device!r}: {exc}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available on this machine; use --device cpu")
     args.iters = args.iters or (QUICK["iters"] if quick else 10)
     args.warmup = max(1, args.warmup or QUICK["warmup"])
     if args.threads > 0:

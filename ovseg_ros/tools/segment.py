@@ -122,8 +122,13 @@ def segment_all(seg, inputs: Sequence[str], out: Path, *, panoptic: bool = False
                   for i, (syns, t) in enumerate(zip(vocab.synonyms, vocab.is_thing))]
     annotations = []
     n = 0
+    seen: set = set()
     for name, rgb in tqdm(iter_inputs(inputs, every), disable=not progress, unit="img",
                           desc="segment"):
+        if name in seen:   # e.g. a/photo.jpg and b/photo.jpg: the second would overwrite the first
+            raise SegmentCliError(f"two inputs give the output name {name!r}; segment them "
+                                  "with separate --out directories (or pass their parent folder)")
+        seen.add(name)
         pred = seg.predict(rgb)
         _write_png(out / f"{name}_semantic.png", semantic_png(pred.semantic))
         _write_png(out / f"{name}_overlay.png", overlay(rgb, pred.semantic, alpha=alpha))
@@ -143,7 +148,7 @@ def segment_all(seg, inputs: Sequence[str], out: Path, *, panoptic: bool = False
     if panoptic:
         _write_json(out / "panoptic.json", {"categories": categories,
                                             "annotations": annotations})
-    return {"images": n, "out": str(out)}
+    return {"images": n, "out": str(out), "random_weights": bool(seg.random_weights)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,7 +204,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except tuple(errors) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    print(f"segmented {info['images']} images -> {info['out']}")
+    print(f"segmented {info['images']} images -> {info['out']}"
+          + ("  (RANDOM WEIGHTS: the labels are meaningless)" if info["random_weights"] else ""))
     return 0
 
 

@@ -19,6 +19,8 @@ parameter changes are queued and applied by the worker between two frames.
 from __future__ import annotations
 
 import faulthandler
+import logging
+import os
 import signal
 import sys
 import threading
@@ -54,6 +56,10 @@ TOPICS = {"semantic": "semantic", "panoptic": "panoptic", "segments": "segments"
           "vocabulary": "vocabulary", "diagnostics": "/diagnostics"}
 MAX_CAMERA_FRAMES = 16     # camera_info cache size (distinct frame_ids)
 NO_IMAGE_WARN_AFTER = 5.0   # seconds without any frame after activation before we say so
+# Process exit (SIGINT): how long the frame in flight and running callbacks may finish.
+# Bounded so the node always exits within seconds (launch escalates to SIGTERM after 5 s).
+EXIT_WORKER_TIMEOUT = 3.0
+EXIT_CALLBACK_TIMEOUT = 1.0
 
 
 class OvsegNode(LifecycleNode):
@@ -151,12 +157,12 @@ class OvsegNode(LifecycleNode):
         self._segmenter = None
         return TransitionCallbackReturn.SUCCESS
 
-    def _stop_worker(self) -> None:
+    def _stop_worker(self, timeout: float = 30.0) -> None:
         self._stop.set()
         if self._frames is not None:
             self._frames.close()
         if self._worker is not None:
-            self._worker.join(timeout=30.0)
+            self._worker.join(timeout=timeout)   # daemon: a late frame never blocks the exit
             self._worker = None
 
     # --- topics and services ---------------------------------------------------------------
@@ -301,6 +307,8 @@ class OvsegNode(LifecycleNode):
             try:
                 self._process(*item)
             except Exception as exc:   # keep running: report, then take the next frame
+                if not self.context.ok():   # SIGINT shut ROS down under the frame in flight
+                    break
                 self._errors += 1
                 self._problems.report("error", f"processing failed: {type(exc).__name__}: "
                                       f"{exc}\n{traceback.format_exc(limit=4)}")
@@ -412,12 +420,35 @@ class OvsegNode(LifecycleNode):
 
 
 def main(args=None) -> int:
+    """Run the node until SIGINT (or ROS shutdown); the process exit code is the result.
+
+    Ends the process with os._exit, after the ROS-level cleanup, without deleting the
+    DDS participant: with FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, Fast DDS 3.2.2 can
+    deadlock while deleting a participant (TCPChannelResourceBasic::disconnect waits for a
+    mutex that a TCP reader thread holds while blocked in recv() on an idle connection;
+    eProsima/Fast-DDS PR #6066). It did so in the test suite, inside Python's exit
+    (garbage collection of the rcl node, holding the GIL, so nothing in Python could
+    break out). The publishers, subscriptions and services are destroyed first, so peers
+    see them go at once; the kernel closes the sockets when the process ends.
+    """
     # `kill -USR1 <pid>` dumps every thread's stack to stderr (the node log): what the test
     # harness does before it SIGKILLs a node that did not stop, so a hang shows where it is
     if hasattr(signal, "SIGUSR1"):
         faulthandler.register(signal.SIGUSR1, all_threads=True)
+    code = 1
+    try:
+        code = _run(args)
+    except BaseException:   # e.g. a second Ctrl-C during the cleanup: still exit, and say why
+        traceback.print_exc()
+    finally:
+        _exit_process(code)
+    return code   # not reached
+
+
+def _run(args) -> int:
     rclpy.init(args=args)
     node = None
+    executor = None
     code = 0
     try:
         node = OvsegNode()
@@ -438,11 +469,31 @@ def main(args=None) -> int:
     finally:
         if node is not None:
             node._active = False
-            node._stop_worker()
+            node._stop_worker(timeout=EXIT_WORKER_TIMEOUT)
+        if executor is not None:
+            # no new callbacks; running ones get a moment, and the pool threads are not
+            # joined (os._exit ends them), so a callback that blocks cannot hold the exit
+            executor.shutdown(timeout_sec=EXIT_CALLBACK_TIMEOUT, wait_for_threads=False)
+        if node is not None:
+            # The rcl node handle stays in use until os._exit, so rclpy defers its deletion
+            # (and with it the DDS participant's, see main) past destroy_node, which still
+            # destroys every publisher, subscription, service and timer: peers see them go
+            # at once. Only the node name ages out of their graph, with the DDS lease (20 s).
+            node.handle.__enter__()
             node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        rclpy.try_shutdown()
     return code
+
+
+def _exit_process(code: int) -> None:
+    """Flush what was logged, then end the process without Python's finalisation."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # closed or broken pipe: nothing left to save
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

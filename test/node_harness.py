@@ -2,8 +2,8 @@
 rclpy test node in this one, talking over DDS on a random domain.
 
 Each pytest session picks one random ROS_DOMAIN_ID (other suites run DDS tests
-on this machine at the same time) and FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA
-(camera-sized best-effort frames are otherwise lost; docs/node.md).
+on this machine at the same time). Fast DDS keeps its default transports: the
+test frames are small (see TRANSPORTS below).
 
 No node outlives the tests: NodeUnderTest.stop() is SIGINT then SIGKILL, nodes a
 failed test did not stop are stopped at interpreter exit, and each node gets
@@ -30,7 +30,12 @@ DOMAIN_ID = int(os.environ.get("OVSEG_TEST_DOMAIN_ID") or random.Random().randin
 os.environ["OVSEG_TEST_DOMAIN_ID"] = str(DOMAIN_ID)
 # this process too: FastDDS reads these when rclpy creates its participant
 os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
-os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
+# Fast DDS's default transports (UDP + shared memory): the test frames are small
+# (< 512 KiB, which best effort delivers reliably), and LARGE_DATA's TCP transport
+# in Fast DDS 3.2.2 can deadlock when a participant is deleted (ovseg_ros/node.py,
+# main), which made node tests hang or miss discovery now and then.
+TRANSPORTS = os.environ.get("OVSEG_TEST_FASTDDS_TRANSPORTS", "DEFAULT")
+os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = TRANSPORTS
 os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
 
 TINY_PARAMS = {
@@ -46,7 +51,7 @@ TINY_PARAMS = {
 def node_env() -> Dict[str, str]:
     env = dict(os.environ)
     env["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
-    env["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
+    env["FASTDDS_BUILTIN_TRANSPORTS"] = TRANSPORTS
     env.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)   # LOCALHOST breaks LARGE_DATA (DESIGN §9)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_NUM_THREADS"] = "1"
@@ -152,12 +157,21 @@ class NodeUnderTest:
     def stop(self, timeout: float = 20.0) -> int:
         """SIGINT (a clean shutdown), SIGKILL after ``timeout`` s; safe to call twice.
         Before the SIGKILL the node gets SIGUSR1, which makes it dump all thread stacks
-        into its log (faulthandler, registered in ovseg_ros.node.main): a hang says where."""
+        into its log (faulthandler, registered in ovseg_ros.node.main): a hang says where.
+        With OVSEG_TEST_GDB=1 (and gdb installed) the native stacks of all threads go to
+        <log>.gdb.txt first: how the Fast DDS shutdown deadlock (ovseg_ros/node.py, main) was found."""
         if self.alive():
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
+                if os.environ.get("OVSEG_TEST_GDB"):   # investigation aid: native stacks too
+                    import shutil
+                    if shutil.which("gdb"):
+                        out = subprocess.run(["gdb", "-p", str(self.proc.pid), "-batch", "-ex",
+                                              "thread apply all bt"], capture_output=True,
+                                             text=True, timeout=120).stdout
+                        self.log_path.with_suffix(".gdb.txt").write_text(out)
                 self.proc.send_signal(signal.SIGUSR1)
                 try:
                     self.proc.wait(timeout=1.0)

@@ -1,6 +1,6 @@
 """Acceptance tests of ovseg_node: a real node process with the tiny random-weight
 ProxyCLIP engine, driven over DDS from this process (random ROS_DOMAIN_ID,
-FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, bounded waits)."""
+Fast DDS default transports, bounded waits)."""
 from __future__ import annotations
 
 import itertools

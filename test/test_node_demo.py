@@ -15,6 +15,15 @@ pytest.importorskip("ovseg_ros.msg")
 from node_harness import ROOT, node_env, run_tool  # noqa: E402
 
 
+def _demo_env():
+    """The environment a user's `make demo` has: the demo's camera-sized frames (up to
+    1280x720, 2.7 MB) need Fast DDS's LARGE_DATA transport, which the demo sets unless
+    the caller chose transports itself (the node tests choose the default ones)."""
+    env = node_env()
+    env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
+    return env
+
+
 def test_sample_bag_has_real_photos_in_several_encodings(tmp_path):
     from rosbags.rosbag2 import Reader
     from rosbags.typesys import Stores, get_typestore
@@ -52,7 +61,7 @@ def test_demo_leaves_bag_pngs_and_summary(tmp_path):
                    timeout=120, capture_output=True)
     out = tmp_path / "demo"
     r = run_tool([sys.executable, "-m", "ovseg_ros.tools.demo", "--out", str(out),
-                  "--max-frames", "6", "--rate", "0"], cwd=ROOT, env=node_env(), timeout=400)
+                  "--max-frames", "6", "--rate", "0"], cwd=ROOT, env=_demo_env(), timeout=400)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert not r.left_children, "the demo left its node process running"
     summary = json.loads((out / "summary.json").read_text())

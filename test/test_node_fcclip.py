@@ -75,7 +75,11 @@ class System:
                        and all(c.node.count_publishers(f"{ns}/{t}") > 0 for t in OUTPUTS),
                        timeout=120, node=self.node, what="the node to configure and subscribe")
         except BaseException:
-            self.node.stop()       # never leave a node process behind a failed start
+            try:   # an rclpy context left open aborts the interpreter at exit
+                if getattr(self, "client", None) is not None:
+                    self.client.close()
+            finally:
+                self.node.stop()   # never leave a node process behind a failed start
             raise
 
     def frame(self, rgb):
@@ -115,10 +119,12 @@ class System:
             c.clear("vocab_probe")
 
     def close(self) -> int:
+        # node first: Fast DDS 3.2.2 can deadlock deleting a participant (here: the client's)
+        # while a TCP channel to a live peer is idle; a stopped peer's channels are closed
         try:
-            self.client.close()
-        finally:
             code = self.node.stop()
+        finally:
+            self.client.close()
         return code
 
 

@@ -103,19 +103,8 @@ _STANDINS = {
             width: Optional[int] = None
             stride: Optional[int] = None
 
-        class Conv2d(nn.Conv2d):
-            def __init__(self, *args, norm=None, activation=None, **kwargs):
-                super().__init__(*args, **kwargs)
-                self.norm = norm
-                self.activation = activation
-
-            def forward(self, x):
-                x = super().forward(x)
-                if self.norm is not None:
-                    x = self.norm(x)
-                if self.activation is not None:
-                    x = self.activation(x)
-                return x
+        # detectron2's Conv2d(norm=, activation=) has the same interface as ours
+        from ovseg_ros.models.pixel_decoder import ConvNorm as Conv2d  # noqa: F401
 
         def get_norm(norm, out_channels):
             if norm in (None, ""):

@@ -256,6 +256,19 @@ class Client:
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}"
                              + (f"\nnode log:\n{node.log()[-3000:]}" if node else ""))
 
+    def latched(self, msg_type, topic: str, node: NodeUnderTest = None, timeout: float = 20.0):
+        """The current message of a transient-local topic, as a late subscriber gets it."""
+        from ovseg_ros.ros.qos import latched_qos
+
+        key = f"latched:{topic}"
+        sub = self.record(msg_type, topic, qos=latched_qos(), key=key)
+        try:
+            self.wait_for(lambda: self.msgs(key), timeout, node, f"the latched {topic}")
+            return self.msgs(key)[-1]
+        finally:
+            self.node.destroy_subscription(sub)
+            self.clear(key)
+
     def call(self, client, request, timeout: float = 60.0):
         if not client.wait_for_service(timeout_sec=timeout):
             raise AssertionError(f"service {client.srv_name} not available")

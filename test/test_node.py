@@ -27,7 +27,6 @@ from ovseg_ros.core.types import UNLABELED  # noqa: E402
 from ovseg_ros.msg import Segments, Vocabulary  # noqa: E402
 from ovseg_ros.ros.image_conv import (image_to_array, rgb_to_compressed,  # noqa: E402
                                       rgb_to_image)
-from ovseg_ros.ros.qos import latched_qos  # noqa: E402
 from ovseg_ros.srv import SetVocabulary  # noqa: E402
 
 NS = "/t"
@@ -123,14 +122,7 @@ def _camera_info(header, w=W, h=H):
 
 
 def _current_vocab(system):
-    c = system.client
-    sub = c.record(Vocabulary, "vocabulary", qos=latched_qos(), key="vocab_probe")
-    try:
-        c.wait_for(lambda: c.msgs("vocab_probe"), 20, system.node, "the latched vocabulary")
-        return c.msgs("vocab_probe")[-1]
-    finally:
-        c.node.destroy_subscription(sub)
-        c.clear("vocab_probe")
+    return system.client.latched(Vocabulary, "vocabulary", system.node)
 
 
 # --- outputs ------------------------------------------------------------------------------------

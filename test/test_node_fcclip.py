@@ -26,7 +26,6 @@ from std_msgs.msg import Header  # noqa: E402
 from node_harness import Client, NodeUnderTest, stamp_key  # noqa: E402
 from ovseg_ros.msg import Segments, Vocabulary  # noqa: E402
 from ovseg_ros.ros.image_conv import image_to_array, rgb_to_image  # noqa: E402
-from ovseg_ros.ros.qos import latched_qos  # noqa: E402
 from ovseg_ros.srv import SetVocabulary  # noqa: E402
 
 torch.set_num_threads(1)
@@ -109,14 +108,7 @@ class System:
                              f"{timeout} s\n{self.node.log()[-3000:]}")
 
     def vocabulary(self) -> Vocabulary:
-        c = self.client
-        sub = c.record(Vocabulary, "vocabulary", qos=latched_qos(), key="vocab_probe")
-        try:
-            c.wait_for(lambda: c.msgs("vocab_probe"), 20, self.node, "the latched vocabulary")
-            return c.msgs("vocab_probe")[-1]
-        finally:
-            c.node.destroy_subscription(sub)
-            c.clear("vocab_probe")
+        return self.client.latched(Vocabulary, "vocabulary", self.node)
 
     def close(self) -> int:
         # node first: Fast DDS 3.2.2 can deadlock deleting a participant (here: the client's)

@@ -1,7 +1,8 @@
 """One configuration schema for the Python API, the CLIs and the ROS node.
 
-Every setting is declared exactly once here, with its default, type, range and
-help text. ``load_segmenter`` validates a user config against it, and the ROS
+Every setting is declared exactly once, with its default, type, range and help
+text: the general ones here, each engine's ``<engine>.*`` group in its torch-free
+``ovseg_ros/engines/<engine>_config.py`` (collected through the registry). ``load_segmenter`` validates a user config against it, and the ROS
 node declares its parameters from it (descriptions, ranges, read-only flags),
 so nothing is listed twice.
 
@@ -18,86 +19,35 @@ accepted as a config as well, so the node's YAML and the API share one file.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Mapping, Tuple, Union
 
 import yaml
 
+from .registry import engine_config_modules, list_engines
+from .schema import ConfigError, ParamSpec
 
-class ConfigError(ValueError):
-    """A config key is unknown or a value is out of range; the message says which and why."""
+
+ENGINES = tuple(list_engines())
 
 
-@dataclass(frozen=True)
-class ParamSpec:
-    """The description of one setting.
+def engine_params() -> Tuple[ParamSpec, ...]:
+    """The config groups every registered engine declares in its ``<name>_config`` module.
 
-    ``kind`` is one of ``bool``, ``int``, ``float``, ``str``, ``str_list``,
-    ``bool_list``. ``runtime`` marks settings the node may change while running
-    (thresholds); everything else needs a reload and is read-only for ROS.
-    ``node_only`` settings belong to the ROS node and are ignored by the engines.
+    Each group's keys must carry the engine's own prefix, so two engines can
+    never declare the same setting.
     """
+    params = []
+    for name, module_name in engine_config_modules().items():
+        group = importlib.import_module(module_name).PARAMS
+        for spec in group:
+            if not spec.name.startswith(name + "."):
+                raise AssertionError(f"{module_name} declares {spec.name!r} outside group {name!r}")
+        params.extend(group)
+    return tuple(params)
 
-    name: str
-    kind: str
-    default: Any
-    description: str
-    min: Optional[float] = None
-    max: Optional[float] = None
-    choices: Optional[Tuple[str, ...]] = None
-    runtime: bool = False
-    node_only: bool = False
-
-    def validate(self, value: Any) -> Any:
-        """Return ``value`` converted to this setting's type or raise ConfigError."""
-        kind = self.kind
-        where = f"config key '{self.name}'"
-        if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-        if kind == "int":
-            if isinstance(value, bool) or not isinstance(value, int):
-                if isinstance(value, float) and value.is_integer():
-                    value = int(value)
-                else:
-                    raise ConfigError(f"{where} must be an integer, got {value!r}")
-            self._check_range(value)
-            return int(value)
-        if kind == "float":
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{where} must be a number, got {value!r}")
-            self._check_range(float(value))
-            return float(value)
-        if kind == "str":
-            if not isinstance(value, str):
-                raise ConfigError(f"{where} must be a string, got {value!r}")
-            if self.choices is not None and value not in self.choices:
-                raise ConfigError(f"{where} must be one of {list(self.choices)}, got {value!r}")
-            return value
-        if kind == "str_list":
-            if isinstance(value, str) or not isinstance(value, Sequence):
-                raise ConfigError(f"{where} must be a list of strings, got {value!r}")
-            if not all(isinstance(v, str) for v in value):
-                raise ConfigError(f"{where} must contain only strings, got {value!r}")
-            return list(value)
-        if kind == "bool_list":
-            if isinstance(value, str) or not isinstance(value, Sequence):
-                raise ConfigError(f"{where} must be a list of booleans, got {value!r}")
-            if not all(isinstance(v, bool) for v in value):
-                raise ConfigError(f"{where} must contain only true/false, got {value!r}")
-            return list(value)
-        raise AssertionError(f"unknown kind {kind}")  # schema bug, not user input
-
-    def _check_range(self, value: float) -> None:
-        if self.min is not None and value < self.min:
-            raise ConfigError(f"config key '{self.name}' must be >= {self.min}, got {value}")
-        if self.max is not None and value > self.max:
-            raise ConfigError(f"config key '{self.name}' must be <= {self.max}, got {value}")
-
-
-ENGINES = ("proxyclip", "fcclip", "maftplus")
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -144,64 +94,8 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
     # --- input --------------------------------------------------------------------
     _P("max_input_pixels", "int", 4096 * 4096, "Largest image (width*height) accepted.",
        min=1, max=1 << 31),
-    # --- ProxyCLIP ------------------------------------------------------------------
-    _P("proxyclip.clip_model", "str", "ViT-B-16", "open_clip model name (a VisionTransformer CLIP)."),
-    _P("proxyclip.clip_pretrained", "str", "openai", "open_clip pretrained tag (downloaded once, "
-       "then cached); ignored when clip_checkpoint is set."),
-    _P("proxyclip.clip_checkpoint", "str", "", "Local CLIP checkpoint (.safetensors, or a torch "
-       "file loaded with weights_only=True)."),
-    _P("proxyclip.vfm_model", "str", "vit_base_patch8_224.dino", "timm model name of the vision "
-       "foundation model (its pretrained tag is part of the name)."),
-    _P("proxyclip.vfm_checkpoint", "str", "", "Local VFM checkpoint (.safetensors or torch file)."),
-    _P("proxyclip.short_side", "int", 336, "Input is resized so its short side is this "
-       "(0 = keep size).", min=0, max=4096),
-    _P("proxyclip.crop_size", "int", 336, "Sliding-window crop size in pixels.", min=16, max=2048),
-    _P("proxyclip.stride", "int", 112, "Sliding-window stride in pixels.", min=1, max=2048),
-    _P("proxyclip.sliding_window", "bool", True, "Slide windows over the resized image; false = "
-       "one window over the whole resized image (real-time mode)."),
-    _P("proxyclip.window_batch_size", "int", 8, "Windows run together in one batch.", min=1,
-       max=256),
-    _P("proxyclip.beta", "float", 1.2, "Proxy attention: mean-subtraction factor.", min=0.0,
-       max=10.0),
-    _P("proxyclip.gamma", "float", 3.0, "Proxy attention: temperature factor.", min=0.0, max=100.0),
-    _P("proxyclip.logit_scale", "float", 40.0, "Cosine logits are multiplied by this before the "
-       "softmax.", min=0.0, max=1000.0),
-    _P("proxyclip.min_thing_area", "int", 64, "Panoptic heuristic: smallest connected component "
-       "(pixels) kept as a thing instance.", min=0, max=1 << 30, runtime=True),
-    # --- FC-CLIP / MAFT+ --------------------------------------------------------------
-    _P("fcclip.clip_model", "str", "convnext_large_d_320", "open_clip ConvNeXt CLIP backbone."),
-    _P("fcclip.clip_pretrained", "str", "laion2b_s29b_b131k_ft_soup", "open_clip pretrained tag."),
-    _P("fcclip.clip_checkpoint", "str", "", "Local CLIP checkpoint (optional)."),
-    _P("fcclip.checkpoint", "str", "", "FC-CLIP head checkpoint (sem_seg_head.*, void_embedding); "
-       "required unless random_init."),
-    _P("fcclip.short_side", "int", 800, "Resize short side to this.", min=32, max=4096),
-    _P("fcclip.max_size", "int", 1333, "Cap of the long side after resizing.", min=32, max=8192),
-    _P("fcclip.num_queries", "int", 250, "Object queries.", min=1, max=1000),
-    _P("fcclip.geometric_alpha", "float", 0.4, "Ensemble weight of the out-of-vocabulary branch "
-       "for seen classes.", min=0.0, max=1.0, runtime=True),
-    _P("fcclip.geometric_beta", "float", 0.8, "Ensemble weight of the out-of-vocabulary branch "
-       "for unseen classes.", min=0.0, max=1.0, runtime=True),
-    _P("fcclip.object_mask_threshold", "float", 0.0, "Panoptic: queries scoring below this are "
-       "dropped.", min=0.0, max=1.0, runtime=True),
-    _P("fcclip.overlap_threshold", "float", 0.8, "Panoptic: segments keeping less than this "
-       "fraction of their mask are dropped.", min=0.0, max=1.0, runtime=True),
-    _P("maftplus.clip_model", "str", "convnext_large_d_320", "open_clip ConvNeXt CLIP backbone "
-       "(its visual trunk is replaced by the fine-tuned one in maftplus.checkpoint)."),
-    _P("maftplus.clip_pretrained", "str", "laion2b_s29b_b131k_ft_soup", "open_clip pretrained "
-       "tag (text tower and CLIP head)."),
-    _P("maftplus.clip_checkpoint", "str", "", "Local CLIP checkpoint (optional)."),
-    _P("maftplus.checkpoint", "str", "", "MAFT+ checkpoint (sem_seg_head.*, void_embedding, "
-       "cdt.*, backbone.clip_model.visual.*); required unless random_init."),
-    _P("maftplus.cdt_variant", "str", "semantic", "Content-Dependent Transfer form: 'semantic' "
-       "(LN(t + Linear(attn)), maftp_l.pth) or 'panoptic' (t + LN(Linear(attn)), "
-       "maftp_l_pano.pth).", choices=("semantic", "panoptic")),
-    _P("maftplus.short_side", "int", 800, "Resize short side to this.", min=32, max=4096),
-    _P("maftplus.max_size", "int", 1333, "Cap of the long side after resizing.", min=32, max=8192),
-    _P("maftplus.num_queries", "int", 100, "Object queries.", min=1, max=1000),
-    _P("maftplus.object_mask_threshold", "float", 0.2, "Panoptic: queries scoring below this "
-       "are dropped.", min=0.0, max=1.0, runtime=True),
-    _P("maftplus.overlap_threshold", "float", 0.7, "Panoptic: segments keeping less than this "
-       "fraction of their mask are dropped.", min=0.0, max=1.0, runtime=True),
+    # --- engine groups (declared by each engine; see ovseg_ros/registry.py) ---------
+    *engine_params(),
     # --- acceleration ---------------------------------------------------------------
     _P("engine_cache_dir", "str", "~/.cache/ovseg_ros/engines", "Where exported ONNX files and "
        "TensorRT engines are cached."),

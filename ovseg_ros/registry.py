@@ -2,7 +2,11 @@
 
 An engine module registers its factory with ``@register_engine("name")``;
 ``load_segmenter`` finds it by the config's ``engine`` key. Adding a method
-means one new module under ``ovseg_ros/engines`` and one registration.
+means one new module under ``ovseg_ros/engines`` (the engine, importing torch),
+one torch-free ``ovseg_ros/engines/<name>_config.py`` (its ``PARAMS``: the
+``<name>.*`` settings with defaults, ranges and help) and one line in
+``_ENGINE_MODULES`` below. The schema (``ovseg_ros.config``), the ``engine``
+choices, the node's parameters and the docs tables are assembled from here.
 """
 from __future__ import annotations
 
@@ -14,11 +18,13 @@ _BACKENDS: Dict[str, Callable] = {}
 
 # Modules imported lazily the first time a name is looked up, so importing
 # ovseg_ros stays cheap (no torch import for the config or the node's startup).
-_ENGINE_MODULES = {
-    "proxyclip": "ovseg_ros.engines.proxyclip",
-    "fcclip": "ovseg_ros.engines.fcclip",
-    "maftplus": "ovseg_ros.engines.maftplus",
+# name -> (engine module, torch-free config-group module)
+_ENGINE_SOURCES = {
+    "proxyclip": ("ovseg_ros.engines.proxyclip", "ovseg_ros.engines.proxyclip_config"),
+    "fcclip": ("ovseg_ros.engines.fcclip", "ovseg_ros.engines.fcclip_config"),
+    "maftplus": ("ovseg_ros.engines.maftplus", "ovseg_ros.engines.maftplus_config"),
 }
+_ENGINE_MODULES = {name: modules[0] for name, modules in _ENGINE_SOURCES.items()}
 _BACKEND_MODULES = {
     "torch": "ovseg_ros.backends.torch_backend",
     "onnxruntime": "ovseg_ros.backends.onnxruntime_backend",
@@ -59,6 +65,11 @@ def get_backend(name: str) -> Callable:
 
 def list_engines() -> list:
     return sorted(set(_ENGINES) | set(_ENGINE_MODULES))
+
+
+def engine_config_modules() -> Dict[str, str]:
+    """name -> module holding that engine's ``PARAMS`` (in registration order)."""
+    return {name: modules[1] for name, modules in _ENGINE_SOURCES.items()}
 
 
 def list_backends() -> list:

@@ -15,7 +15,8 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from dataclasses import dataclass
+from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -45,6 +46,22 @@ def validate_rgb(rgb: Any, max_pixels: int) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
+@dataclass(frozen=True)
+class PendingVocabulary:
+    """A parsed and encoded vocabulary, not yet applied (``Segmenter.prepare_vocabulary``)."""
+
+    names: Tuple[str, ...]
+    synonyms: Tuple[Tuple[str, ...], ...]
+    is_thing: Tuple[bool, ...]
+    embeddings: Any
+    synonym_class: Any
+    encode_seconds: float
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+
 class Segmenter:
     """An engine plus its applied vocabulary. Thread-safe: set_vocabulary may be
     called from one thread while predict runs in another."""
@@ -59,40 +76,90 @@ class Segmenter:
         # seconds spent encoding text since the last frame: reported once, in the
         # next prediction's timings["text_encode"] (0.0 when the cache answered)
         self._text_encode_s = 0.0
-        self.set_vocabulary(cfg["vocabulary"], cfg["vocabulary_is_thing"] or None)
+        # The config's vocabulary is checked now (a bad one fails at load time) but
+        # encoded only on first use, so a caller's own set_vocabulary never waits
+        # for the encoding of a default it is about to replace.
+        self._default_vocab = self._parse(cfg["vocabulary"], cfg["vocabulary_is_thing"] or None)
 
     # --- vocabulary -------------------------------------------------------------------
     @property
     def vocabulary(self) -> VocabularyState:
+        """The applied vocabulary (the config's default is encoded on first access)."""
+        if self._vocab is None:
+            with self._vocab_lock:
+                if self._vocab is None and self._default_vocab is not None:
+                    self._swap(self._encode(self._default_vocab))
         return self._vocab
 
     @property
     def random_weights(self) -> bool:
         return self.engine.random_weights
 
+    def _parse(self, classes: Sequence[str],
+               is_thing: Optional[Sequence[bool]]) -> tuple:
+        return parse_vocabulary(classes, is_thing, max_classes=self.config["max_classes"],
+                                max_name_length=self.config["max_class_name_length"])
+
+    def _encode(self, parsed: tuple) -> "PendingVocabulary":
+        names, synonyms, flags = parsed
+        t0 = time.perf_counter()
+        embeddings, synonym_class = self._text.embed_vocabulary(synonyms)
+        return PendingVocabulary(names=names, synonyms=synonyms, is_thing=flags,
+                                 embeddings=embeddings, synonym_class=synonym_class,
+                                 encode_seconds=time.perf_counter() - t0)
+
+    def _swap(self, pending: "PendingVocabulary") -> VocabularyState:
+        # caller holds _vocab_lock
+        self._text_encode_s += pending.encode_seconds
+        self._version += 1
+        state = VocabularyState(names=pending.names, synonyms=pending.synonyms,
+                                is_thing=pending.is_thing, embeddings=pending.embeddings,
+                                synonym_class=pending.synonym_class, version=self._version)
+        self._vocab = state   # one reference swap: atomic for readers
+        self._default_vocab = None
+        return state
+
+    def prepare_vocabulary(self, classes: Sequence[str],
+                           is_thing: Optional[Sequence[bool]] = None) -> "PendingVocabulary":
+        """Parse and encode a vocabulary without applying it (slow; any thread).
+
+        Raises VocabularyError on bad input. Nothing changes until
+        ``apply_vocabulary`` is called with the result.
+        """
+        return self._encode(self._parse(classes, is_thing))
+
+    def apply_vocabulary(self, pending: "PendingVocabulary") -> VocabularyState:
+        """Make a prepared vocabulary the applied one (atomic between frames)."""
+        with self._vocab_lock:
+            return self._swap(pending)
+
     def set_vocabulary(self, classes: Sequence[str],
                        is_thing: Optional[Sequence[bool]] = None) -> VocabularyState:
         """Apply a new vocabulary; raises VocabularyError and keeps the old one on bad input."""
-        names, synonyms, flags = parse_vocabulary(
-            classes, is_thing, max_classes=self.config["max_classes"],
-            max_name_length=self.config["max_class_name_length"])
-        with self._vocab_lock:
-            t0 = time.perf_counter()
-            embeddings, synonym_class = self._text.embed_vocabulary(synonyms)
-            self._text_encode_s += time.perf_counter() - t0
-            self._version += 1
-            state = VocabularyState(names=names, synonyms=synonyms, is_thing=flags,
-                                    embeddings=embeddings, synonym_class=synonym_class,
-                                    version=self._version)
-            self._vocab = state   # one reference swap: atomic for readers
-        return state
+        parsed = self._parse(classes, is_thing)
+        with self._vocab_lock:   # serialised: versions follow the order of the calls
+            return self._swap(self._encode(parsed))
 
     # --- inference ----------------------------------------------------------------------
     def predict(self, rgb: np.ndarray) -> Prediction:
         rgb = validate_rgb(rgb, self.config["max_input_pixels"])
-        pred = self.engine.predict(rgb, self._vocab)
+        pred = self.engine.predict(rgb, self.vocabulary)
         pred.timings["text_encode"], self._text_encode_s = self._text_encode_s, 0.0
         return pred
+
+    def predict_batch(self, rgbs: Sequence[np.ndarray]) -> List[Prediction]:
+        """Segment several frames (e.g. one per camera) with one vocabulary version.
+
+        Engines that can share one batch of the image model across frames do so
+        (``Engine.predict_batch``); the result equals predicting one at a time.
+        """
+        frames = [validate_rgb(rgb, self.config["max_input_pixels"]) for rgb in rgbs]
+        vocab = self.vocabulary          # captured once: never two versions in one batch
+        preds = self.engine.predict_batch(frames, vocab) if frames else []
+        encode_s, self._text_encode_s = self._text_encode_s, 0.0
+        for pred in preds:
+            pred.timings["text_encode"] = encode_s
+        return preds
 
     # --- runtime settings -----------------------------------------------------------------
     def update_config(self, **changes: Any) -> Config:
@@ -113,7 +180,7 @@ class Segmenter:
 
     def describe(self) -> dict:
         info = dict(self.engine.describe())
-        info["num_classes"] = self._vocab.num_classes if self._vocab else 0
+        info["num_classes"] = self.vocabulary.num_classes if self.vocabulary else 0
         return info
 
 
@@ -132,4 +199,4 @@ def load_segmenter(config: Union[None, str, Path, Mapping[str, Any], Config] = N
     return Segmenter(cfg, engine, TextEmbedder.for_engine(engine, cfg))
 
 
-__all__ = ["Segmenter", "load_segmenter", "InputError", "VocabularyError", "validate_rgb"]
+__all__ = ["Segmenter", "PendingVocabulary", "load_segmenter", "InputError", "VocabularyError", "validate_rgb"]

@@ -4,7 +4,6 @@ The encoder is the tiny random open_clip text tower of the test engine, wrapped
 to count the prompts it receives."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -120,17 +119,23 @@ def test_damaged_cache_file_is_re_encoded(engine, cache):
     np.load(path, allow_pickle=False)                                # rewritten
 
 
-def test_cached_150_class_vocabulary_loads_fast(tiny_config, tmp_path):
+def test_cached_150_class_vocabulary_is_not_encoded_again(tiny_config, tmp_path):
+    # how long a cached reload takes is a benchmark figure (ovseg-bench); here: no encoding
     classes = [f"class number {i}" for i in range(150)]
     cfg = dict(tiny_config, vocabulary=classes, prompt_templates="vild14")
-    load_segmenter(cfg)                                              # fills the disk cache
+    assert load_segmenter(cfg).vocabulary.num_classes == 150         # fills the disk cache
     seg = load_segmenter(cfg)                                        # a fresh embedder
-    t0 = time.perf_counter()
     seg.set_vocabulary(list(reversed(classes)))
-    elapsed = time.perf_counter() - t0
     assert seg._text.last_stats["encoded"] == 0
     assert seg._text.prompts_encoded == 0
-    assert elapsed < 1.0, f"cached 150-class vocabulary took {elapsed:.2f}s"
+
+
+def test_default_vocabulary_is_encoded_lazily(tiny_config):
+    seg = load_segmenter(dict(tiny_config, vocabulary=["never", "used"]))
+    seg.set_vocabulary(["zebra"])
+    assert seg._text.prompts_encoded > 0
+    assert seg.vocabulary.names == ("zebra",)
+    assert seg.vocabulary.version == 1     # the default was never applied
 
 
 def test_segmenter_reports_text_encode_time_once(tiny_segmenter, rgb_frame):

@@ -41,6 +41,12 @@ class Engine(ABC):
     def predict(self, rgb: np.ndarray, vocab: VocabularyState) -> Prediction:
         """Segment one validated HxWx3 uint8 RGB frame with the given vocabulary."""
 
+    def predict_batch(self, rgbs: List[np.ndarray], vocab: VocabularyState) -> List[Prediction]:
+        """Segment several frames with one vocabulary. Engines whose image model can
+        take the frames as one batch override this; the result must equal ``predict``
+        on each frame."""
+        return [self.predict(rgb, vocab) for rgb in rgbs]
+
     def update_runtime(self, cfg: Config) -> None:
         """Take new values of runtime-changeable settings (thresholds)."""
         self.cfg = cfg

@@ -1,0 +1,243 @@
+"""ProxyCLIP's networks (Lan et al., ECCV 2024): the vocabulary-free image path.
+
+CLIP's last attention block is replaced by *proxy attention*: attention weights
+come from the patch-feature similarity of a vision foundation model (VFM, e.g.
+DINO), values from CLIP. ``ovseg_ros/engines/proxyclip.py`` runs this module
+(through a backend) and does the text cosine, window stitching and
+post-processing; docs/proxyclip.md lists the reference constants.
+"""
+from __future__ import annotations
+
+import time
+from typing import Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ConfigError
+from ..core.preprocess import lcm
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def resize_pos_grid(grid: torch.Tensor, out_hw: Tuple[int, int]) -> torch.Tensor:
+    """Bicubic resize of a 1 x C x h0 x w0 position-embedding grid to ``out_hw``.
+
+    Uses the DINO convention the reference relies on for both CLIP and DINO: the
+    scale factor is (n + 0.1) / n0 (so the output size floors to n while sample
+    positions follow that factor), not n / n0. Kept for fidelity with the
+    published numbers; it is a shape-only computation, so tracing bakes it in.
+    """
+    # int(): under ONNX tracing shapes are traced tensors, and interpolate's
+    # scale_factor must be Python floats (the graph is exported per input size)
+    h0, w0 = (int(v) for v in grid.shape[-2:])
+    h, w = (int(v) for v in out_hw)
+    if (h, w) == (h0, w0):
+        return grid
+    out = F.interpolate(grid, scale_factor=((h + 0.1) / h0, (w + 0.1) / w0), mode="bicubic")
+    return out[..., :h, :w]
+
+
+def proxy_attention(feats: torch.Tensor, beta: float, gamma: float) -> torch.Tensor:
+    """Attention weights from VFM features: B x C x N -> B x N x N (rows sum to 1).
+
+    f = normalise(feats over C); S = f^T f; A = gamma * (S - beta * mean(S));
+    entries below 0 are excluded (-inf) except the diagonal, which keeps a row
+    whose entries are all negative (near-uniform scenes) finite: such a pixel
+    attends to itself. Where the reference is defined (some entry >= 0 in a row)
+    this equals it, since the diagonal S_ii = 1 is the row's largest entry.
+    The mean is taken per sample.
+    """
+    f = F.normalize(feats, dim=1)
+    sim = torch.bmm(f.transpose(1, 2), f)
+    mean = sim.mean(dim=(1, 2), keepdim=True)
+    logits = (sim - mean * beta) * gamma
+    n = logits.shape[-1]
+    # built as float then cast: ONNX Runtime has no bool EyeLike kernel (ONNX export)
+    eye = torch.eye(n, dtype=logits.dtype, device=logits.device).bool()
+    logits = logits.masked_fill((logits < 0) & ~eye, float("-inf"))
+    return logits.softmax(dim=-1)
+
+
+def _no_autocast(device_type: str):
+    return torch.autocast(device_type=device_type, enabled=False)
+
+
+class ClipTrunk(nn.Module):
+    """An open_clip VisionTransformer up to the input of its last attention block."""
+
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        from open_clip.transformer import VisionTransformer
+
+        if not isinstance(visual, VisionTransformer) or getattr(visual, "attn_pool", None) \
+                is not None or getattr(visual, "proj", None) is None:
+            raise ConfigError("config key 'proxyclip.clip_model': ProxyCLIP needs an open_clip "
+                              "VisionTransformer CLIP with a projection and no attention pooling "
+                              f"(e.g. ViT-B-16), got {type(visual).__name__}")
+        self.visual = visual
+        self.patch = tuple(visual.patch_size)
+        self.grid0 = tuple(visual.grid_size)
+        blocks = visual.transformer.resblocks
+        self.blocks = nn.ModuleList(list(blocks)[:-1])
+        self.last = blocks[-1]
+        self.batch_first = bool(getattr(visual.transformer, "batch_first", True))
+        self.width = visual.class_embedding.shape[0]
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, int, int]:
+        """x: B x 3 x H x W (CLIP-normalised) -> (ln_1 output B x (1+N) x W, grid h, grid w)."""
+        vis = self.visual
+        t = vis.conv1(x)
+        b, c, gh, gw = t.shape
+        t = t.reshape(b, c, gh * gw).transpose(1, 2)
+        cls = vis.class_embedding.to(t.dtype).view(1, 1, c).expand(b, 1, c)
+        t = torch.cat([cls, t], dim=1)
+        pos = vis.positional_embedding.to(t.dtype)
+        grid = pos[1:].reshape(1, self.grid0[0], self.grid0[1], c).permute(0, 3, 1, 2)
+        grid = resize_pos_grid(grid, (gh, gw)).permute(0, 2, 3, 1).reshape(gh * gw, c)
+        t = t + torch.cat([pos[:1], grid], dim=0).unsqueeze(0)
+        t = vis.patch_dropout(t)
+        t = vis.ln_pre(t)
+        if not self.batch_first:
+            t = t.transpose(0, 1)
+        for blk in self.blocks:
+            t = blk(t)
+        if not self.batch_first:
+            t = t.transpose(0, 1)
+        return self.last.ln_1(t), gh, gw
+
+    def values(self, y: torch.Tensor) -> torch.Tensor:
+        """The last block's value projection of ln_1 output y (B x L x W)."""
+        attn = self.last.attn
+        w = self.width
+        return F.linear(y, attn.in_proj_weight[2 * w:], attn.in_proj_bias[2 * w:])
+
+    def head(self, o: torch.Tensor) -> torch.Tensor:
+        """out_proj, then the tower's ln_post and projection: B x N x W -> B x N x E."""
+        o = self.last.attn.out_proj(o)
+        return self.visual.ln_post(o) @ self.visual.proj
+
+
+class VfmTrunk(nn.Module):
+    """A timm VisionTransformer returning normed last-block patch features (prefix dropped)."""
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        from timm.models.vision_transformer import VisionTransformer
+
+        if not isinstance(vit, VisionTransformer) or vit.pos_embed is None:
+            raise ConfigError("config key 'proxyclip.vfm_model': the VFM must be a timm "
+                              "VisionTransformer with an absolute position embedding (e.g. "
+                              f"vit_base_patch8_224.dino), got {type(vit).__name__}")
+        self.vit = vit
+        self.patch = tuple(vit.patch_embed.patch_size)
+        self.grid0 = tuple(vit.patch_embed.grid_size)
+        self.num_prefix = int(vit.num_prefix_tokens)
+        self.no_embed_class = bool(vit.no_embed_class)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: B x 3 x H x W (VFM-normalised) -> B x C x h x w."""
+        vit = self.vit
+        pe = vit.patch_embed
+        t = pe.proj(x)
+        b, c, gh, gw = t.shape
+        t = pe.norm(t.flatten(2).transpose(1, 2))
+        pos = vit.pos_embed
+        n_pos_prefix = 0 if self.no_embed_class else self.num_prefix
+        grid = pos[:, n_pos_prefix:].reshape(1, self.grid0[0], self.grid0[1], c)
+        grid = resize_pos_grid(grid.permute(0, 3, 1, 2), (gh, gw))
+        grid = grid.permute(0, 2, 3, 1).reshape(1, gh * gw, c)
+        prefix = []
+        if vit.cls_token is not None:
+            prefix.append(vit.cls_token.expand(b, -1, -1))
+        if vit.reg_token is not None:
+            prefix.append(vit.reg_token.expand(b, -1, -1))
+        if self.no_embed_class:
+            t = torch.cat(prefix + [t + grid], dim=1)
+        else:
+            t = torch.cat(prefix + [t], dim=1) + torch.cat([pos[:, :n_pos_prefix], grid], dim=1)
+        t = vit.pos_drop(t)
+        t = vit.patch_drop(t)
+        t = vit.norm_pre(t)
+        t = vit.blocks(t)
+        t = vit.norm(t)
+        return t[:, self.num_prefix:].transpose(1, 2).reshape(b, c, gh, gw)
+
+
+class ProxyCLIPImageModel(nn.Module):
+    """B x 3 x H x W float in [0, 1] -> B x E x h x w L2-normalised dense CLIP features.
+
+    H and W must be multiples of both patch sizes (the engine pads windows).
+    Set ``profile = True`` to record per-stage seconds in ``last_times`` (eager only).
+    """
+
+    def __init__(self, clip_visual: nn.Module, vfm: nn.Module, beta: float, gamma: float,
+                 clip_mean=OPENAI_MEAN, clip_std=OPENAI_STD, vfm_mean=IMAGENET_MEAN,
+                 vfm_std=IMAGENET_STD):
+        super().__init__()
+        self.clip = ClipTrunk(clip_visual)
+        self.vfm = VfmTrunk(vfm)
+        self.beta = float(beta)
+        self.gamma = float(gamma)
+        self.register_buffer("clip_mean", torch.tensor(clip_mean).view(1, 3, 1, 1), False)
+        self.register_buffer("clip_std", torch.tensor(clip_std).view(1, 3, 1, 1), False)
+        self.register_buffer("vfm_mean", torch.tensor(vfm_mean).view(1, 3, 1, 1), False)
+        self.register_buffer("vfm_std", torch.tensor(vfm_std).view(1, 3, 1, 1), False)
+        self.profile = False
+        self.last_times: dict = {}
+
+    def set_weight_dtype(self, dtype: torch.dtype) -> "ProxyCLIPImageModel":
+        """Store parameters in ``dtype``; normalisation constants stay fp32 (the input
+        is normalised in fp32 and cast by the first matmul)."""
+        self.to(dtype)
+        for name in ("clip_mean", "clip_std", "vfm_mean", "vfm_std"):
+            setattr(self, name, getattr(self, name).float())
+        return self
+
+    @property
+    def pad_multiple(self) -> int:
+        ps = [*self.clip.patch, *self.vfm.patch]
+        m = 1
+        for p in ps:
+            m = lcm(m, int(p))
+        return m
+
+    def _tick(self, key: str, t0: float, x: torch.Tensor) -> float:
+        if not self.profile:
+            return t0
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        t1 = time.perf_counter()
+        self.last_times[key] = self.last_times.get(key, 0.0) + (t1 - t0)
+        return t1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t0 = time.perf_counter() if self.profile else 0.0
+        feats = self.vfm((x - self.vfm_mean) / self.vfm_std)
+        b, _, h, w = feats.shape
+        t0 = self._tick("vfm", t0, feats)
+        y, gh, gw = self.clip((x - self.clip_mean) / self.clip_std)
+        v = self.clip.values(y)[:, 1:]                                   # B x N' x W (no CLS)
+        v = v.transpose(1, 2).reshape(b, -1, gh, gw)
+        v = F.interpolate(v, size=(h, w), mode="bilinear", align_corners=False)
+        v = v.flatten(2).transpose(1, 2)                                 # B x hw x W
+        t0 = self._tick("clip", t0, v)
+        # The attention matrix decides which pixels are mixed; keep it in fp32 under
+        # autocast (cheap: ~2% of the FLOPs) so its >= 0 threshold is not decided in bf16.
+        with _no_autocast(x.device.type):
+            attn = proxy_attention(feats.flatten(2).float(), self.beta, self.gamma)
+            o = torch.bmm(attn, v.float()).to(v.dtype)   # back to the tower's dtype
+        t0 = self._tick("attention", t0, o)
+        o = self.clip.head(o)                                            # B x hw x E
+        o = F.normalize(o.float(), dim=-1)
+        out = o.transpose(1, 2).reshape(b, -1, h, w)
+        self._tick("clip", t0, out)
+        return out
+
+
+__all__ = ["ProxyCLIPImageModel", "ClipTrunk", "VfmTrunk", "proxy_attention", "resize_pos_grid",
+           "OPENAI_MEAN", "OPENAI_STD", "IMAGENET_MEAN", "IMAGENET_STD"]

@@ -30,7 +30,7 @@ from ..core.types import Prediction, VocabularyState
 from ..models.checkpoint import load_reference_checkpoint
 from ..models.fcclip_head import (FCCLIPHeadWeights, FCCLIPImageModel, HeadSpec,
                                   check_convnext_visual)
-from ..models.transformer_decoder import cosine_logits
+from ..models.classifier import cosine_logits
 from ..registry import get_backend, register_engine
 from ..weights import RANDOM_SEED, WeightsError, create_clip, file_fingerprint, resolve_path
 from .base import Engine

@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Tuple
 
 import torch
-import torch.nn.functional as F
 
 from ..core.types import VocabularyState
 from ..models.cdt import build_maftplus_head
+from ..models.classifier import cosine_logits
 from ..registry import register_engine
 from .fcclip import FCClipEngine
 
@@ -38,17 +38,12 @@ class MAFTPlusEngine(FCClipEngine):
     def classify(self, outputs: Tuple[torch.Tensor, ...], vocab: VocabularyState) -> torch.Tensor:
         _, class_embed, clip_embed, dense_embed = outputs
         classifier = self._classifier(vocab)
-        in_logits = self._per_class(F.normalize(class_embed.float(), dim=-1) @ classifier.t()
-                                    * self._scale(self.head.sem_seg_head.predictor.logit_scale),
-                                    vocab)
+        in_logits = self._per_class(cosine_logits(
+            class_embed.float(), classifier, self.head.sem_seg_head.predictor.logit_scale), vocab)
         transferred = self.head.cdt(dense_embed.float(), classifier)           # B x (S+1) x D
-        out = torch.einsum("bqd,bkd->bqk", F.normalize(clip_embed.float(), dim=-1), transferred)
-        out_logits = self._per_class(out * self._scale(self.clip_model.logit_scale), vocab)
+        out_logits = self._per_class(cosine_logits(
+            clip_embed.float(), transferred, self.clip_model.logit_scale), vocab)
         return self._with_void(out_logits[..., :-1], in_logits)
-
-    @staticmethod
-    def _scale(logit_scale: torch.Tensor) -> torch.Tensor:
-        return torch.clamp(logit_scale.exp(), max=100.0)
 
 
 __all__ = ["MAFTPlusEngine"]

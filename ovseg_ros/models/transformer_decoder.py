@@ -8,7 +8,7 @@ everywhere. Predictions are also made on the initial (learned) queries.
 
 The class head returns *embeddings* (before the cosine with the text
 classifier), so the module never depends on the vocabulary; see
-``FCCLIPPredictor.classify`` for the cosine.
+``models/classifier.py`` for the cosine and the mask pooling.
 
 Attribute names match the reference ``sem_seg_head.predictor.*`` keys.
 """
@@ -21,18 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .classifier import cosine_logits, mask_pooling  # noqa: F401  (shared; re-exported)
 from .position_encoding import PositionEmbeddingSine
-
-
-def mask_pooling(features: torch.Tensor, mask_logits: torch.Tensor) -> torch.Tensor:
-    """Average of ``features`` (B x C x H x W) inside each binarised mask (logit > 0)
-    -> B x Q x C. Masks are resized (bilinear) to the feature size when they differ."""
-    if features.shape[-2:] != mask_logits.shape[-2:]:
-        mask_logits = F.interpolate(mask_logits, size=features.shape[-2:], mode="bilinear",
-                                    align_corners=False)
-    mask = (mask_logits > 0).to(features.dtype)
-    denom = mask.sum(dim=(-1, -2), keepdim=True) + 1e-8
-    return torch.einsum("bchw,bqhw->bqc", features, mask / denom)
 
 
 class SelfAttentionLayer(nn.Module):
@@ -182,14 +172,6 @@ class MultiScaleMaskedTransformerDecoder(nn.Module):
         # Only the last layer's class prediction is used at inference (the others feed
         # auxiliary losses in training), so the class head runs once.
         return masks, self._class_embed(mask_features, masks, decoder_output)
-
-
-def cosine_logits(embeddings: torch.Tensor, classifier: torch.Tensor,
-                  logit_scale: torch.Tensor) -> torch.Tensor:
-    """clamp(exp(logit_scale), max=100) * cos(embedding, classifier row): B x Q x K.
-    ``classifier`` rows must be L2-normalised already."""
-    scale = torch.clamp(logit_scale.exp(), max=100.0)
-    return scale * F.normalize(embeddings, dim=-1) @ classifier.t()
 
 
 __all__ = ["MultiScaleMaskedTransformerDecoder", "MLP", "mask_pooling", "cosine_logits"]

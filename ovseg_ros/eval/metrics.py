@@ -21,10 +21,20 @@ Conventions
   ground-truth segment of the same class when their IoU exceeds 0.5, the union
   leaving out predicted pixels on void ground truth; crowd regions are not
   counted as false negatives, and an unmatched prediction lying more than half
-  on void or on a crowd region of its class is not a false positive.
+  on void or on the crowd region of its class is not a false positive. As in
+  the COCO reference evaluation (panopticapi ``pq_compute``), a class has at
+  most one crowd region per image: when the ground truth lists several crowd
+  segments of one class, the last one listed is that region (COCO's own
+  annotations never hold two), and every listed non-crowd segment that is not
+  matched is a false negative.
+* IoU sums are kept exactly: every matched IoU (a float64 in (0.5, 1]) is an
+  integer multiple of 2**-53, so the state holds those integers (in two int64
+  limbs) and sums of any grouping or order (shards, torchrun ranks) are
+  identical bit for bit; the float sum is formed once, in ``compute``.
 """
 from __future__ import annotations
 
+import math
 from typing import Dict, Mapping, Sequence, Tuple
 
 import numpy as np
@@ -35,6 +45,11 @@ from ..core.types import UNLABELED
 
 #: ground-truth value of pixels that are not evaluated
 IGNORE = -1
+
+#: matched IoUs are stored as integers in units of 2**-IOU_BITS, split into two limbs of
+#: IOU_LIMB bits so that 2**36 matches per class fit in int64 before any overflow
+IOU_BITS = 53
+IOU_LIMB = 26
 
 
 class LabelError(ValueError):
@@ -61,6 +76,9 @@ class SemanticSegmentationMetric(Metric):
     higher_is_better = True
 
     def __init__(self, num_classes: int, **kwargs):
+        # states are reduced explicitly (``sync``) by the distributed runner: a compute() on
+        # rank 0 alone must not start a collective the other ranks never join
+        kwargs.setdefault("sync_on_compute", False)
         super().__init__(**kwargs)
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
@@ -127,16 +145,26 @@ class PanopticQualityMetric(Metric):
     higher_is_better = True
 
     def __init__(self, is_thing: Sequence[bool], **kwargs):
+        kwargs.setdefault("sync_on_compute", False)
         super().__init__(**kwargs)
         if not len(is_thing):
             raise ValueError("is_thing must name at least one class")
         self.is_thing = tuple(bool(t) for t in is_thing)
         c = len(self.is_thing)
         self.num_classes = c
-        for name, dtype in (("tp", torch.int64), ("fp", torch.int64), ("fn", torch.int64),
-                            ("iou_sum", torch.float64)):
-            self.add_state(name, torch.zeros(c, dtype=dtype), dist_reduce_fx="sum",
+        for name in ("tp", "fp", "fn"):
+            self.add_state(name, torch.zeros(c, dtype=torch.int64), dist_reduce_fx="sum",
                            persistent=True)
+        # exact IoU sums: [high, low] limbs of sum(iou * 2**53) per class
+        self.add_state("iou_fixed", torch.zeros(c, 2, dtype=torch.int64), dist_reduce_fx="sum",
+                       persistent=True)
+
+    @property
+    def iou_sum(self) -> np.ndarray:
+        """Per-class sum of matched IoUs (float64, the exact sum rounded once)."""
+        hi, lo = self.iou_fixed.cpu().numpy().T.tolist()
+        return np.array([math.ldexp(float((h << IOU_LIMB) + l), -IOU_BITS)
+                         for h, l in zip(hi, lo)], np.float64)
 
     def update(self, pred_panoptic: np.ndarray,  # type: ignore[override]
                pred_segments: Mapping[int, int],
@@ -186,7 +214,7 @@ class PanopticQualityMetric(Metric):
         tp = np.zeros(c, np.int64)
         fp = np.zeros(c, np.int64)
         fn = np.zeros(c, np.int64)
-        iou_sum = np.zeros(c, np.float64)
+        iou_fixed = np.zeros((c, 2), np.int64)
         gt_matched, pred_matched = set(), set()
         for (g, p), n in inter.items():
             if g == 0 or p == 0:
@@ -200,33 +228,36 @@ class PanopticQualityMetric(Metric):
                 gt_matched.add(g)
                 pred_matched.add(p)
                 tp[g_cls] += 1
-                iou_sum[g_cls] += iou
-        for g, (g_cls, g_crowd) in gt_segments.items():
-            if g in gt_area and not g_crowd and g not in gt_matched:
-                fn[int(g_cls)] += 1
-        crowd_of_class: Dict[int, list] = {}
+                m = int(math.ldexp(iou, IOU_BITS))      # exact: iou is k * 2**-53
+                iou_fixed[g_cls, 0] += m >> IOU_LIMB
+                iou_fixed[g_cls, 1] += m & ((1 << IOU_LIMB) - 1)
+        # the reference keeps one crowd region per class: the last crowd segment listed
+        crowd_of_class: Dict[int, int] = {}
         for g, (g_cls, g_crowd) in gt_segments.items():
             if g_crowd:
-                crowd_of_class.setdefault(int(g_cls), []).append(g)
+                crowd_of_class[int(g_cls)] = g
+            elif g not in gt_matched:
+                fn[int(g_cls)] += 1
         for p, area in pred_area.items():
             if p == 0 or p in pred_matched:
                 continue
             p_cls = int(pred_segments[p])
-            ignored = inter.get((0, p), 0) + sum(inter.get((g, p), 0)
-                                                 for g in crowd_of_class.get(p_cls, ()))
+            ignored = inter.get((0, p), 0)
+            if p_cls in crowd_of_class:
+                ignored += inter.get((crowd_of_class[p_cls], p), 0)
             if ignored / area > 0.5:
                 continue
             fp[p_cls] += 1
         self.tp += torch.from_numpy(tp)
         self.fp += torch.from_numpy(fp)
         self.fn += torch.from_numpy(fn)
-        self.iou_sum += torch.from_numpy(iou_sum)
+        self.iou_fixed += torch.from_numpy(iou_fixed)
 
     def compute(self) -> Dict[str, object]:
         tp = self.tp.double().numpy()
         fp = self.fp.double().numpy()
         fn = self.fn.double().numpy()
-        iou_sum = self.iou_sum.numpy()
+        iou_sum = self.iou_sum
         denom = tp + 0.5 * fp + 0.5 * fn
         with np.errstate(invalid="ignore", divide="ignore"):
             sq = np.where(tp > 0, iou_sum / np.maximum(tp, 1), 0.0)

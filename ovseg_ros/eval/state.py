@@ -19,7 +19,7 @@ import numpy as np
 from .metrics import (PanopticQualityMetric, SemanticSegmentationMetric, load_metric_arrays,
                       metric_arrays)
 
-STATE_VERSION = 1
+STATE_VERSION = 2   # 2: exact IoU sums (panoptic iou_fixed)
 
 
 class StateError(ValueError):

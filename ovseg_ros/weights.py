@@ -70,6 +70,23 @@ def _random_hint() -> str:
            "and flagged random_weights.)"
 
 
+#: names of the tiny random-weight test models start with these (open_clip names use '-',
+#: timm names '_'); see ovseg_ros/testing/tiny_models.py
+TINY_MODEL_PREFIXES = ("ovseg-tiny-", "ovseg_tiny_")
+
+
+def register_tiny_models_if_named(model_name: str) -> None:
+    """Register the tiny test models, only when ``model_name`` is one of them.
+
+    The one place production code reaches ``ovseg_ros.testing``: configs such as
+    config/demo_tiny.yaml name a tiny model, and open_clip / timm must know it
+    before it is built. Any other name leaves the registries of open_clip and
+    timm untouched.
+    """
+    if str(model_name).startswith(TINY_MODEL_PREFIXES):
+        from .testing import tiny_models  # noqa: F401  (registers on import)
+
+
 def _check_file(path: Path, model: str, key: str) -> None:
     if not path.is_file():
         raise WeightsError(f"checkpoint file {str(path)!r} for model {model!r} does not exist; "
@@ -82,8 +99,7 @@ def create_clip(model_name: str, pretrained: str, checkpoint: str, *, random_ini
     """An open_clip model in eval mode, on the CPU, fp32."""
     import open_clip
 
-    from .engines import tiny_models  # noqa: F401  (registers the tiny test configs)
-
+    register_tiny_models_if_named(model_name)
     if model_name not in open_clip.list_models():
         raise ConfigError(f"config key '{key_prefix}.clip_model': unknown open_clip model "
                           f"{model_name!r} (see open_clip.list_models())")
@@ -127,8 +143,7 @@ def create_vfm(model_name: str, checkpoint: str, *, random_init: bool, weights_d
     """A timm ViT (features only: num_classes=0) in eval mode, on the CPU, fp32."""
     import timm
 
-    from .engines import tiny_models  # noqa: F401
-
+    register_tiny_models_if_named(model_name)
     arch = model_name.split(".", 1)[0]
     if not timm.is_model(arch):
         raise ConfigError(f"config key '{key_prefix}.vfm_model': unknown timm model "
@@ -184,4 +199,5 @@ def load_state_dict_file(path: Path) -> dict:
 
 
 __all__ = ["WeightsError", "LoadedModel", "create_clip", "create_vfm", "resolve_path",
-           "file_fingerprint", "load_state_dict_file", "RANDOM_SEED"]
+           "file_fingerprint", "load_state_dict_file", "RANDOM_SEED", "TINY_MODEL_PREFIXES",
+           "register_tiny_models_if_named"]

@@ -9,7 +9,7 @@ import timm
 import torch
 import torch.nn.functional as F
 
-import ovseg_ros.engines.tiny_models  # noqa: F401  (registers the tiny timm models)
+import ovseg_ros.testing.tiny_models  # noqa: F401  (registers the tiny timm models)
 
 
 class DenseViT(torch.nn.Module):

@@ -23,6 +23,8 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+    # the tiny random-weight test models (production code registers them only on demand)
+    import ovseg_ros.testing.tiny_models  # noqa: F401
 
 
 @pytest.fixture

@@ -138,7 +138,7 @@ def test_missing_vfm_file_names_its_key(tiny_config, tmp_path):
     import open_clip
     from safetensors.torch import save_file
 
-    from ovseg_ros.engines.tiny_models import TINY_CLIP_MODEL
+    from ovseg_ros.testing.tiny_models import TINY_CLIP_MODEL
 
     torch.manual_seed(0)
     clip = open_clip.create_model(TINY_CLIP_MODEL)
@@ -201,7 +201,7 @@ def test_pretrained_tag_offline_is_one_clear_error(tmp_path):
     import open_clip
     from safetensors.torch import save_file
 
-    import ovseg_ros.engines.tiny_models  # noqa: F401  (registers ovseg-tiny-ViT)
+    import ovseg_ros.testing.tiny_models  # noqa: F401  (registers ovseg-tiny-ViT)
 
     torch.manual_seed(0)
     save_file(open_clip.create_model("ovseg-tiny-ViT").state_dict(),

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import ovseg_ros.engines.tiny_models  # noqa: F401  (registers ovseg-tiny-ConvNeXt)
+import ovseg_ros.testing.tiny_models  # noqa: F401  (registers ovseg-tiny-ConvNeXt)
 from ovseg_ros import load_segmenter
 from ovseg_ros.engines.fcclip import (class_max, geometric_ensemble, is_seen_class,
                                      resize_shortest_edge)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import ovseg_ros.engines.tiny_models  # noqa: F401  (tiny open_clip configs)
+import ovseg_ros.testing.tiny_models  # noqa: F401  (tiny open_clip configs)
 from ovseg_ros.models.cdt import build_maftplus_head
 from ovseg_ros.models.checkpoint import load_reference_checkpoint
 from ovseg_ros.models.fcclip_head import FCCLIPHeadWeights, HeadSpec

@@ -177,7 +177,7 @@ def test_wheel_contains_package_data(wheel):
     names, _ = wheel
     data = [p for p in (REPO / PACKAGE / "data").rglob("*")
             if p.is_file() and "__pycache__" not in p.parts]
-    data += list((REPO / PACKAGE / "model_configs").glob("*.json"))
+    data += list((REPO / PACKAGE / "testing" / "model_configs").glob("*.json"))
     assert any(p.name == "coco_panoptic.txt" for p in data)
     missing = [str(p.relative_to(REPO)) for p in data
                if p.relative_to(REPO).as_posix() not in names]

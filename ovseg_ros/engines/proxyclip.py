@@ -41,7 +41,6 @@ from ..models.proxyclip import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN,  # noq
                                proxy_attention, resize_pos_grid)
 from ..registry import get_backend, register_engine
 from ..weights import create_clip, create_vfm
-from . import tiny_models  # noqa: F401  (registers the tiny test models)
 from .base import Engine
 
 

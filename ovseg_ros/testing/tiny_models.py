@@ -1,8 +1,9 @@
 """Tiny CLIP and ViT architectures for tests and random-weight demos.
 
 Importing this module registers
-  * the open_clip model config ``ovseg-tiny-ViT`` (a VisionTransformer CLIP with a
-    small text tower; JSON in ``ovseg_ros/model_configs``), and
+  * the open_clip model configs ``ovseg-tiny-ViT`` (a VisionTransformer CLIP with a
+    small text tower) and ``ovseg-tiny-ConvNeXt`` (JSON in ``ovseg_ros/testing/model_configs``),
+  * the timm trunk ``ovseg_tiny_convnext`` the latter uses, and
   * the timm models ``ovseg_tiny_vit_patch8`` (patch 8, one CLS token, like DINO) and
     ``ovseg_tiny_vit_reg4_patch8`` (patch 8, CLS + 4 register tokens and a
     position embedding without prefix entries, like DINOv2-reg).
@@ -10,6 +11,10 @@ Importing this module registers
 They have no pretrained weights: build them with ``random_init: true``. They are
 real open_clip/timm modules, so every code path (position-embedding resizing,
 prefix tokens, the text tokenizer) runs exactly as with the full-size models.
+
+Production code never imports this module: ``ovseg_ros.weights`` registers it on
+demand when a config names a tiny model (``is_tiny_model``), and the tests
+(test/conftest.py), the demo and the benchmark use those names.
 """
 from __future__ import annotations
 
@@ -19,11 +24,19 @@ import open_clip
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 
-MODEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "model_configs"
+from ..weights import TINY_MODEL_PREFIXES
+
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
 TINY_CLIP_MODEL = "ovseg-tiny-ViT"
 TINY_VFM_MODEL = "ovseg_tiny_vit_patch8"
 TINY_VFM_REG_MODEL = "ovseg_tiny_vit_reg4_patch8"
+
+
+def is_tiny_model(name: str) -> bool:
+    """True for the names this module registers."""
+    return str(name).startswith(TINY_MODEL_PREFIXES)
+
 
 # open_clip scans the directory and keeps every *.json as a model config.
 if TINY_CLIP_MODEL not in open_clip.list_models():
@@ -61,7 +74,7 @@ def ovseg_tiny_vit_reg4_patch8(pretrained: bool = False, **kwargs) -> VisionTran
 
 
 # --- FC-CLIP / MAFT+ test backbone ------------------------------------------------------
-# ``ovseg-tiny-ConvNeXt`` (JSON in ovseg_ros/model_configs) is laid out like open_clip's
+# ``ovseg-tiny-ConvNeXt`` (JSON in ovseg_ros/testing/model_configs) is laid out like open_clip's
 # convnext_large_d_320 (timm ConvNeXt trunk, no extra pooling, MLP projection) with a
 # four-stage trunk of one block each, so res2..res5 (strides 4..32) exist as in ConvNeXt-L.
 TINY_CONVNEXT_CLIP_MODEL = "ovseg-tiny-ConvNeXt"

@@ -2,12 +2,27 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import List
+from typing import Any, Dict, List
 
 import numpy as np
 
 from ..config import Config
 from ..core.types import Prediction, VocabularyState
+
+
+def graph_settings(cfg: Config, group: str) -> Dict[str, Any]:
+    """The settings of an engine's config group that may be baked into its exported graph.
+
+    Runtime-changeable keys (thresholds applied after the image path) are
+    left out so changing them never invalidates a cached graph. Keys that only
+    steer pre-processing are kept too: a spurious rebuild is cheap, a stale
+    graph is wrong. The engine passes them to its backend in its ExportSpec.
+    """
+    from ..config import SCHEMA
+
+    prefix = group + "."
+    return {k: v for k, v in cfg.as_dict().items()
+            if k.startswith(prefix) and not SCHEMA[k].runtime}
 
 
 class Engine(ABC):

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..backends.base import BackendSpec, ExportSpec, resolve_device
 from ..config import Config, ConfigError
 from ..core.class_names import COCO_STUFF_NAMES, COCO_THING_NAMES
 from ..core.panoptic_merge import merge_segments, select_queries
@@ -33,7 +34,7 @@ from ..models.fcclip_head import (FCCLIPHeadWeights, FCCLIPImageModel, HeadSpec,
 from ..models.classifier import cosine_logits
 from ..registry import get_backend, register_engine
 from ..weights import RANDOM_SEED, WeightsError, create_clip, file_fingerprint, resolve_path
-from .base import Engine
+from .base import Engine, graph_settings
 
 log = logging.getLogger(__name__)
 
@@ -155,15 +156,14 @@ class FCClipEngine(Engine):
         self.image_model = FCCLIPImageModel(self.clip_model.visual, self.head,
                                             dense_output=self.dense_output).eval()
         self.image_model.to(self.device)
-        self.backend = get_backend(cfg["backend"])(self.image_model, cfg,
-                                                   model_id=self._model_id())
+        export = ExportSpec(self.image_model, model_id=self._model_id(),
+                            graph_settings=graph_settings(cfg, g))
+        self.backend = get_backend(cfg["backend"])(export, BackendSpec.from_config(cfg))
         self._seen_cache: Tuple[int, Optional[torch.Tensor]] = (-1, None)
 
     # --- construction -------------------------------------------------------------------
     @staticmethod
     def _device(name: str) -> torch.device:
-        from ..backends.torch_backend import resolve_device
-
         return resolve_device(name)
 
     def _build_head(self) -> torch.nn.Module:
@@ -263,7 +263,7 @@ class FCClipEngine(Engine):
         return torch.log(probs + 1e-8)
 
     def _run_image(self, x: torch.Tensor, timer: _StageTimer) -> Tuple[torch.Tensor, ...]:
-        timed = self.cfg["backend"] == "torch"
+        timed = self.backend.eager   # stage timers inside the module run only when eager
         self.image_model.stage_hook = timer if timed else None
         try:
             with torch.no_grad():

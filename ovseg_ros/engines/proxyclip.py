@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..backends.base import BackendSpec, ExportSpec, check_precision, resolve_device
 from ..config import Config
 from ..core.panoptic_heuristic import semantic_to_panoptic
 from ..core.preprocess import (centred_padding, pad_with_colour, resize_rgb, short_side_size,
@@ -41,7 +42,7 @@ from ..models.proxyclip import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN,  # noq
                                proxy_attention, resize_pos_grid)
 from ..registry import get_backend, register_engine
 from ..weights import create_clip, create_vfm
-from .base import Engine
+from .base import Engine, graph_settings
 
 
 # --- the engine --------------------------------------------------------------------------------
@@ -52,8 +53,6 @@ class ProxyCLIPEngine(Engine):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        from ..backends.torch_backend import check_precision, resolve_device
-
         # Device/precision errors before minutes of weight loading.
         check_precision(cfg["precision"], resolve_device(cfg["device"]))
         if cfg["num_threads"] > 0:
@@ -76,17 +75,17 @@ class ProxyCLIPEngine(Engine):
             clip_std=tuple(getattr(visual, "image_std", None) or OPENAI_STD),
             vfm_mean=tuple(vfm_cfg.get("mean", IMAGENET_MEAN)),
             vfm_std=tuple(vfm_cfg.get("std", IMAGENET_STD)))
-        if cfg["backend"] == "torch" and cfg["precision"] != "fp32":
-            # Store the image path's weights in the low-precision dtype once, and let
-            # autocast handle mixed inputs: on the CPU, autocast alone re-casts every
-            # weight and activation per call (measured: ~35% of the bf16 run time in copies).
-            # The text tower is a separate module and stays fp32.
-            self.image_model.set_weight_dtype(
-                torch.bfloat16 if cfg["precision"] == "bf16" else torch.float16)
-        self.backend = get_backend(cfg["backend"])(self.image_model, cfg,
-                                                   model_id=self.model_id())
+        # cast_weights: an eager bf16/fp16 backend stores the image path's weights in that
+        # dtype once (autocast alone re-casts every weight per call on the CPU); the text
+        # tower is a separate module and stays fp32.
+        export = ExportSpec(self.image_model, model_id=self.model_id(),
+                            graph_settings=graph_settings(cfg, "proxyclip"),
+                            cast_weights=self.image_model.set_weight_dtype)
+        self.backend = get_backend(cfg["backend"])(
+            export, BackendSpec.from_config(cfg, max_batch=pc["window_batch_size"]))
         self.device = self.backend.device
-        self.image_model.profile = cfg["backend"] == "torch"
+        # per-stage timers inside the module only measure something when it runs eagerly
+        self.image_model.profile = self.backend.eager
         self.clip_model.to(self.device).eval()
         import open_clip
 

@@ -1,0 +1,159 @@
+"""OVSeg's modules in the released checkpoint's layout, its first image graph, and
+strict loading of the released file.
+
+``OVSegWeights`` has the reference model's attribute names, so its ``state_dict``
+keys are the inference keys of ``ovseg_swinbase_vitL14_ft_mpt.pth``:
+
+  backbone.*                       Swin-B (models/swin.py)
+  sem_seg_head.pixel_decoder.*     FPN pixel decoder   (models/maskformer_head.py)
+  sem_seg_head.predictor.*         DETR decoder, class_embed, mask_embed
+  clip_adapter.clip_model.*        the whole fine-tuned CLIP ViT-L/14 in OpenAI's layout,
+                                   plus visual.mask_embedding (models/mask_adapted_clip.py)
+  clip_adapter.non_object_embedding   the learnt "no object" text embedding (1 x D)
+  clip_adapter.pixel_mean / pixel_std CLIP's mean/std x 255 (buffers, 1 x 3 x 1 x 1)
+
+``criterion.*`` (the training loss's class weights) is training state and skipped.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..weights import WeightsError, load_state_dict_file
+from .maskformer_head import OpenVocabMaskFormerHead, ProposalHeadSpec
+from .swin import SwinSpec, SwinTransformer
+
+log = logging.getLogger(__name__)
+
+#: the reference's detectron2 config: ImageNet mean/std on 0..255 for the proposal stage
+PIXEL_MEAN = (123.675, 116.280, 103.530)
+PIXEL_STD = (58.395, 57.120, 57.375)
+#: CLIP's mean/std (on 0..1) for the crops; the crop background is filled with the mean
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SIZE_DIVISIBILITY = 32
+TRAINING_ONLY_PREFIXES = ("criterion.",)
+INFERENCE_PREFIXES = ("backbone.", "sem_seg_head.", "clip_adapter.")
+
+
+class ClipAdapterWeights(nn.Module):
+    def __init__(self, clip_model: nn.Module):
+        super().__init__()
+        self.clip_model = clip_model
+        dim = int(clip_model.text_projection.shape[-1])
+        width = int(clip_model.transformer.width)
+        self.non_object_embedding = nn.Parameter(torch.randn(1, dim) * width ** -0.5)
+        # float32 products, as the reference computes them (torch.Tensor(mean) * 255.0)
+        self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).reshape(1, 3, 1, 1) * 255.0)
+        self.register_buffer("pixel_std", torch.tensor(CLIP_STD).reshape(1, 3, 1, 1) * 255.0)
+
+
+class OVSegWeights(nn.Module):
+    def __init__(self, swin: SwinSpec, head: ProposalHeadSpec, clip_model: nn.Module):
+        super().__init__()
+        self.backbone = SwinTransformer(swin)
+        self.sem_seg_head = OpenVocabMaskFormerHead(head)
+        self.clip_adapter = ClipAdapterWeights(clip_model)
+
+
+class ProposalImageModel(nn.Module):
+    """The first image graph (what the backend runs for the proposal stage).
+
+    forward(images B x 3 x H x W RGB in [0, 1]) ->
+      mask_logits  B x Q x Hp/4 x Wp/4   (Hp, Wp: H, W padded up to a multiple of 32)
+      class_embed  B x Q x D             query embeddings (cosine with text outside)
+    """
+
+    def __init__(self, backbone: nn.Module, sem_seg_head: nn.Module):
+        super().__init__()
+        self.backbone = backbone
+        self.sem_seg_head = sem_seg_head
+        # (x * 255 - mean) / std == (x - mean / 255) / (std / 255)
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1) / 255.0,
+                             False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1) / 255.0,
+                             False)
+        #: optional callable(stage_name) after each stage (the engine's timer); None when
+        #: tracing/exporting
+        self.stage_hook: Optional[Callable[[str], None]] = None
+
+    def forward(self, images: torch.Tensor):
+        x = (images - self.pixel_mean) / self.pixel_std
+        h, w = x.shape[-2:]
+        # zero padding after normalisation, bottom/right (detectron2's ImageList)
+        x = F.pad(x, (0, (-w) % SIZE_DIVISIBILITY, 0, (-h) % SIZE_DIVISIBILITY))
+        feats = self.backbone(x)
+        if self.stage_hook is not None:
+            self.stage_hook("backbone")
+        mask_logits, class_embed = self.sem_seg_head(feats)
+        if self.stage_hook is not None:
+            self.stage_hook("proposals")
+        return mask_logits, class_embed
+
+
+def is_inference_key(key: str) -> bool:
+    """Keys of a released/training file that inference uses (kept by ``convert``)."""
+    return key.startswith(INFERENCE_PREFIXES)
+
+
+def _listing(keys, limit: int = 15) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def check_state(state: Dict[str, torch.Tensor], layout: Dict[str, Tuple[int, ...]], *,
+                where: str) -> Dict[str, torch.Tensor]:
+    """The inference part of ``state`` when it fits ``layout`` exactly; otherwise one
+    WeightsError naming the missing, unexpected and mis-shaped keys."""
+    kept: Dict[str, torch.Tensor] = {}
+    unexpected: List[str] = []
+    for key, value in state.items():
+        if key in layout:
+            kept[key] = value
+        elif not key.startswith(TRAINING_ONLY_PREFIXES):
+            unexpected.append(key)
+    missing = [k for k in layout if k not in kept]
+    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(layout[k])}"
+              for k, v in kept.items() if tuple(v.shape) != tuple(layout[k])]
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches ({len(shapes)}): {_listing(shapes, 8)}")
+    if problems:
+        raise WeightsError(f"{where} does not fit the OVSeg model: " + "; ".join(problems) +
+                           ". Check that the file is the released OVSeg checkpoint "
+                           "(ovseg_swinbase_vitL14_ft_mpt.pth) and that ovseg.swin_model, "
+                           "ovseg.clip_model, ovseg.head_size, ovseg.num_queries and "
+                           "ovseg.mask_prompt_depth match it.")
+    return kept
+
+
+def load_ovseg_checkpoint(path: Path, weights: OVSegWeights, *, setting: str) -> int:
+    """Load the released file into ``weights`` with strict key and shape checking."""
+    try:
+        state = load_state_dict_file(path)
+    except Exception as exc:
+        raise WeightsError(f"cannot read checkpoint {str(path)!r} (config key '{setting}'): "
+                           f"{type(exc).__name__}: {str(exc)[:300]}. Torch files are read with "
+                           "weights_only=True; a file holding other Python objects must be "
+                           "converted to safetensors first (see docs/ovseg.md).") from exc
+    layout = {k: tuple(v.shape) for k, v in weights.state_dict().items()}
+    kept = check_state(state, layout, where=f"checkpoint {str(path)!r} (config key '{setting}')")
+    weights.load_state_dict(kept, strict=True)
+    log.info("loaded %s: %d tensors (%d training-only skipped)", path, len(kept),
+             len(state) - len(kept))
+    return len(kept)
+
+
+__all__ = ["OVSegWeights", "ClipAdapterWeights", "ProposalImageModel", "is_inference_key",
+           "check_state", "load_ovseg_checkpoint", "PIXEL_MEAN", "PIXEL_STD", "CLIP_MEAN",
+           "CLIP_STD", "SIZE_DIVISIBILITY"]

@@ -23,6 +23,7 @@ _ENGINE_SOURCES = {
     "proxyclip": ("ovseg_ros.engines.proxyclip", "ovseg_ros.engines.proxyclip_config"),
     "fcclip": ("ovseg_ros.engines.fcclip", "ovseg_ros.engines.fcclip_config"),
     "maftplus": ("ovseg_ros.engines.maftplus", "ovseg_ros.engines.maftplus_config"),
+    "ovseg": ("ovseg_ros.engines.ovseg", "ovseg_ros.engines.ovseg_config"),
 }
 _ENGINE_MODULES = {name: modules[0] for name, modules in _ENGINE_SOURCES.items()}
 _BACKEND_MODULES = {

@@ -31,6 +31,9 @@ MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 TINY_CLIP_MODEL = "ovseg-tiny-ViT"
 TINY_VFM_MODEL = "ovseg_tiny_vit_patch8"
 TINY_VFM_REG_MODEL = "ovseg_tiny_vit_reg4_patch8"
+#: OVSeg's mask-adapted CLIP, small: 224 crops, patch 14, QuickGELU, 77-token context
+#: (OpenAI layout; widths of 64 so OpenAI's heads = width // 64 rule holds)
+TINY_OVSEG_CLIP_MODEL = "ovseg-tiny-ViT-14"
 
 
 def is_tiny_model(name: str) -> bool:

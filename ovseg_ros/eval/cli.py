@@ -6,7 +6,16 @@
                         --out out/ade --shard 0/4 [--limit 50] [--resume]
     ovseg-eval merge    out/ade/state_shard*of4.npz --out out/ade
     ovseg-eval infer-bag --config cfg.yaml --bag BAG --image-topic /cam/image --out BAG_OUT
+    ovseg-eval infer-bags --config cfg.yaml --bags DIR --image-topic /cam/image \\
+                        --out-dir OUT [--workers 2]
     ovseg-eval make-bag --images DIR [--labels DIR] --out BAG
+
+Under torchrun (``torchrun --nproc-per-node N -m ovseg_ros.eval dataset ...``)
+every rank evaluates shard RANK/WORLD_SIZE and rank 0 writes the report of
+the exactly reduced states (see ovseg_ros/eval/distributed.py).
+
+Cheap checks (paths, bag metadata, topics, class files, existing states)
+run before the engine is built.
 
 Errors (missing topics, wrong encodings, class files that do not fit the
 labels, unreadable files) are printed as one line naming the problem, and
@@ -24,11 +33,12 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import yaml
 
 from ..core.class_names import ClassList, load_class_file
-from .bags import (BagError, LABEL_ENCODINGS, frame_rgb, image_to_numpy, iter_frames,
-                   label_to_classes, open_reader)
+from .bag_sources import SEGMENTS_TYPE, BagTopics, bag_targets, check_encodings, iter_synced
+from .bags import BagError, COMPRESSED_TYPE, IMAGE_TYPE, frame_rgb
 from .datasets import DatasetError, Target, folder, open_dataset, LAYOUTS
 from .metrics import IGNORE, LabelError
-from .runner import EvalItem, dataset_items, finish, open_state, run_evaluation
+from .preflight import check_output_bag, check_prefix_free, open_checked, require_topics
+from .runner import EvalItem, dataset_items, finish, open_state, run_evaluation, state_path
 from .state import EvalState, StateError
 
 PROG = "ovseg-eval"
@@ -69,13 +79,32 @@ def check_counts(args) -> None:
         raise CliError(f"--samples must be >= 0, got {args.samples}")
 
 
-def load_engine(args, classes: Optional[ClassList]):
+def engine_config(config: Optional[str], sets: Sequence[str], ctx=None):
+    """The validated engine config from --config/--set; under torchrun ``device: cuda`` becomes
+    ``cuda:<LOCAL_RANK>``. Cheap: no model is built."""
+    from ..config import make_config
+    from .distributed import rank_device
+
+    overrides = {k.replace(".", "__"): v for k, v in parse_overrides(sets).items()}
+    cfg = make_config(config if config else None, **overrides)
+    if ctx is not None and rank_device(cfg["device"], ctx) != cfg["device"]:
+        cfg = cfg.replace(device=rank_device(cfg["device"], ctx))
+    return cfg
+
+
+def load_engine(args, classes: Optional[ClassList], ctx=None):
     """The segmenter from --config/--set, with the evaluated classes as its vocabulary."""
+    return load_engine_from(engine_config(args.config, args.set, ctx), classes)
+
+
+def load_engine_from(cfg, classes):
+    """The segmenter of a validated config; ``classes``: a ClassList, a class file / bundled
+    list name, or None (the config's vocabulary)."""
     from .. import load_segmenter
 
-    overrides = parse_overrides(args.set)
-    seg = load_segmenter(args.config, **{k.replace(".", "__"): v for k, v in overrides.items()}) \
-        if args.config else load_segmenter({k: v for k, v in overrides.items()})
+    if isinstance(classes, str):
+        classes = _classes(classes, None, "")
+    seg = load_segmenter(cfg)
     if classes is not None:
         seg.set_vocabulary(list(classes.names), list(classes.is_thing) if classes.is_thing
                            else None)
@@ -93,22 +122,14 @@ def _classes(arg: Optional[str], default: Optional[str], what: str) -> ClassList
 
 
 # --- sources ------------------------------------------------------------------------------------
-def bag_items(args, stats: dict) -> Iterable[EvalItem]:
-    reader = open_reader(Path(args.bag))
+def bag_items(args, stats: dict, topics: BagTopics) -> Iterable[EvalItem]:
+    reader = open_checked(Path(args.bag))
     try:
-        for pos, frame in enumerate(iter_frames(reader, args.image_topic, args.label_topic,
-                                                stats)):
-            lab = frame.label
-            if lab.encoding not in LABEL_ENCODINGS:
-                raise BagError(f"label topic {args.label_topic!r}: encoding {lab.encoding!r} is "
-                               f"not a class-id image; expected one of {list(LABEL_ENCODINGS)}")
-
-            def load_target(frame=frame) -> Target:
-                arr = image_to_numpy(frame.label, f"label at stamp {frame.key}")
-                return Target(semantic=label_to_classes(arr, frame.label.encoding,
-                                                        ignore_value(args, frame.label.encoding)))
-
-            yield EvalItem(pos, frame.key, lambda frame=frame: frame_rgb(frame), load_target)
+        for pos, (frame, got) in enumerate(iter_synced(reader, topics, stats)):
+            check_encodings(got, topics)
+            ign = ignore_value(args, got["label"].encoding) if "label" in got else None
+            yield EvalItem(pos, frame.key, lambda frame=frame: frame_rgb(frame),
+                           lambda frame=frame, got=got, ign=ign: bag_targets(frame, got, ign))
     finally:
         reader.close()
 
@@ -122,46 +143,88 @@ def ignore_value(args, encoding: str) -> Optional[int]:
 # --- commands -------------------------------------------------------------------------------------
 def _evaluate(args, classes: ClassList, items: Iterable[EvalItem], source: dict, panoptic: bool,
               total: Optional[int], stats: Optional[dict] = None) -> int:
+    from . import distributed as D
+
+    ctx = D.context_from_env()
     shard = parse_shard(args.shard)
-    seg = load_engine(args, classes)
     out = Path(args.out)
-    # JSON-safe copy (saved in the state header); num_classes is the class list's business
-    info = json.loads(json.dumps(seg.describe(), default=str))
-    info.pop("num_classes", None)
-    state = open_state(out, classes, seg.vocabulary.is_thing, source, shard, panoptic,
-                       args.resume, engine=info)
-    state = run_evaluation(seg, items, state, out, total=total, limit=args.limit,
-                           save_every=args.save_every, num_samples=args.samples,
-                           progress=not args.quiet)
-    if not state.done:
-        detail = (f" (bag: {stats.get('images', 0)} images, {stats.get('labels', 0)} labels, none "
-                  "with the same header stamp as an image)") if stats else ""
-        raise CliError(f"nothing was evaluated: shard {shard[0]}/{shard[1]} has no items{detail}")
-    if stats and shard[0] == 0:   # shard 0 reports what the whole source lacked
-        state.extra.update({k: v for k, v in stats.items() if k.startswith("unmatched")})
-    res = finish(state, out, report=not args.no_report)
-    _print_summary(res, out)
-    return 0
+    if ctx is not None:
+        if shard != (0, 1):
+            raise CliError("--shard and torchrun both split the items; under torchrun rank r of "
+                           "w evaluates shard r/w: leave --shard out")
+        shard = ctx.shard
+        stale = D.other_world_states(out, ctx.world)
+        if stale:
+            raise StateError(f"{out} holds the state of a run split {stale[0].stem.split('of')[-1]}"
+                             f" ways ({stale[0].name}), not {ctx.world}: resume it with as many "
+                             "ranks, or choose another --out directory")
+    # an existing state without --resume is refused now rather than after loading the model
+    if state_path(out, shard).exists() and not args.resume:
+        raise StateError(f"{state_path(out, shard)} exists from an earlier run; pass --resume to "
+                         "continue it or choose another --out directory")
+    cfg = engine_config(args.config, args.set, ctx)
+    if ctx is not None:
+        D.init(ctx, cfg["device"])
+    try:
+        seg = load_engine_from(cfg, classes)
+        # JSON-safe copy (saved in the state header); num_classes is the class list's business
+        info = json.loads(json.dumps(seg.describe(), default=str))
+        info.pop("num_classes", None)
+        main_rank = ctx is None or ctx.is_main
+        state = open_state(out, classes, seg.vocabulary.is_thing, source, shard, panoptic,
+                           args.resume, engine=info)
+        state = run_evaluation(seg, items, state, out, total=total, limit=args.limit,
+                               save_every=args.save_every,
+                               num_samples=args.samples if main_rank else 0,
+                               progress=not args.quiet and main_rank)
+        if stats and shard[0] == 0:   # shard 0 reports what the whole source lacked
+            state.extra.update({k: v for k, v in stats.items() if k.startswith("unmatched")})
+        if ctx is not None:
+            merged = D.reduce_states(state, ctx, cfg["device"])
+            if merged is None:      # rank 0 writes the results
+                return 0
+            state = merged
+        if not state.done:
+            detail = (f" (bag: {stats.get('images', 0)} images, {stats.get('labels', 0)} labels, "
+                      "none with the same header stamp as an image)") if stats else ""
+            what = f"shard {shard[0]}/{shard[1]} has no items" if ctx is None else \
+                f"none of the {ctx.world} ranks had items"
+            raise CliError(f"nothing was evaluated: {what}{detail}")
+        res = finish(state, out, report=not args.no_report)
+        _print_summary(res, out)
+        return 0
+    finally:
+        if ctx is not None:
+            D.close()
 
 
 def cmd_bag(args) -> int:
     classes = _classes(args.classes, None, "bag evaluation")
+    if not (args.label_topic or args.panoptic_topic):
+        raise CliError("bag evaluation needs --label-topic (class ids) and/or --panoptic-topic "
+                       "with --segments-topic")
+    if bool(args.panoptic_topic) != bool(args.segments_topic):
+        raise CliError("--panoptic-topic and --segments-topic go together (segment ids, and "
+                       f"{SEGMENTS_TYPE} messages giving each id's class)")
+    topics = BagTopics(args.image_topic, args.label_topic, args.panoptic_topic,
+                       args.segments_topic)
+    named = [args.image_topic] + list(topics.roles().values())
+    if len(set(named)) != len(named):
+        raise CliError("--image-topic, --label-topic, --panoptic-topic and --segments-topic "
+                       "must be different topics")
     stats: dict = {}
     source = {"kind": "bag", "bag": Path(args.bag).name, "image_topic": args.image_topic,
               "label_topic": args.label_topic, "ignore_label": args.ignore_label}
-    if args.image_topic == args.label_topic:
-        raise CliError("--image-topic and --label-topic must be different topics")
-    # open once up front so a bad bag / topic fails before the engine is built
-    reader = open_reader(Path(args.bag))
-    try:
-        from .bags import check_topic, COMPRESSED_TYPE, IMAGE_TYPE
-
-        img = check_topic(reader, args.image_topic, (IMAGE_TYPE, COMPRESSED_TYPE), "image")
-        check_topic(reader, args.label_topic, (IMAGE_TYPE,), "label")
-        total = sum(c.msgcount for c in img)
-    finally:
-        reader.close()
-    return _evaluate(args, classes, bag_items(args, stats), source, False, total, stats)
+    if args.panoptic_topic:
+        source.update(panoptic_topic=args.panoptic_topic, segments_topic=args.segments_topic)
+    # bag, metadata and topics are checked before the engine is built
+    counts = require_topics(Path(args.bag), [
+        ("image", args.image_topic, (IMAGE_TYPE, COMPRESSED_TYPE)),
+        ("label", args.label_topic, (IMAGE_TYPE,)),
+        ("panoptic", args.panoptic_topic, (IMAGE_TYPE,)),
+        ("segments", args.segments_topic, (SEGMENTS_TYPE,))])
+    return _evaluate(args, classes, bag_items(args, stats, topics), source,
+                     bool(args.panoptic_topic), counts[args.image_topic], stats)
 
 
 def cmd_dataset(args) -> int:
@@ -203,7 +266,14 @@ def cmd_merge(args) -> int:
 def cmd_infer_bag(args) -> int:
     from .bag_infer import infer_bag
 
+    from .bag_infer import OUTPUT_TOPICS
+
     classes = _classes(args.classes, None, "") if args.classes else None
+    # cheap checks first: a topic typo must not wait for (or read as) a model loading error
+    require_topics(Path(args.bag), [("image", args.image_topic, (IMAGE_TYPE, COMPRESSED_TYPE))])
+    check_output_bag(Path(args.bag), Path(args.out), args.overwrite)
+    check_prefix_free(Path(args.bag), args.prefix, OUTPUT_TOPICS)
+    engine_config(args.config, args.set)
     seg = load_engine(args, classes)
     info = infer_bag(seg, Path(args.bag), Path(args.out), args.image_topic, prefix=args.prefix,
                      storage=args.storage, overwrite=args.overwrite, limit=args.limit,
@@ -211,6 +281,36 @@ def cmd_infer_bag(args) -> int:
     print(f"wrote {info['output']}: {info['frames']} frames; topics: "
           + ", ".join(f"{t} ({n})" for t, n in info["topics"].items()))
     return 0
+
+
+def cmd_infer_bags(args) -> int:
+    from . import distributed as D
+    from . import multi_bag as MB
+
+    if args.classes:
+        _classes(args.classes, None, "")
+    bags = MB.expand_bags(args.bags)
+    if args.workers < 1:
+        raise CliError(f"--workers must be >= 1, got {args.workers}")
+    out_dir = Path(args.out_dir)
+    jobs = MB.plan(bags, out_dir, args.image_topic, args.prefix, args.overwrite)
+    engine_config(args.config, args.set)          # config errors before any worker starts
+    engine_args = {"config": args.config, "set": list(args.set), "classes": args.classes,
+                   "image_topic": args.image_topic, "prefix": args.prefix,
+                   "storage": args.storage, "overwrite": args.overwrite, "limit": args.limit}
+    ctx = D.context_from_env()
+    if ctx is None:
+        records = MB.run_jobs(jobs, engine_args, args.workers)
+    else:
+        try:
+            records = MB.run_rank(jobs, engine_args, ctx)
+        finally:
+            D.close()
+        if records is None:
+            return 0
+    summary = MB.write_summary(records, out_dir)
+    MB.print_summary(summary, out_dir)
+    return 0 if summary["complete"] else 1
 
 
 def cmd_make_bag(args) -> int:
@@ -297,9 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
     _engine_args(p)
     p.add_argument("--bag", required=True, help="rosbag2 directory (sqlite3 or mcap)")
     p.add_argument("--image-topic", required=True)
-    p.add_argument("--label-topic", required=True,
+    p.add_argument("--label-topic",
                    help="ground-truth class ids (16UC1, mono16, mono8 or 32SC1), paired with "
                         "images by header stamp")
+    p.add_argument("--panoptic-topic",
+                   help="ground-truth panoptic segment ids (32SC1, 0 = void; or rgb8 in the COCO "
+                        "encoding R + 256 G + 256^2 B) for PQ / SQ / RQ")
+    p.add_argument("--segments-topic",
+                   help=f"with --panoptic-topic: {SEGMENTS_TYPE} giving each segment id's class")
     p.add_argument("--classes", required=True, help="class-name file or bundled list "
                    "(line i = class id i)")
     p.add_argument("--ignore-label", help="label value not evaluated (default: 65535 for "
@@ -343,6 +448,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_infer_bag)
 
+    p = sub.add_parser("infer-bags", help="bag -> bag over many bags with a bounded number of "
+                       "workers (or torchrun ranks)")
+    _engine_args(p)
+    p.add_argument("--bags", nargs="+", required=True,
+                   help="bag directories, folders holding bags, or .txt lists of bag paths")
+    p.add_argument("--image-topic", required=True)
+    p.add_argument("--out-dir", required=True, help="output folder: <out-dir>/<bag name>")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes (each loads the engine once); under torchrun the "
+                        "ranks are the workers")
+    p.add_argument("--classes", help="vocabulary from a class-name file (default: the config's)")
+    p.add_argument("--prefix", default="/ovseg", help="namespace of the output topics")
+    p.add_argument("--storage", choices=("sqlite3", "mcap"),
+                   help="storage of the output bags (default: that of each input)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo bags whose output exists (default: keep them)")
+    p.add_argument("--limit", type=int, help="stop after this many images per bag")
+    p.set_defaults(func=cmd_infer_bags)
+
     p = sub.add_parser("make-bag", help="write a bag from an image folder (+ 16UC1 labels)")
     p.add_argument("--images", required=True)
     p.add_argument("--labels", help="label PNG folder (same relative stems), written as 16UC1")
@@ -381,7 +505,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         check_counts(args)
         return args.func(args)
     except user_errors() as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        # one line, whatever the underlying library put in its message
+        text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+        print(f"{PROG}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; the saved state allows --resume", file=sys.stderr)

@@ -23,6 +23,7 @@ ENTRY_POINTS = [
     "ovseg-segment=ovseg_ros.tools.segment:main",
     "ovseg-bench=ovseg_ros.tools.bench:main",
     "ovseg-demo=ovseg_ros.tools.demo:main",
+    "ovseg-weights=ovseg_ros.tools.weights_cli:main",
 ]
 
 

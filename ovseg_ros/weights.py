@@ -13,6 +13,7 @@ and the config key to change. Nothing falls back silently to random weights.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: seed of random initialisation, so random-weight text embeddings are reproducible
 RANDOM_SEED = 0
@@ -87,6 +90,55 @@ def register_tiny_models_if_named(model_name: str) -> None:
         from .testing import tiny_models  # noqa: F401  (registers on import)
 
 
+#: file at the root of a weights bundle (``ovseg-weights pack``; docs/weights.md)
+BUNDLE_MANIFEST = "ovseg_bundle.json"
+
+
+def is_bundle(weights_dir: str) -> bool:
+    """True when ``weights_dir`` is an unpacked weights bundle."""
+    return bool(weights_dir) and (Path(os.path.expanduser(weights_dir)) / BUNDLE_MANIFEST).is_file()
+
+
+def offline_if_bundle(weights_dir: str) -> bool:
+    """With ``weights_dir`` holding a bundle, switch huggingface_hub to offline mode.
+
+    A bundle carries every file its preset needs, so nothing may reach for the
+    network (an air-gapped robot would otherwise wait on connection timeouts).
+    huggingface_hub reads HF_HUB_OFFLINE once, at import, so an imported module
+    is switched too. Returns whether the bundle was found.
+    """
+    if not is_bundle(weights_dir):
+        return False
+    if os.environ.get("HF_HUB_OFFLINE") != "1":
+        log.info("weights_dir %s is a weights bundle: HF_HUB_OFFLINE=1", weights_dir)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import sys
+
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+    return True
+
+
+def clip_architecture(model_name: str, key_prefix: str):
+    """The open_clip model ``model_name`` without weights, on the meta device (nothing
+    allocated): its parameter names and shapes."""
+    import open_clip
+
+    register_tiny_models_if_named(model_name)
+    if model_name not in open_clip.list_models():
+        raise ConfigError(f"config key '{key_prefix}.clip_model': unknown open_clip model "
+                          f"{model_name!r} (see open_clip.list_models())")
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)   # open_clip warns "initialized randomly": no weights is the point
+    try:
+        with torch.device("meta"):
+            return open_clip.create_model(model_name, pretrained=None, device="meta")
+    finally:
+        root.setLevel(level)
+
+
 def _check_file(path: Path, model: str, key: str) -> None:
     if not path.is_file():
         raise WeightsError(f"checkpoint file {str(path)!r} for model {model!r} does not exist; "
@@ -100,6 +152,7 @@ def create_clip(model_name: str, pretrained: str, checkpoint: str, *, random_ini
     import open_clip
 
     register_tiny_models_if_named(model_name)
+    offline_if_bundle(weights_dir)
     if model_name not in open_clip.list_models():
         raise ConfigError(f"config key '{key_prefix}.clip_model': unknown open_clip model "
                           f"{model_name!r} (see open_clip.list_models())")
@@ -144,6 +197,7 @@ def create_vfm(model_name: str, checkpoint: str, *, random_init: bool, weights_d
     import timm
 
     register_tiny_models_if_named(model_name)
+    offline_if_bundle(weights_dir)
     arch = model_name.split(".", 1)[0]
     if not timm.is_model(arch):
         raise ConfigError(f"config key '{key_prefix}.vfm_model': unknown timm model "
@@ -200,4 +254,5 @@ def load_state_dict_file(path: Path) -> dict:
 
 __all__ = ["WeightsError", "LoadedModel", "create_clip", "create_vfm", "resolve_path",
            "file_fingerprint", "load_state_dict_file", "RANDOM_SEED", "TINY_MODEL_PREFIXES",
-           "register_tiny_models_if_named"]
+           "register_tiny_models_if_named", "BUNDLE_MANIFEST", "is_bundle", "offline_if_bundle",
+           "clip_architecture"]

@@ -28,12 +28,13 @@ from ..config import Config, ConfigError
 from ..core.class_names import COCO_STUFF_NAMES, COCO_THING_NAMES
 from ..core.panoptic_merge import merge_segments, select_queries
 from ..core.types import Prediction, VocabularyState
-from ..models.checkpoint import load_reference_checkpoint
+from ..models.checkpoint import fcclip_inference_key, layout_of, load_reference_checkpoint
 from ..models.fcclip_head import (FCCLIPHeadWeights, FCCLIPImageModel, HeadSpec,
                                   check_convnext_visual)
 from ..models.classifier import cosine_logits
 from ..registry import get_backend, register_engine
-from ..weights import RANDOM_SEED, WeightsError, create_clip, file_fingerprint, resolve_path
+from ..weights import (RANDOM_SEED, WeightsError, clip_architecture, create_clip,
+                       file_fingerprint, resolve_path)
 from .base import Engine, graph_settings
 
 log = logging.getLogger(__name__)
@@ -140,13 +141,7 @@ class FCClipEngine(Engine):
         self.clip_model = loaded.model
         self._text_id = loaded.identity
         self.clip_model_name = cfg[f"{g}.clip_model"]
-        try:
-            channels = check_convnext_visual(self.clip_model.visual, self.clip_model_name)
-        except ValueError as exc:
-            raise ConfigError(f"config key '{g}.clip_model': {exc}") from exc
-        embed_dim = int(self.clip_model.text_projection.shape[-1])
-        self.spec = HeadSpec(in_channels=channels, clip_embedding_dim=embed_dim,
-                             num_queries=cfg[f"{g}.num_queries"])
+        self.spec = self._head_spec(self.clip_model, cfg)
         self.head = self._load_head_weights(head_path)
         for module in (self.clip_model, self.head):
             module.eval().requires_grad_(False).to(self.device)
@@ -166,8 +161,40 @@ class FCClipEngine(Engine):
     def _device(name: str) -> torch.device:
         return resolve_device(name)
 
+    @classmethod
+    def _head_spec(cls, clip_model: torch.nn.Module, cfg: Config) -> HeadSpec:
+        g = cls.group
+        try:
+            channels = check_convnext_visual(clip_model.visual, cfg[f"{g}.clip_model"])
+        except ValueError as exc:
+            raise ConfigError(f"config key '{g}.clip_model': {exc}") from exc
+        return HeadSpec(in_channels=channels,
+                        clip_embedding_dim=int(clip_model.text_projection.shape[-1]),
+                        num_queries=cfg[f"{g}.num_queries"])
+
+    @classmethod
+    def _make_head(cls, spec: HeadSpec, cfg: Config) -> torch.nn.Module:
+        return FCCLIPHeadWeights(spec)
+
     def _build_head(self) -> torch.nn.Module:
-        return FCCLIPHeadWeights(self.spec)
+        return self._make_head(self.spec, self.cfg)
+
+    # --- released checkpoint (docs/architecture.md, "Released checkpoints") -----------
+    @classmethod
+    def is_inference_key(cls, key: str) -> bool:
+        """Whether ``convert`` keeps this key of a released training file (the head;
+        FC-CLIP's frozen CLIP copy equals the open_clip weights and is dropped)."""
+        return fcclip_inference_key(key)
+
+    @classmethod
+    def checkpoint_layout(cls, cfg: Config) -> Dict[str, Tuple[int, ...]]:
+        """Inference keys of the released file and their shapes, from this engine's modules
+        built on the meta device (no weights read, no memory allocated)."""
+        g = cls.group
+        with torch.device("meta"):
+            clip_model = clip_architecture(cfg[f"{g}.clip_model"], key_prefix=g)
+            head = cls._make_head(cls._head_spec(clip_model, cfg), cfg)
+        return layout_of(head, clip_model, visual=cls.dense_output)
 
     def _seeded_head(self) -> torch.nn.Module:
         with torch.random.fork_rng(devices=[]):
@@ -201,7 +228,8 @@ class FCClipEngine(Engine):
         head = self._build_head()
         report = load_reference_checkpoint(path, head, self.clip_model,
                                            setting=f"{g}.checkpoint",
-                                           require_visual=self.dense_output)
+                                           layout=self.checkpoint_layout(self.cfg),
+                                           is_inference_key=self.is_inference_key)
         self._head_id = f"file:{file_fingerprint(path)}"
         if report.text_overridden:
             self._text_id += f"|{self._head_id}"

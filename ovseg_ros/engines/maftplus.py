@@ -17,7 +17,9 @@ from typing import Tuple
 import torch
 
 from ..core.types import VocabularyState
+from ..config import Config
 from ..models.cdt import build_maftplus_head
+from ..models.checkpoint import maftplus_inference_key
 from ..models.classifier import cosine_logits
 from ..registry import register_engine
 from .fcclip import FCClipEngine
@@ -29,8 +31,15 @@ class MAFTPlusEngine(FCClipEngine):
     group = "maftplus"
     dense_output = True
 
-    def _build_head(self) -> torch.nn.Module:
-        return build_maftplus_head(self.spec, self.cfg["maftplus.cdt_variant"])
+    @classmethod
+    def _make_head(cls, spec, cfg: Config) -> torch.nn.Module:
+        return build_maftplus_head(spec, cfg["maftplus.cdt_variant"])
+
+    @classmethod
+    def is_inference_key(cls, key: str) -> bool:
+        """Head, CDT and the fine-tuned visual tower; the frozen text tower and the
+        teacher ``backbone_t.*`` are dropped."""
+        return maftplus_inference_key(key)
 
     def _model_id(self) -> str:
         return super()._model_id() + f"-cdt-{self.cfg['maftplus.cdt_variant']}"

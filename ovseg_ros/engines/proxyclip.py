@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from ..backends.base import BackendSpec, ExportSpec, check_precision, resolve_device
 from ..config import Config
 from ..core.panoptic_heuristic import semantic_to_panoptic
+from ..core.postprocess import (apply_prob_thd, class_chunk, class_probabilities,
+                               softmax_argmax)
 from ..core.preprocess import (centred_padding, pad_with_colour, resize_rgb, short_side_size,
                                sliding_windows, to_tensor)
 from ..core.types import Prediction, VocabularyState
@@ -122,84 +124,141 @@ class ProxyCLIPEngine(Engine):
         return (rh, rw), windows, pad
 
     @torch.inference_mode()
-    def dense_logits(self, rgb: np.ndarray, embeddings: torch.Tensor,
-                     timings: Optional[dict] = None) -> torch.Tensor:
-        """Cosine logits S x H x W at the input's size (before logit_scale and softmax)."""
-        timings = {} if timings is None else timings
-        t0 = time.perf_counter()
+    def _frame_crops(self, rgb: np.ndarray) -> dict:
+        """The padded windows of one frame and the layout to stitch them back."""
         h0, w0 = rgb.shape[:2]
         (rh, rw), windows, pad = self.window_layout(h0, w0)
         img = to_tensor(resize_rgb(rgb, (rh, rw)))
         crops = torch.stack([img[:, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])
         crops = pad_with_colour(crops, pad, self._pad_colour)
-        ph, pw = crops.shape[-2:]
-        left, _, top, _ = pad
-        wh, ww = windows[0][1] - windows[0][0], windows[0][3] - windows[0][2]
-        emb = embeddings.to(self.device, torch.float32)
-        s = emb.shape[0]
-        acc = torch.zeros((s, rh, rw), device=self.device)
-        count = torch.zeros((1, rh, rw), device=self.device)
-        timings["preprocess"] = time.perf_counter() - t0
-        self.image_model.last_times = {}
-        t_model = t_text = 0.0
+        return {"size": (h0, w0), "resized": (rh, rw), "windows": windows, "pad": pad,
+                "crops": crops}
+
+    @torch.inference_mode()
+    def _window_features(self, frames: List[dict], timings: dict) -> List[torch.Tensor]:
+        """Run the image model over the windows of all ``frames`` in shared batches of
+        ``window_batch_size`` (windows of equal padded size only); one b x E x h x w
+        tensor per frame. Each window's features do not depend on its batch mates
+        (per-sample similarity mean), so this equals one frame at a time."""
         bs = self.cfg["proxyclip.window_batch_size"]
-        for i in range(0, len(windows), bs):
-            t1 = time.perf_counter()
-            feats = self.backend(crops[i:i + bs])                       # b x E x h x w
-            t2 = time.perf_counter()
-            logits = torch.einsum("behw,se->bshw", feats, emb)
-            logits = F.interpolate(logits, size=(ph, pw), mode="bilinear", align_corners=False)
-            logits = logits[:, :, top:top + wh, left:left + ww]
-            for k, (y1, y2, x1, x2) in enumerate(windows[i:i + bs]):
-                acc[:, y1:y2, x1:x2] += logits[k]
-                count[:, y1:y2, x1:x2] += 1
-            t_model += t2 - t1
-            t_text += time.perf_counter() - t2
-        t3 = time.perf_counter()
-        logits = acc / count
-        if (rh, rw) != (h0, w0):
-            logits = F.interpolate(logits[None], size=(h0, w0), mode="bilinear",
-                                   align_corners=False)[0]
+        out: List[List[torch.Tensor]] = [[] for _ in frames]
+        groups: dict = {}
+        for fi, fr in enumerate(frames):
+            groups.setdefault(tuple(fr["crops"].shape[-2:]), []).append(fi)
+        self.image_model.last_times = {}
+        t_model = 0.0
+        for members in groups.values():
+            crops = torch.cat([frames[fi]["crops"] for fi in members])
+            owner = [fi for fi in members for _ in range(frames[fi]["crops"].shape[0])]
+            for i in range(0, crops.shape[0], bs):
+                t1 = time.perf_counter()
+                feats = self.backend(crops[i:i + bs])                    # b x E x h x w
+                t_model += time.perf_counter() - t1
+                for j in range(feats.shape[0]):
+                    out[owner[i + j]].append(feats[j:j + 1])
         timings["image_model"] = t_model
         timings.update(self.image_model.last_times)
-        timings["text"] = t_text + time.perf_counter() - t3
-        return logits
+        return [torch.cat(f, 0) for f in out]
+
+    def _logit_chunks(self, frame: dict, feats: torch.Tensor, emb: torch.Tensor,
+                      chunk: int, timings: dict):
+        """Cosine logits k x H x W at the input's size, ``chunk`` synonyms at a time.
+
+        Window logits are formed at the feature resolution for all synonyms (small),
+        then each synonym chunk is upsampled to the window, stitched (mean over
+        overlapping windows) and resized to the input, as one call over all
+        synonyms would (every step acts on each synonym alone)."""
+        t0 = time.perf_counter()
+        low = torch.einsum("behw,se->bshw", feats, emb.to(feats.device, torch.float32))
+        timings["text"] = timings.get("text", 0.0) + time.perf_counter() - t0
+        (h0, w0), (rh, rw) = frame["size"], frame["resized"]
+        windows, (left, _, top, _) = frame["windows"], frame["pad"]
+        ph, pw = frame["crops"].shape[-2:]
+        wh, ww = windows[0][1] - windows[0][0], windows[0][3] - windows[0][2]
+        count = torch.zeros((1, rh, rw), device=low.device)
+        for y1, y2, x1, x2 in windows:
+            count[:, y1:y2, x1:x2] += 1
+        for s0 in range(0, low.shape[1], chunk):
+            up = F.interpolate(low[:, s0:s0 + chunk], size=(ph, pw), mode="bilinear",
+                               align_corners=False)[:, :, top:top + wh, left:left + ww]
+            acc = torch.zeros((up.shape[1], rh, rw), device=low.device)
+            for k, (y1, y2, x1, x2) in enumerate(windows):
+                acc[:, y1:y2, x1:x2] += up[k]
+            del up
+            logits = acc / count
+            del acc
+            if (rh, rw) != (h0, w0):
+                logits = F.interpolate(logits[None], size=(h0, w0), mode="bilinear",
+                                       align_corners=False)[0]
+            yield logits
+
+    def _chunk_size(self, frame: dict, num_synonyms: int) -> int:
+        (h0, w0), (rh, rw) = frame["size"], frame["resized"]
+        n, _, ph, pw = frame["crops"].shape
+        return class_chunk(num_synonyms, max(h0 * w0, rh * rw, n * ph * pw))
+
+    @torch.inference_mode()
+    def dense_logits(self, rgb: np.ndarray, embeddings: torch.Tensor,
+                     timings: Optional[dict] = None) -> torch.Tensor:
+        """Cosine logits S x H x W at the input's size (before logit_scale and softmax):
+        the full volume, for analysis tools; ``predict`` streams it in chunks instead."""
+        timings = {} if timings is None else timings
+        frame = self._frame_crops(rgb)
+        feats = self._window_features([frame], timings)[0]
+        return torch.cat(list(self._logit_chunks(frame, feats, embeddings,
+                                                 embeddings.shape[0], timings)), 0)
 
     def class_probabilities(self, logits: torch.Tensor, synonym_class: torch.Tensor,
                             num_classes: int) -> torch.Tensor:
         """S x H x W logits -> C x H x W probabilities: softmax over synonyms of
         logit_scale * logits, then the max over each class's synonyms."""
-        probs = (logits * self.cfg["proxyclip.logit_scale"]).softmax(dim=0)
-        s = probs.shape[0]
-        if s == num_classes:
-            return probs
-        idx = synonym_class.to(probs.device).view(s, 1, 1).expand_as(probs)
-        out = torch.zeros((num_classes,) + probs.shape[1:], dtype=probs.dtype,
-                          device=probs.device)
-        return out.scatter_reduce_(0, idx, probs, reduce="amax", include_self=False)
+        return class_probabilities(logits * self.cfg["proxyclip.logit_scale"], synonym_class,
+                                   num_classes)
 
-    def predict(self, rgb: np.ndarray, vocab: VocabularyState) -> Prediction:
-        t_start = time.perf_counter()
-        timings: dict = {}
-        logits = self.dense_logits(rgb, vocab.embeddings, timings)
+    @torch.inference_mode()
+    def _finish(self, frame: dict, feats: torch.Tensor, vocab: VocabularyState, scores: bool,
+                timings: dict) -> Prediction:
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            probs = self.class_probabilities(logits, vocab.synonym_class, vocab.num_classes)
-            conf, semantic = probs.max(dim=0)
-            thd = self.cfg["prob_thd"]
-            if thd > 0:
-                semantic = torch.where(conf < thd, torch.zeros_like(semantic), semantic)
+        scale = self.cfg["proxyclip.logit_scale"]
+        chunk = self._chunk_size(frame, int(vocab.embeddings.shape[0]))
+        t_text0 = timings.get("text", 0.0)
+        chunks = (lg.mul_(scale) for lg in
+                  self._logit_chunks(frame, feats, vocab.embeddings, chunk, timings))
+        semantic, conf, volume = softmax_argmax(chunks, vocab.synonym_class, vocab.num_classes,
+                                                scores=scores)
+        semantic = apply_prob_thd(semantic, conf, self.cfg["prob_thd"])
         semantic_np = semantic.to(torch.int32).cpu().numpy()
-        conf_np = conf.float().cpu().numpy()
-        scores = probs.float().cpu().numpy()
+        conf_np = conf.cpu().numpy()
+        scores_np = volume.float().cpu().numpy() if volume is not None else None
         panoptic, segments = semantic_to_panoptic(
             semantic_np, conf_np, vocab.is_thing, self.cfg["proxyclip.min_thing_area"])
-        timings["post"] = time.perf_counter() - t0
-        timings["total"] = time.perf_counter() - t_start
-        return Prediction(semantic=semantic_np, scores=scores, panoptic=panoptic,
-                          segments=segments, vocabulary=vocab.names,
+        timings["post"] = time.perf_counter() - t0 - (timings.get("text", 0.0) - t_text0)
+        return Prediction(semantic=semantic_np, confidence=conf_np, scores=scores_np,
+                          panoptic=panoptic, segments=segments, vocabulary=vocab.names,
                           vocabulary_version=vocab.version, random_weights=self.random_weights,
                           engine=self.name, timings=timings)
+
+    def predict(self, rgb: np.ndarray, vocab: VocabularyState, scores: bool = False
+                ) -> Prediction:
+        return self.predict_batch([rgb], vocab, scores=scores)[0]
+
+    def predict_batch(self, rgbs: List[np.ndarray], vocab: VocabularyState,
+                      scores: bool = False) -> List[Prediction]:
+        """Windows of all frames share the image model's batches; the post-processing
+        runs per frame. Stage timings are per batch (each frame reports the shared
+        image-model time)."""
+        t_start = time.perf_counter()
+        t0 = time.perf_counter()
+        frames = [self._frame_crops(rgb) for rgb in rgbs]
+        shared = {"preprocess": time.perf_counter() - t0}
+        feats = self._window_features(frames, shared)
+        preds = []
+        for frame, f in zip(frames, feats):
+            preds.append(self._finish(frame, f, vocab, scores, dict(shared)))
+        total = time.perf_counter() - t_start
+        for p in preds:
+            p.timings["total"] = total
+        return preds
 
     def describe(self) -> dict:
         info = super().describe()

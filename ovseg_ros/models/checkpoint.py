@@ -1,21 +1,27 @@
-"""Loading the reference FC-CLIP / MAFT+ checkpoints with strict key checking.
+"""The inference layout of the reference FC-CLIP / MAFT+ checkpoints and strict loading.
 
-The modules keep the reference attribute names, so checkpoint keys map 1:1:
-  * head keys (``sem_seg_head.*``, ``void_embedding.weight``, MAFT+ ``cdt.*``):
-    every one required, none extra;
-  * ``backbone.clip_model.*``: CLIP parameters (FC-CLIP's frozen copy, MAFT+'s
-    fine-tuned visual trunk), loaded over the open_clip model; for MAFT+ the
-    whole visual tower is required;
-  * ``criterion.*`` and ``backbone_t.*`` (MAFT+'s frozen teacher) are training
-    state and are skipped.
-Anything else, a missing key or a shape mismatch is a WeightsError listing the keys.
+The modules keep the reference attribute names, so checkpoint keys map 1:1. A
+released training file holds more than inference needs; its keys fall in three
+groups (the engine's ``is_inference_key`` sorts them, ``checkpoint_layout`` lists
+the inference ones with their shapes):
+  * head keys (``sem_seg_head.*``, ``void_embedding.weight``, MAFT+ ``cdt.*``) and,
+    for MAFT+, its fine-tuned visual tower ``backbone.clip_model.visual.*``:
+    every one required, with the module's shape;
+  * training state, skipped: ``criterion.*``, MAFT+'s frozen teacher ``backbone_t.*``,
+    and the frozen CLIP parameters (FC-CLIP's whole ``backbone.clip_model.*``, MAFT+'s
+    text tower): both references freeze them, so they equal the open_clip weights the
+    engine loads from ``clip_pretrained`` anyway;
+  * anything else is unexpected.
+A missing key, an unexpected key or a shape mismatch is a WeightsError listing the
+keys. ``ovseg-weights convert`` / ``verify`` apply the same rules
+(ovseg_ros/weights_store.py), so a converted file always loads.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterable, List
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -25,16 +31,34 @@ from ..weights import WeightsError, load_state_dict_file
 log = logging.getLogger(__name__)
 
 CLIP_PREFIX = "backbone.clip_model."
+VISUAL_PREFIX = CLIP_PREFIX + "visual."
 TRAINING_ONLY_PREFIXES = ("criterion.", "backbone_t.")
 
+Layout = Dict[str, Tuple[int, ...]]
 
-@dataclass(frozen=True)
-class CheckpointReport:
-    head_keys: int
-    clip_keys: int
-    skipped_keys: int
-    #: CLIP keys outside the visual tower were replaced (the text encoder may differ)
-    text_overridden: bool
+
+def fcclip_inference_key(key: str) -> bool:
+    """FC-CLIP: the head; its CLIP is frozen (the open_clip weights) and training state goes."""
+    return not key.startswith(TRAINING_ONLY_PREFIXES + (CLIP_PREFIX,))
+
+
+def maftplus_inference_key(key: str) -> bool:
+    """MAFT+: the head, CDT and the fine-tuned visual tower; the frozen text tower goes."""
+    if key.startswith(TRAINING_ONLY_PREFIXES):
+        return False
+    if key.startswith(CLIP_PREFIX):
+        return key.startswith(VISUAL_PREFIX)
+    return True
+
+
+def layout_of(head: nn.Module, clip_model: nn.Module, *, visual: bool) -> Layout:
+    """Inference keys and shapes: the head's state dict, plus the CLIP visual tower under
+    ``backbone.clip_model.visual.`` when the checkpoint carries a fine-tuned one."""
+    layout = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    if visual:
+        layout.update({CLIP_PREFIX + k: tuple(v.shape) for k, v in clip_model.state_dict().items()
+                       if k.startswith("visual.")})
+    return layout
 
 
 def _listing(keys: Iterable[str], limit: int = 15) -> str:
@@ -43,9 +67,63 @@ def _listing(keys: Iterable[str], limit: int = 15) -> str:
     return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
 
 
+@dataclass
+class LayoutReport:
+    """How a set of keys and shapes differs from a layout (empty lists: it fits)."""
+
+    missing: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)
+    #: "key: checkpoint (shape) vs model (shape)"
+    shapes: List[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.shapes)
+
+    def problems(self) -> List[str]:
+        out = []
+        if self.missing:
+            out.append(f"missing keys ({len(self.missing)}): {_listing(self.missing)}")
+        if self.unexpected:
+            out.append(f"unexpected keys ({len(self.unexpected)}): {_listing(self.unexpected)}")
+        if self.shapes:
+            out.append(f"shape mismatches ({len(self.shapes)}): {_listing(self.shapes, 8)}")
+        return out
+
+
+def compare_layout(found: Mapping[str, Tuple[int, ...]], layout: Layout) -> LayoutReport:
+    """``found``: key -> shape of the inference keys of a file."""
+    return LayoutReport(
+        missing=[k for k in layout if k not in found],
+        unexpected=[k for k in found if k not in layout],
+        shapes=[f"{k}: checkpoint {tuple(s)} vs model {layout[k]}" for k, s in found.items()
+                if k in layout and tuple(s) != layout[k]])
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    head_keys: int
+    clip_keys: int
+    skipped_keys: int
+    #: CLIP keys outside the visual tower were replaced (never, with the layouts above)
+    text_overridden: bool
+
+
 def load_reference_checkpoint(path: Path, head: nn.Module, clip_model: nn.Module, *,
-                              setting: str, require_visual: bool) -> CheckpointReport:
-    """Load ``path`` into ``head`` (strict) and ``clip_model`` (the CLIP keys present)."""
+                              setting: str, require_visual: bool = False,
+                              layout: Optional[Layout] = None,
+                              is_inference_key: Optional[Callable[[str], bool]] = None
+                              ) -> CheckpointReport:
+    """Load ``path`` into ``head`` and (its ``backbone.clip_model.visual.*``) ``clip_model``.
+
+    ``layout`` / ``is_inference_key`` are the engine's (``checkpoint_layout(cfg)``,
+    ``is_inference_key``); without them they follow from the modules and
+    ``require_visual`` (MAFT+'s rules when true, FC-CLIP's otherwise).
+    """
+    if layout is None:
+        layout = layout_of(head, clip_model, visual=require_visual)
+    if is_inference_key is None:
+        is_inference_key = maftplus_inference_key if require_visual else fcclip_inference_key
     if not path.is_file():
         raise WeightsError(f"checkpoint file {str(path)!r} does not exist; set the config key "
                            f"'{setting}' to the released checkpoint (.pth or .safetensors). "
@@ -56,43 +134,23 @@ def load_reference_checkpoint(path: Path, head: nn.Module, clip_model: nn.Module
     except Exception as exc:
         raise WeightsError(f"cannot read checkpoint {str(path)!r} (config key '{setting}'): "
                            f"{type(exc).__name__}: {str(exc)[:300]}. Torch files are read with "
-                           "weights_only=True; a file holding other Python objects must be "
-                           "converted to safetensors first (see docs/fcclip.md).") from exc
-    head_sd = head.state_dict()
-    clip_sd = clip_model.state_dict()
-    head_part: Dict[str, torch.Tensor] = {}
-    clip_part: Dict[str, torch.Tensor] = {}
-    unexpected: List[str] = []
-    skipped = 0
-    for key, value in state.items():
-        if key in head_sd:
-            head_part[key] = value
-        elif key.startswith(CLIP_PREFIX) and key[len(CLIP_PREFIX):] in clip_sd:
-            clip_part[key[len(CLIP_PREFIX):]] = value
-        elif key.startswith(TRAINING_ONLY_PREFIXES):
-            skipped += 1
-        else:
-            unexpected.append(key)
-    missing = [k for k in head_sd if k not in head_part]
-    if require_visual:
-        missing += [CLIP_PREFIX + k for k in clip_sd
-                    if k.startswith("visual.") and k not in clip_part]
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
-    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(ref[k2].shape)}"
-              for part, ref, prefix in ((head_part, head_sd, ""), (clip_part, clip_sd, CLIP_PREFIX))
-              for k2, v in part.items() for k in [prefix + k2]
-              if tuple(v.shape) != tuple(ref[k2].shape)]
-    if shapes:
-        problems.append(f"shape mismatches ({len(shapes)}): {_listing(shapes, 8)}")
+                           "weights_only=True; convert a file holding other Python objects "
+                           "once with `ovseg-weights convert` (docs/weights.md).") from exc
+    kept = {k: v for k, v in state.items() if is_inference_key(k)}
+    skipped = len(state) - len(kept)
+    not_tensors = [k for k, v in kept.items() if not isinstance(v, torch.Tensor)]
+    report = compare_layout({k: tuple(v.shape) for k, v in kept.items()
+                             if isinstance(v, torch.Tensor)}, layout)
+    problems = report.problems()
+    if not_tensors:
+        problems.append(f"not tensors ({len(not_tensors)}): {_listing(not_tensors)}")
     if problems:
         raise WeightsError(f"checkpoint {str(path)!r} (config key '{setting}') does not fit the "
                            "model: " + "; ".join(problems) + ". Check that the file is the "
                            "matching release and that the CLIP model / num_queries settings match "
                            "it (ConvNeXt-L: convnext_large_d_320).")
+    head_part = {k: v for k, v in kept.items() if not k.startswith(CLIP_PREFIX)}
+    clip_part = {k[len(CLIP_PREFIX):]: v for k, v in kept.items() if k.startswith(CLIP_PREFIX)}
     head.load_state_dict(head_part, strict=True)
     if clip_part:
         clip_model.load_state_dict(clip_part, strict=False)
@@ -102,4 +160,6 @@ def load_reference_checkpoint(path: Path, head: nn.Module, clip_model: nn.Module
     return CheckpointReport(len(head_part), len(clip_part), skipped, text_overridden)
 
 
-__all__ = ["load_reference_checkpoint", "CheckpointReport", "CLIP_PREFIX"]
+__all__ = ["load_reference_checkpoint", "CheckpointReport", "CLIP_PREFIX", "VISUAL_PREFIX",
+           "LayoutReport", "compare_layout", "layout_of", "fcclip_inference_key",
+           "maftplus_inference_key", "Layout"]

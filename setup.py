@@ -56,7 +56,8 @@ setup(
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", files("launch/*.launch.py")),
-        (f"share/{PACKAGE}/config", files("config/*.yaml") + files("config/*.rviz")),
+        (f"share/{PACKAGE}/config", files("config/*.yaml") + files("config/*.rviz")
+         + files("config/*.xml")),
     ],
     # Loose ranges; the tested, pinned set is requirements/runtime.txt. The ROS
     # 2 client libraries (rclpy, message packages) come from ROS, not from here.

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import ovseg_ros.testing.tiny_models  # noqa: F401  (registers the tiny timm models)
+from ovseg_ros.backends.base import ExportSpec
 
 
 class DenseViT(torch.nn.Module):
@@ -32,3 +33,8 @@ class DenseViT(torch.nn.Module):
 def dense_vit(seed: int = 0, **kw) -> DenseViT:
     torch.manual_seed(seed)
     return DenseViT(**kw).eval()
+
+
+def export_of(model: torch.nn.Module, model_id: str = "dense-vit", **kw) -> ExportSpec:
+    """The ExportSpec an engine would give a backend for this image path."""
+    return ExportSpec(model, model_id=model_id, **kw)

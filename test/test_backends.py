@@ -1,4 +1,5 @@
-"""Backends behind one call: ``get_backend(name)(image_model, cfg)(x)`` == ``image_model(x)``.
+"""Backends behind one call: ``get_backend(name)(ExportSpec(m, ...), BackendSpec(...))(x)``
+== ``m(x)``.
 
 ONNX Runtime (CPU provider) against torch on a real tiny timm ViT image path,
 its refusals (CUDA provider missing, bf16, fp16 on CPU, bad input), and the
@@ -9,9 +10,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from accel_models import dense_vit
-from ovseg_ros.backends.onnx_export import BackendError, max_abs_difference
-from ovseg_ros.config import make_config
+from accel_models import dense_vit, export_of
+from ovseg_ros.backends.base import BackendError, BackendSpec
+from ovseg_ros.backends.onnx_export import max_abs_difference
 from ovseg_ros.registry import get_backend, list_backends
 
 torch.set_num_threads(1)
@@ -19,8 +20,7 @@ PARITY_ATOL = 1e-4   # unit-norm features, fp32 (observed ~3e-7)
 
 
 def _cfg(tmp_path, **kw):
-    return make_config({"backend": "onnxruntime", "engine_cache_dir": str(tmp_path / "engines"),
-                        "num_threads": 1, **kw})
+    return BackendSpec(**{"cache_dir": str(tmp_path / "engines"), "threads": 1, **kw})
 
 
 def test_registry_lists_the_three_backends():
@@ -30,7 +30,7 @@ def test_registry_lists_the_three_backends():
 
 def test_onnxruntime_backend_matches_torch_for_each_size_and_batch(tmp_path):
     model = dense_vit(two_outputs=True)
-    backend = get_backend("onnxruntime")(model, _cfg(tmp_path))
+    backend = get_backend("onnxruntime")(export_of(model), _cfg(tmp_path))
     for shape in [(1, 3, 64, 64), (3, 3, 64, 64), (2, 3, 40, 72)]:
         x = torch.rand(*shape)
         with torch.no_grad():
@@ -46,7 +46,7 @@ def test_onnxruntime_backend_matches_torch_for_each_size_and_batch(tmp_path):
 
 def test_single_output_model_returns_a_tensor(tmp_path):
     model = dense_vit()
-    backend = get_backend("onnxruntime")(model, _cfg(tmp_path))
+    backend = get_backend("onnxruntime")(export_of(model), _cfg(tmp_path))
     backend.prepare([(64, 64)])
     assert len(list((tmp_path / "engines").glob("*.onnx"))) == 1
     x = torch.rand(2, 3, 64, 64)
@@ -60,19 +60,41 @@ def test_cuda_without_cuda_provider_is_an_error_not_a_cpu_run(tmp_path):
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this onnxruntime has the CUDA provider; the refusal cannot be seen here")
     with pytest.raises(BackendError, match="CUDAExecutionProvider.*onnxruntime-gpu"):
-        get_backend("onnxruntime")(dense_vit(), _cfg(tmp_path, device="cuda"))
+        get_backend("onnxruntime")(export_of(dense_vit()), _cfg(tmp_path, device="cuda"))
 
 
 @pytest.mark.parametrize("precision,device,match", [("bf16", "cpu", "no bf16"),
                                                     ("fp16", "cpu", "fp16 only with device cuda")])
 def test_unsupported_precisions_are_refused(tmp_path, precision, device, match):
     with pytest.raises(BackendError, match=match):
-        get_backend("onnxruntime")(dense_vit(), _cfg(tmp_path, precision=precision,
-                                                     device=device))
+        get_backend("onnxruntime")(export_of(dense_vit()),
+                                   _cfg(tmp_path, precision=precision, device=device))
+
+
+@pytest.mark.parametrize("name", ["torch", "onnxruntime"])
+def test_backends_take_an_export_spec_and_a_backend_spec(tmp_path, name):
+    from ovseg_ros.config import make_config
+
+    with pytest.raises(TypeError, match="ExportSpec"):
+        get_backend(name)(dense_vit(), _cfg(tmp_path))
+    with pytest.raises(TypeError, match="BackendSpec"):
+        get_backend(name)(export_of(dense_vit()), make_config({}))
+
+
+def test_torch_backend_casts_weights_only_where_the_engine_says_how():
+    model = dense_vit()
+    seen = []
+    backend = get_backend("torch")(export_of(model, cast_weights=seen.append),
+                                   BackendSpec(precision="bf16"))
+    assert seen == [torch.bfloat16] and backend.eager
+    fp32 = []
+    get_backend("torch")(export_of(dense_vit(), cast_weights=fp32.append),
+                         BackendSpec(precision="fp32"))
+    assert fp32 == []
 
 
 def test_bad_input_is_named(tmp_path):
-    backend = get_backend("onnxruntime")(dense_vit(), _cfg(tmp_path))
+    backend = get_backend("onnxruntime")(export_of(dense_vit()), _cfg(tmp_path))
     with pytest.raises(ValueError, match="B x 3 x H x W"):
         backend(torch.rand(3, 64, 64))
     with pytest.raises(ValueError, match="float32"):
@@ -121,14 +143,14 @@ def test_fcclip_onnxruntime_gives_the_torch_labels(tmp_path, rgb_frame):
 def test_cuda_graphs_need_cuda(tmp_path):
     from ovseg_ros.config import ConfigError
 
-    cfg = make_config({"device": "cpu", "cuda_graphs": True})
+    cfg = BackendSpec(device="cpu", cuda_graphs=True)
     with pytest.raises(ConfigError, match="cuda_graphs.*device: cuda"):
-        get_backend("torch")(dense_vit(), cfg)
+        get_backend("torch")(export_of(dense_vit()), cfg)
 
 
 def test_torch_backend_cpu_fp32_stays_eager_and_exact():
     model = dense_vit()
-    backend = get_backend("torch")(model, make_config({"precision": "fp32"}))
+    backend = get_backend("torch")(export_of(model), BackendSpec(precision="fp32"))
     info = backend.describe()
     # channels_last is a CUDA-only layout change; compile and graphs are opt-in
     assert info["channels_last"] is False and not info["torch_compile"] and not info["cuda_graphs"]
@@ -142,10 +164,9 @@ def test_torch_backend_cpu_fp32_stays_eager_and_exact():
                                      {"cuda_graphs": True, "precision": "fp16"}])
 def test_cuda_fast_paths_match_eager(options):
     model = dense_vit(two_outputs=True).cuda()
-    eager = get_backend("torch")(model, make_config({"device": "cuda", "channels_last": False,
-                                                     "precision": options.get("precision",
-                                                                              "fp32")}))
-    fast = get_backend("torch")(model, make_config({"device": "cuda", **options}))
+    eager = get_backend("torch")(export_of(model), BackendSpec(device="cuda", channels_last=False,
+                                                   precision=options.get("precision", "fp32")))
+    fast = get_backend("torch")(export_of(model), BackendSpec(device="cuda", **options))
     tol = 2e-2 if options.get("precision") == "fp16" else 1e-4
     for b in (1, 3, 1):   # a new shape captures a new graph; a seen one replays
         x = torch.rand(b, 3, 64, 64, device="cuda")

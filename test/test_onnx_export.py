@@ -5,6 +5,7 @@ weights) wrapped like an engine's image path: RGB in [0,1] -> normalised inside 
 dense L2-normalised patch features. Parity tolerance: 1e-4 absolute on unit-norm
 features (observed ~3e-7; fp32 reorderings in ORT's fused kernels stay far below).
 """
+import dataclasses
 import os
 
 import numpy as np
@@ -12,12 +13,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from accel_models import dense_vit
+from accel_models import dense_vit, export_of
 
+from ovseg_ros.backends.base import BackendSpec
 from ovseg_ros.backends.engine_cache import EngineCacheError
 from ovseg_ros.backends.onnx_export import (DEFAULT_OPSET, export_cached, export_onnx,
                                            max_abs_difference)
-from ovseg_ros.config import make_config
 
 torch.set_num_threads(1)
 PARITY_ATOL = 1e-4
@@ -70,8 +71,8 @@ def test_dynamic_batch_export_runs_every_batch_size(tmp_path):
 
 
 def test_export_cache_reuses_rebuilds_and_keys(tmp_path):
-    cfg = make_config({"engine_cache_dir": str(tmp_path)})
-    m = _model()
+    cfg = BackendSpec(cache_dir=str(tmp_path))
+    m = export_of(_model(), graph_settings={"proxyclip.beta": 1.2})
     g1 = export_cached(m, cfg, (64, 64), batch=2)
     stat1 = os.stat(g1.path).st_mtime_ns
     meta = g1.path.with_suffix(".json")
@@ -81,39 +82,60 @@ def test_export_cache_reuses_rebuilds_and_keys(tmp_path):
     g2 = export_cached(m, cfg, (64, 64), batch=2)       # cache hit: same file untouched
     assert g2.path == g1.path and os.stat(g2.path).st_mtime_ns == stat1
 
-    g3 = export_cached(m, cfg.replace(force_rebuild=True), (64, 64), batch=2)
+    g3 = export_cached(m, dataclasses.replace(cfg, force_rebuild=True), (64, 64), batch=2)
     assert g3.path == g1.path and os.stat(g3.path).st_mtime_ns != stat1
 
-    # anything in the key changes the file: weights, shape, fixed batch, opset, graph settings
+    # anything in the key changes the file: weights, shape, fixed batch, opset, graph settings,
+    # model id
     paths = {g1.path,
-             export_cached(_model(seed=1), cfg, (64, 64), batch=2).path,
+             export_cached(dataclasses.replace(m, module=_model(seed=1)), cfg, (64, 64),
+                           batch=2).path,
              export_cached(m, cfg, (64, 72), batch=2).path,
              export_cached(m, cfg, (64, 64), batch=2, dynamic_batch=False).path,
              export_cached(m, cfg, (64, 64), batch=2, opset=18).path,
-             export_cached(m, cfg.replace(proxyclip__beta=1.0), (64, 64), batch=2).path}
-    assert len(paths) == 6
-    # a runtime threshold is applied after the graph: no new export
-    assert export_cached(m, cfg.replace(prob_thd=0.5), (64, 64), batch=2).path == g1.path
+             export_cached(dataclasses.replace(m, graph_settings={"proxyclip.beta": 1.0}), cfg,
+                           (64, 64), batch=2).path,
+             export_cached(dataclasses.replace(m, model_id="other"), cfg, (64, 64),
+                           batch=2).path}
+    assert len(paths) == 7
+    # run settings that do not shape the graph (threads, the device of eager runs): no new export
+    assert export_cached(m, dataclasses.replace(cfg, threads=3), (64, 64),
+                         batch=2).path == g1.path
+
+
+def test_engine_graph_settings_leave_runtime_keys_out():
+    """What an engine bakes into its cache key: its non-runtime group keys only, so a
+    runtime threshold never causes a new export."""
+    from ovseg_ros.config import make_config
+    from ovseg_ros.engines.base import graph_settings
+
+    cfg = make_config({})
+    gs = graph_settings(cfg, "proxyclip")
+    assert gs["proxyclip.beta"] == 1.2 and "proxyclip.min_thing_area" not in gs
+    assert all(k.startswith("proxyclip.") for k in gs)
+    assert graph_settings(cfg.replace(prob_thd=0.5, proxyclip__min_thing_area=5),
+                          "proxyclip") == gs
+    assert graph_settings(cfg.replace(proxyclip__beta=1.0), "proxyclip") != gs
 
 
 def test_damaged_export_is_reported_then_rebuilt_on_request(tmp_path):
-    cfg = make_config({"engine_cache_dir": str(tmp_path)})
-    m = _model()
+    cfg = BackendSpec(cache_dir=str(tmp_path))
+    m = export_of(_model())
     g = export_cached(m, cfg, (64, 64))
     data = bytearray(g.path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     g.path.write_bytes(bytes(data))
     with pytest.raises(EngineCacheError, match="SHA-256.*force_rebuild"):
         export_cached(m, cfg, (64, 64))
-    g2 = export_cached(m, cfg.replace(force_rebuild=True), (64, 64))
+    g2 = export_cached(m, dataclasses.replace(cfg, force_rebuild=True), (64, 64))
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        assert max_abs_difference(m(x), _ort_run(g2.path, x)[0])[0] < PARITY_ATOL
+        assert max_abs_difference(m.module(x), _ort_run(g2.path, x)[0])[0] < PARITY_ATOL
 
 
 def test_fp16_graph_keeps_float32_io(tmp_path):
-    cfg = make_config({"engine_cache_dir": str(tmp_path)})
-    g = export_cached(_model(), cfg, (64, 64), precision="fp16")
+    cfg = BackendSpec(cache_dir=str(tmp_path))
+    g = export_cached(export_of(_model()), cfg, (64, 64), precision="fp16")
     model = onnx.load(str(g.path))
     onnx.checker.check_model(model, full_check=True)
     f32 = onnx.TensorProto.FLOAT

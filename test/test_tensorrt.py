@@ -11,13 +11,13 @@ import json
 import pytest
 import torch
 
-from accel_models import dense_vit
+from accel_models import dense_vit, export_of
+from ovseg_ros.backends.base import BackendError, BackendSpec
 from ovseg_ros.backends.engine_cache import (CacheKey, EngineCache, EngineCacheError,
                                              file_sha256)
-from ovseg_ros.backends.onnx_export import BackendError, export_cached, max_abs_difference
+from ovseg_ros.backends.onnx_export import export_cached, max_abs_difference
 from ovseg_ros.backends.tensorrt_backend import (ENGINE_SUFFIX, tensorrt_cache_key,
                                                  timing_cache_path)
-from ovseg_ros.config import make_config
 from ovseg_ros.registry import get_backend
 
 torch.set_num_threads(1)
@@ -31,8 +31,8 @@ HAVE_CUDA = torch.cuda.is_available()
 
 
 def _onnx_key(tmp_path, seed=0, hw=(64, 64)):
-    cfg = make_config({"engine_cache_dir": str(tmp_path / "engines")})
-    return export_cached(dense_vit(seed), cfg, hw, batch=4).key
+    spec = BackendSpec(cache_dir=str(tmp_path / "engines"))
+    return export_cached(export_of(dense_vit(seed)), spec, hw, batch=4).key
 
 
 def _trt_key(onnx_key, **kw):
@@ -64,7 +64,7 @@ def test_engine_key_covers_gpu_tensorrt_precision_profile_and_weights(tmp_path):
                 _trt_key(_onnx_key(tmp_path, hw=(64, 96)))]
     assert len({v.stem() for v in variants}) == len(variants)
     # stems are readable: model, shape, precision, then the digest
-    assert k.stem().startswith("proxyclip-DenseViT-dynx3x64x64-fp16-")
+    assert k.stem().startswith("dense-vit-dynx3x64x64-fp16-")
     # same inputs, same key (a rebuild is never triggered by chance)
     assert _trt_key(_onnx_key(tmp_path)).digest() == k.digest()
 
@@ -163,18 +163,16 @@ def test_cache_key_is_plain_json(tmp_path):
 @pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed: the missing-package error "
                                      "cannot be seen here")
 def test_backend_without_tensorrt_says_how_to_get_it(tmp_path):
-    cfg = make_config({"backend": "tensorrt", "device": "cuda",
-                       "engine_cache_dir": str(tmp_path)})
+    spec = BackendSpec(device="cuda", cache_dir=str(tmp_path))
     with pytest.raises(BackendError, match="needs NVIDIA TensorRT.*pip install tensorrt"):
-        get_backend("tensorrt")(dense_vit(), cfg)
+        get_backend("tensorrt")(export_of(dense_vit()), spec)
 
 
 @pytest.mark.skipif(not HAVE_TRT, reason="tensorrt Python package not installed")
 def test_backend_refuses_cpu_device(tmp_path):
-    cfg = make_config({"backend": "tensorrt", "device": "cpu",
-                       "engine_cache_dir": str(tmp_path)})
+    spec = BackendSpec(device="cpu", cache_dir=str(tmp_path))
     with pytest.raises(BackendError, match="CUDA device"):
-        get_backend("tensorrt")(dense_vit(), cfg)
+        get_backend("tensorrt")(export_of(dense_vit()), spec)
 
 
 @pytest.mark.skipif(not (HAVE_TRT and HAVE_CUDA), reason="needs tensorrt and a CUDA GPU")
@@ -182,9 +180,8 @@ def test_backend_refuses_cpu_device(tmp_path):
 def test_tensorrt_engine_matches_torch_and_is_cached(tmp_path, precision, atol):
     # fp32 engines may use TF32 matmuls (TensorRT's default), hence 2e-3 on unit vectors
     model = dense_vit(two_outputs=True).cuda()
-    cfg = make_config({"backend": "tensorrt", "device": "cuda", "precision": precision,
-                       "engine_cache_dir": str(tmp_path), "proxyclip.window_batch_size": 4})
-    backend = get_backend("tensorrt")(model, cfg)
+    spec = BackendSpec(device="cuda", precision=precision, cache_dir=str(tmp_path), max_batch=4)
+    backend = get_backend("tensorrt")(export_of(model), spec)
     for b in (1, 4, 6):   # 6 > profile max: run in slices
         x = torch.rand(b, 3, 64, 64, device="cuda")
         with torch.no_grad():
@@ -196,6 +193,6 @@ def test_tensorrt_engine_matches_torch_and_is_cached(tmp_path, precision, atol):
     assert len(engines) == 1 and engines[0].with_suffix(".json").exists()
     assert list(tmp_path.glob("timing-*.cache"))
     mtime = engines[0].stat().st_mtime_ns
-    again = get_backend("tensorrt")(model, cfg)
+    again = get_backend("tensorrt")(export_of(model), spec)
     again(torch.rand(1, 3, 64, 64, device="cuda"))
     assert engines[0].stat().st_mtime_ns == mtime   # loaded, not rebuilt

@@ -80,8 +80,8 @@ class CacheKey:
     """Everything a cached artifact depends on.
 
     ``kind`` is ``onnx`` or ``tensorrt``; ``model`` a readable model id;
-    ``graph_settings`` the settings baked into the graph as constants (for
-    ProxyCLIP: beta, gamma, model names); ``input_shape`` uses -1 for a
+    ``graph_settings`` the engine settings baked into the graph as constants
+    (given by the engine's ExportSpec); ``input_shape`` uses -1 for a
     dynamic batch; ``extra`` holds kind-specific facts (opset and exporter
     for ONNX; GPU name, compute capability and TensorRT version for engines).
     """
@@ -248,21 +248,5 @@ class EngineCache:
             m.unlink()
 
 
-def graph_settings(cfg, engine_name: Optional[str] = None) -> Dict[str, Any]:
-    """Settings of the engine's config group that may be baked into the graph.
-
-    Runtime-changeable keys (thresholds applied after the image path) are
-    left out so changing them never invalidates an engine. Keys that only
-    steer pre-processing are kept too: a spurious rebuild is cheap, a stale
-    graph is wrong.
-    """
-    from ..config import SCHEMA
-
-    engine_name = engine_name or cfg["engine"]
-    prefix = engine_name + "."
-    return {k: v for k, v in cfg.as_dict().items()
-            if k.startswith(prefix) and not SCHEMA[k].runtime}
-
-
 __all__ = ["EngineCacheError", "CacheKey", "EngineCache", "weights_hash", "file_sha256",
-           "graph_settings", "METADATA_VERSION"]
+           "METADATA_VERSION"]

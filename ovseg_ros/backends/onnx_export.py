@@ -1,8 +1,10 @@
-"""Export an engine's image path (``engine.image_model``) to ONNX.
+"""Export an engine's image path (described by its ``ExportSpec``) to ONNX.
 
 The image path takes one float32 B x 3 x H x W tensor (RGB in [0, 1];
 normalisation is inside the graph) and returns dense, vocabulary-free
-outputs, so one exported graph serves every vocabulary.
+outputs, so one exported graph serves every vocabulary. Nothing here knows
+an engine: the module, the model id and the baked-in settings that name a
+cached graph all come from the ``ExportSpec`` (ovseg_ros/backends/base.py).
 
 Exporter: torch 2.14's default ``torch.onnx.export(dynamo=True)`` needs the
 ``onnxscript`` package, which is not among this project's pinned
@@ -22,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from .engine_cache import CacheKey, EngineCache, EngineCacheError, graph_settings, weights_hash
+from .base import INPUT_NAME, BackendError, BackendSpec, ExportSpec, check_image_batch
+from .engine_cache import CacheKey, EngineCache, EngineCacheError, weights_hash
 
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
-INPUT_NAME = "image"
 EXPORTER = "torchscript"
 #: protobuf cannot hold a single message above 2 GiB; bigger graphs keep weights beside them
 _PROTOBUF_LIMIT = 2 ** 31 - 1
@@ -48,27 +50,6 @@ class ExportedGraph:
     #: True when the torch module returns a tuple (even of one tensor)
     returns_tuple: bool
     dynamic_batch: bool
-
-
-class BackendError(RuntimeError):
-    """An ONNX-based backend cannot run as configured (missing provider, device, precision)."""
-
-
-def check_image_batch(x) -> None:
-    """The image-path input contract: float32 B x 3 x H x W."""
-    import torch
-
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"the image path takes a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"the image path takes a B x 3 x H x W tensor, got shape {tuple(x.shape)}")
-    if x.dtype != torch.float32:
-        raise ValueError(f"the image path takes float32 RGB in [0, 1], got {x.dtype}")
-
-
-def default_max_batch(cfg) -> int:
-    """Largest batch the image path sees: ProxyCLIP batches sliding windows, others run one image."""
-    return int(cfg["proxyclip.window_batch_size"]) if cfg["engine"] == "proxyclip" else 1
 
 
 def output_names_for(count: int) -> List[str]:
@@ -158,13 +139,15 @@ def _fixed_grid_pos_embed(grid):
 
 
 def export_onnx(module, input_shape: Sequence[int], path: Path, *, opset: int = DEFAULT_OPSET,
-                dynamic_batch: bool = True) -> Tuple[List[str], bool]:
+                dynamic_batch: bool = True, input_name: str = INPUT_NAME,
+                output_names: Optional[Sequence[str]] = None) -> Tuple[List[str], bool]:
     """Export ``module`` for inputs of ``input_shape`` (B, 3, H, W) to ``path``; check the graph.
 
     With ``dynamic_batch`` the batch dimension is symbolic (``batch``) in the
     input and every output; height and width are always fixed, which lets
     the exporter fold the positional-embedding interpolation into constants.
-    Returns (output names, whether the module returns a tuple).
+    ``output_names`` default to out0..outN-1. Returns (output names, whether
+    the module returns a tuple).
     """
     import onnx
     import torch
@@ -180,10 +163,13 @@ def export_onnx(module, input_shape: Sequence[int], path: Path, *, opset: int = 
     example = torch.rand(b, c, h, w, device=device)
     module = specialise_for_export(module.eval(), example)
     count, returns_tuple = _probe_outputs(module, example)
-    outputs = output_names_for(count)
+    if output_names is not None and len(output_names) != count:
+        raise ExportError(f"{len(output_names)} output names {list(output_names)} for a module "
+                          f"returning {count} tensors")
+    outputs = list(output_names) if output_names is not None else output_names_for(count)
     dynamic_axes = None
     if dynamic_batch:
-        dynamic_axes = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in outputs}}
+        dynamic_axes = {input_name: {0: "batch"}, **{n: {0: "batch"} for n in outputs}}
     path = Path(path)
     with warnings.catch_warnings():
         # the legacy exporter warns that it is legacy and about traced shape arithmetic;
@@ -196,7 +182,7 @@ def export_onnx(module, input_shape: Sequence[int], path: Path, *, opset: int = 
         try:
             with torch.no_grad():
                 torch.onnx.export(module, (example,), str(path), dynamo=False,
-                                  opset_version=opset, input_names=[INPUT_NAME],
+                                  opset_version=opset, input_names=[input_name],
                                   output_names=outputs, dynamic_axes=dynamic_axes,
                                   do_constant_folding=True)
         except Exception as exc:  # the exporter raises many types; name the model and shape
@@ -274,61 +260,59 @@ def _sort_nodes(graph) -> None:
     graph.node.extend(nodes[i] for i in order)
 
 
-def onnx_cache_key(image_model, cfg, input_hw: Tuple[int, int], *, batch: int,
+def onnx_cache_key(export: ExportSpec, input_hw: Tuple[int, int], *, batch: int,
                    dynamic_batch: bool, precision: str = "fp32", opset: int = DEFAULT_OPSET,
-                   model_id: Optional[str] = None, weights_digest: Optional[str] = None) -> CacheKey:
+                   weights_digest: Optional[str] = None) -> CacheKey:
     """The cache key of an exported graph (see EngineCache)."""
     import torch
 
     h, w = (int(v) for v in input_hw)
     return CacheKey(
         kind="onnx",
-        model=model_id or f"{cfg['engine']}-{type(image_model).__name__}",
-        weights_hash=weights_digest or weights_hash(image_model),
+        model=export.model_id,
+        weights_hash=weights_digest or weights_hash(export.module),
         input_shape=(-1 if dynamic_batch else int(batch), 3, h, w),
         precision=precision,
-        graph_settings=graph_settings(cfg),
+        graph_settings=dict(export.graph_settings),
         extra={"opset": opset, "exporter": EXPORTER, "torch": torch.__version__.split("+")[0]},
     )
 
 
-def export_cached(image_model, cfg, input_hw: Tuple[int, int], *, batch: int = 1,
-                  dynamic_batch: bool = True, precision: str = "fp32",
-                  opset: int = DEFAULT_OPSET, model_id: Optional[str] = None,
-                  weights_digest: Optional[str] = None,
-                  cache_dir: Optional[str] = None,
-                  force_rebuild: Optional[bool] = None) -> ExportedGraph:
-    """The ONNX graph of ``image_model`` for H x W inputs, exported once and cached.
+def export_cached(export: ExportSpec, spec: BackendSpec, input_hw: Tuple[int, int], *,
+                  batch: int = 1, dynamic_batch: bool = True, precision: str = "fp32",
+                  opset: int = DEFAULT_OPSET, weights_digest: Optional[str] = None
+                  ) -> ExportedGraph:
+    """The ONNX graph of ``export.module`` for H x W inputs, exported once and cached in
+    ``spec.cache_dir``.
 
     ``precision`` fp32 is the exported graph itself; fp16 is derived from it
     (fp16 weights, float32 I/O). A valid cached file is reused unless
-    ``force_rebuild`` (default: the config's) is set; a damaged one raises
-    EngineCacheError.
+    ``spec.force_rebuild`` is set; a damaged one raises EngineCacheError.
     """
+    if not isinstance(export, ExportSpec) or not isinstance(spec, BackendSpec):
+        raise TypeError("export_cached takes an ExportSpec and a BackendSpec "
+                        f"(ovseg_ros.backends.base), got {type(export).__name__} and "
+                        f"{type(spec).__name__}")
     if precision not in ("fp32", "fp16"):
         raise ExportError(f"ONNX graphs are exported in fp32 or fp16, not {precision!r}")
-    cache = EngineCache(cache_dir if cache_dir is not None else cfg["engine_cache_dir"])
-    force = cfg["force_rebuild"] if force_rebuild is None else force_rebuild
-    digest = weights_digest or weights_hash(image_model)
-    key = onnx_cache_key(image_model, cfg, input_hw, batch=batch, dynamic_batch=dynamic_batch,
-                         precision=precision, opset=opset, model_id=model_id,
-                         weights_digest=digest)
+    cache = EngineCache(spec.cache_dir)
+    digest = weights_digest or weights_hash(export.module)
+    key = onnx_cache_key(export, input_hw, batch=batch, dynamic_batch=dynamic_batch,
+                         precision=precision, opset=opset, weights_digest=digest)
     suffixes = (".onnx", ".onnx.data")
-    if force:
+    if spec.force_rebuild:
         cache.remove(key, suffixes)
     found = cache.lookup(key, ".onnx")
     if found is not None:
         info = cache.read_metadata(key)["info"]
         log.info("using cached ONNX graph %s", found)
-        return ExportedGraph(found, key, INPUT_NAME, tuple(info["output_names"]),
+        return ExportedGraph(found, key, export.input_name, tuple(info["output_names"]),
                              bool(info["returns_tuple"]), dynamic_batch)
 
     stem = key.stem()
     if precision == "fp16":
-        base = export_cached(image_model, cfg, input_hw, batch=batch,
-                             dynamic_batch=dynamic_batch, precision="fp32", opset=opset,
-                             model_id=model_id, weights_digest=digest, cache_dir=str(cache.directory),
-                             force_rebuild=force)
+        base = export_cached(export, spec, input_hw, batch=batch, dynamic_batch=dynamic_batch,
+                             precision="fp32", opset=opset, weights_digest=digest)
         with cache.temp_dir() as tmp:
             out = Path(tmp) / f"{stem}.onnx"
             convert_fp16(base.path, out)
@@ -336,8 +320,8 @@ def export_cached(image_model, cfg, input_hw: Tuple[int, int], *, batch: int = 1
             path = cache.commit(key, files, {"output_names": list(base.output_names),
                                              "returns_tuple": base.returns_tuple,
                                              "derived_from": base.key.digest()})
-        return ExportedGraph(path, key, INPUT_NAME, base.output_names, base.returns_tuple,
-                             dynamic_batch)
+        return ExportedGraph(path, key, export.input_name, base.output_names,
+                             base.returns_tuple, dynamic_batch)
 
     log.info("exporting %s to ONNX for input %s (opset %d)", key.model,
              key.input_shape, opset)
@@ -346,12 +330,15 @@ def export_cached(image_model, cfg, input_hw: Tuple[int, int], *, batch: int = 1
         work = Path(tmp) / "export"
         work.mkdir()
         out = work / f"{stem}.onnx"
-        names, returns_tuple = export_onnx(image_model, (max(1, batch), 3, *input_hw), out,
-                                           opset=opset, dynamic_batch=dynamic_batch)
+        names, returns_tuple = export_onnx(export.module, (max(1, batch), 3, *input_hw), out,
+                                           opset=opset, dynamic_batch=dynamic_batch,
+                                           input_name=export.input_name,
+                                           output_names=export.output_names)
         files = [(out, out.name)] + _data_file(out)
         path = cache.commit(key, files, {"output_names": names, "returns_tuple": returns_tuple,
                                          "onnx_opset": opset, "exporter": EXPORTER})
-    return ExportedGraph(path, key, INPUT_NAME, tuple(names), returns_tuple, dynamic_batch)
+    return ExportedGraph(path, key, export.input_name, tuple(names), returns_tuple,
+                         dynamic_batch)
 
 
 def _data_file(onnx_path: Path) -> List[Tuple[Path, str]]:
@@ -370,9 +357,10 @@ def max_abs_difference(reference, outputs) -> List[float]:
     return [float((a.float().cpu() - b.float().cpu()).abs().max()) for a, b in zip(ref, got)]
 
 
-__all__ = ["ExportError", "BackendError", "check_image_batch", "default_max_batch", "ExportedGraph", "export_onnx", "export_cached", "onnx_cache_key",
-           "convert_fp16", "max_abs_difference", "DEFAULT_OPSET", "INPUT_NAME",
-           "EngineCacheError"]
+# BackendError and check_image_batch live in .base; re-exported here for older imports
+__all__ = ["ExportError", "BackendError", "check_image_batch", "ExportedGraph", "export_onnx",
+           "export_cached", "onnx_cache_key", "convert_fp16", "max_abs_difference",
+           "DEFAULT_OPSET", "INPUT_NAME", "EngineCacheError"]
 
 
 def main(argv=None) -> int:
@@ -385,9 +373,9 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("config", help="YAML config (same keys as the node / load_segmenter)")
     p.add_argument("--size", required=True, help="input H x W of the image path, e.g. 336x336 "
-                   "(ProxyCLIP: the crop size, or the padded single window)")
+                   "(an engine that slides windows: the crop size, or its padded single window)")
     p.add_argument("--batch", type=int, default=None, help="example/fixed batch size "
-                   "(default: the engine's window batch)")
+                   "(default: the largest batch the engine sends)")
     p.add_argument("--fixed-batch", action="store_true", help="export a fixed batch dimension")
     p.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
@@ -411,13 +399,15 @@ def main(argv=None) -> int:
         seg = load_segmenter(args.config, backend="torch", precision="fp32")
     except (ConfigError, WeightsError, FileNotFoundError) as exc:
         p.exit(2, f"{p.prog}: error: {exc}\n")
-    model = seg.engine.image_model
-    batch = args.batch or default_max_batch(seg.config)
-    graph = export_cached(model, seg.config, (h, w), batch=batch,
+    # the description and settings the engine gave its backend: the same cache entry as at
+    # runtime (only the precision differs: the graph is traced in fp32)
+    backend = seg.engine.backend
+    export, spec = backend.export, backend.spec
+    model = export.module
+    batch = args.batch or spec.max_batch
+    graph = export_cached(export, spec, (h, w), batch=batch,
                           dynamic_batch=not args.fixed_batch, precision=args.precision,
-                          opset=args.opset,
-                          # the id the engine gives its backend: same cache entry as at runtime
-                          model_id=getattr(seg.engine.backend, "model_id", None) or None)
+                          opset=args.opset)
     print(graph.path)
     if args.verify:
         import onnxruntime as ort
@@ -426,7 +416,7 @@ def main(argv=None) -> int:
         with torch.no_grad():
             ref = model.to("cpu")(x)
         sess = ort.InferenceSession(str(graph.path), providers=["CPUExecutionProvider"])
-        outs = [torch.from_numpy(o) for o in sess.run(None, {INPUT_NAME: x.numpy()})]
+        outs = [torch.from_numpy(o) for o in sess.run(None, {graph.input_name: x.numpy()})]
         print("max |onnxruntime - torch| per output:", max_abs_difference(ref, outs))
     return 0
 

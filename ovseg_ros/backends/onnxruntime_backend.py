@@ -17,12 +17,13 @@ it is refused with a pointer to the torch backend.
 from __future__ import annotations
 
 import logging
-from typing import Dict, Iterable, Optional, Tuple
+from typing import Dict, Iterable, Tuple
 
 from ..registry import register_backend
 from .engine_cache import weights_hash
-from .onnx_export import (DEFAULT_OPSET, BackendError, ExportedGraph, check_image_batch,
-                          default_max_batch, export_cached)
+from .base import (BackendError, BackendSpec, ExportSpec, check_backend_args,
+                   check_image_batch)
+from .onnx_export import DEFAULT_OPSET, ExportedGraph, export_cached
 
 log = logging.getLogger(__name__)
 
@@ -117,18 +118,20 @@ class _Session:
 
 @register_backend("onnxruntime")
 class OnnxRuntimeBackend:
-    """Runs ``image_model``'s exported ONNX graph in ONNX Runtime (see module doc)."""
+    """Runs the exported ONNX graph of ``export.module`` in ONNX Runtime (see module doc)."""
 
     name = "onnxruntime"
+    #: the torch module never runs per call (its stage timers stay silent)
+    eager = False
 
-    def __init__(self, image_model, cfg, *, max_batch: Optional[int] = None,
-                 model_id: Optional[str] = None, opset: int = DEFAULT_OPSET):
+    def __init__(self, export: ExportSpec, spec: BackendSpec, *, opset: int = DEFAULT_OPSET):
         import onnxruntime as ort
 
-        self.cfg = cfg
-        self.image_model = image_model
-        self.device = _parse_device(cfg["device"])
-        self.precision = cfg["precision"]
+        check_backend_args(self.name, export, spec)
+        self.export = export
+        self.spec = spec
+        self.device = _parse_device(spec.device)
+        self.precision = spec.precision
         if self.precision == "bf16":
             raise BackendError("backend 'onnxruntime' has no bf16 path; use precision fp32 "
                                "(or fp16 on CUDA), or backend 'torch' for bf16")
@@ -137,12 +140,12 @@ class OnnxRuntimeBackend:
                                "provider has few fp16 kernels); use precision fp32 on the CPU, "
                                "or backend 'torch' with precision bf16 for a faster CPU path")
         self.providers = providers_for(self.device, ort.get_available_providers())
-        self.max_batch = int(max_batch or default_max_batch(cfg))
-        self.model_id = model_id
+        self.max_batch = spec.max_batch
+        self.model_id = export.model_id
         self.opset = opset
-        self.threads = int(cfg["num_threads"])
+        self.threads = spec.threads
         # hash once: the weights do not change while the backend lives
-        self.weights_digest = weights_hash(image_model)
+        self.weights_digest = weights_hash(export.module)
         self._sessions: Dict[Tuple[int, int], _Session] = {}
 
     def prepare(self, sizes: Iterable[Tuple[int, int]]) -> None:
@@ -156,10 +159,9 @@ class OnnxRuntimeBackend:
     def _session(self, hw: Tuple[int, int]) -> _Session:
         sess = self._sessions.get(hw)
         if sess is None:
-            graph = export_cached(self.image_model, self.cfg, hw, batch=self.max_batch,
+            graph = export_cached(self.export, self.spec, hw, batch=self.max_batch,
                                   dynamic_batch=True, precision=self.precision,
-                                  opset=self.opset, model_id=self.model_id,
-                                  weights_digest=self.weights_digest)
+                                  opset=self.opset, weights_digest=self.weights_digest)
             sess = _Session(graph, self.device, self.providers, self.threads)
             self._sessions[hw] = sess
         return sess

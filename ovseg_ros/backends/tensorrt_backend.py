@@ -31,8 +31,9 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 from ..registry import register_backend
 from .engine_cache import CacheKey, EngineCache, EngineCacheError, weights_hash
-from .onnx_export import (DEFAULT_OPSET, BackendError, ExportedGraph, check_image_batch,
-                          default_max_batch, export_cached)
+from .base import (BackendError, BackendSpec, ExportSpec, check_backend_args,
+                   check_image_batch)
+from .onnx_export import DEFAULT_OPSET, ExportedGraph, export_cached
 
 log = logging.getLogger(__name__)
 
@@ -224,37 +225,39 @@ class _Engine:
 
 @register_backend("tensorrt")
 class TensorRTBackend:
-    """Runs ``image_model`` as TensorRT engines, one per input size (see module doc)."""
+    """Runs ``export.module`` as TensorRT engines, one per input size (see module doc)."""
 
     name = "tensorrt"
+    #: the torch module never runs per call (its stage timers stay silent)
+    eager = False
 
-    def __init__(self, image_model, cfg, *, max_batch: Optional[int] = None,
-                 model_id: Optional[str] = None, opset: int = DEFAULT_OPSET,
+    def __init__(self, export: ExportSpec, spec: BackendSpec, *, opset: int = DEFAULT_OPSET,
                  workspace_bytes: int = DEFAULT_WORKSPACE_BYTES):
         import torch
 
+        check_backend_args(self.name, export, spec)
         self.trt = import_tensorrt()
-        self.device = torch.device(cfg["device"])
+        self.device = torch.device(spec.device)
         if self.device.type != "cuda":
             raise BackendError(f"backend 'tensorrt' runs on a CUDA device; config says device "
-                               f"{cfg['device']!r}. Set device: cuda (or cuda:N).")
+                               f"{spec.device!r}. Set device: cuda (or cuda:N).")
         if not torch.cuda.is_available():
             raise BackendError("backend 'tensorrt' needs CUDA, but torch sees no CUDA device "
                                "(torch.cuda.is_available() is False)")
         if self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
-        self.cfg = cfg
-        self.image_model = image_model
-        self.precision = cfg["precision"]
-        self.max_batch = int(max_batch or default_max_batch(cfg))
-        self.model_id = model_id
+        self.export = export
+        self.spec = spec
+        self.precision = spec.precision
+        self.max_batch = spec.max_batch
+        self.model_id = export.model_id
         self.opset = opset
         self.workspace_bytes = workspace_bytes
-        self.cache = EngineCache(cfg["engine_cache_dir"])
+        self.cache = EngineCache(spec.cache_dir)
         self.gpu_name = torch.cuda.get_device_name(self.device)
         self.compute_capability = tuple(torch.cuda.get_device_capability(self.device))
         self.trt_version = str(self.trt.__version__)
-        self.weights_digest = weights_hash(image_model)
+        self.weights_digest = weights_hash(export.module)
         self.logger = make_trt_logger(self.trt)
         self.runtime = self.trt.Runtime(self.logger)
         self._engines: Dict[Tuple[int, int], _Engine] = {}
@@ -269,14 +272,14 @@ class TensorRTBackend:
         if eng is not None:
             return eng
         # the ONNX graph is always fp32: TensorRT picks fp16/bf16 kernels itself from the flag
-        graph = export_cached(self.image_model, self.cfg, hw, batch=self.max_batch,
+        graph = export_cached(self.export, self.spec, hw, batch=self.max_batch,
                               dynamic_batch=True, precision="fp32", opset=self.opset,
-                              model_id=self.model_id, weights_digest=self.weights_digest)
+                              weights_digest=self.weights_digest)
         key = tensorrt_cache_key(graph.key, max_batch=self.max_batch, precision=self.precision,
                                  gpu_name=self.gpu_name,
                                  compute_capability=self.compute_capability,
                                  trt_version=self.trt_version)
-        if self.cfg["force_rebuild"]:
+        if self.spec.force_rebuild:
             self.cache.remove(key, (ENGINE_SUFFIX,))
         path = self.cache.lookup(key, ENGINE_SUFFIX)
         if path is None:

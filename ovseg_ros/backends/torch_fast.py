@@ -50,8 +50,9 @@ def profiling_off(model: torch.nn.Module):
             setattr(model, name, value)
 
 
-def check_fast_options(cfg, device: torch.device) -> None:
-    if cfg["cuda_graphs"] and device.type != "cuda":
+def check_fast_options(spec, device: torch.device) -> None:
+    """``spec``: the BackendSpec (ovseg_ros/backends/base.py)."""
+    if spec.cuda_graphs and device.type != "cuda":
         raise ConfigError("config key 'cuda_graphs' needs device: cuda (CUDA graphs replay GPU "
                           f"work); device is {str(device)!r}. Set cuda_graphs: false.")
 

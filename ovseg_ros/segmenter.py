@@ -3,7 +3,8 @@
     seg = load_segmenter("config/ovseg.yaml")     # or a dict with the same keys
     seg.set_vocabulary(["person", "sofa,couch", "floor"])
     pred = seg.predict(rgb)                        # HxWx3 uint8 RGB
-    pred.semantic, pred.scores, pred.panoptic, pred.segments
+    pred.semantic, pred.confidence, pred.panoptic, pred.segments
+    seg.predict(rgb, scores=True).scores          # C x H x W, only when asked
 
 The Segmenter owns the applied vocabulary (text embeddings from the cache) and
 hands it to the engine with every frame. A vocabulary change builds a new
@@ -141,13 +142,16 @@ class Segmenter:
             return self._swap(self._encode(parsed))
 
     # --- inference ----------------------------------------------------------------------
-    def predict(self, rgb: np.ndarray) -> Prediction:
+    def predict(self, rgb: np.ndarray, scores: bool = False) -> Prediction:
+        """Segment one frame; ``scores=True`` also returns the C x H x W class-probability
+        volume (memory and time grow with the vocabulary; the node never asks)."""
         rgb = validate_rgb(rgb, self.config["max_input_pixels"])
-        pred = self.engine.predict(rgb, self.vocabulary)
+        pred = self.engine.predict(rgb, self.vocabulary, scores=scores)
         pred.timings["text_encode"], self._text_encode_s = self._text_encode_s, 0.0
         return pred
 
-    def predict_batch(self, rgbs: Sequence[np.ndarray]) -> List[Prediction]:
+    def predict_batch(self, rgbs: Sequence[np.ndarray], scores: bool = False
+                      ) -> List[Prediction]:
         """Segment several frames (e.g. one per camera) with one vocabulary version.
 
         Engines that can share one batch of the image model across frames do so
@@ -155,7 +159,7 @@ class Segmenter:
         """
         frames = [validate_rgb(rgb, self.config["max_input_pixels"]) for rgb in rgbs]
         vocab = self.vocabulary          # captured once: never two versions in one batch
-        preds = self.engine.predict_batch(frames, vocab) if frames else []
+        preds = self.engine.predict_batch(frames, vocab, scores=scores) if frames else []
         encode_s, self._text_encode_s = self._text_encode_s, 0.0
         for pred in preds:
             pred.timings["text_encode"] = encode_s

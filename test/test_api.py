@@ -20,7 +20,7 @@ from conftest import TINY_CONFIG_PATH
 def test_documented_usage(tiny_config, rgb_frame):
     seg = ovseg_ros.load_segmenter(tiny_config)
     seg.set_vocabulary(["person", "sofa,couch", "floor"])
-    pred = seg.predict(rgb_frame)
+    pred = seg.predict(rgb_frame, scores=True)
     assert isinstance(pred, Prediction)
     assert pred.semantic.shape == (96, 128) and pred.scores.shape == (3, 96, 128)
     assert pred.panoptic.dtype == np.int32
@@ -42,8 +42,8 @@ def test_load_from_yaml_path(tmp_path, rgb_frame):
 
 
 def test_same_weights_same_result_across_loads(tiny_config, rgb_frame):
-    a = load_segmenter(tiny_config).predict(rgb_frame)
-    b = load_segmenter(tiny_config).predict(rgb_frame)
+    a = load_segmenter(tiny_config).predict(rgb_frame, scores=True)
+    b = load_segmenter(tiny_config).predict(rgb_frame, scores=True)
     np.testing.assert_array_equal(a.scores, b.scores)     # seeded random init
 
 
@@ -67,7 +67,7 @@ def test_bad_vocabulary_keeps_the_old_one(tiny_segmenter):
 
 def test_vocabulary_change_reaches_next_prediction(tiny_segmenter, rgb_frame):
     tiny_segmenter.set_vocabulary(["x", "y", "z", "w"])
-    pred = tiny_segmenter.predict(rgb_frame)
+    pred = tiny_segmenter.predict(rgb_frame, scores=True)
     assert pred.scores.shape[0] == 4 and pred.vocabulary == ("x", "y", "z", "w")
     assert pred.vocabulary_version == tiny_segmenter.vocabulary.version
 
@@ -117,7 +117,7 @@ def test_vocabulary_swap_during_predictions_is_safe(tiny_segmenter, rgb_frame):
     t = threading.Thread(target=swap)
     t.start()
     for _ in range(3):
-        pred = tiny_segmenter.predict(rgb_frame)
+        pred = tiny_segmenter.predict(rgb_frame, scores=True)
         assert pred.scores.shape[0] == len(pred.vocabulary)    # one consistent vocabulary
     t.join()
     assert not errors
@@ -163,9 +163,9 @@ def test_checkpoint_files_load_and_are_not_random(tiny_config, tmp_path, rgb_fra
                   "proxyclip.vfm_checkpoint": str(tmp_path / "vfm.pth")})
     seg = load_segmenter(cfg)
     assert seg.random_weights is False
-    pred = seg.predict(rgb_frame)
+    pred = seg.predict(rgb_frame, scores=True)
     assert pred.random_weights is False
-    np.testing.assert_allclose(pred.scores, ref.predict(rgb_frame).scores, atol=1e-6)
+    np.testing.assert_allclose(pred.scores, ref.predict(rgb_frame, scores=True).scores, atol=1e-6)
     assert "file:" in seg.engine.text_encoder_id()
 
 

@@ -106,10 +106,10 @@ def test_proxyclip_onnxruntime_gives_the_torch_labels(tiny_config, rgb_frame, tm
     from ovseg_ros import load_segmenter
 
     cache = tmp_path / "engines"
-    ref = load_segmenter(tiny_config).predict(rgb_frame)
+    ref = load_segmenter(tiny_config).predict(rgb_frame, scores=True)
     seg = load_segmenter({**tiny_config, "backend": "onnxruntime",
                           "engine_cache_dir": str(cache)})
-    got = seg.predict(rgb_frame)
+    got = seg.predict(rgb_frame, scores=True)
     assert got.semantic.shape == ref.semantic.shape
     assert (got.semantic == ref.semantic).all()
     assert abs(got.scores - ref.scores).max() < 1e-4
@@ -119,7 +119,7 @@ def test_proxyclip_onnxruntime_gives_the_torch_labels(tiny_config, rgb_frame, tm
     # a new vocabulary reuses the graph: nothing is exported again
     mtime = graphs[0].stat().st_mtime_ns
     seg.set_vocabulary(["grass", "road", "person", "building"])
-    pred = seg.predict(rgb_frame)
+    pred = seg.predict(rgb_frame, scores=True)
     assert pred.scores.shape[0] == 4 and pred.vocabulary_version == 2
     assert sorted(cache.glob("*.onnx")) == graphs and graphs[0].stat().st_mtime_ns == mtime
 
@@ -132,8 +132,8 @@ def test_fcclip_onnxruntime_gives_the_torch_labels(tmp_path, rgb_frame):
            "fcclip.max_size": 96, "fcclip.num_queries": 8,
            "text_cache_dir": str(tmp_path / "text"), "engine_cache_dir": str(tmp_path / "e"),
            "vocabulary": ["person", "wall", "car", "floor"]}
-    ref = load_segmenter(cfg).predict(rgb_frame)
-    got = load_segmenter({**cfg, "backend": "onnxruntime"}).predict(rgb_frame)
+    ref = load_segmenter(cfg).predict(rgb_frame, scores=True)
+    got = load_segmenter({**cfg, "backend": "onnxruntime"}).predict(rgb_frame, scores=True)
     assert (got.semantic == ref.semantic).all()
     assert (got.panoptic > 0).sum() == (ref.panoptic > 0).sum()
     assert abs(got.scores - ref.scores).max() < 1e-4

@@ -45,7 +45,7 @@ def rgb():
 
 
 def test_predict_is_consistent(seg, rgb):
-    p = seg.predict(rgb)
+    p = seg.predict(rgb, scores=True)
     k = len(VOCAB)
     assert p.random_weights and p.engine == "fcclip"
     assert p.semantic.shape == (40, 60) and p.semantic.dtype == np.int32
@@ -72,7 +72,7 @@ def test_vocabulary_change_needs_no_rebuild(seg, rgb):
     engine = seg.engine
     seg.set_vocabulary(["car", "road"])
     try:
-        p = seg.predict(rgb)
+        p = seg.predict(rgb, scores=True)
         assert seg.engine is engine
         assert p.scores.shape == (2, 40, 60) and p.semantic.max() <= 1
         assert p.vocabulary == ("car", "road")
@@ -200,7 +200,7 @@ def test_checkpoints_reproduce_the_engine(seg, rgb, tmp_path):
                 "fcclip.overlap_threshold": 0.0})
     other = load_segmenter(cfg)
     assert not other.random_weights and not other.engine.random_weights
-    a, b = seg.predict(rgb), other.predict(rgb)
+    a, b = seg.predict(rgb, scores=True), other.predict(rgb, scores=True)
     np.testing.assert_array_equal(a.semantic, b.semantic)
     np.testing.assert_array_equal(a.panoptic, b.panoptic)
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)

@@ -89,7 +89,7 @@ def test_maftplus_defaults_and_outputs(maft):
     assert [tuple(o.shape) for o in outs] == [(1, 100, 16, 16), (1, 100, 32), (1, 100, 32),
                                               (1, 32, 2, 2)]
     rgb = (np.random.RandomState(1).rand(30, 50, 3) * 255).astype(np.uint8)
-    p = maft.predict(rgb)
+    p = maft.predict(rgb, scores=True)
     assert p.engine == "maftplus" and p.random_weights
     assert p.scores.shape == (3, 30, 50) and p.semantic.shape == (30, 50)
     np.testing.assert_array_equal(p.semantic, p.scores.argmax(0))

@@ -151,7 +151,7 @@ def test_single_window_mode_pads_non_multiple_sizes(tiny_config):
     (rh, rw), windows, pad = seg.engine.window_layout(50, 77)
     assert windows == [(0, 50, 0, 77)]
     assert (50 + pad[2] + pad[3]) % 16 == 0 and (77 + pad[0] + pad[1]) % 16 == 0
-    pred = seg.predict(rgb)
+    pred = seg.predict(rgb, scores=True)
     assert pred.semantic.shape == (50, 77)
     assert np.isfinite(pred.scores).all()
 
@@ -159,13 +159,13 @@ def test_single_window_mode_pads_non_multiple_sizes(tiny_config):
 def test_short_side_resize_returns_input_size(tiny_segmenter, rgb_frame):
     # 96 x 128 is resized to 112 x 149 inside, results come back at 96 x 128
     assert tiny_segmenter.engine.window_layout(96, 128)[0] == (112, 149)
-    pred = tiny_segmenter.predict(rgb_frame)
+    pred = tiny_segmenter.predict(rgb_frame, scores=True)
     assert pred.semantic.shape == (96, 128) and pred.scores.shape[1:] == (96, 128)
 
 
 # --- outputs and post-processing ------------------------------------------------------------------
 def test_prediction_fields(tiny_segmenter, rgb_frame):
-    pred = tiny_segmenter.predict(rgb_frame)
+    pred = tiny_segmenter.predict(rgb_frame, scores=True)
     c = tiny_segmenter.vocabulary.num_classes
     assert pred.semantic.dtype == np.int32 and pred.semantic.shape == (96, 128)
     assert pred.scores.dtype == np.float32 and pred.scores.shape == (c, 96, 128)
@@ -173,6 +173,9 @@ def test_prediction_fields(tiny_segmenter, rgb_frame):
     assert pred.semantic.min() >= 0 and pred.semantic.max() < c
     np.testing.assert_array_equal(pred.semantic, pred.scores.argmax(0))
     assert (pred.scores >= 0).all() and (pred.scores <= 1).all()
+    assert pred.confidence.dtype == np.float32 and pred.confidence.shape == (96, 128)
+    np.testing.assert_allclose(pred.confidence, pred.scores.max(0), rtol=1e-5, atol=1e-7)
+    assert tiny_segmenter.predict(rgb_frame).scores is None      # the volume is opt-in
     assert pred.random_weights is True and tiny_segmenter.random_weights is True
     assert pred.engine == "proxyclip"
     for key in ("preprocess", "image_model", "vfm", "clip", "attention", "text", "post",
@@ -183,16 +186,16 @@ def test_prediction_fields(tiny_segmenter, rgb_frame):
 
 
 def test_uniform_image_gives_finite_output(tiny_segmenter):
-    pred = tiny_segmenter.predict(np.full((80, 80, 3), 127, np.uint8))
+    pred = tiny_segmenter.predict(np.full((80, 80, 3), 127, np.uint8), scores=True)
     assert np.isfinite(pred.scores).all()
     np.testing.assert_allclose(pred.scores.sum(0), 1.0, atol=1e-4)  # no synonyms: sums to 1
 
 
 def test_synonyms_take_the_max(tiny_segmenter, rgb_frame):
     tiny_segmenter.set_vocabulary(["cat", "dog", "car"])
-    flat = tiny_segmenter.predict(rgb_frame).scores
+    flat = tiny_segmenter.predict(rgb_frame, scores=True).scores
     tiny_segmenter.set_vocabulary(["cat,dog", "car"])
-    merged = tiny_segmenter.predict(rgb_frame)
+    merged = tiny_segmenter.predict(rgb_frame, scores=True)
     # softmax runs over the same three synonyms in both cases
     np.testing.assert_allclose(merged.scores[0], np.maximum(flat[0], flat[1]), atol=1e-6)
     np.testing.assert_allclose(merged.scores[1], flat[2], atol=1e-6)
@@ -220,8 +223,8 @@ def test_logit_scale_sharpens(tiny_config, rgb_frame):
 
 # --- precision and device -----------------------------------------------------------------------------
 def test_bf16_autocast_on_cpu_is_close_to_fp32(tiny_config, rgb_frame):
-    fp32 = load_segmenter(tiny_config).predict(rgb_frame)
-    bf16 = load_segmenter(dict(tiny_config, precision="bf16")).predict(rgb_frame)
+    fp32 = load_segmenter(tiny_config).predict(rgb_frame, scores=True)
+    bf16 = load_segmenter(dict(tiny_config, precision="bf16")).predict(rgb_frame, scores=True)
     assert bf16.scores.dtype == np.float32
     assert np.abs(bf16.scores - fp32.scores).max() < 0.2
     assert (bf16.semantic == fp32.semantic).mean() > 0.8
@@ -244,7 +247,7 @@ def test_register_tokens_are_dropped(tiny_config, rgb_frame):
     x = torch.rand(1, 3, 112, 112)
     with torch.no_grad():
         assert seg.engine.image_model(x).shape == (1, 32, 14, 14)
-    assert np.isfinite(seg.predict(rgb_frame).scores).all()
+    assert np.isfinite(seg.predict(rgb_frame, scores=True).scores).all()
 
 
 def test_image_model_traces_to_the_same_outputs(tiny_segmenter):

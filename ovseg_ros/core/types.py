@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -57,24 +57,30 @@ class VocabularyState:
 class Prediction:
     """The output of ``Segmenter.predict`` for one HxWx3 RGB frame.
 
-    semantic: HxW int32 class ids (index into ``vocabulary``; UNLABELED where none)
-    scores:   CxHxW float32 class probabilities (softmax over classes, max over synonyms)
-    panoptic: HxW int32 segment ids (0 = no segment)
-    segments: one Segment per id in ``panoptic``
+    semantic:   HxW int32 class ids (index into ``vocabulary``; UNLABELED where none)
+    confidence: HxW float32 probability of the chosen class, set by the engine
+                (streamed over class chunks, no class volume needed)
+    scores:     CxHxW float32 class probabilities (softmax over synonyms, max over each
+                class's synonyms), only when asked: ``predict(rgb, scores=True)``; else None
+    panoptic:   HxW int32 segment ids (0 = no segment)
+    segments:   one Segment per id in ``panoptic``
     """
 
     semantic: np.ndarray
-    scores: np.ndarray
     panoptic: np.ndarray
     segments: List[Segment]
     vocabulary: Tuple[str, ...]
     vocabulary_version: int
     random_weights: bool
     engine: str
+    confidence: Optional[np.ndarray] = None
+    scores: Optional[np.ndarray] = None
     timings: Dict[str, float] = field(default_factory=dict)  # seconds per stage
 
-    @property
-    def confidence(self) -> np.ndarray:
-        """HxW float32: probability of the chosen class."""
-        return self.scores.max(axis=0) if self.scores.size else \
-            np.zeros(self.semantic.shape, np.float32)
+    def __post_init__(self):
+        if self.confidence is None:
+            # a hand-built prediction with the volume: the confidence follows from it
+            if self.scores is None:
+                raise ValueError("Prediction needs confidence (HxW) or scores (CxHxW)")
+            self.confidence = self.scores.max(axis=0) if self.scores.size else \
+                np.zeros(np.shape(self.semantic), np.float32)

@@ -53,14 +53,19 @@ class Engine(ABC):
         """Encode full prompt strings -> torch.Tensor (N, D) float32, each row L2-normalised."""
 
     @abstractmethod
-    def predict(self, rgb: np.ndarray, vocab: VocabularyState) -> Prediction:
-        """Segment one validated HxWx3 uint8 RGB frame with the given vocabulary."""
+    def predict(self, rgb: np.ndarray, vocab: VocabularyState, scores: bool = False
+                ) -> Prediction:
+        """Segment one validated HxWx3 uint8 RGB frame with the given vocabulary.
 
-    def predict_batch(self, rgbs: List[np.ndarray], vocab: VocabularyState) -> List[Prediction]:
+        Sets ``semantic`` and ``confidence`` without forming the C x H x W volume
+        (``ovseg_ros.core.postprocess``); ``Prediction.scores`` only when ``scores``."""
+
+    def predict_batch(self, rgbs: List[np.ndarray], vocab: VocabularyState,
+                      scores: bool = False) -> List[Prediction]:
         """Segment several frames with one vocabulary. Engines whose image model can
         take the frames as one batch override this; the result must equal ``predict``
         on each frame."""
-        return [self.predict(rgb, vocab) for rgb in rgbs]
+        return [self.predict(rgb, vocab, scores=scores) for rgb in rgbs]
 
     def update_runtime(self, cfg: Config) -> None:
         """Take new values of runtime-changeable settings (thresholds)."""

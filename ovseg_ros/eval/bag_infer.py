@@ -5,10 +5,13 @@ message (same bag timestamp and header as the image, so stamps match):
 
     <prefix>/semantic   sensor_msgs/Image 16UC1 (65535 = unlabelled)
     <prefix>/panoptic   sensor_msgs/Image 32SC1 (0 = no segment)
-    <prefix>/colored    sensor_msgs/Image rgb8 overlay (stable colour per class id)
+    <prefix>/colored    sensor_msgs/Image rgb8 overlay (stable colour per class id,
+                        RANDOM WEIGHTS banner with random weights)
     <prefix>/segments   ovseg_ros/msg/Segments
     <prefix>/vocabulary ovseg_ros/msg/Vocabulary (once, before the first result; latched QoS)
 
+The products are built by ``ovseg_ros.core.products.build_products``, the function
+the node publishes from, so the bag holds what the live node would publish.
 Frames are processed in bag order, one by one, none dropped; with the same
 engine and weights the output is the same on every run. The bag is written
 under ``<out>.partial`` and renamed when complete.
@@ -19,9 +22,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
-
-from ..core.types import UNLABELED
+from ..core.products import build_products
 from .bags import (COMPRESSED_TYPE, IMAGE_TYPE, BagError, bag_storage, check_topic, frame_rgb,
                    Frame, latched_qos, make_typestore, numpy_to_image, open_reader, stamp_ns,
                    storage_plugin)
@@ -40,25 +41,19 @@ def vocabulary_msg(store, vocab, header, engine: str, random_weights: bool):
                               random_weights=bool(random_weights), classes=classes)
 
 
-def segments_msg(store, pred, vocab, header):
+def segments_msg(store, products, header):
+    """ovseg_ros/msg/Segments from ``FrameProducts.segments`` (as the node publishes it)."""
     T = store.types
     roi = T["sensor_msgs/msg/RegionOfInterest"]
     segs = []
-    for s in sorted(pred.segments, key=lambda s: s.id):
-        x, y, w, h = (int(v) for v in s.bbox)
+    for s in products.segments:
+        x, y, w, h = s["bbox"]
         segs.append(T["ovseg_ros/msg/Segment"](
-            id=int(s.id), class_id=int(s.class_id), class_name=vocab.synonyms[s.class_id][0],
-            is_thing=bool(s.is_thing), score=float(s.score), area=int(s.area),
+            id=s["id"], class_id=s["class_id"], class_name=s["class_name"],
+            is_thing=s["is_thing"], score=s["score"], area=s["area"],
             bbox=roi(x_offset=x, y_offset=y, height=h, width=w, do_rectify=False)))
-    return T[SEGMENTS_TYPE](header=header, vocabulary_version=int(pred.vocabulary_version),
+    return T[SEGMENTS_TYPE](header=header, vocabulary_version=int(products.vocabulary_version),
                             segments=segs)
-
-
-def semantic_u16(semantic: np.ndarray) -> np.ndarray:
-    sem = np.asarray(semantic)
-    if sem.size and sem.max() > UNLABELED:
-        raise BagError(f"semantic ids up to {int(sem.max())} do not fit 16UC1")
-    return sem.astype(np.uint16)
 
 
 def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
@@ -68,8 +63,6 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
     """Run ``segmenter`` over every image of ``image_topic``; returns counts per topic."""
     from rosbags.rosbag2 import Writer
     from tqdm import tqdm
-
-    from ..core.palette import overlay
 
     in_path, out_path = Path(in_path).expanduser(), Path(out_path).expanduser()
     if out_path.resolve() == in_path.resolve():
@@ -138,14 +131,13 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
                 if done == 0:
                     put("vocabulary", vocabulary_msg(store, vocab, hdr, engine_name,
                                                      pred.random_weights), VOCABULARY_TYPE, t)
-                put("semantic", numpy_to_image(store, semantic_u16(pred.semantic), "16UC1", hdr),
-                    IMAGE_TYPE, t)
-                put("panoptic", numpy_to_image(store, pred.panoptic.astype(np.int32), "32SC1",
-                                               hdr), IMAGE_TYPE, t)
-                put("colored", numpy_to_image(store, overlay(rgb, pred.semantic,
-                                                             alpha=overlay_alpha), "rgb8", hdr),
-                    IMAGE_TYPE, t)
-                put("segments", segments_msg(store, pred, vocab, hdr), SEGMENTS_TYPE, t)
+                # the node's output path (core/products.py): same rules, same images
+                prod = build_products(pred, rgb, pred.vocabulary, overlay_alpha=overlay_alpha,
+                                      random_weights=pred.random_weights, confidence=False)
+                put("semantic", numpy_to_image(store, prod.semantic, "16UC1", hdr), IMAGE_TYPE, t)
+                put("panoptic", numpy_to_image(store, prod.panoptic, "32SC1", hdr), IMAGE_TYPE, t)
+                put("colored", numpy_to_image(store, prod.colored, "rgb8", hdr), IMAGE_TYPE, t)
+                put("segments", segments_msg(store, prod, hdr), SEGMENTS_TYPE, t)
                 done += 1
                 bar.update(1)
             bar.close()

@@ -150,5 +150,33 @@ def camera_info_for(info: CameraInfo, header) -> CameraInfo:
     return out
 
 
+def product_messages(products, header) -> Dict[str, object]:
+    """The node's messages of one frame from ``ovseg_ros.core.products.FrameProducts``
+    (the one output path shared with bag inference and ovseg-segment): keys
+    ``semantic``, ``panoptic``, ``segments`` and, when built, ``colored`` and
+    ``confidence``. Every message carries ``header``."""
+    from ovseg_ros.msg import Segment, Segments
+
+    out: Dict[str, object] = {
+        "semantic": array_to_image(products.semantic, "16UC1", header),
+        "panoptic": array_to_image(products.panoptic, "32SC1", header),
+    }
+    msg = Segments()
+    msg.header = header
+    msg.vocabulary_version = int(products.vocabulary_version)
+    msg.segments = [Segment(id=s["id"], class_id=s["class_id"], class_name=s["class_name"],
+                            is_thing=s["is_thing"], score=s["score"], area=s["area"],
+                            bbox=RegionOfInterest(x_offset=s["bbox"][0], y_offset=s["bbox"][1],
+                                                  width=s["bbox"][2], height=s["bbox"][3],
+                                                  do_rectify=False))
+                    for s in products.segments]
+    out["segments"] = msg
+    if products.colored is not None:
+        out["colored"] = array_to_image(products.colored, "rgb8", header)
+    if products.confidence is not None:
+        out["confidence"] = array_to_image(products.confidence, "32FC1", header)
+    return out
+
+
 def class_map_text(names: Sequence[str]) -> str:
     return ", ".join(f"{i}: {n}" for i, n in enumerate(names))

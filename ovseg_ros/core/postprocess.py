@@ -1,0 +1,211 @@
+"""Per-pixel class decision over many classes without the C x H x W volume.
+
+The node publishes the label image and the probability of the chosen class; the
+full class-probability volume is needed only when a caller asks for it
+(``scores=True``). So the engines feed their upsampled logits to the helpers
+here in *class chunks* and keep only H x W running state:
+
+* ``SoftmaxArgmax`` (dense engines: ProxyCLIP): a softmax over synonyms, each
+  class taking its best synonym. The label is the class of the synonym with the
+  largest scaled logit (the softmax is monotone, so this is the argmax of the
+  class probabilities), the confidence is that synonym's probability
+  ``1 / sum_s exp(z_s - z_max)``, accumulated as a running maximum with a
+  rescaled running sum (the streaming log-sum-exp).
+* ``mask_semantic`` (mask-classification engines: FC-CLIP, MAFT+, OVSeg):
+  ``score_c(p) = sum_q P(c | q) * sigmoid(mask_q(p))`` normalised over classes.
+  The normaliser is ``sum_q (sum_c P(c | q)) * mask_q(p)``, which needs no class
+  volume; the label is the argmax of the unnormalised score (division by a
+  per-pixel positive constant keeps the order).
+
+Exactness: bilinear upsampling, window stitching and the einsum with the class
+rows act on every class separately, so computing them chunk by chunk gives the
+same numbers per class as one call over all classes; the argmax takes the first
+maximum on ties, across chunks as well (``>`` against the running best), like
+``torch.max`` over the whole volume. Only the softmax denominator is summed in
+another order, so confidences agree with the full computation to rounding.
+
+The budget is the number of float32 values one chunk may hold
+(``class_chunk``); memory then stays a few chunk-sized buffers whatever the
+number of classes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, List, Optional, Tuple
+
+import torch
+
+#: values (float32) one class chunk may hold: 8 Mi values = 32 MiB
+DEFAULT_BUDGET = 1 << 23
+
+
+def class_chunk(num_classes: int, pixels: int, budget: int = DEFAULT_BUDGET) -> int:
+    """How many classes (or synonyms) of ``pixels`` values each fit in ``budget``; >= 1."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    return max(1, min(int(num_classes), int(budget) // max(1, int(pixels))))
+
+
+def apply_prob_thd(labels: torch.Tensor, confidence: torch.Tensor, thd: float) -> torch.Tensor:
+    """``prob_thd``: pixels whose chosen-class probability is below ``thd`` get class 0."""
+    if thd <= 0:
+        return labels
+    return torch.where(confidence < thd, torch.zeros_like(labels), labels)
+
+
+def class_probabilities(z: torch.Tensor, synonym_class: torch.Tensor,
+                        num_classes: int) -> torch.Tensor:
+    """The full volume (``scores=True``): S x H x W scaled logits -> K x H x W, softmax over
+    synonyms, then each class's best synonym."""
+    probs = z.softmax(dim=0)
+    s = probs.shape[0]
+    if s == num_classes:
+        return probs
+    idx = synonym_class.to(probs.device).view(s, *([1] * (probs.dim() - 1))).expand_as(probs)
+    out = torch.zeros((num_classes,) + tuple(probs.shape[1:]), dtype=probs.dtype,
+                      device=probs.device)
+    return out.scatter_reduce_(0, idx, probs, reduce="amax", include_self=False)
+
+
+class SoftmaxArgmax:
+    """Streaming softmax argmax over synonym chunks fed in synonym order.
+
+        acc = SoftmaxArgmax(synonym_class, num_classes)
+        for z in chunks:          # k x H x W scaled logits (logit_scale * cosine)
+            acc.update(z)         # consumes z (overwritten in place)
+        labels, confidence = acc.result()
+
+    ``synonym_class`` must be non-decreasing (synonyms grouped by class, as the
+    vocabulary parser gives them), so the first maximal synonym belongs to the
+    first maximal class, which is what an argmax over the class volume picks.
+    """
+
+    def __init__(self, synonym_class: torch.Tensor, num_classes: int):
+        sc = torch.as_tensor(synonym_class, dtype=torch.long)
+        if sc.dim() != 1 or sc.numel() < 1:
+            raise ValueError("synonym_class must be a non-empty 1-D index tensor")
+        if bool((sc[1:] < sc[:-1]).any()):
+            raise ValueError("synonym_class must be non-decreasing (synonyms grouped by class)")
+        if int(sc.max()) >= num_classes or int(sc.min()) < 0:
+            raise ValueError(f"synonym_class holds ids outside [0, {num_classes})")
+        self.synonym_class = sc
+        self.num_synonyms = sc.numel()
+        self.num_classes = int(num_classes)
+        self.seen = 0
+        self._best: Optional[torch.Tensor] = None    # running max of z
+        self._arg: Optional[torch.Tensor] = None     # its synonym index
+        self._sum: Optional[torch.Tensor] = None     # sum_s exp(z_s - best)
+
+    def update(self, z: torch.Tensor) -> None:
+        k = z.shape[0]
+        if self.seen + k > self.num_synonyms:
+            raise ValueError(f"got {self.seen + k} synonyms of logits for {self.num_synonyms}")
+        cmax, carg = z.max(dim=0)
+        if self._best is None:
+            self._best, self._arg = cmax, carg
+            self._sum = z.sub_(cmax).exp_().sum(dim=0)
+        else:
+            carg += self.seen
+            new = torch.maximum(self._best, cmax)
+            better = cmax > self._best            # strict: ties keep the earlier synonym
+            self._arg = torch.where(better, carg, self._arg)
+            self._sum = self._sum.mul_(torch.exp(self._best - new)) \
+                + z.sub_(new).exp_().sum(dim=0)
+            self._best = new
+        self.seen += k
+
+    def result(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(labels H x W int64 class ids, confidence H x W float32)."""
+        if self.seen != self.num_synonyms:
+            raise ValueError(f"got logits of {self.seen} synonyms, expected {self.num_synonyms}")
+        labels = self.synonym_class.to(self._arg.device)[self._arg]
+        return labels, self._sum.reciprocal().float()
+
+
+def softmax_argmax(chunks, synonym_class: torch.Tensor, num_classes: int, *,
+                   scores: bool = False):
+    """Run ``SoftmaxArgmax`` over an iterable of scaled-logit chunks.
+
+    Returns (labels, confidence, volume) with ``volume`` the K x H x W class
+    probabilities when ``scores`` is true (then the chunks are also kept), else None.
+    """
+    acc = SoftmaxArgmax(synonym_class, num_classes)
+    kept: List[torch.Tensor] = []
+    for z in chunks:
+        if scores:
+            kept.append(z.clone())
+        acc.update(z)
+    labels, conf = acc.result()
+    volume = class_probabilities(torch.cat(kept, 0), synonym_class, num_classes) \
+        if scores else None
+    return labels, conf, volume
+
+
+@dataclass
+class MaskSemantic:
+    labels: torch.Tensor                      # H x W int64 class ids
+    confidence: torch.Tensor                  # H x W float32 normalised score of the label
+    scores: Optional[torch.Tensor]            # K x H x W normalised scores when asked
+
+
+def mask_semantic(class_probs: torch.Tensor, query_masks: Callable[[int, int], torch.Tensor],
+                  shape: Tuple[int, int], *, scores: bool = False,
+                  budget: int = DEFAULT_BUDGET) -> MaskSemantic:
+    """Semantic inference of mask-classification models, in class chunks.
+
+    class_probs: Q x K class probabilities per query (void dropped).
+    query_masks(i0, i1): the (i1 - i0) x H x W mask probabilities (sigmoid of the
+        upsampled mask logits) of queries i0..i1-1; called with chunks of at most
+        ``budget`` values, each query range once.
+    Returns labels, confidence (the label's score / the sum over classes) and, when
+    ``scores`` is true, the K x H x W normalised volume.
+
+    While the class volume is no larger than the query masks (K <= Q) or the
+    budget, it is accumulated over query chunks directly; beyond, the query masks
+    are kept (Q x H x W, fixed in the number of classes) and every class chunk sums
+    over the same query chunks in the same order, so each class's score is the
+    same number either way. Memory: max(budget, Q x H x W) plus one chunk.
+    """
+    q, k = class_probs.shape
+    h, w = shape
+    hw = h * w
+    q_chunk = class_chunk(q, hw, budget)
+    k_chunk = k if scores or k <= q else class_chunk(k, hw, budget)
+    ranges = [(i, min(q, i + q_chunk)) for i in range(0, q, q_chunk)]
+    weight = class_probs.sum(1)                           # Q: sum over classes per query
+    device = class_probs.device
+    denom = torch.zeros((h, w), dtype=torch.float32, device=device)
+    if k_chunk >= k:
+        vol = torch.zeros((k, h, w), dtype=torch.float32, device=device)
+        for i0, i1 in ranges:
+            m = query_masks(i0, i1)
+            vol += torch.einsum("qc,qhw->chw", class_probs[i0:i1], m)
+            denom += torch.einsum("q,qhw->hw", weight[i0:i1], m)
+        best, labels = vol.max(0)
+        denom = denom.clamp_min(1e-12)
+        out = vol.div_(denom) if scores else None
+        return MaskSemantic(labels, (best / denom).float(), out)
+    masks = []
+    for i0, i1 in ranges:
+        m = query_masks(i0, i1)
+        denom += torch.einsum("q,qhw->hw", weight[i0:i1], m)
+        masks.append(m)
+    best = labels = None
+    for c0 in range(0, k, k_chunk):
+        c1 = min(k, c0 + k_chunk)
+        vol = torch.zeros((c1 - c0, h, w), dtype=torch.float32, device=device)
+        for (i0, i1), m in zip(ranges, masks):
+            vol += torch.einsum("qc,qhw->chw", class_probs[i0:i1, c0:c1], m)
+        cbest, carg = vol.max(0)
+        if best is None:
+            best, labels = cbest, carg
+        else:
+            better = cbest > best
+            labels = torch.where(better, carg + c0, labels)
+            best = torch.where(better, cbest, best)
+    denom = denom.clamp_min(1e-12)
+    return MaskSemantic(labels, (best / denom).float(), None)
+
+
+__all__ = ["DEFAULT_BUDGET", "class_chunk", "apply_prob_thd", "class_probabilities",
+           "SoftmaxArgmax", "softmax_argmax", "MaskSemantic", "mask_semantic"]

@@ -1,0 +1,149 @@
+"""The published products of one frame, built once for every output path.
+
+The node (``ovseg_ros/ros/messages.py`` turns ``FrameProducts`` into messages),
+bag-to-bag inference (``ovseg_ros/eval/bag_infer.py``) and ``ovseg-segment``
+all call ``build_products``, so a recorded bag or a PNG holds exactly what the
+live node publishes:
+
+    semantic    H x W uint16; ids outside the vocabulary and unlabelled pixels -> 65535
+    panoptic    H x W int32 segment ids (0 = none)
+    confidence  H x W float32 probability of the chosen class, or None
+    segments    dicts: id, class_id, class_name, is_thing, score, area, bbox [x, y, w, h]
+    colored     H x W x 3 rgb8 overlay (stable colour per class id, core/palette.py),
+                with a RANDOM WEIGHTS banner when the weights are random; or None
+
+H x W is the size of ``rgb`` (the camera image): label maps computed at another
+size are resized with nearest neighbour, the confidence bilinearly, and segment
+areas and boxes are measured on the resized panoptic map.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from . import palette
+from .types import UNLABELED, Prediction
+
+#: the banner drawn across overlays made with random weights
+RANDOM_WEIGHTS_BANNER = "RANDOM WEIGHTS - labels are meaningless"
+
+
+@dataclass
+class FrameProducts:
+    semantic: np.ndarray
+    panoptic: np.ndarray
+    confidence: Optional[np.ndarray]
+    segments: List[dict]
+    colored: Optional[np.ndarray]
+    vocabulary_version: int
+    random_weights: bool
+
+    @property
+    def size(self):
+        return self.semantic.shape[:2]
+
+
+def first_synonym(name: str) -> str:
+    """Vocabulary names join synonyms with ', '; a class is shown by its first one."""
+    return name.split(",")[0].strip()
+
+
+def semantic_u16(semantic: np.ndarray, num_classes: int) -> np.ndarray:
+    """The one rule: class ids outside [0, num_classes) (UNLABELED included) -> 65535."""
+    sem = np.asarray(semantic)
+    if sem.ndim != 2:
+        raise ValueError(f"semantic must be H x W, got shape {sem.shape}")
+    valid = (sem >= 0) & (sem < num_classes)
+    return np.where(valid, sem, UNLABELED).astype(np.uint16)
+
+
+def _resize(arr: np.ndarray, size, nearest: bool) -> np.ndarray:
+    import cv2
+
+    h, w = size
+    if arr.shape[:2] == (h, w):
+        return arr
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    return cv2.resize(arr, (w, h), interpolation=interp)
+
+
+def draw_banner(rgb: np.ndarray, text: str = RANDOM_WEIGHTS_BANNER) -> np.ndarray:
+    """Write a warning line (e.g. RANDOM WEIGHTS) across the top of an image (a copy)."""
+    import cv2
+
+    img = np.ascontiguousarray(rgb).copy()
+    h, w = img.shape[:2]
+    scale = max(0.4, min(w, h) / 800.0)
+    thick = max(1, int(round(scale * 2)))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    cv2.rectangle(img, (0, 0), (min(w, tw + 12), th + base + 12), (0, 0, 0), -1)
+    cv2.putText(img, text, (6, th + 6), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 64, 64), thick,
+                cv2.LINE_AA)
+    return img
+
+
+def overlay_u16(rgb: np.ndarray, semantic: np.ndarray, alpha: float,
+                num_classes: int) -> np.ndarray:
+    """Class colours over the image from a uint16 semantic map; 65535 keeps the image."""
+    labels = semantic.astype(np.int32)
+    labels[semantic == UNLABELED] = -1        # keeps the palette as long as the vocabulary
+    return palette.overlay(rgb, labels, alpha, num_classes)
+
+
+def _segments(pred: Prediction, panoptic: np.ndarray, names: Sequence[str],
+              resized: bool) -> List[dict]:
+    ids, counts = np.unique(panoptic, return_counts=True)
+    area = {int(i): int(c) for i, c in zip(ids, counts)}
+    out = []
+    for s in sorted(pred.segments, key=lambda s: s.id):
+        if s.id not in area:
+            continue          # vanished in the resize (smaller than one output pixel)
+        if resized or tuple(s.bbox) == (0, 0, 0, 0):
+            m = panoptic == s.id
+            ys, xs = np.nonzero(m.any(axis=1))[0], np.nonzero(m.any(axis=0))[0]
+            bbox = [int(xs[0]), int(ys[0]), int(xs[-1] - xs[0] + 1), int(ys[-1] - ys[0] + 1)]
+        else:
+            bbox = [int(v) for v in s.bbox]
+        cid = int(s.class_id)
+        name = first_synonym(names[cid]) if 0 <= cid < len(names) else ""
+        out.append({"id": int(s.id), "class_id": cid, "class_name": name,
+                    "is_thing": bool(s.is_thing), "score": float(s.score),
+                    "area": area[s.id], "bbox": bbox})
+    return out
+
+
+def build_products(pred: Prediction, rgb: np.ndarray, names: Sequence[str], *,
+                   overlay_alpha: float, random_weights: bool, colored: bool = True,
+                   confidence: bool = True) -> FrameProducts:
+    """Everything published for one frame, at the size of ``rgb`` (see the module doc).
+
+    ``names``: the vocabulary's class names (``pred.vocabulary``); ``colored`` /
+    ``confidence`` false skip building those products (None)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be an H x W x 3 uint8 image, got {rgb.shape} {rgb.dtype}")
+    if not 0.0 <= overlay_alpha <= 1.0:
+        raise ValueError(f"overlay_alpha must be in [0, 1], got {overlay_alpha}")
+    size = rgb.shape[:2]
+    n = len(names)
+    sem = _resize(semantic_u16(pred.semantic, n), size, nearest=True)
+    pan_src = np.asarray(pred.panoptic, dtype=np.int32)
+    pan = _resize(pan_src, size, nearest=True)
+    conf = None
+    if confidence:
+        conf = _resize(np.asarray(pred.confidence, dtype=np.float32), size, nearest=False)
+    segments = _segments(pred, pan, names, resized=pan.shape != pan_src.shape)
+    col = None
+    if colored:
+        col = overlay_u16(rgb, sem, overlay_alpha, n)
+        if random_weights:
+            col = draw_banner(col, RANDOM_WEIGHTS_BANNER)
+    return FrameProducts(semantic=sem, panoptic=pan, confidence=conf, segments=segments,
+                         colored=col, vocabulary_version=int(pred.vocabulary_version),
+                         random_weights=bool(random_weights))
+
+
+__all__ = ["FrameProducts", "build_products", "semantic_u16", "draw_banner", "overlay_u16",
+           "first_synonym", "RANDOM_WEIGHTS_BANNER"]

@@ -27,6 +27,7 @@ from ..backends.base import BackendSpec, ExportSpec, resolve_device
 from ..config import Config, ConfigError
 from ..core.class_names import COCO_STUFF_NAMES, COCO_THING_NAMES
 from ..core.panoptic_merge import merge_segments, select_queries
+from ..core.postprocess import apply_prob_thd, mask_semantic
 from ..core.types import Prediction, VocabularyState
 from ..models.checkpoint import fcclip_inference_key, layout_of, load_reference_checkpoint
 from ..models.fcclip_head import (FCCLIPHeadWeights, FCCLIPImageModel, HeadSpec,
@@ -314,16 +315,16 @@ class FCClipEngine(Engine):
         return x[0]
 
     def _postprocess(self, mask_cls: torch.Tensor, mask_logits: torch.Tensor,
-                     vocab: VocabularyState, resized, original):
+                     vocab: VocabularyState, resized, original, scores: bool = False):
         g = self.group
         h, w = original
-        k = vocab.num_classes
         probs = mask_cls.softmax(-1)[:, :-1]                       # Q x K
         chunk = max(1, _UPSAMPLE_BUDGET // max(1, h * w * 4))
-        scores = torch.zeros((k, h, w), dtype=torch.float32, device=mask_logits.device)
-        for i in range(0, mask_logits.shape[0], chunk):
-            m = self._upsample(mask_logits[i:i + chunk], resized, original).sigmoid()
-            scores += torch.einsum("qc,qhw->chw", probs[i:i + chunk], m)
+        # class scores normalised per pixel (the argmax is the reference's semantic label),
+        # in class chunks: no K x H x W volume unless asked (core/postprocess.py)
+        sem = mask_semantic(probs, lambda i0, i1: self._upsample(
+            mask_logits[i0:i1], resized, original).sigmoid(), (h, w), scores=scores,
+            budget=chunk * h * w)
         keep, q_scores, labels = select_queries(mask_cls, self.cfg[f"{g}.object_mask_threshold"])
         idx = torch.nonzero(keep).flatten()
         kept = [self._upsample(mask_logits[idx[i:i + chunk]], resized, original).sigmoid()
@@ -331,13 +332,9 @@ class FCClipEngine(Engine):
         kept = torch.cat(kept, 0) if kept else torch.zeros((0, h, w), device=mask_logits.device)
         panoptic, segments = merge_segments(q_scores[idx], labels[idx], kept, vocab.is_thing,
                                             self.cfg[f"{g}.overlap_threshold"])
-        # class scores normalised per pixel (the argmax is the reference's semantic label)
-        scores = scores / scores.sum(0, keepdim=True).clamp_min(1e-12)
-        conf, semantic = scores.max(0)
-        if self.cfg["prob_thd"] > 0:
-            semantic = torch.where(conf < self.cfg["prob_thd"], torch.zeros_like(semantic),
-                                   semantic)
-        return (semantic.to(torch.int32).cpu().numpy(), scores.cpu().numpy(), panoptic,
+        semantic = apply_prob_thd(sem.labels, sem.confidence, self.cfg["prob_thd"])
+        return (semantic.to(torch.int32).cpu().numpy(), sem.confidence.cpu().numpy(),
+                sem.scores.cpu().numpy() if sem.scores is not None else None, panoptic,
                 segments)
 
     def preprocess(self, rgb: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
@@ -353,7 +350,8 @@ class FCClipEngine(Engine):
         x = x.permute(2, 0, 1)[None].float().div_(255.0)
         return x, (nh, nw)
 
-    def predict(self, rgb: np.ndarray, vocab: VocabularyState) -> Prediction:
+    def predict(self, rgb: np.ndarray, vocab: VocabularyState, scores: bool = False
+                ) -> Prediction:
         t_start = time.perf_counter()
         timer = _StageTimer(self.device)
         timer.start()
@@ -363,12 +361,12 @@ class FCClipEngine(Engine):
         with torch.no_grad():
             mask_cls = self.classify(outs, vocab)[0]
             timer("classify")
-            semantic, scores, panoptic, segments = self._postprocess(
-                mask_cls, outs[0][0], vocab, resized, rgb.shape[:2])
+            semantic, conf, volume, panoptic, segments = self._postprocess(
+                mask_cls, outs[0][0], vocab, resized, rgb.shape[:2], scores=scores)
         timer("post")
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
-        return Prediction(semantic=semantic, scores=scores, panoptic=panoptic,
+        return Prediction(semantic=semantic, confidence=conf, scores=volume, panoptic=panoptic,
                           segments=segments, vocabulary=vocab.names,
                           vocabulary_version=vocab.version, random_weights=self.random_weights,
                           engine=self.name, timings=timings)

@@ -52,7 +52,7 @@ def node_env() -> Dict[str, str]:
     env = dict(os.environ)
     env["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
     env["FASTDDS_BUILTIN_TRANSPORTS"] = TRANSPORTS
-    env.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)   # LOCALHOST breaks LARGE_DATA (DESIGN §9)
+    env.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)   # LOCALHOST breaks LARGE_DATA (docs/node.md)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["OMP_NUM_THREADS"] = "1"
     return env

@@ -1,4 +1,4 @@
-"""The public Python API (DESIGN section 3) on the tiny ProxyCLIP engine: loading from a
+"""The public Python API (load_segmenter, Segmenter; README.md) on the tiny ProxyCLIP engine: loading from a
 dict or YAML, vocabularies, predictions, runtime settings, weights errors."""
 from __future__ import annotations
 

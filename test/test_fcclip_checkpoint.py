@@ -79,7 +79,7 @@ def test_convnext_l_head_has_the_reference_keys_and_size(convnext_l_head):
     assert sd[PR + "class_embed.layers.2.weight"].shape == (768, 256)
     assert sd["void_embedding.weight"].shape == (1, 768)
     n_params = sum(v.numel() for v in sd.values())
-    assert 20.6e6 < n_params < 20.8e6          # "about 20.7M parameters" (DESIGN §5)
+    assert 20.6e6 < n_params < 20.8e6          # 20.72 M parameters (docs/fcclip.md)
 
 
 @pytest.fixture(scope="module")

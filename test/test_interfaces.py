@@ -29,7 +29,7 @@ from rclpy.serialization import deserialize_message, serialize_message  # noqa: 
 from sensor_msgs.msg import RegionOfInterest  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-# The interface contract (DESIGN §4); changing a field is an API change.
+# The interface contract (docs/package_structure.md); changing a field is an API change.
 EXPECTED_FIELDS = {
     ClassInfo: {"id": "uint16", "name": "string", "synonyms": "sequence<string>",
                 "is_thing": "boolean"},

@@ -21,7 +21,7 @@ from ovseg_ros.engines.proxyclip import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEA
 
 # --- the formula -----------------------------------------------------------------------------------
 def numpy_proxy_attention(feats: np.ndarray, beta: float, gamma: float) -> np.ndarray:
-    """DESIGN section 5, written directly: per sample, f normalised over channels,
+    """The reference's proxy attention, written directly: per sample, f normalised over channels,
     S = f^T f, A = gamma (S - beta mean S), A < 0 -> excluded (diagonal kept), softmax."""
     out = []
     for f in feats.astype(np.float64):

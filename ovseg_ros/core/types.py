@@ -25,7 +25,8 @@ class Segment:
         return {"id": self.id, "class_id": self.class_id, "is_thing": self.is_thing,
                 "score": self.score, "area": self.area, "bbox": list(self.bbox)}
 
-    # dict-style access keeps DESIGN §3's `pred.segments[i]["class_id"]` working
+    # dict-style access: `pred.segments[i]["class_id"]` works as for the message dicts of
+    # FrameProducts.segments (docs/architecture.md)
     def __getitem__(self, key: str):
         return self.as_dict()[key]
 

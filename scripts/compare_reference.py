@@ -182,7 +182,7 @@ def reference_logits(ref, rgb: np.ndarray, crop: int, stride: int):
     return logits[0].float(), labels[0].numpy()
 
 
-# --- this engine ------------------------------------------------------------------------------------
+# --- this engine ---------------------------------------------------------------------------------
 def build_ours(args, precision: str, cache_dir: str, classes):
     from ovseg_ros import load_segmenter
 
@@ -318,9 +318,9 @@ def main() -> None:
             agreement.append(float((p16.semantic == p32.semantic).mean()))
             print(f"frame {i}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items())
                   + f"; bf16 vs fp32 labels {agreement[-1] * 100:.2f}%")
-            print(f"  ours fp32 stages: " + ", ".join(f"{k} {v:.2f}" for k, v in
+            print("  ours fp32 stages: " + ", ".join(f"{k} {v:.2f}" for k, v in
                                                       p32.timings.items()))
-            print(f"  ours bf16 stages: " + ", ".join(f"{k} {v:.2f}" for k, v in
+            print("  ours bf16 stages: " + ", ".join(f"{k} {v:.2f}" for k, v in
                                                       p16.timings.items()))
         med = {k: float(np.median(v)) for k, v in times.items()}
         results["speed"] = {"frame": [w, h], "windows": len(engine.window_layout(h, w)[1]),

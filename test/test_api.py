@@ -1,5 +1,5 @@
-"""The public Python API (load_segmenter, Segmenter; README.md) on the tiny ProxyCLIP engine: loading from a
-dict or YAML, vocabularies, predictions, runtime settings, weights errors."""
+"""The public Python API (load_segmenter, Segmenter; README.md) on the tiny ProxyCLIP
+engine: loading from a dict or YAML, vocabularies, predictions, runtime settings, weights errors."""
 from __future__ import annotations
 
 import os

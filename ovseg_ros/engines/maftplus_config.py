@@ -3,21 +3,26 @@ from ..schema import ParamSpec
 
 #: settings of the MAFT+ engine, in documentation order
 PARAMS = (
-    ParamSpec("maftplus.clip_model", "str", "convnext_large_d_320", "open_clip ConvNeXt CLIP backbone "
-       "(its visual trunk is replaced by the fine-tuned one in maftplus.checkpoint)."),
-    ParamSpec("maftplus.clip_pretrained", "str", "laion2b_s29b_b131k_ft_soup", "open_clip pretrained "
-       "tag (text tower and CLIP head)."),
+    ParamSpec("maftplus.clip_model", "str", "convnext_large_d_320",
+              "open_clip ConvNeXt CLIP backbone (its visual trunk is replaced by the fine-tuned "
+              "one in maftplus.checkpoint)."),
+    ParamSpec("maftplus.clip_pretrained", "str", "laion2b_s29b_b131k_ft_soup",
+              "open_clip pretrained tag (text tower and CLIP head)."),
     ParamSpec("maftplus.clip_checkpoint", "str", "", "Local CLIP checkpoint (optional)."),
-    ParamSpec("maftplus.checkpoint", "str", "", "MAFT+ checkpoint (sem_seg_head.*, void_embedding, "
-       "cdt.*, backbone.clip_model.visual.*); required unless random_init."),
-    ParamSpec("maftplus.cdt_variant", "str", "semantic", "Content-Dependent Transfer form: 'semantic' "
-       "(LN(t + Linear(attn)), maftp_l.pth) or 'panoptic' (t + LN(Linear(attn)), "
-       "maftp_l_pano.pth).", choices=("semantic", "panoptic")),
+    ParamSpec("maftplus.checkpoint", "str", "",
+              "MAFT+ checkpoint (sem_seg_head.*, void_embedding, cdt.*, "
+              "backbone.clip_model.visual.*); required unless random_init."),
+    ParamSpec("maftplus.cdt_variant", "str", "semantic",
+              "Content-Dependent Transfer form: 'semantic' (LN(t + Linear(attn)), maftp_l.pth) or "
+              "'panoptic' (t + LN(Linear(attn)), maftp_l_pano.pth).",
+              choices=("semantic", "panoptic")),
     ParamSpec("maftplus.short_side", "int", 800, "Resize short side to this.", min=32, max=4096),
-    ParamSpec("maftplus.max_size", "int", 1333, "Cap of the long side after resizing.", min=32, max=8192),
+    ParamSpec("maftplus.max_size", "int", 1333,
+              "Cap of the long side after resizing.", min=32, max=8192),
     ParamSpec("maftplus.num_queries", "int", 100, "Object queries.", min=1, max=1000),
-    ParamSpec("maftplus.object_mask_threshold", "float", 0.2, "Panoptic: queries scoring below this "
-       "are dropped.", min=0.0, max=1.0, runtime=True),
-    ParamSpec("maftplus.overlap_threshold", "float", 0.7, "Panoptic: segments keeping less than this "
-       "fraction of their mask are dropped.", min=0.0, max=1.0, runtime=True),
+    ParamSpec("maftplus.object_mask_threshold", "float", 0.2,
+              "Panoptic: queries scoring below this are dropped.", min=0.0, max=1.0, runtime=True),
+    ParamSpec("maftplus.overlap_threshold", "float", 0.7,
+              "Panoptic: segments keeping less than this fraction of their mask are dropped.",
+              min=0.0, max=1.0, runtime=True),
 )

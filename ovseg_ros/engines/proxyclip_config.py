@@ -3,27 +3,36 @@ from ..schema import ParamSpec
 
 #: settings of the ProxyCLIP engine, in documentation order
 PARAMS = (
-    ParamSpec("proxyclip.clip_model", "str", "ViT-B-16", "open_clip model name (a VisionTransformer CLIP)."),
-    ParamSpec("proxyclip.clip_pretrained", "str", "openai", "open_clip pretrained tag (downloaded once, "
-       "then cached); ignored when clip_checkpoint is set."),
-    ParamSpec("proxyclip.clip_checkpoint", "str", "", "Local CLIP checkpoint (.safetensors, or a torch "
-       "file loaded with weights_only=True)."),
-    ParamSpec("proxyclip.vfm_model", "str", "vit_base_patch8_224.dino", "timm model name of the vision "
-       "foundation model (its pretrained tag is part of the name)."),
-    ParamSpec("proxyclip.vfm_checkpoint", "str", "", "Local VFM checkpoint (.safetensors or torch file)."),
-    ParamSpec("proxyclip.short_side", "int", 336, "Input is resized so its short side is this "
-       "(0 = keep size).", min=0, max=4096),
-    ParamSpec("proxyclip.crop_size", "int", 336, "Sliding-window crop size in pixels.", min=16, max=2048),
+    ParamSpec("proxyclip.clip_model", "str", "ViT-B-16",
+              "open_clip model name (a VisionTransformer CLIP)."),
+    ParamSpec("proxyclip.clip_pretrained", "str", "openai",
+              "open_clip pretrained tag (downloaded once, then cached); ignored when "
+              "clip_checkpoint is set."),
+    ParamSpec("proxyclip.clip_checkpoint", "str", "",
+              "Local CLIP checkpoint (.safetensors, or a torch file loaded with "
+              "weights_only=True)."),
+    ParamSpec("proxyclip.vfm_model", "str", "vit_base_patch8_224.dino",
+              "timm model name of the vision foundation model (its pretrained tag is part of the "
+              "name)."),
+    ParamSpec("proxyclip.vfm_checkpoint", "str", "",
+              "Local VFM checkpoint (.safetensors or torch file)."),
+    ParamSpec("proxyclip.short_side", "int", 336,
+              "Input is resized so its short side is this (0 = keep size).", min=0, max=4096),
+    ParamSpec("proxyclip.crop_size", "int", 336,
+              "Sliding-window crop size in pixels.", min=16, max=2048),
     ParamSpec("proxyclip.stride", "int", 112, "Sliding-window stride in pixels.", min=1, max=2048),
-    ParamSpec("proxyclip.sliding_window", "bool", True, "Slide windows over the resized image; false = "
-       "one window over the whole resized image (real-time mode)."),
-    ParamSpec("proxyclip.window_batch_size", "int", 8, "Windows run together in one batch.", min=1,
-       max=256),
-    ParamSpec("proxyclip.beta", "float", 1.2, "Proxy attention: mean-subtraction factor.", min=0.0,
-       max=10.0),
-    ParamSpec("proxyclip.gamma", "float", 3.0, "Proxy attention: temperature factor.", min=0.0, max=100.0),
-    ParamSpec("proxyclip.logit_scale", "float", 40.0, "Cosine logits are multiplied by this before the "
-       "softmax.", min=0.0, max=1000.0),
-    ParamSpec("proxyclip.min_thing_area", "int", 64, "Panoptic heuristic: smallest connected component "
-       "(pixels) kept as a thing instance.", min=0, max=1 << 30, runtime=True),
+    ParamSpec("proxyclip.sliding_window", "bool", True,
+              "Slide windows over the resized image; false = one window over the whole resized "
+              "image (real-time mode)."),
+    ParamSpec("proxyclip.window_batch_size", "int", 8,
+              "Windows run together in one batch.", min=1, max=256),
+    ParamSpec("proxyclip.beta", "float", 1.2,
+              "Proxy attention: mean-subtraction factor.", min=0.0, max=10.0),
+    ParamSpec("proxyclip.gamma", "float", 3.0,
+              "Proxy attention: temperature factor.", min=0.0, max=100.0),
+    ParamSpec("proxyclip.logit_scale", "float", 40.0,
+              "Cosine logits are multiplied by this before the softmax.", min=0.0, max=1000.0),
+    ParamSpec("proxyclip.min_thing_area", "int", 64,
+              "Panoptic heuristic: smallest connected component (pixels) kept as a thing instance.",
+              min=0, max=1 << 30, runtime=True),
 )

@@ -2,22 +2,31 @@
 
     ovseg_node --ros-args --params-file config/ovseg.yaml
     python -m ovseg_ros.node --ros-args -p engine:=proxyclip -r image:=/camera/image_raw
+    python -m ovseg_ros.node --ros-args -p "cameras:=[front, left]"
 
 A lifecycle node: *configure* loads the model (the slow part), *activate*
 starts processing, *deactivate* stops without unloading, *cleanup* unloads.
 With ``autostart`` (default true) it configures and activates itself, so it
 also works as a plain node. The engine is used only through the public API
-(``load_segmenter`` / ``set_vocabulary`` / ``predict``), so any registered
-engine (ProxyCLIP, FC-CLIP, ...) plugs in by the ``engine`` parameter.
+(``load_segmenter`` / ``prepare_vocabulary`` / ``apply_vocabulary`` /
+``predict_batch``), so any registered engine plugs in by the ``engine`` parameter.
 
-Threading: subscription callbacks only store the newest frame (FrameBuffer);
-one worker thread converts, segments and publishes. A vocabulary change swaps
-one immutable reference inside the Segmenter, so the frame in flight finishes
-with the old vocabulary and the next one uses the new one whole. Runtime
-parameter changes are queued and applied by the worker between two frames.
+Cameras: one loaded model serves every camera named by ``cameras``; camera
+``c`` has its own relative topics (``c/image`` in, ``c/semantic`` ... out), one
+``vocabulary`` topic and one ``set_vocabulary`` service serve them all.
+
+Threading: subscription callbacks only store the newest frame of their camera
+(FrameQueues); one worker thread takes the waiting frame of every camera
+(round robin), converts them, runs them through ``predict_batch`` (one
+vocabulary version per batch) and publishes. ``set_vocabulary`` runs in its own
+callback group: it encodes the new vocabulary while the worker keeps going with
+the old one, swaps one reference (from the next batch on, for every camera),
+and answers. Runtime parameter changes are queued and applied by the worker
+between two batches.
 """
 from __future__ import annotations
 
+import dataclasses
 import faulthandler
 import logging
 import os
@@ -26,7 +35,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import rclpy
 from rcl_interfaces.msg import SetParametersResult
@@ -41,31 +50,71 @@ from .config import SCHEMA, ConfigError, make_config
 from .core.vocabulary import VocabularyError
 from .ros import diagnostics as diag
 from .ros import messages as build
-from .ros.frames import FrameBuffer
 from .ros.image_conv import (ImageConversionError, array_to_image, compressed_to_rgb,
                              image_to_rgb)
-from .ros.params import declare_schema_parameters, read_schema_parameters
-from .ros.qos import input_qos, latched_qos, output_qos
-from .ros.stats import RateStats
+from .ros.params import declare_schema_parameters, descriptor, read_schema_parameters
+from .ros.qos import input_qos, latched_qos, output_qos, service_qos
+from .runtime.cameras import (PER_CAMERA_KEYS, StallWatch, camera_label, topic_prefix,
+                              validate_camera_names)
+from .runtime.frames import FrameQueues
+from .runtime.stats import RateStats
 
 NODE_NAME = "ovseg_node"
-# Output topic names (relative, so a namespace moves them all). The camera_info
-# re-stamped with each result gets its own name because `camera_info` is the input.
+# Output topic names, relative to the camera's prefix (so a namespace moves them all). The
+# camera_info re-stamped with each result gets its own name because `camera_info` is the input.
 TOPICS = {"semantic": "semantic", "panoptic": "panoptic", "segments": "segments",
-          "colored": "colored", "confidence": "confidence", "camera_info": "camera_info_out",
-          "vocabulary": "vocabulary", "diagnostics": "/diagnostics"}
-MAX_CAMERA_FRAMES = 16     # camera_info cache size (distinct frame_ids)
+          "colored": "colored", "confidence": "confidence", "camera_info": "camera_info_out"}
+VOCABULARY_TOPIC = "vocabulary"
+DIAGNOSTICS_TOPIC = "/diagnostics"
+MAX_CAMERA_FRAMES = 16     # camera_info cache size per camera (distinct frame_ids)
 NO_IMAGE_WARN_AFTER = 5.0   # seconds without any frame after activation before we say so
 # Process exit (SIGINT): how long the frame in flight and running callbacks may finish.
 # Bounded so the node always exits within seconds (launch escalates to SIGTERM after 5 s).
 EXIT_WORKER_TIMEOUT = 3.0
 EXIT_CALLBACK_TIMEOUT = 1.0
+# executor threads: inputs, set_vocabulary (may encode for seconds), enable, and the
+# default group (lifecycle and parameter services, diagnostics and stall timers)
+EXECUTOR_THREADS = 4
+
+
+def _reserved_camera_names() -> set:
+    """Camera names that would clash with a setting or a config group as a parameter prefix."""
+    return {name.split(".")[0] for name in SCHEMA} | {"qos_overrides", "use_sim_time"}
+
+
+class _Camera:
+    """One camera's topics, settings, counters and stall watch."""
+
+    def __init__(self, name: str, settings: Dict[str, Any], input_timeout: float):
+        self.name = name
+        self.prefix = topic_prefix(name)
+        self.label = camera_label(name)
+        self.reliability = settings["image_reliability"]
+        self.depth = settings["image_depth"]
+        self.compressed = settings["subscribe_compressed"]
+        self.image_topic = ""
+        self.stats = RateStats()
+        self.stall = StallWatch(input_timeout)
+        self.camera_infos: Dict[str, CameraInfo] = {}
+        self.pubs: Dict[str, Any] = {}
+        self.subs: List[Any] = []
+        self.last_frame_time: Optional[float] = None
+        self.bad_inputs = 0
+        self.errors = 0
+        self.last_problem: Optional[tuple] = None    # (monotonic time, text)
+
+    def problem(self, text: str) -> None:
+        self.last_problem = (time.monotonic(), text)
 
 
 class OvsegNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         declare_schema_parameters(self)
+        # camera names are fixed for the node's life: they decide its topics and parameters
+        self._camera_names = validate_camera_names(
+            list(self.get_parameter("cameras").value or []), _reserved_camera_names())
+        self._declare_camera_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._problems = diag.ProblemLog(lambda text: self.get_logger().warning(text))
         self._segmenter = None
@@ -73,29 +122,59 @@ class OvsegNode(LifecycleNode):
         self._load_error: Optional[str] = None
         self._active = False
         self._enabled = True
-        self._frames: Optional[FrameBuffer] = None
+        self._exiting = False
+        self._frames: Optional[FrameQueues] = None
         self._worker: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._pending: Dict[str, Any] = {}
         self._pending_lock = threading.Lock()
-        # latest camera_info per frame_id: with several cameras remapped onto one input,
-        # each result is republished with the calibration of its own camera
-        self._camera_infos: Dict[str, CameraInfo] = {}
-        self._stats = RateStats()
-        self._last_frame_time: Optional[float] = None
+        self._cameras: Dict[str, _Camera] = {}
         self._activated_at: Optional[float] = None
         self._errors = 0
-        self._subs = []
-        self._pubs: Dict[str, Any] = {}
+        self._vocab_changes = 0
+        self._batches = 0             # predict_batch calls
+        self._batched_frames = 0      # frames that shared a call with another camera's
+        self._vocab_pub = None
         self._srv_vocab = None
+        self._stall_timer = None
         self._vocab_group = MutuallyExclusiveCallbackGroup()
         self._input_group = MutuallyExclusiveCallbackGroup()
+        self._enable_group = MutuallyExclusiveCallbackGroup()
         # Diagnostics and `enable` exist in every lifecycle state, so a node that
         # failed to load its weights still says why on /diagnostics.
-        self._diag_pub = self.create_publisher(diag.DiagnosticArray, TOPICS["diagnostics"], 10)
+        self._diag_pub = self.create_publisher(diag.DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
         self._diag_timer = self.create_timer(
             float(self.get_parameter("diagnostics_period").value), self._publish_diagnostics)
-        self._srv_enable = self.create_service(SetBool, "enable", self._on_enable)
+        self._srv_enable = self.create_service(SetBool, "enable", self._on_enable,
+                                               qos_profile=service_qos(),
+                                               callback_group=self._enable_group)
+
+    def _declare_camera_parameters(self) -> None:
+        """<camera>.image_reliability / image_depth / subscribe_compressed for every named
+        camera, defaulting to the node-wide setting (the unnamed camera uses that one)."""
+        for cam in self._camera_names:
+            if not cam:
+                continue
+            for key in PER_CAMERA_KEYS:
+                spec = dataclasses.replace(
+                    SCHEMA[key], name=f"{cam}.{key}",
+                    description=f"Camera '{cam}': {SCHEMA[key].description} "
+                                f"(default: the node-wide '{key}').")
+                default = self.get_parameter(key).value
+                try:
+                    self.declare_parameter(spec.name, default, descriptor(spec))
+                except Exception as exc:   # wrong type in the params file
+                    raise ConfigError(f"parameter '{spec.name}' ({spec.kind}): {exc}") from exc
+
+    def _camera_settings(self, cam: str) -> Dict[str, Any]:
+        out = {}
+        for key in PER_CAMERA_KEYS:
+            name = f"{cam}.{key}" if cam else key
+            try:
+                out[key] = SCHEMA[key].validate(self.get_parameter(name).value)
+            except ConfigError as exc:
+                raise ConfigError(f"parameter '{name}': {exc}") from exc
+        return out
 
     # --- lifecycle ----------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -104,6 +183,7 @@ class OvsegNode(LifecycleNode):
         values = read_schema_parameters(self)
         try:
             self._cfg = make_config(values)
+            settings = {c: self._camera_settings(c) for c in self._camera_names}
             t0 = time.monotonic()
             self._segmenter = load_segmenter(self._cfg)
         except Exception as exc:  # ConfigError, WeightsError, VocabularyError, ...
@@ -120,24 +200,28 @@ class OvsegNode(LifecycleNode):
             self.get_logger().warning(
                 "running with RANDOM WEIGHTS (random_init: true): labels are meaningless; "
                 "set random_init: false and provide pretrained weights for real output")
+        timeout = float(self._cfg["input_timeout"])
+        self._cameras = {c: _Camera(c, settings[c], timeout) for c in self._camera_names}
         self._create_interfaces()
-        self._publish_vocabulary()
+        self._publish_vocabulary(self._segmenter.vocabulary)
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         capacity = self._cfg["max_queue"] if self._cfg["process_every_frame"] else 1
-        self._frames = FrameBuffer(capacity)
+        self._frames = FrameQueues(self._camera_names, capacity)
+        for cam in self._cameras.values():
+            cam.stall.reset()
         self._stop.clear()
         self._worker = threading.Thread(target=self._work, name="ovseg_worker", daemon=True)
         self._worker.start()
         self._activated_at = time.monotonic()
         self._active = True
-        self.get_logger().info(
-            f"active: listening on {self._image_topic} "
-            f"({self._cfg['image_reliability']}, depth {self._cfg['image_depth']})"
-            + (f" and {self._image_topic}/compressed" if self._cfg["subscribe_compressed"] else "")
-            + ("; process_every_frame (queue %d)" % capacity if capacity > 1 else
-               "; latest frame only"))
+        for cam in self._cameras.values():
+            self.get_logger().info(
+                f"active: camera {cam.label} on {cam.image_topic} ({cam.reliability}, depth "
+                f"{cam.depth})" + (f" and {cam.image_topic}/compressed" if cam.compressed else "")
+                + ("; process_every_frame (queue %d)" % capacity if capacity > 1 else
+                   "; latest frame only"))
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -170,71 +254,108 @@ class OvsegNode(LifecycleNode):
         from ovseg_ros.msg import Segments, Vocabulary
         from ovseg_ros.srv import SetVocabulary
 
-        cfg = self._cfg
-        qos_in = input_qos(cfg["image_reliability"], cfg["image_depth"])
-        events = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
-        self._image_topic = self.resolve_topic_name("image")
-        self._subs.append(self.create_subscription(
-            Image, "image", lambda m: self._on_frame("image", m), qos_in,
-            event_callbacks=events, callback_group=self._input_group))
-        if cfg["subscribe_compressed"]:
-            # image_transport's naming: <base topic>/compressed, following any remap of `image`
-            self._subs.append(self.create_subscription(
-                CompressedImage, self._image_topic + "/compressed",
-                lambda m: self._on_frame("compressed", m), qos_in, event_callbacks=events,
-                callback_group=self._input_group))
-        # camera_info is tiny; best effort matches reliable and best-effort drivers alike
-        self._subs.append(self.create_subscription(
-            CameraInfo, "camera_info", self._on_camera_info, input_qos("best_effort", 5),
-            callback_group=self._input_group))
         q = output_qos()
-        self._pubs = {
-            "semantic": self.create_publisher(Image, TOPICS["semantic"], q),
-            "panoptic": self.create_publisher(Image, TOPICS["panoptic"], q),
-            "colored": self.create_publisher(Image, TOPICS["colored"], q),
-            "confidence": self.create_publisher(Image, TOPICS["confidence"], q),
-            "segments": self.create_publisher(Segments, TOPICS["segments"], q),
-            "camera_info": self.create_publisher(CameraInfo, TOPICS["camera_info"], q),
-            "vocabulary": self.create_publisher(Vocabulary, TOPICS["vocabulary"], latched_qos()),
-        }
+        for cam in self._cameras.values():
+            p = cam.prefix
+            qos_in = input_qos(cam.reliability, cam.depth)
+            events = SubscriptionEventCallbacks(
+                incompatible_qos=lambda info, cam=cam: self._on_incompatible_qos(cam, info))
+            cam.image_topic = self.resolve_topic_name(p + "image")
+            cam.subs.append(self.create_subscription(
+                Image, p + "image", lambda m, cam=cam: self._on_frame(cam, "image", m), qos_in,
+                event_callbacks=events, callback_group=self._input_group))
+            if cam.compressed:
+                # image_transport's naming: <base topic>/compressed, following any remap
+                cam.subs.append(self.create_subscription(
+                    CompressedImage, cam.image_topic + "/compressed",
+                    lambda m, cam=cam: self._on_frame(cam, "compressed", m), qos_in,
+                    event_callbacks=events, callback_group=self._input_group))
+            # camera_info is tiny; best effort matches reliable and best-effort drivers alike
+            cam.subs.append(self.create_subscription(
+                CameraInfo, p + "camera_info", lambda m, cam=cam: self._on_camera_info(cam, m),
+                input_qos("best_effort", 5), callback_group=self._input_group))
+            cam.pubs = {
+                "semantic": self.create_publisher(Image, p + TOPICS["semantic"], q),
+                "panoptic": self.create_publisher(Image, p + TOPICS["panoptic"], q),
+                "colored": self.create_publisher(Image, p + TOPICS["colored"], q),
+                "confidence": self.create_publisher(Image, p + TOPICS["confidence"], q),
+                "segments": self.create_publisher(Segments, p + TOPICS["segments"], q),
+                "camera_info": self.create_publisher(CameraInfo, p + TOPICS["camera_info"], q),
+            }
+        self._vocab_pub = self.create_publisher(Vocabulary, VOCABULARY_TOPIC, latched_qos())
         self._srv_vocab = self.create_service(SetVocabulary, "set_vocabulary",
-                                              self._on_set_vocabulary,
+                                              self._on_set_vocabulary, qos_profile=service_qos(),
                                               callback_group=self._vocab_group)
+        timeout = float(self._cfg["input_timeout"])
+        if timeout > 0:
+            # a stall is reported within a quarter of the timeout (at most 0.5 s late)
+            self._stall_timer = self.create_timer(max(0.05, min(0.5, timeout / 4)),
+                                                  self._check_stalls)
 
     def _destroy_interfaces(self) -> None:
-        for s in self._subs:
-            self.destroy_subscription(s)
-        self._subs = []
-        for p in self._pubs.values():
-            self.destroy_publisher(p)
-        self._pubs = {}
+        for cam in self._cameras.values():
+            for s in cam.subs:
+                self.destroy_subscription(s)
+            cam.subs = []
+            for p in cam.pubs.values():
+                self.destroy_publisher(p)
+            cam.pubs = {}
+        if self._vocab_pub is not None:
+            self.destroy_publisher(self._vocab_pub)
+            self._vocab_pub = None
         if self._srv_vocab is not None:
             self.destroy_service(self._srv_vocab)
             self._srv_vocab = None
+        if self._stall_timer is not None:
+            self.destroy_timer(self._stall_timer)
+            self._stall_timer = None
 
-    def _on_incompatible_qos(self, info) -> None:
-        self._problems.report(
-            "qos", f"a publisher on {self._image_topic} has incompatible QoS (policy "
-            f"{info.last_policy_kind}): nothing will arrive. Camera drivers usually publish "
-            "best effort; keep image_reliability: best_effort (see docs/node.md)")
+    def _on_incompatible_qos(self, cam: _Camera, info) -> None:
+        text = (f"a publisher on {cam.image_topic} has incompatible QoS (policy "
+                f"{info.last_policy_kind}): nothing will arrive. Camera drivers usually publish "
+                "best effort; keep image_reliability: best_effort (see docs/node.md)")
+        cam.problem(text)
+        self._problems.report(f"qos:{cam.name}", text)
 
     # --- callbacks: store only ----------------------------------------------------------------
-    def _on_frame(self, kind: str, msg) -> None:
-        if not (self._active and self._enabled) or self._frames is None:
+    def _on_frame(self, cam: _Camera, kind: str, msg) -> None:
+        frames = self._frames
+        if not (self._active and self._enabled) or frames is None:
             return
-        self._last_frame_time = time.monotonic()
-        self._frames.put((kind, msg, self._last_frame_time))
+        now = time.monotonic()
+        gap = cam.stall.frame(now)
+        if gap is not None:
+            self.get_logger().info(f"camera {cam.label}: frames on {cam.image_topic} again "
+                                   f"after {gap:.1f} s without any")
+        cam.last_frame_time = now
+        if not frames.put(cam.name, (kind, msg, now)):
+            cam.stats.record_drop(now)
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        infos = self._camera_infos
+    def _on_camera_info(self, cam: _Camera, msg: CameraInfo) -> None:
+        infos = cam.camera_infos
         if msg.header.frame_id not in infos and len(infos) >= MAX_CAMERA_FRAMES:
             infos.pop(next(iter(infos)))
         infos[msg.header.frame_id] = msg
 
+    def _check_stalls(self) -> None:
+        if not (self._active and self._enabled):
+            return
+        now = time.monotonic()
+        for cam in self._cameras.values():
+            silence = cam.stall.check(now)
+            if silence is not None:
+                self.get_logger().warning(
+                    f"camera {cam.label}: input stalled, no frame on {cam.image_topic} for "
+                    f"{silence:.1f} s (input_timeout {cam.stall.timeout:g} s); its outputs stop "
+                    f"until frames return ({self.count_publishers(cam.image_topic)} publishers)")
+
     def _on_enable(self, req, resp):
         self._enabled = bool(req.data)
-        if not self._enabled and self._frames is not None:
-            self._frames.clear()
+        if not self._enabled:
+            if self._frames is not None:
+                self._frames.clear()
+            for cam in self._cameras.values():
+                cam.stall.reset()    # paused: silence is expected, not a stall
         resp.success = True
         resp.message = ("processing enabled" if self._enabled else "processing paused") + \
             ("" if self._active else " (node is not active: lifecycle state "
@@ -243,28 +364,39 @@ class OvsegNode(LifecycleNode):
         return resp
 
     def _on_set_vocabulary(self, req, resp):
+        """Encode on this callback group's thread while the worker keeps predicting with the
+        old vocabulary; swap; answer. Requests are served one at a time, in arrival order
+        (versions follow that order); the others wait in the keep-all request queue."""
+        t0 = time.monotonic()
         seg = self._segmenter
         if seg is None:
             resp.success = False
             resp.message = "the node is not configured (model not loaded); nothing changed"
+            self.get_logger().warning(f"set_vocabulary: {resp.message}")
             return resp
         try:
-            state = seg.set_vocabulary(list(req.classes), list(req.is_thing) or None)
+            pending = seg.prepare_vocabulary(list(req.classes), list(req.is_thing) or None)
         except VocabularyError as exc:
-            return self._vocab_refused(resp, str(exc))
+            return self._vocab_refused(seg, resp, str(exc))
         except Exception as exc:   # e.g. the text encoder rejected a prompt
-            return self._vocab_refused(resp, f"{type(exc).__name__}: {exc}")
+            return self._vocab_refused(seg, resp, f"{type(exc).__name__}: {exc}")
+        if self._exiting:
+            return self._vocab_refused(seg, resp, "the node is shutting down")
+        state = seg.apply_vocabulary(pending)
+        self._vocab_changes += 1
+        self._publish_vocabulary(state)
         resp.success = True
         resp.version = int(state.version)
         resp.classes = build.class_infos(state)
         resp.message = (f"applied vocabulary v{state.version} with {state.num_classes} classes "
-                        f"from the next frame on: {build.class_map_text(state.names)}")
+                        f"in {time.monotonic() - t0:.2f} s (text encoding "
+                        f"{pending.encode_seconds:.2f} s), from the next frame of every camera "
+                        f"on: {build.class_map_text(state.names)}")
         self.get_logger().info(resp.message)
-        self._publish_vocabulary()
         return resp
 
-    def _vocab_refused(self, resp, reason: str):
-        state = self._segmenter.vocabulary
+    def _vocab_refused(self, seg, resp, reason: str):
+        state = seg.vocabulary
         resp.success = False
         resp.message = f"vocabulary rejected, nothing changed: {reason}"
         resp.version = int(state.version)
@@ -277,7 +409,7 @@ class OvsegNode(LifecycleNode):
         for p in params:
             spec = SCHEMA.get(p.name)
             if spec is None:
-                continue   # use_sim_time and other ROS-owned parameters
+                continue   # use_sim_time, per-camera (read-only) and other ROS-owned parameters
             if not spec.runtime:
                 return SetParametersResult(
                     successful=False, reason=f"'{p.name}' is read-only while running; set it in "
@@ -300,14 +432,14 @@ class OvsegNode(LifecycleNode):
     # --- the worker ---------------------------------------------------------------------------
     def _work(self) -> None:
         while not self._stop.is_set():
-            item = self._frames.get(timeout=0.2)
-            if item is None:
+            batch = self._frames.get_batch(timeout=0.2)
+            if not batch:
                 continue
             self._apply_pending()
             try:
-                self._process(*item)
-            except Exception as exc:   # keep running: report, then take the next frame
-                if not self.context.ok():   # SIGINT shut ROS down under the frame in flight
+                self._process_batch(batch)
+            except Exception as exc:   # keep running: report, then take the next frames
+                if not self.context.ok():   # SIGINT shut ROS down under the frames in flight
                     break
                 self._errors += 1
                 self._problems.report("error", f"processing failed: {type(exc).__name__}: "
@@ -323,23 +455,70 @@ class OvsegNode(LifecycleNode):
             except ConfigError as exc:
                 self._problems.report("parameter", f"runtime settings not applied: {exc}")
 
-    def _process(self, kind: str, msg, t_received: float) -> None:
+    def _convert(self, cam: _Camera, kind: str, msg):
         max_px = self._cfg["max_input_pixels"]
         try:
-            rgb = image_to_rgb(msg, max_px) if kind == "image" else compressed_to_rgb(msg, max_px)
+            return image_to_rgb(msg, max_px) if kind == "image" else compressed_to_rgb(msg, max_px)
         except ImageConversionError as exc:
-            topic = self._image_topic + ("/compressed" if kind == "compressed" else "")
-            self._problems.report(f"input:{exc.code}", f"dropped a frame on {topic}: {exc}")
+            topic = cam.image_topic + ("/compressed" if kind == "compressed" else "")
+            text = f"dropped a frame on {topic}: {exc}"
+            cam.bad_inputs += 1
+            cam.problem(text)
+            self._problems.report(f"input:{exc.code}:{cam.name}", text)
+            return None
+
+    def _process_batch(self, batch) -> None:
+        """Segment the waiting frame of each camera in one predict_batch call (one vocabulary
+        version for all of them) and publish each camera's outputs on its own topics."""
+        items = []
+        for name, (kind, msg, t_received) in batch:
+            cam = self._cameras[name]
+            rgb = self._convert(cam, kind, msg)
+            if rgb is not None:
+                items.append((cam, msg, rgb, t_received))
+        if not items:
             return
         seg = self._segmenter
         t0 = time.monotonic()
-        pred = seg.predict(rgb)
+        try:
+            preds = seg.predict_batch([it[2] for it in items])
+        except Exception as exc:
+            if not self.context.ok():
+                raise
+            if len(items) == 1:
+                self._frame_failed(items[0][0], exc)
+                return
+            # one camera's frame must not cost the others theirs: one at a time
+            preds = []
+            for cam, _, rgb, _ in items:
+                try:
+                    preds.append(seg.predict(rgb))
+                except Exception as exc1:
+                    if not self.context.ok():
+                        raise
+                    self._frame_failed(cam, exc1)
+                    preds.append(None)
         t_inf = time.monotonic() - t0
-        header = msg.header
-        size = rgb.shape[:2]
-        out = build.FrameOutputs(pred, size)
+        self._batches += 1
+        if len(items) > 1:
+            self._batched_frames += len(items)
+        for (cam, msg, rgb, t_received), pred in zip(items, preds):
+            if pred is not None:
+                self._publish_outputs(cam, msg.header, rgb, pred)
+                cam.stats.record(time.monotonic() - t_received, t_inf)
+
+    def _frame_failed(self, cam: _Camera, exc: Exception) -> None:
+        cam.errors += 1
+        self._errors += 1
+        text = (f"processing a frame of camera {cam.label} failed: {type(exc).__name__}: {exc}\n"
+                f"{traceback.format_exc(limit=4)}")
+        cam.problem(text)
+        self._problems.report(f"error:{cam.name}", text)
+
+    def _publish_outputs(self, cam: _Camera, header, rgb, pred) -> None:
+        out = build.FrameOutputs(pred, rgb.shape[:2])
         sem, pan = build.label_images(out, header)
-        pubs = self._pubs
+        pubs = cam.pubs
         pubs["semantic"].publish(sem)
         pubs["panoptic"].publish(pan)
         pubs["segments"].publish(build.segments_msg(out, header))
@@ -350,39 +529,91 @@ class OvsegNode(LifecycleNode):
         pubs["colored"].publish(array_to_image(overlay, "rgb8", header))
         if self.get_parameter("publish_confidence").value:
             pubs["confidence"].publish(build.confidence_image(out, header))
-        info = self._camera_infos.get(header.frame_id)
+        info = cam.camera_infos.get(header.frame_id)
         if info is not None:
             pubs["camera_info"].publish(build.camera_info_for(info, header))
-        self._stats.record(time.monotonic() - t_received, t_inf)
 
     # --- vocabulary and diagnostics -------------------------------------------------------------
-    def _publish_vocabulary(self) -> None:
+    def _publish_vocabulary(self, state) -> None:
         seg = self._segmenter
-        pub = self._pubs.get("vocabulary")
+        pub = self._vocab_pub
         if seg is None or pub is None:
             return
-        pub.publish(build.vocabulary_msg(seg.vocabulary, seg.describe().get("engine", ""),
+        pub.publish(build.vocabulary_msg(state, seg.describe().get("engine", ""),
                                          seg.random_weights, self.get_clock().now().to_msg()))
 
     def _publish_diagnostics(self) -> None:
-        self._diag_pub.publish(diag.array_msg(self.get_clock().now().to_msg(),
-                                              [self.diagnostic_status()]))
+        statuses = [self.diagnostic_status()] + [self.camera_status(c)
+                                                 for c in self._cameras.values()]
+        self._diag_pub.publish(diag.array_msg(self.get_clock().now().to_msg(), statuses))
+
+    def _recent_within(self) -> float:
+        return max(5.0, 2 * self._diag_timer.timer_period_ns / 1e9)
+
+    def _no_image_yet(self, cam: _Camera) -> bool:
+        return (self._active and self._enabled and cam.last_frame_time is None
+                and time.monotonic() - (self._activated_at or 0) > NO_IMAGE_WARN_AFTER)
+
+    def camera_status(self, cam: _Camera):
+        """One DiagnosticStatus per camera: its rates, drops, bad inputs and stall state."""
+        snap = cam.stats.snapshot()
+        frames = self._frames
+        now = time.monotonic()
+        values: Dict[str, Any] = {
+            "camera": cam.label, "topic": cam.image_topic,
+            "fps": snap["fps"], "latency_ms": snap["latency_ms"],
+            "latency_max_ms": snap["latency_max_ms"], "inference_ms": snap["inference_ms"],
+            "frames_received": frames.received[cam.name] if frames is not None else 0,
+            "frames_processed": cam.stats.processed,
+            "frames_dropped": frames.dropped[cam.name] if frames is not None else 0,
+            "drop_rate": snap["drop_rate"],
+            "bad_inputs": cam.bad_inputs, "errors": cam.errors,
+            "stalled": cam.stall.stalled,
+            "last_frame_age_s": (now - cam.last_frame_time) if cam.last_frame_time else -1.0,
+            "image_reliability": cam.reliability, "image_depth": cam.depth,
+            "subscribe_compressed": cam.compressed,
+        }
+        level, message = diag.OK, "processing" if self._active else "not active"
+        if cam.stall.stalled:
+            level = diag.WARN
+            message = (f"input stalled: no frame on {cam.image_topic} for "
+                       f"{now - cam.stall.stalled_since:.1f} s (input_timeout "
+                       f"{cam.stall.timeout:g} s)")
+        elif self._no_image_yet(cam):
+            level = diag.WARN
+            message = (f"no image received on {cam.image_topic} yet "
+                       f"({self.count_publishers(cam.image_topic)} publishers)")
+        elif cam.last_problem and now - cam.last_problem[0] <= self._recent_within():
+            level, message = diag.WARN, f"recent problem: {cam.last_problem[1]}"
+        values["last_problem"] = cam.last_problem[1] if cam.last_problem else ""
+        return diag.status_msg(f"{self.get_name()}: camera {cam.label}",
+                               self.get_fully_qualified_name(), level, message, values)
 
     def diagnostic_status(self):
         seg = self._segmenter
-        snap = self._stats.snapshot()
+        cams = list(self._cameras.values())
         frames = self._frames
+        done = [c.stats.snapshot() for c in cams]
+        processed = sum(c.stats.processed for c in cams)
         values: Dict[str, Any] = {
             "state": "active" if self._active else ("inactive" if seg else "unconfigured"),
             "enabled": self._enabled,
-            "fps": snap["fps"], "latency_ms": snap["latency_ms"],
-            "latency_max_ms": snap["latency_max_ms"], "inference_ms": snap["inference_ms"],
-            "frames_received": frames.received if frames is not None else 0,
-            "frames_processed": self._stats.processed,
-            "frames_dropped": frames.dropped if frames is not None else 0,
+            "cameras": len(self._camera_names),
+            "fps": sum(s["fps"] for s in done),
+            "latency_ms": (sum(s["latency_ms"] * c.stats.processed for s, c in zip(done, cams))
+                           / processed) if processed else 0.0,
+            "latency_max_ms": max([s["latency_max_ms"] for s in done], default=0.0),
+            "inference_ms": max([s["inference_ms"] for s in done], default=0.0),
+            "frames_received": frames.total_received if frames is not None else 0,
+            "frames_processed": processed,
+            "frames_dropped": frames.total_dropped if frames is not None else 0,
+            "drop_rate": sum(s["drop_rate"] for s in done),
             "bad_inputs": self._problems.count_prefix("input:"),
             "vocabulary_rejected": self._problems.counts.get("vocabulary", 0),
+            "vocabulary_changes": self._vocab_changes,
             "errors": self._errors,
+            "batches": self._batches, "frames_batched": self._batched_frames,
+            "stalled_cameras": ",".join(c.label for c in cams if c.stall.stalled),
             "mode": "process_every_frame" if self._cfg and self._cfg["process_every_frame"]
             else "latest_frame",
         }
@@ -394,7 +625,9 @@ class OvsegNode(LifecycleNode):
                            "vocabulary_version": seg.vocabulary.version,
                            "num_classes": seg.vocabulary.num_classes})
         level, message = diag.OK, "processing"
-        recent = self._problems.recent(within=max(5.0, 2 * self._diag_timer.timer_period_ns / 1e9))
+        recent = self._problems.recent(within=self._recent_within())
+        stalled = [c for c in cams if c.stall.stalled]
+        waiting = [c for c in cams if self._no_image_yet(c)]
         if seg is None:
             level = diag.ERROR
             message = f"model not loaded: {self._load_error}" if self._load_error \
@@ -403,12 +636,16 @@ class OvsegNode(LifecycleNode):
             message = "inactive (lifecycle): model loaded, not processing"
         elif not self._enabled:
             message = "paused by the enable service"
-        elif self._last_frame_time is None and \
-                time.monotonic() - (self._activated_at or 0) > NO_IMAGE_WARN_AFTER:
+        elif stalled:
             level = diag.WARN
-            message = (f"no image received on {self._image_topic} yet "
-                       f"({self.count_publishers(self._image_topic)} publishers): check the remap, "
-                       "QoS (image_reliability) and FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA")
+            message = "input stalled: " + ", ".join(
+                f"{c.image_topic} (camera {c.label})" for c in stalled)
+        elif waiting:
+            level = diag.WARN
+            message = ("no image received on " + ", ".join(
+                f"{c.image_topic} ({self.count_publishers(c.image_topic)} publishers)"
+                for c in waiting) + " yet: check the remap, QoS (image_reliability) and "
+                "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA")
         if seg is not None and recent is not None and level == diag.OK:
             level, message = diag.WARN, f"recent problem ({recent[0]}): {recent[1]}"
         if seg is not None and seg.random_weights:
@@ -438,11 +675,28 @@ def main(args=None) -> int:
     code = 1
     try:
         code = _run(args)
-    except BaseException:   # e.g. a second Ctrl-C during the cleanup: still exit, and say why
+    except BaseException:   # a bug in the cleanup itself: still exit, and say why
         traceback.print_exc()
     finally:
         _exit_process(code)
     return code   # not reached
+
+
+def _ignore_further_interrupts() -> None:
+    """From the start of the exit on, SIGINT and SIGTERM only say that the node is already
+    stopping: terminals and ``ros2 launch`` signal the whole process group, so a second
+    Ctrl-C (or launch's SIGTERM) often lands in the cleanup, where a KeyboardInterrupt
+    would abort the worker join or destroy_service and turn a clean exit into exit code 1."""
+    def note(signum, frame):
+        try:
+            os.write(2, b"ovseg_node: already shutting down\n")
+        except OSError:
+            pass
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(sig, note)
+        except (ValueError, OSError):   # not the main thread: nothing to protect there
+            pass
 
 
 def _run(args) -> int:
@@ -458,7 +712,7 @@ def _run(args) -> int:
                                         "exiting")
                 return 1
             node.trigger_activate()
-        executor = MultiThreadedExecutor(num_threads=3)
+        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -467,7 +721,9 @@ def _run(args) -> int:
         print(f"ovseg_node: {type(exc).__name__}: {exc}", file=sys.stderr)
         code = 1
     finally:
+        _ignore_further_interrupts()
         if node is not None:
+            node._exiting = True
             node._active = False
             node._stop_worker(timeout=EXIT_WORKER_TIMEOUT)
         if executor is not None:

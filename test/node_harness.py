@@ -291,3 +291,77 @@ class Client:
 
 def stamp_key(header) -> tuple:
     return (header.stamp.sec, header.stamp.nanosec, header.frame_id)
+
+
+def diag_values(client: Client, name: str):
+    """(values dict, status) of the newest DiagnosticStatus called ``name``, or None."""
+    for arr in reversed(client.msgs("/diagnostics")):
+        for st in arr.status:
+            if st.name == name:
+                return {kv.key: kv.value for kv in st.values}, st
+    return None
+
+
+class CameraStream:
+    """A camera in the test process: publishes frames of one fixed RGB image (sent in
+    ``encoding``) on ``topic`` at
+    ``rate`` Hz from a thread, each with a unique stamp (seconds from ``sec_base``), and
+    remembers what it sent."""
+
+    def __init__(self, client: Client, topic: str, frame_id: str, rgb, sec_base: int,
+                 rate: float = 10.0, encoding: str = "rgb8", qos=None):
+        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        self.client = client
+        self.topic = topic
+        self.frame_id = frame_id
+        self.rgb = rgb
+        self.encoding = encoding
+        self.rate = rate
+        self.sec_base = sec_base
+        self.pub = client.node.create_publisher(Image, topic, qos if qos is not None else QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE,
+            durability=DurabilityPolicy.VOLATILE))
+        self.sent: Dict[tuple, float] = {}
+        self._i = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self.hook: Optional[Callable[[int], None]] = None   # called before each frame
+
+    def message(self):
+        from std_msgs.msg import Header
+
+        from ovseg_ros.ros.image_conv import rgb_to_image
+
+        h = Header(frame_id=self.frame_id)
+        h.stamp.sec, h.stamp.nanosec = self.sec_base + self._i, 0
+        self._i += 1
+        return rgb_to_image(self.rgb, self.encoding, h)
+
+    def publish_one(self):
+        msg = self.message()
+        self.sent[stamp_key(msg.header)] = time.monotonic()
+        self.pub.publish(msg)
+        return msg
+
+    def _run(self) -> None:
+        t0, n = time.monotonic(), 0
+        while not self._stop.is_set():
+            if self.hook is not None:
+                self.hook(n)
+            self.publish_one()
+            n += 1
+            self._stop.wait(max(0.0, t0 + n / self.rate - time.monotonic()))
+
+    def start(self) -> "CameraStream":
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+            self._thread = None

@@ -35,3 +35,11 @@ def latched_qos() -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                       reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def service_qos() -> QoSProfile:
+    """Services (set_vocabulary, enable): reliable and keep-all, so a burst of requests
+    waits in the request queue while one is served instead of overwriting older ones
+    (the default keep-last 10 loses requests, and their callers never get an answer)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)

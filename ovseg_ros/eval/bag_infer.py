@@ -24,8 +24,11 @@ from typing import Optional
 
 from ..core.products import build_products
 from .bags import (COMPRESSED_TYPE, IMAGE_TYPE, BagError, bag_storage, check_topic, frame_rgb,
-                   Frame, latched_qos, make_typestore, numpy_to_image, open_reader, stamp_ns,
-                   storage_plugin)
+                   Frame, latched_qos, make_typestore, numpy_to_image, open_reader,
+                   rename_storage_files, stamp_ns, storage_plugin)
+
+#: older name, kept for callers of this module
+_rename_storage_files = rename_storage_files
 
 OUTPUT_TOPICS = ("semantic", "panoptic", "colored", "segments", "vocabulary")
 SEGMENTS_TYPE = "ovseg_ros/msg/Segments"
@@ -154,20 +157,6 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
     # rosbag2 names the storage files after the directory: rename them and fix the metadata
     _rename_storage_files(out_path, tmp.name)
     return {"frames": done, "topics": counts, "output": str(out_path)}
-
-
-def _rename_storage_files(bag: Path, old_stem: str) -> None:
-    import yaml
-
-    meta = bag / "metadata.yaml"
-    text = meta.read_text()
-    for f in sorted(bag.iterdir()):
-        if f.name.startswith(old_stem + "."):
-            new = bag.name + f.name[len(old_stem):]
-            f.rename(bag / new)
-            text = text.replace(f.name, new)
-    yaml.safe_load(text)   # still valid YAML
-    meta.write_text(text)
 
 
 __all__ = ["infer_bag", "OUTPUT_TOPICS", "vocabulary_msg", "segments_msg"]

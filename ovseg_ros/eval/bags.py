@@ -266,7 +266,7 @@ def latched_qos():
 __all__ = ["BagError", "Frame", "make_typestore", "find_msg_dir", "image_to_numpy", "to_rgb",
            "numpy_to_image", "label_to_classes", "open_reader", "check_topic", "iter_frames",
            "frame_rgb", "stamp_ns", "storage_plugin", "bag_storage", "latched_qos",
-           "write_image_bag",
+           "write_image_bag", "rename_storage_files",
            "LABEL_ENCODINGS", "RGB_ENCODINGS", "IMAGE_TYPE", "COMPRESSED_TYPE"]
 
 
@@ -316,6 +316,21 @@ def write_image_bag(path: Path, frames, image_topic: str = "/camera/image",
         raise
     w.close()
     tmp.rename(path)
-    from .bag_infer import _rename_storage_files
-    _rename_storage_files(path, tmp.name)
+    rename_storage_files(path, tmp.name)
     return path
+
+
+def rename_storage_files(bag: Path, old_stem: str) -> None:
+    """After renaming a bag directory written under a temporary name: give its storage
+    files the bag's name too, and fix their names in metadata.yaml."""
+    import yaml
+
+    meta = bag / "metadata.yaml"
+    text = meta.read_text()
+    for f in sorted(bag.iterdir()):
+        if f.name.startswith(old_stem + "."):
+            new = bag.name + f.name[len(old_stem):]
+            f.rename(bag / new)
+            text = text.replace(f.name, new)
+    yaml.safe_load(text)   # still valid YAML
+    meta.write_text(text)

@@ -9,7 +9,9 @@
 Launch arguments (documented in docs/node.md):
   namespace    namespace of the node and all its topics/services ('' = root,
                so the service is /set_vocabulary)
-  config       params file (default: the package's config/ovseg.yaml)
+  config       params file (default: the package's config/ovseg.yaml); a relative
+               path is looked up in the working directory, then the package's share
+               directory (config:=config/demo_tiny.yaml works from anywhere)
   image        input image topic the node's `image` is remapped to
   camera_info  input camera_info topic the node's `camera_info` is remapped to
   engine       override the config's engine ('' = keep the config's)
@@ -17,14 +19,19 @@ Launch arguments (documented in docs/node.md):
   device       override the config's device, e.g. cuda ('' = keep)
   vocabulary   override the initial vocabulary, a YAML list ('' = keep)
   use_sim_time use the /clock topic (bag playback)
-  rviz         also start RViz with the package's config/ovseg.rviz
+  rviz         also start RViz with the package's config/ovseg.rviz (an error before
+               anything starts when rviz2 is not installed)
+  dds_profile  Fast DDS XML profile for the node ('' = the package's
+               config/fastdds_camera.xml unless the environment already sets one or
+               FASTDDS_BUILTIN_TRANSPORTS; 'none' = leave the environment alone)
   log_level    the node's log level
-"""
-import os
 
+The argument handling (path resolution, overrides, remappings, the node's
+environment, the rviz2 check) is ovseg_ros/launch_logic.py, importable and
+tested without launch_ros.
+"""
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
@@ -41,46 +48,40 @@ ARGUMENTS = [
     ("use_sim_time", "false", "Use /clock (bag playback)."),
     ("rviz", "false", "Start RViz with config/ovseg.rviz."),
     ("log_level", "info", "Log level of the node."),
+    ("dds_profile", "", "Fast DDS XML profile for the node; '' = <share>/ovseg_ros/config/"
+     "fastdds_camera.xml unless the environment sets one; 'none' = the environment's."),
 ]
 
 
 def _node(context, *args, **kwargs):
-    import yaml
+    from launch.actions import LogInfo
+
+    from ovseg_ros.launch_logic import plan
 
     share = FindPackageShare("ovseg_ros").perform(context)
-    config = LaunchConfiguration("config").perform(context) or \
-        os.path.join(share, "config", "ovseg.yaml")
-    overrides = {"use_sim_time": LaunchConfiguration("use_sim_time").perform(context) == "true"}
-    for key in ("engine", "backend", "device"):
-        value = LaunchConfiguration(key).perform(context)
-        if value:
-            overrides[key] = value
-    vocab = LaunchConfiguration("vocabulary").perform(context)
-    if vocab:
-        parsed = yaml.safe_load(vocab)
-        if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
-            raise ValueError(f"launch argument vocabulary must be a YAML list of strings, "
-                             f"e.g. \"[person, 'sofa,couch', floor]\"; got {vocab!r}")
-        overrides["vocabulary"] = parsed
-    nodes = [Node(
+    values = {name: LaunchConfiguration(name).perform(context) for name, _, _ in ARGUMENTS}
+    # Everything is decided (and every error raised) before the first process starts.
+    p = plan(values, share)
+    namespace = LaunchConfiguration("namespace")
+    actions = [LogInfo(msg=f"ovseg_node: {note}") for note in p.notes]
+    actions.append(Node(
         package="ovseg_ros",
         executable="ovseg_node",
         name="ovseg_node",
-        namespace=LaunchConfiguration("namespace"),
+        namespace=namespace,
         output="screen",
         emulate_tty=True,
-        parameters=[config, overrides],
-        remappings=[("image", LaunchConfiguration("image")),
-                    ("camera_info", LaunchConfiguration("camera_info"))],
-        arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
-    )]
-    # RViz in the same namespace: config/ovseg.rviz names its topics relatively.
-    nodes.append(Node(package="rviz2", executable="rviz2", name="rviz2", output="screen",
-                      namespace=LaunchConfiguration("namespace"),
-                      arguments=["-d", os.path.join(share, "config", "ovseg.rviz")],
-                      parameters=[{"use_sim_time": overrides["use_sim_time"]}],
-                      condition=IfCondition(LaunchConfiguration("rviz"))))
-    return nodes
+        parameters=[str(p.config), p.overrides],
+        remappings=p.remappings,
+        additional_env=p.node_env,
+        arguments=["--ros-args", "--log-level", p.log_level],
+    ))
+    if p.rviz:
+        # RViz in the same namespace: config/ovseg.rviz names its topics relatively.
+        actions.append(Node(package="rviz2", executable="rviz2", name="rviz2", output="screen",
+                            namespace=namespace, arguments=["-d", str(p.rviz_config)],
+                            parameters=[{"use_sim_time": p.overrides["use_sim_time"]}]))
+    return actions
 
 
 def generate_launch_description():

@@ -9,6 +9,7 @@ into a node declaring the schema parameters, and must agree.
 from __future__ import annotations
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,109 @@ def test_launch_description_builds():
     ld = mod.generate_launch_description()
     declared = [e.name for e in ld.entities if isinstance(e, DeclareLaunchArgument)]
     assert declared == _launch_arguments()[0]
+
+
+# --- the launch file's logic (ovseg_ros/launch_logic.py), without launch_ros ------------------
+def test_relative_config_resolves_against_cwd_then_share(tmp_path):
+    from ovseg_ros.launch_logic import plan
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # started from another directory: config:=config/demo_tiny.yaml is the package's file
+    p = plan({"config": "config/demo_tiny.yaml"}, ROOT, cwd=elsewhere, environ={})
+    assert p.config == (ROOT / "config" / "demo_tiny.yaml").resolve()
+    assert plan({"config": "demo_tiny.yaml"}, ROOT, cwd=elsewhere, environ={}).config == p.config
+    # a file of that name in the working directory wins
+    mine = elsewhere / "config" / "demo_tiny.yaml"
+    mine.parent.mkdir()
+    mine.write_text((ROOT / "config" / "demo_tiny.yaml").read_text())
+    assert plan({"config": "config/demo_tiny.yaml"}, ROOT, cwd=elsewhere,
+                environ={}).config == mine.resolve()
+    # '' = the package's default params file; an absolute path is used as is
+    assert plan({}, ROOT, cwd=elsewhere, environ={}).config == (ROOT / "config" / "ovseg.yaml")
+    assert plan({"config": str(mine)}, ROOT, cwd=tmp_path, environ={}).config == mine
+
+
+def test_missing_config_fails_loudly(tmp_path):
+    from ovseg_ros.launch_logic import LaunchArgumentError, plan
+
+    with pytest.raises(LaunchArgumentError) as err:
+        plan({"config": "config/nope.yaml"}, ROOT, cwd=tmp_path, environ={})
+    msg = str(err.value)
+    assert "config:='config/nope.yaml'" in msg and "file not found" in msg
+    assert str(tmp_path / "config" / "nope.yaml") in msg and str(ROOT / "config" / "nope.yaml") in msg
+    with pytest.raises(LaunchArgumentError, match="file not found"):
+        plan({"config": str(tmp_path / "absent.yaml")}, ROOT, cwd=tmp_path, environ={})
+
+
+def test_rviz_without_rviz2_is_an_error_before_anything_starts(tmp_path):
+    from ovseg_ros.launch_logic import LaunchArgumentError, plan
+
+    no_rviz = {"AMENT_PREFIX_PATH": str(tmp_path)}
+    with pytest.raises(LaunchArgumentError, match="rviz2 is not installed") as err:
+        plan({"rviz": "true"}, ROOT, cwd=tmp_path, environ=no_rviz, which=lambda name: None)
+    assert "rviz:=false" in str(err.value) and "nothing was started" in str(err.value)
+    # with rviz2 in an ament prefix (how launch_ros finds it) RViz is planned with our layout
+    exe = tmp_path / "lib" / "rviz2" / "rviz2"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    p = plan({"rviz": "true"}, ROOT, cwd=tmp_path, environ=no_rviz, which=lambda name: None)
+    assert p.rviz and p.rviz_config == ROOT / "config" / "ovseg.rviz"
+    assert not plan({"rviz": "false"}, ROOT, cwd=tmp_path, environ={}).rviz
+    with pytest.raises(LaunchArgumentError, match="true or false"):
+        plan({"rviz": "maybe"}, ROOT, cwd=tmp_path, environ={})
+
+
+def test_overrides_and_remappings():
+    from ovseg_ros.launch_logic import LaunchArgumentError, plan
+
+    p = plan({"engine": "fcclip", "device": "cuda", "backend": "", "use_sim_time": "true",
+              "vocabulary": "[person, 'sofa,couch', floor]", "image": "/cam/image_raw",
+              "camera_info": "/cam/camera_info", "log_level": "debug"}, ROOT, cwd=ROOT,
+             environ={})
+    assert p.overrides == {"use_sim_time": True, "engine": "fcclip", "device": "cuda",
+                           "vocabulary": ["person", "sofa,couch", "floor"]}
+    assert p.remappings == [("image", "/cam/image_raw"), ("camera_info", "/cam/camera_info")]
+    assert p.log_level == "debug"
+    for bad in ("person", "[1, 2]", "[]", "[unclosed"):
+        with pytest.raises(LaunchArgumentError, match="vocabulary"):
+            plan({"vocabulary": bad}, ROOT, cwd=ROOT, environ={})
+
+
+def test_dds_profile_selection(tmp_path):
+    from ovseg_ros.launch_logic import PROFILE_VARS, LaunchArgumentError, plan
+
+    profile = (ROOT / "config" / "fastdds_camera.xml").resolve()
+    p = plan({}, ROOT, cwd=tmp_path, environ={})
+    assert p.node_env == {var: str(profile) for var in PROFILE_VARS}
+    # the user's own Fast DDS choice is kept
+    for var in PROFILE_VARS + ("FASTDDS_BUILTIN_TRANSPORTS",):
+        assert plan({}, ROOT, cwd=tmp_path, environ={var: "x"}).node_env == {}
+    assert plan({"dds_profile": "none"}, ROOT, cwd=tmp_path, environ={}).node_env == {}
+    assert plan({"dds_profile": "config/fastdds_camera.xml"}, ROOT, cwd=tmp_path,
+                environ={"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}).node_env[
+        PROFILE_VARS[0]] == str(profile)
+    with pytest.raises(LaunchArgumentError, match="dds_profile"):
+        plan({"dds_profile": "missing.xml"}, ROOT, cwd=tmp_path, environ={})
+
+
+def test_launch_without_rviz2_leaves_no_process(tmp_path):
+    """Where ros2 launch exists: rviz:=true without rviz2 fails and leaves no ovseg_node."""
+    pytest.importorskip("launch_ros")
+    import shutil
+
+    from node_harness import run_tool
+    from ovseg_ros.launch_logic import find_rviz2
+
+    ros2 = shutil.which("ros2")
+    if ros2 is None or find_rviz2(os.environ) is not None:
+        pytest.skip("needs ros2 launch and a machine without rviz2")
+    done = run_tool([ros2, "launch", "ovseg_ros", "ovseg.launch.py", "rviz:=true",
+                     "config:=config/demo_tiny.yaml"], timeout=120, cwd=tmp_path)
+    assert done.returncode != 0
+    assert "rviz2 is not installed" in done.stdout + done.stderr
+    assert not done.left_children
 
 
 def test_rviz_config_shows_overlay_and_labels():

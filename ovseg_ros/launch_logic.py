@@ -1,0 +1,188 @@
+"""What launch/ovseg.launch.py does with its arguments, without launch or launch_ros.
+
+The launch file is a thin wrapper: it reads the launch arguments as strings and
+hands them to :func:`plan`, which returns everything the launch actions need
+(params file, parameter overrides, remappings, the node's extra environment,
+whether to start RViz). Keeping this ROS-free lets the logic be tested where
+launch_ros is not installable (the PyPI ROS 2 wheels) and keeps every error
+message in one place.
+
+Errors are :class:`LaunchArgumentError` and are raised before any process is
+started, so a bad argument never leaves a half-started launch (an ovseg_node
+without its RViz) behind.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
+PACKAGE = "ovseg_ros"
+DEFAULT_CONFIG = "config/ovseg.yaml"
+DEFAULT_DDS_PROFILE = "config/fastdds_camera.xml"
+RVIZ_CONFIG = "config/ovseg.rviz"
+#: the environment variables that select a Fast DDS XML profile (2.x reads the
+#: FASTRTPS_ name, 3.x both)
+PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
+class LaunchArgumentError(ValueError):
+    """A launch argument cannot be used; the message says which and how to fix it."""
+
+
+def parse_bool(name: str, value: str) -> bool:
+    v = str(value).strip().lower()
+    if v in TRUE:
+        return True
+    if v in FALSE:
+        return False
+    raise LaunchArgumentError(f"launch argument {name} must be true or false, got {value!r}")
+
+
+def resolve_file(name: str, value: str, share_dir: Optional[Path], cwd: Path,
+                 default: str) -> Path:
+    """A file named by a launch argument.
+
+    '' -> ``<share>/<default>``. An absolute path is used as is. A relative
+    path is looked up against the working directory of ``ros2 launch``, then
+    the package's share directory (so ``config:=config/demo_tiny.yaml`` works
+    from any directory), then ``<share>/config`` (``config:=demo_tiny.yaml``).
+    A file that is not found is an error naming every place tried.
+    """
+    value = os.path.expanduser(str(value).strip())
+    share = Path(share_dir) if share_dir else None
+    if not value:
+        if share is None:
+            raise LaunchArgumentError(f"launch argument {name}: no default, the {PACKAGE} share "
+                                      f"directory is unknown; pass {name}:=<file>")
+        candidates = [share / default]
+    elif os.path.isabs(value):
+        candidates = [Path(value)]
+    else:
+        candidates = [Path(cwd) / value]
+        if share is not None:
+            candidates += [share / value, share / "config" / value]
+    for c in candidates:
+        if c.is_file():
+            return c.resolve()
+    tried = ", ".join(str(c) for c in dict.fromkeys(candidates))
+    raise LaunchArgumentError(f"launch argument {name}:={value!r}: file not found (tried {tried})")
+
+
+def parse_vocabulary(text: str) -> Optional[List[str]]:
+    """'' -> None (keep the config's); else a YAML list of strings."""
+    import yaml
+
+    if not str(text).strip():
+        return None
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise LaunchArgumentError(f"launch argument vocabulary is not valid YAML ({exc}); "
+                                  "e.g. vocabulary:=\"[person, 'sofa,couch', floor]\"") from None
+    if not isinstance(parsed, list) or not parsed or not all(isinstance(v, str) for v in parsed):
+        raise LaunchArgumentError("launch argument vocabulary must be a non-empty YAML list of "
+                                  "strings, e.g. vocabulary:=\"[person, 'sofa,couch', floor]\"; "
+                                  f"got {text!r}")
+    return parsed
+
+
+def node_overrides(args: Mapping[str, str]) -> Dict[str, object]:
+    """Parameter overrides of the node: use_sim_time, and engine/backend/device/vocabulary
+    when they are not ''."""
+    overrides: Dict[str, object] = {
+        "use_sim_time": parse_bool("use_sim_time", args.get("use_sim_time", "false"))}
+    for key in ("engine", "backend", "device"):
+        value = str(args.get(key, "")).strip()
+        if value:
+            overrides[key] = value
+    vocab = parse_vocabulary(args.get("vocabulary", ""))
+    if vocab is not None:
+        overrides["vocabulary"] = vocab
+    return overrides
+
+
+def node_remappings(args: Mapping[str, str]) -> List[Tuple[str, str]]:
+    return [("image", str(args.get("image", "image")) or "image"),
+            ("camera_info", str(args.get("camera_info", "camera_info")) or "camera_info")]
+
+
+def dds_environment(value: str, share_dir: Optional[Path], cwd: Path,
+                    environ: Mapping[str, str]) -> Tuple[Dict[str, str], str]:
+    """(variables to set for the node process, what was decided, for the log).
+
+    ``dds_profile`` '' selects the package's config/fastdds_camera.xml (large
+    camera frames between processes, docs/node.md "Large frames") unless the
+    environment already chooses Fast DDS transports or a profile itself: the
+    user's choice is kept. 'none' leaves the environment alone; a path selects
+    that profile (resolved like ``config``).
+    """
+    v = str(value).strip()
+    if v.lower() == "none":
+        return {}, "dds_profile:=none: Fast DDS settings of the environment are used"
+    if not v:
+        for var in PROFILE_VARS + ("FASTDDS_BUILTIN_TRANSPORTS",):
+            if environ.get(var):
+                return {}, (f"{var}={environ[var]} is set in the environment: kept (the "
+                            "package's Fast DDS camera profile is not applied)")
+    path = resolve_file("dds_profile", v, share_dir, cwd, DEFAULT_DDS_PROFILE)
+    env = {var: str(path) for var in PROFILE_VARS}
+    return env, f"Fast DDS profile {path} (large camera frames)"
+
+
+def find_rviz2(environ: Mapping[str, str],
+               which: Callable[[str], Optional[str]] = shutil.which) -> Optional[str]:
+    """The rviz2 executable, as launch_ros would find it (``<prefix>/lib/rviz2/rviz2`` of an
+    AMENT_PREFIX_PATH entry), or on PATH; None when RViz is not installed."""
+    for prefix in environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            exe = Path(prefix) / "lib" / "rviz2" / "rviz2"
+            if exe.is_file() and os.access(exe, os.X_OK):
+                return str(exe)
+    return which("rviz2")
+
+
+@dataclass
+class LaunchPlan:
+    """Everything launch/ovseg.launch.py starts, decided before anything starts."""
+
+    config: Path
+    overrides: Dict[str, object]
+    remappings: List[Tuple[str, str]]
+    node_env: Dict[str, str]
+    rviz: bool
+    rviz_config: Optional[Path]
+    log_level: str
+    notes: List[str] = field(default_factory=list)
+
+
+def plan(args: Mapping[str, str], share_dir: Optional[Path], cwd: Optional[Path] = None,
+         environ: Optional[Mapping[str, str]] = None,
+         which: Callable[[str], Optional[str]] = shutil.which) -> LaunchPlan:
+    """The launch plan for the given argument strings; raises LaunchArgumentError."""
+    cwd = Path(cwd) if cwd is not None else Path.cwd()
+    environ = os.environ if environ is None else environ
+    config = resolve_file("config", args.get("config", ""), share_dir, cwd, DEFAULT_CONFIG)
+    overrides = node_overrides(args)
+    env, dds_note = dds_environment(args.get("dds_profile", ""), share_dir, cwd, environ)
+    rviz = parse_bool("rviz", args.get("rviz", "false"))
+    rviz_config = None
+    if rviz:
+        if find_rviz2(environ, which) is None:
+            raise LaunchArgumentError(
+                "rviz:=true but rviz2 is not installed (not in any AMENT_PREFIX_PATH prefix's "
+                "lib/rviz2, not on PATH): install it (apt install ros-$ROS_DISTRO-rviz2) or "
+                "launch with rviz:=false; nothing was started")
+        rviz_config = resolve_file("rviz", "", share_dir, cwd, RVIZ_CONFIG)
+    return LaunchPlan(config=config, overrides=overrides, remappings=node_remappings(args),
+                      node_env=env, rviz=rviz, rviz_config=rviz_config,
+                      log_level=str(args.get("log_level", "info")) or "info",
+                      notes=[f"params file {config}", dds_note])
+
+
+__all__ = ["LaunchArgumentError", "LaunchPlan", "plan", "resolve_file", "parse_vocabulary",
+           "parse_bool", "node_overrides", "node_remappings", "dds_environment", "find_rviz2",
+           "DEFAULT_DDS_PROFILE", "PROFILE_VARS"]

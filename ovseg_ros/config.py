@@ -111,6 +111,14 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
        "graph per input shape and replay it (fixed crop sizes; removes kernel-launch "
        "overhead). Requires device cuda."),
     # --- ROS node -------------------------------------------------------------------
+    _P("cameras", "str_list", [""], "Cameras served by this node (one loaded model): camera "
+       "'c' reads c/image (+ c/image/compressed, c/camera_info) and publishes c/semantic, "
+       "c/panoptic, ...; the unnamed camera '' uses the bare names. Names: letters, digits, "
+       "'_'. Per-camera <c>.image_reliability, <c>.image_depth, <c>.subscribe_compressed "
+       "override the node-wide settings.", node_only=True),
+    _P("input_timeout", "float", 5.0, "Seconds without a frame, after frames came, before a "
+       "camera's input is reported stalled (diagnostics WARN, one log line); 0 = never.",
+       min=0.0, max=3600.0, node_only=True),
     _P("image_reliability", "str", "best_effort", "QoS reliability of the image subscription.",
        choices=("best_effort", "reliable"), node_only=True),
     _P("image_depth", "int", 1, "QoS depth of the image subscription.", min=1, max=100,

@@ -73,7 +73,9 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
     # --- vocabulary and text embeddings ------------------------------------------
     _P("vocabulary", "str_list", ["person", "chair", "table", "floor", "wall", "ceiling", "sky",
                                   "tree", "grass", "car"],
-       "Initial classes; ',' separates synonyms of one class (e.g. 'sofa,couch')."),
+       "Initial classes; ',' separates synonyms of one class (e.g. 'sofa,couch'). A single "
+       "entry naming a bundled list (ade150, ade847, pascal_context459, coco_stuff171, ...) "
+       "stands for that list."),
     _P("vocabulary_is_thing", "bool_list", [],
        "Thing (true) / stuff (false) flag per class; empty = automatic (COCO stuff names are stuff, "
        "everything else is a thing)."),

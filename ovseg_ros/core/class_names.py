@@ -59,6 +59,11 @@ def load_class_file(name_or_path: Union[str, Path]) -> ClassList:
     return parse_class_file(text, str(path))
 
 
+def bundled_lists() -> Tuple[str, ...]:
+    """Names of the bundled class lists ('ade150', 'ade847', 'coco_stuff171', ...)."""
+    return tuple(sorted(p.stem for p in CLASS_NAME_DIR.glob("*.txt")))
+
+
 @lru_cache(maxsize=1)
 def _coco_sets():
     coco = load_class_file("coco_panoptic")

@@ -25,6 +25,8 @@ from typing import Callable, Dict, List, Optional
 
 import yaml
 
+from ovseg_ros.testing.presets import TINY_PROXYCLIP
+
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN_ID = int(os.environ.get("OVSEG_TEST_DOMAIN_ID") or random.Random().randint(1, 100))
 os.environ["OVSEG_TEST_DOMAIN_ID"] = str(DOMAIN_ID)
@@ -39,9 +41,7 @@ os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = TRANSPORTS
 os.environ.pop("ROS_AUTOMATIC_DISCOVERY_RANGE", None)
 
 TINY_PARAMS = {
-    "engine": "proxyclip", "random_init": True, "num_threads": 1, "precision": "fp32",
-    "proxyclip.clip_model": "ovseg-tiny-ViT", "proxyclip.vfm_model": "ovseg_tiny_vit_patch8",
-    "proxyclip.short_side": 112, "proxyclip.crop_size": 112, "proxyclip.stride": 56,
+    **TINY_PROXYCLIP, "num_threads": 1, "precision": "fp32",
     "vocabulary": ["person", "cat", "floor", "sky"],
     "max_classes": 16, "max_class_name_length": 40, "max_input_pixels": 400 * 300,
     "subscribe_compressed": True, "diagnostics_period": 0.5,

@@ -157,3 +157,20 @@ def test_bag_to_bag_holds_the_products_of_each_prediction(tiny_config, tmp_path)
     finally:
         reader.close()
     assert seen == {"semantic": 3, "panoptic": 3, "colored": 3, "segments": 3}
+
+
+def test_segment_cli_writes_the_products(tiny_segmenter, tmp_path):
+    import cv2
+
+    from ovseg_ros.tools.segment import segment_all
+
+    rgb = np.random.default_rng(2).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    segment_all(tiny_segmenter, [str(tmp_path / "a.png")], tmp_path / "out", alpha=0.6,
+                progress=False)
+    pred = tiny_segmenter.predict(rgb)
+    want = build_products(pred, rgb, pred.vocabulary, overlay_alpha=0.6, random_weights=True)
+    sem = cv2.imread(str(tmp_path / "out" / "a_semantic.png"), cv2.IMREAD_UNCHANGED)
+    col = cv2.cvtColor(cv2.imread(str(tmp_path / "out" / "a_overlay.png")), cv2.COLOR_BGR2RGB)
+    np.testing.assert_array_equal(sem, want.semantic)
+    np.testing.assert_array_equal(col, want.colored)      # banner included

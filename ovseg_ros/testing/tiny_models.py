@@ -13,7 +13,8 @@ real open_clip/timm modules, so every code path (position-embedding resizing,
 prefix tokens, the text tokenizer) runs exactly as with the full-size models.
 
 Production code never imports this module: ``ovseg_ros.weights`` registers it on
-demand when a config names a tiny model (``is_tiny_model``), and the tests
+demand when a config names a tiny model (``register_tiny_models_if_named``: names
+starting with ``ovseg-tiny-`` or ``ovseg_tiny_``), and the tests
 (test/conftest.py), the demo and the benchmark use those names.
 """
 from __future__ import annotations
@@ -24,8 +25,6 @@ import open_clip
 from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer, _create_vision_transformer
 
-from ..weights import TINY_MODEL_PREFIXES
-
 MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
 TINY_CLIP_MODEL = "ovseg-tiny-ViT"
@@ -34,11 +33,6 @@ TINY_VFM_REG_MODEL = "ovseg_tiny_vit_reg4_patch8"
 #: OVSeg's mask-adapted CLIP, small: 224 crops, patch 14, QuickGELU, 77-token context
 #: (OpenAI layout; widths of 64 so OpenAI's heads = width // 64 rule holds)
 TINY_OVSEG_CLIP_MODEL = "ovseg-tiny-ViT-14"
-
-
-def is_tiny_model(name: str) -> bool:
-    """True for the names this module registers."""
-    return str(name).startswith(TINY_MODEL_PREFIXES)
 
 
 # open_clip scans the directory and keeps every *.json as a model config.

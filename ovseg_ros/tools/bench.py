@@ -36,16 +36,13 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
+from ..testing.presets import TINY_FCCLIP, TINY_PROXYCLIP
+
 # Preset configurations. "tiny" presets use the test models (always random weights);
 # the others are the real architectures (pretrained weights, or --random-init for timing).
 PRESETS: Dict[str, Dict[str, Any]] = {
-    "proxyclip-tiny": {
-        "engine": "proxyclip", "random_init": True, "proxyclip.clip_model": "ovseg-tiny-ViT",
-        "proxyclip.vfm_model": "ovseg_tiny_vit_patch8", "proxyclip.short_side": 112,
-        "proxyclip.crop_size": 112, "proxyclip.stride": 56},
-    "fcclip-tiny": {
-        "engine": "fcclip", "random_init": True, "fcclip.clip_model": "ovseg-tiny-ConvNeXt",
-        "fcclip.short_side": 128, "fcclip.max_size": 256, "fcclip.num_queries": 20},
+    "proxyclip-tiny": dict(TINY_PROXYCLIP),
+    "fcclip-tiny": dict(TINY_FCCLIP),
     # ProxyCLIP as published: ViT-B/16 + DINO ViT-B/8, sliding 336/112 windows
     "proxyclip-b16-dinob8": {"engine": "proxyclip"},
     # real-time mode: one window over the image resized to short side 336

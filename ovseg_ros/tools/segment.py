@@ -6,7 +6,8 @@
 For each image (or video frame) ``<name>``, under ``--out``:
 
     <name>_semantic.png   16-bit PNG of class ids (65535 = unlabelled)
-    <name>_overlay.png    colour overlay (stable colour per class id)
+    <name>_overlay.png    colour overlay (stable colour per class id; RANDOM WEIGHTS banner
+                          when the weights are random)
     <name>_panoptic.png   with --panoptic: COCO panoptic PNG (id = R + 256 G + 256^2 B)
 
 plus ``panoptic.json`` (COCO panoptic style: categories = the vocabulary,
@@ -103,18 +104,11 @@ def _write_json(path: Path, data) -> None:
     os.replace(tmp, path)
 
 
-def semantic_png(semantic: np.ndarray) -> np.ndarray:
-    sem = np.asarray(semantic)
-    if sem.size and (sem.min() < 0 or sem.max() > UNLABELED):
-        raise SegmentCliError("class ids do not fit a 16-bit PNG")
-    return sem.astype(np.uint16)
-
-
 def segment_all(seg, inputs: Sequence[str], out: Path, *, panoptic: bool = False,
                 every: int = 1, alpha: float = 0.5, progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from ..core.palette import overlay
+    from ..core.products import build_products
     from ..eval.datasets import panoptic_id_to_rgb
 
     vocab = seg.vocabulary
@@ -130,17 +124,20 @@ def segment_all(seg, inputs: Sequence[str], out: Path, *, panoptic: bool = False
                                   "with separate --out directories (or pass their parent folder)")
         seen.add(name)
         pred = seg.predict(rgb)
-        _write_png(out / f"{name}_semantic.png", semantic_png(pred.semantic))
-        _write_png(out / f"{name}_overlay.png", overlay(rgb, pred.semantic, alpha=alpha))
+        # the node's output path (core/products.py): same label rule, overlay and banner
+        prod = build_products(pred, rgb, pred.vocabulary, overlay_alpha=alpha,
+                              random_weights=pred.random_weights, confidence=False)
+        _write_png(out / f"{name}_semantic.png", prod.semantic)
+        _write_png(out / f"{name}_overlay.png", prod.colored)
         if panoptic:
-            _write_png(out / f"{name}_panoptic.png", panoptic_id_to_rgb(pred.panoptic))
+            _write_png(out / f"{name}_panoptic.png", panoptic_id_to_rgb(prod.panoptic))
             annotations.append({
                 "image_id": name, "file_name": f"{name}_panoptic.png",
                 "height": int(rgb.shape[0]), "width": int(rgb.shape[1]),
-                "segments_info": [{"id": int(s.id), "category_id": int(s.class_id),
-                                   "isthing": int(s.is_thing), "score": float(s.score),
-                                   "area": int(s.area), "bbox": [int(v) for v in s.bbox],
-                                   "iscrowd": 0} for s in pred.segments]})
+                "segments_info": [{"id": d["id"], "category_id": d["class_id"],
+                                   "isthing": int(d["is_thing"]), "score": d["score"],
+                                   "area": d["area"], "bbox": d["bbox"], "iscrowd": 0}
+                                  for d in prod.segments]})
         n += 1
     _write_json(out / "vocabulary.json", {"categories": categories,
                                           "unlabeled": UNLABELED,
@@ -158,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key (repeatable)")
     voc = ap.add_mutually_exclusive_group()
-    voc.add_argument("--vocab", nargs="+", help="classes ('sofa,couch' = synonyms of one class)")
+    voc.add_argument("--vocab", nargs="+", help="classes ('sofa,couch' = synonyms of one class); "
+                     "one bundled list name (ade847, ...) stands for that list")
     voc.add_argument("--classes",
                      help="class-name file or bundled list (ade150, coco_panoptic ...)")
     ap.add_argument("--out", default="out/segment", help="output directory")

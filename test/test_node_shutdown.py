@@ -67,3 +67,55 @@ def test_sigint_mid_stream_exits_zero_and_unpublishes(tmp_path):
     assert code == 0, log[-3000:]
     assert took < EXIT_WITHIN_S, f"exit took {took:.1f} s\n{log[-3000:]}"
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_repeated_sigint_during_cleanup_still_exits_zero(tmp_path):
+    """Ctrl-C reaches the whole process group (terminals, ros2 launch), and impatient users
+    press it again: the second SIGINT lands in the node's cleanup (worker join,
+    destroy_service). It must not turn the clean exit into a KeyboardInterrupt traceback
+    and exit code 1, and the services must leave the graph at once."""
+    ns = "/sd2"
+    # a slower frame (larger input) so that one is in flight when the signals come
+    params = dict(TINY_PARAMS, **{"proxyclip.short_side": 240, "proxyclip.stride": 56})
+    node = NodeUnderTest(tmp_path, params, namespace=ns)
+    c = Client(ns)
+    stop = threading.Event()
+    try:
+        pub = c.node.create_publisher(Image, "image", qos_profile_sensor_data)
+        c.record(Image, "semantic")
+        c.wait_for(lambda: pub.get_subscription_count() > 0
+                   and c.node.count_services(f"{ns}/set_vocabulary") == 1, 120, node,
+                   "image subscription and set_vocabulary")
+
+        def camera():
+            i = 0
+            while not stop.is_set():
+                h = Header(frame_id="sd2_cam")
+                h.stamp.sec = 8000 + i
+                pub.publish(rgb_to_image(np.full((240, 320, 3), 30 * (i % 8), np.uint8),
+                                         "rgb8", h))
+                i += 1
+                time.sleep(0.03)
+
+        cam = threading.Thread(target=camera, daemon=True)
+        cam.start()
+        c.wait_for(lambda: len(c.msgs("semantic")) >= 2, 60, node, "outputs")
+        node.proc.send_signal(signal.SIGINT)
+        time.sleep(0.02)
+        node.proc.send_signal(signal.SIGINT)          # twice in quick succession ...
+        end = time.monotonic() + 30
+        while node.proc.poll() is None and time.monotonic() < end:
+            time.sleep(0.05)                          # ... and again, all through the exit
+            if node.proc.poll() is None:
+                node.proc.send_signal(signal.SIGINT)
+        code = node.proc.wait(timeout=5)
+        c.wait_for(lambda: c.node.count_services(f"{ns}/set_vocabulary") == 0
+                   and c.node.count_services(f"{ns}/enable") == 0, 5, None,
+                   "the node's services to leave the graph")
+    finally:
+        stop.set()
+        node.stop()
+        c.close()
+    log = node.log()
+    assert code == 0, log[-3000:]
+    assert "Traceback" not in log and "KeyboardInterrupt" not in log, log[-3000:]

@@ -298,16 +298,24 @@ def cmd_infer_bags(args) -> int:
     engine_args = {"config": args.config, "set": list(args.set), "classes": args.classes,
                    "image_topic": args.image_topic, "prefix": args.prefix,
                    "storage": args.storage, "overwrite": args.overwrite, "limit": args.limit}
+    # complete outputs of an earlier run are kept (no engine is built for them)
+    kept = [MB.kept_record(j) for j in jobs if j.out.exists() and not args.overwrite]
+    todo = [j for j in jobs if args.overwrite or not j.out.exists()]
     ctx = D.context_from_env()
-    if ctx is None:
-        records = MB.run_jobs(jobs, engine_args, args.workers)
+    if not todo:
+        records = []
+    elif ctx is None:
+        records = MB.run_jobs(todo, engine_args, args.workers)
     else:
         try:
-            records = MB.run_rank(jobs, engine_args, ctx)
+            records = MB.run_rank(todo, engine_args, ctx)
         finally:
             D.close()
         if records is None:
             return 0
+    if ctx is not None and not ctx.is_main:
+        return 0
+    records = sorted(records + kept, key=lambda r: r["index"])
     summary = MB.write_summary(records, out_dir)
     MB.print_summary(summary, out_dir)
     return 0 if summary["complete"] else 1

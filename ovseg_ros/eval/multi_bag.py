@@ -102,10 +102,9 @@ class _Worker:
         from .bag_infer import infer_bag
 
         o = self.opts
-        rec = {"bag": str(job.bag), "output": str(job.out), "index": job.index}
         if job.out.exists() and not o["overwrite"]:
-            rec.update(status="exists", frames=None)
-            return rec
+            return kept_record(job)
+        rec = {"bag": str(job.bag), "output": str(job.out), "index": job.index}
         try:
             info = infer_bag(self.segmenter, job.bag, job.out, o["image_topic"],
                              prefix=o["prefix"], storage=o["storage"], overwrite=o["overwrite"],
@@ -116,6 +115,12 @@ class _Worker:
             return rec
         rec.update(status="ok", frames=info["frames"])
         return rec
+
+
+def kept_record(job: BagJob) -> dict:
+    """An output bag that exists: complete (outputs appear only by the final rename)."""
+    return {"bag": str(job.bag), "output": str(job.out), "index": job.index, "status": "exists",
+            "frames": None}
 
 
 _WORKER: Optional[_Worker] = None
@@ -186,5 +191,5 @@ def print_summary(summary: dict, out_dir: Path, stream=sys.stdout) -> None:
           + f"  -> {Path(out_dir) / 'summary.json'}", file=stream)
 
 
-__all__ = ["BagJob", "expand_bags", "plan", "run_jobs", "run_rank", "write_summary",
+__all__ = ["BagJob", "expand_bags", "plan", "kept_record", "run_jobs", "run_rank", "write_summary",
            "print_summary"]

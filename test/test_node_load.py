@@ -165,3 +165,61 @@ def test_process_every_frame_queues_instead_of_dropping(tmp_path):
     assert diag is not None and diag["mode"] == "process_every_frame"
     assert int(diag["frames_dropped"]) == 0
     assert int(diag["frames_processed"]) - int(before["frames_processed"] if before else 0) >= 20
+
+
+def test_two_30hz_cameras_into_slow_model_both_served(tmp_path):
+    """Two 30 Hz cameras into the slow model: both keep getting outputs (round robin, no
+    camera starves), drops are counted per camera, memory stays flat."""
+    from node_harness import CameraStream, diag_values
+
+    duration, warmup = 12.0, 4.0
+    params = dict(SLOW, cameras=["cam_a", "cam_b"])
+    node = NodeUnderTest(tmp_path, params, namespace="/load2")
+    client = Client("/load2")
+    rng = np.random.default_rng(2)
+    streams = {c: CameraStream(client, f"{c}/image", f"{c}_frame",
+                               rng.integers(0, 256, (240, 320, 3), dtype=np.uint8),
+                               sec_base=base, rate=RATE_HZ, qos=qos_profile_sensor_data)
+               for c, base in (("cam_a", 30000), ("cam_b", 40000))}
+    rss = []
+    try:
+        for c in streams:
+            client.record(Image, f"{c}/semantic")
+        client.record(DiagnosticArray, "/diagnostics", qos=10)
+        client.wait_for(lambda: all(s.pub.get_subscription_count() > 0
+                                    for s in streams.values()), 120, node, "the node to start")
+        for s in streams.values():
+            s.start()
+        client.wait_for(lambda: all(client.msgs(f"{c}/semantic") for c in streams), 60, node,
+                        "a first output of each camera")
+        t_start = time.monotonic()
+        while time.monotonic() - t_start < warmup + duration:
+            rss.append((time.monotonic() - t_start, node.rss_mb()))
+            time.sleep(0.5)
+            assert node.alive(), node.log()[-2000:]
+        for s in streams.values():
+            s.stop()
+        time.sleep(1.5)
+        diags = {c: diag_values(client, f"ovseg_node: camera {c}") for c in streams}
+        outputs = {c: [(t, m) for t, m in client.timed(f"{c}/semantic")
+                       if t - t_start >= warmup] for c in streams}
+    finally:
+        for s in streams.values():
+            s.stop()
+        client.close()
+        code = node.stop()
+    assert code == 0, node.log()[-2000:]
+    for c, outs in outputs.items():
+        assert len(outs) >= 10, f"camera {c}: only {len(outs)} outputs in {duration} s"
+        times = [t for t, _ in outs]
+        assert max(np.diff(times)) < 3.0, f"camera {c} starved for {max(np.diff(times)):.1f} s"
+        assert all(stamp_key(m.header) in streams[c].sent for _, m in outs)
+        values = diags[c][0]
+        assert int(values["frames_dropped"]) > 0 and float(values["drop_rate"]) >= 0.0
+        assert int(values["frames_received"]) > int(values["frames_processed"])
+    base = np.mean([m for t, m in rss if warmup - 1 <= t <= warmup])
+    peak = max(m for t, m in rss if t >= warmup)
+    print(f"\n[load, 2 cameras] outputs " + ", ".join(
+        f"{c}: {len(o)} ({len(o) / duration:.1f}/s), dropped {diags[c][0]['frames_dropped']}"
+        for c, o in outputs.items()) + f"; RSS {base:.0f} -> peak {peak:.0f} MiB")
+    assert peak - base < RSS_GROWTH_BOUND_MIB, f"RSS grew {base:.0f} -> {peak:.0f} MiB"

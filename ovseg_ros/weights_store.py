@@ -506,22 +506,36 @@ def pickle_globals(path: Path) -> List[str]:
 
 
 def _globals_of_one_pickle(stream) -> set:
-    found, strings, memo = set(), [], {}
+    """GLOBAL / INST names, and STACK_GLOBAL's two strings followed through the memo.
+    A STACK_GLOBAL whose operands cannot be followed counts as an unknown global, so
+    the file is treated as needing full unpickling (never the other way round)."""
+    found, memo, recent = set(), {}, []   # recent: the last pushed values (str or None)
+    memo_next = 0
+    string_ops = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE",
+                  "SHORT_BINSTRING", "BINSTRING", "STRING")
     for op, arg, _ in pickletools.genops(stream):
         name = op.name
-        if name == "GLOBAL" or name == "INST":
+        top = recent[-1] if recent else None
+        if name in ("GLOBAL", "INST"):
             found.add(str(arg).replace(" ", "."))
-        elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE",
-                      "SHORT_BINSTRING", "BINSTRING", "STRING"):
-            strings.append(str(arg))
-        elif name in ("BINPUT", "LONG_BINPUT", "PUT") and strings:
-            memo[arg] = strings[-1]
-        elif name == "MEMOIZE" and strings:
-            memo[len(memo)] = strings[-1]
-        elif name in ("BINGET", "LONG_BINGET", "GET") and arg in memo:
-            strings.append(memo[arg])
-        elif name == "STACK_GLOBAL" and len(strings) >= 2:
-            found.add(f"{strings[-2]}.{strings[-1]}")
+            recent.append(None)
+        elif name in string_ops:
+            recent.append(str(arg))
+        elif name == "MEMOIZE":
+            memo[memo_next] = top
+            memo_next += 1
+        elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
+            memo[arg] = top
+        elif name in ("BINGET", "LONG_BINGET", "GET"):
+            recent.append(memo.get(arg))
+        elif name == "STACK_GLOBAL":
+            mod, attr = (recent[-2], recent[-1]) if len(recent) >= 2 else (None, None)
+            found.add(f"{mod}.{attr}" if isinstance(mod, str) and isinstance(attr, str)
+                      else "<a global the scan cannot name>")
+            recent.append(None)
+        elif name not in ("PROTO", "FRAME", "STOP"):
+            recent.append(None)
+        del recent[:-2]
     return found
 
 
@@ -594,22 +608,33 @@ def read_released(path: Path, trust_pickle: bool = False,
     return {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
 
 
+_TORCH_LEGACY_MAGIC = 0x1950a86a20f9469cfc6c
+
+
 def _load_weights_only(path: Path):
+    """torch files (zip or legacy) through torch.load(weights_only=True); a plain pickle
+    (e.g. a detectron2 .pkl, often protocol 4, which torch's restricted unpickler does not
+    read) through _DataUnpickler: numpy arrays and containers only."""
     import torch
 
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise
-    except RuntimeError as exc:
-        if "magic number" not in str(exc) and "invalid load key" not in str(exc):
-            raise
-    # a plain pickle (e.g. a detectron2 .pkl), not a torch file: the same restricted
-    # unpickler torch uses for weights_only
-    from torch._weights_only_unpickler import Unpickler
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            first = _DataUnpickler(f, encoding="latin1").load()
+        if first != _TORCH_LEGACY_MAGIC:
+            return first
+    return torch.load(str(path), map_location="cpu", weights_only=True)
 
-    with open(path, "rb") as f:
-        return Unpickler(f, encoding="latin1").load()
+
+class _DataUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, numbers, strings and containers; any other global is refused
+    before anything is called (the standard 'restricting globals' rule)."""
+
+    def find_class(self, module: str, name: str):
+        full = f"{module}.{name}"
+        if full in _NUMPY_DATA_GLOBALS or full.startswith("numpy.dtypes.") \
+                or full == "collections.OrderedDict":
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global {full} is not allowed (not plain data)")
 
 
 # --- manifests, convert, verify -----------------------------------------------------------
@@ -687,7 +712,8 @@ def convert(src: Path, dst: Path, engine: str, cfg: Optional[Config] = None,
         raise WeightsToolError(f"{src} does not fit engine {engine!r} with these settings: "
                                + "; ".join(problems) + ". Check the engine, the file and the "
                                f"{engine}.* settings (--config).")
-    tensors = {k: (torch.from_numpy(np.ascontiguousarray(v)) if isinstance(v, np.ndarray)
+    # np.array, not np.ascontiguousarray: that one turns 0-d arrays into 1-d
+    tensors = {k: (torch.from_numpy(np.array(v, order="C", copy=True)) if isinstance(v, np.ndarray)
                    else v).detach().cpu().contiguous() for k, v in kept.items()}
     dst.parent.mkdir(parents=True, exist_ok=True)
     part = dst.with_name(dst.name + ".part")

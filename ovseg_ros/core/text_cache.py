@@ -30,6 +30,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..config import Config
 from .templates import make_prompts, templates_for, templates_id
@@ -82,6 +83,109 @@ class DiskCache:
             raise
 
 
+# --- fast exact prompt encoding -----------------------------------------------------------
+def text_precision(cfg: Config) -> str:
+    """Arithmetic of the text tower: bf16 where the image path runs in bf16 (torch
+    backend), else fp32. Part of the cache key (``TextEmbedder.for_engine``)."""
+    return "bf16" if cfg["backend"] == "torch" and cfg["precision"] == "bf16" else "fp32"
+
+
+def text_batch_size(device) -> int:
+    """Prompts per text-tower call: large on a GPU, moderate on the CPU (after truncation
+    to the longest prompt a CPU batch of 256 is ~4k tokens, enough for full GEMM speed)."""
+    return 2048 if torch.device(device).type == "cuda" else 256
+
+
+class OpenClipTextEncoder:
+    """``encode_prompts`` for an open_clip CLIP: rows L2-normalised, fp32 out.
+
+    Token batches are cut to the longest prompt of the batch. That is exact for
+    a causal text tower pooling at the EOT (or EOS) token: no position attends to
+    a later one, so the padding never reaches the pooled token. ``exact`` checks
+    it once for the model at hand (truncated vs full length on a probe batch);
+    where the structure or the check says otherwise, every batch runs at full
+    context length. ``dtype`` bf16 runs the tower under autocast.
+    """
+
+    PROBE = ("a photo of a dog.", "an origami of a very long and strangely named object.",
+             "x", "a bad photo of the sofa, couch and floor in a dimly lit living room.")
+
+    def __init__(self, clip_model, tokenizer, device, dtype: torch.dtype = torch.float32):
+        self.model = clip_model
+        self.tokenizer = tokenizer
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self._exact: Optional[bool] = None
+        #: why truncation is off ("" while on or not yet checked)
+        self.fallback_reason = ""
+
+    # -- structure and probe -------------------------------------------------------------
+    def _pool_index(self, tokens: torch.Tensor) -> Optional[torch.Tensor]:
+        pool = getattr(self.model, "text_pool_type", None)
+        if pool == "argmax":
+            return tokens.argmax(dim=-1)
+        if pool == "eos" and getattr(self.model, "text_eos_id", None) is not None:
+            return (tokens == self.model.text_eos_id).int().argmax(dim=-1)
+        return None
+
+    def _structurally_causal(self) -> str:
+        m = self.model
+        for attr in ("token_embedding", "positional_embedding", "transformer", "ln_final"):
+            if not hasattr(m, attr):
+                return f"not an open_clip CLIP text tower (no {attr})"
+        if getattr(m, "attn_mask", None) is None:
+            return "the text tower has no causal attention mask"
+        if getattr(m, "text_pool_type", None) not in ("argmax", "eos"):
+            return f"pooling {getattr(m, 'text_pool_type', None)!r} is not at the EOT token"
+        return ""
+
+    @torch.inference_mode()
+    def exact(self) -> bool:
+        """Whether truncated batches give the full-length embeddings (checked once)."""
+        if self._exact is None:
+            reason = self._structurally_causal()
+            if not reason:
+                tokens = self.tokenizer(list(self.PROBE)).to(self.device)
+                with torch.autocast(self.device.type, enabled=False):
+                    full = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+                    cut = F.normalize(self._forward(tokens, truncate=True).float(), dim=-1)
+                err = float((full - cut).abs().max())
+                if not err <= 1e-4:
+                    reason = f"truncated and full-length embeddings differ by {err:.2e}"
+            self._exact = not reason
+            self.fallback_reason = reason
+            if reason:
+                log.warning("text encoding at full context length: %s", reason)
+        return self._exact
+
+    # -- forward -------------------------------------------------------------------------
+    def _forward(self, tokens: torch.Tensor, truncate: bool) -> torch.Tensor:
+        m = self.model
+        if not truncate:
+            return m.encode_text(tokens)
+        idx = self._pool_index(tokens)
+        n = int(idx.max()) + 1
+        tokens = tokens[:, :n]
+        cast = m.transformer.get_cast_dtype()
+        x = m.token_embedding(tokens).to(cast) + m.positional_embedding[:n].to(cast)
+        x = m.transformer(x, attn_mask=m.attn_mask[:n, :n])
+        x = m.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), idx]
+        proj = m.text_projection
+        if proj is not None:
+            x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
+        return x
+
+    @torch.inference_mode()
+    def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
+        truncate = self.exact()
+        tokens = self.tokenizer(list(prompts)).to(self.device)
+        low = self.dtype != torch.float32
+        with torch.autocast(self.device.type, dtype=self.dtype, enabled=low):
+            emb = self._forward(tokens, truncate)
+        return F.normalize(emb.float(), dim=-1)
+
+
 class TextEmbedder:
     """Turns synonyms into normalised, template-averaged text embeddings, with caches.
 
@@ -112,8 +216,15 @@ class TextEmbedder:
     @classmethod
     def for_engine(cls, engine, cfg: Config) -> "TextEmbedder":
         name, templates = templates_for(cfg, getattr(engine, "default_templates", "imagenet80"))
-        return cls(engine.encode_prompts, engine.text_encoder_id(), name, templates,
-                   cache_dir=cfg["text_cache_dir"], device=str(getattr(engine, "device", "cpu")))
+        encoder_id = engine.text_encoder_id()
+        # bf16 text embeddings differ from fp32 ones (slightly): never share cache entries
+        precision = getattr(engine, "text_precision", "fp32")
+        if precision != "fp32":
+            encoder_id += f"|text={precision}"
+        device = str(getattr(engine, "device", "cpu"))
+        return cls(engine.encode_prompts, encoder_id, name, templates,
+                   cache_dir=cfg["text_cache_dir"], device=device,
+                   batch_size=text_batch_size(device))
 
     # --- public ---------------------------------------------------------------------------
     def embed_vocabulary(self, synonyms_per_class: Sequence[Sequence[str]]
@@ -180,19 +291,37 @@ class TextEmbedder:
 
     @torch.inference_mode()
     def _encode(self, synonyms: Sequence[str]) -> List[np.ndarray]:
-        """Template-averaged embeddings, prompts encoded in batches across synonyms."""
+        """Template-averaged embeddings, prompts encoded in batches across synonyms.
+
+        Prompts are batched in order of length, so a batch cut to its longest prompt
+        (``OpenClipTextEncoder``) carries little padding; rows go back to their place."""
+        from tqdm import tqdm
+
         n_t = len(self.templates)
         prompts = [p for s in synonyms for p in make_prompts(s, self.templates)]
-        rows = []
-        for i in range(0, len(prompts), self.batch_size):
-            batch = self._encode_prompts(prompts[i:i + self.batch_size])
-            rows.append(batch.detach().float().cpu())
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        rows = [None] * len(prompts)
+        batches = range(0, len(prompts), self.batch_size)
+        t0 = time.perf_counter()
+        # a bar for long encodes only (tqdm hides itself when stderr is not a terminal)
+        bar = tqdm(total=len(prompts), desc="text encoding", unit="prompt", leave=False,
+                   disable=None if len(batches) >= 4 else True)
+        for i in batches:
+            idx = order[i:i + self.batch_size]
+            batch = self._encode_prompts([prompts[j] for j in idx]).detach().float().cpu()
+            for j, row in zip(idx, batch):
+                rows[j] = row
+            bar.update(len(idx))
+        bar.close()
         self.prompts_encoded += len(prompts)
-        per_prompt = torch.cat(rows).reshape(len(synonyms), n_t, -1)
+        if len(batches) >= 4:
+            log.info("encoded %d prompts (%d synonyms x %d templates) in %.1f s", len(prompts),
+                     len(synonyms), n_t, time.perf_counter() - t0)
+        per_prompt = torch.stack(rows).reshape(len(synonyms), n_t, -1)
         # each prompt row is already unit length (engine contract); normalise again to be safe
         per_prompt = torch.nn.functional.normalize(per_prompt, dim=-1)
         mean = torch.nn.functional.normalize(per_prompt.mean(dim=1), dim=-1)
         return [m.numpy().astype(np.float32, copy=True) for m in mean]
 
 
-__all__ = ["TextEmbedder", "DiskCache"]
+__all__ = ["TextEmbedder", "DiskCache", "OpenClipTextEncoder", "text_precision", "text_batch_size"]

@@ -28,6 +28,7 @@ from ..config import Config, ConfigError
 from ..core.class_names import COCO_STUFF_NAMES, COCO_THING_NAMES
 from ..core.panoptic_merge import merge_segments, select_queries
 from ..core.postprocess import apply_prob_thd, mask_semantic
+from ..core.text_cache import OpenClipTextEncoder, text_precision
 from ..core.types import Prediction, VocabularyState
 from ..models.checkpoint import fcclip_inference_key, layout_of, load_reference_checkpoint
 from ..models.fcclip_head import (FCCLIPHeadWeights, FCCLIPImageModel, HeadSpec,
@@ -243,13 +244,17 @@ class FCClipEngine(Engine):
     def text_encoder_id(self) -> str:
         return self._text_id
 
-    @torch.no_grad()
+    @property
+    def text_precision(self) -> str:
+        return text_precision(self.cfg)
+
     def encode_prompts(self, prompts: List[str]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(prompts), 256):
-            tokens = self.tokenizer(prompts[i:i + 256]).to(self.device)
-            out.append(self.clip_model.encode_text(tokens, normalize=True).float())
-        return torch.cat(out, 0)
+        # batches cut to their longest prompt (checked exact once), bf16 with a bf16 image path
+        if getattr(self, "_text_encoder", None) is None:
+            self._text_encoder = OpenClipTextEncoder(
+                self.clip_model, self.tokenizer, self.device,
+                torch.bfloat16 if self.text_precision == "bf16" else torch.float32)
+        return self._text_encoder(prompts)
 
     # --- inference ------------------------------------------------------------------------
     def _seen_mask(self, vocab: VocabularyState) -> torch.Tensor:

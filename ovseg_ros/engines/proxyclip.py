@@ -38,6 +38,7 @@ from ..core.postprocess import (apply_prob_thd, class_chunk, class_probabilities
                                softmax_argmax)
 from ..core.preprocess import (centred_padding, pad_with_colour, resize_rgb, short_side_size,
                                sliding_windows, to_tensor)
+from ..core.text_cache import OpenClipTextEncoder, text_precision
 from ..core.types import Prediction, VocabularyState
 from ..models.proxyclip import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN,  # noqa: F401
                                OPENAI_STD, ClipTrunk, ProxyCLIPImageModel, VfmTrunk,
@@ -104,11 +105,17 @@ class ProxyCLIPEngine(Engine):
                 f"gamma={pc['gamma']}")
 
     # --- text -------------------------------------------------------------------------------------
-    @torch.inference_mode()
+    @property
+    def text_precision(self) -> str:
+        return text_precision(self.cfg)
+
     def encode_prompts(self, prompts: List[str]) -> torch.Tensor:
-        tokens = self._tokenizer(list(prompts)).to(self.device)
-        emb = self.clip_model.encode_text(tokens).float()
-        return F.normalize(emb, dim=-1)
+        # batches cut to their longest prompt (checked exact once), bf16 with a bf16 image path
+        if getattr(self, "_text_encoder", None) is None:
+            self._text_encoder = OpenClipTextEncoder(
+                self.clip_model, self._tokenizer, self.device,
+                torch.bfloat16 if self.text_precision == "bf16" else torch.float32)
+        return self._text_encoder(prompts)
 
     # --- image ----------------------------------------------------------------------------------
     def window_layout(self, h: int, w: int):

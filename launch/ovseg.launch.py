@@ -5,6 +5,8 @@
         camera_info:=/camera/color/camera_info device:=cuda rviz:=true
     ros2 launch ovseg_ros ovseg.launch.py config:=/path/to/jetson_small.yaml \
         vocabulary:="[person, forklift, pallet, floor]"
+    ros2 launch ovseg_ros ovseg.launch.py \
+        cameras:="{front: /front/color/image_raw, left: /left/color/image_raw}"
 
 Launch arguments (documented in docs/node.md):
   namespace    namespace of the node and all its topics/services ('' = root,
@@ -18,6 +20,9 @@ Launch arguments (documented in docs/node.md):
   backend      override the config's backend ('' = keep)
   device       override the config's device, e.g. cuda ('' = keep)
   vocabulary   override the initial vocabulary, a YAML list ('' = keep)
+  cameras      the node's cameras: a YAML list "[front, left]" (topics front/image,
+               front/semantic, ...) or a mapping "{front: /cam_front/image_raw, ...}"
+               that also remaps each camera's image and camera_info ('' = keep)
   use_sim_time use the /clock topic (bag playback)
   rviz         also start RViz with the package's config/ovseg.rviz (an error before
                anything starts when rviz2 is not installed)
@@ -45,6 +50,9 @@ ARGUMENTS = [
     ("backend", "", "Backend override (torch, onnxruntime, tensorrt); '' keeps the config's."),
     ("device", "", "Device override (cpu, cuda, cuda:N); '' keeps the config's."),
     ("vocabulary", "", "Initial vocabulary override as a YAML list, e.g. \"[person, floor]\"."),
+    ("cameras", "", "Cameras of the node: a YAML list \"[front, left]\" (topics front/image, "
+     "...) or a mapping \"{front: /cam_front/image_raw}\" (remaps front/image there); '' keeps "
+     "the config's."),
     ("use_sim_time", "false", "Use /clock (bag playback)."),
     ("rviz", "false", "Start RViz with config/ovseg.rviz."),
     ("log_level", "info", "Log level of the node."),

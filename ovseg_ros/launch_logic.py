@@ -90,6 +90,55 @@ def parse_vocabulary(text: str) -> Optional[List[str]]:
     return parsed
 
 
+def parse_cameras(text: str) -> Optional[Dict[str, str]]:
+    """'' -> None (keep the config's cameras); a YAML list of camera names
+    (``[front, left]``: topics front/image, left/image, ... in the node's namespace), or a
+    mapping name -> image topic (``{front: /cam_front/image_raw}``: front/image is remapped
+    there and front/camera_info to the camera_info beside it). Returns name -> topic ('' =
+    no remap)."""
+    import yaml
+
+    if not str(text).strip():
+        return None
+    hint = ("e.g. cameras:=\"[front, left]\" or "
+            "cameras:=\"{front: /cam_front/image_raw, left: /cam_left/image_raw}\"")
+    try:
+        parsed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise LaunchArgumentError(f"launch argument cameras is not valid YAML ({exc}); "
+                                  f"{hint}") from None
+    if isinstance(parsed, list) and parsed and all(isinstance(v, str) for v in parsed):
+        cams = {name: "" for name in parsed}
+        if len(cams) != len(parsed):
+            raise LaunchArgumentError(f"launch argument cameras names a camera twice: {text!r}")
+    elif isinstance(parsed, dict) and parsed and all(
+            isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
+        cams = dict(parsed)
+    else:
+        raise LaunchArgumentError(f"launch argument cameras must be a non-empty YAML list of "
+                                  f"names or a mapping name -> image topic; {hint}; got {text!r}")
+    from .runtime.cameras import CameraConfigError, validate_camera_names
+
+    try:
+        validate_camera_names(list(cams))
+    except CameraConfigError as exc:
+        raise LaunchArgumentError(f"launch argument cameras: {exc}") from None
+    return cams
+
+
+def camera_remappings(cams: Mapping[str, str]) -> List[Tuple[str, str]]:
+    """front -> /cam_front/image_raw gives front/image and front/camera_info remaps (the
+    camera_info beside the image topic, as camera drivers publish it)."""
+    out = []
+    for name, topic in cams.items():
+        if topic:
+            prefix = f"{name}/" if name else ""
+            out.append((f"{prefix}image", topic))
+            out.append((f"{prefix}camera_info", topic.rsplit("/", 1)[0] + "/camera_info"
+                        if "/" in topic else "camera_info"))
+    return out
+
+
 def node_overrides(args: Mapping[str, str]) -> Dict[str, object]:
     """Parameter overrides of the node: use_sim_time, and engine/backend/device/vocabulary
     when they are not ''."""
@@ -102,12 +151,17 @@ def node_overrides(args: Mapping[str, str]) -> Dict[str, object]:
     vocab = parse_vocabulary(args.get("vocabulary", ""))
     if vocab is not None:
         overrides["vocabulary"] = vocab
+    cams = parse_cameras(args.get("cameras", ""))
+    if cams is not None:
+        overrides["cameras"] = list(cams)
     return overrides
 
 
 def node_remappings(args: Mapping[str, str]) -> List[Tuple[str, str]]:
+    cams = parse_cameras(args.get("cameras", "")) or {}
     return [("image", str(args.get("image", "image")) or "image"),
-            ("camera_info", str(args.get("camera_info", "camera_info")) or "camera_info")]
+            ("camera_info", str(args.get("camera_info", "camera_info")) or "camera_info")] \
+        + camera_remappings(cams)
 
 
 def dds_environment(value: str, share_dir: Optional[Path], cwd: Path,
@@ -184,5 +238,6 @@ def plan(args: Mapping[str, str], share_dir: Optional[Path], cwd: Optional[Path]
 
 
 __all__ = ["LaunchArgumentError", "LaunchPlan", "plan", "resolve_file", "parse_vocabulary",
+           "parse_cameras", "camera_remappings",
            "parse_bool", "node_overrides", "node_remappings", "dds_environment", "find_rviz2",
            "DEFAULT_DDS_PROFILE", "PROFILE_VARS"]

@@ -121,6 +121,25 @@ def test_overrides_and_remappings():
             plan({"vocabulary": bad}, ROOT, cwd=ROOT, environ={})
 
 
+def test_cameras_argument():
+    from ovseg_ros.launch_logic import LaunchArgumentError, plan
+
+    p = plan({"cameras": "[front, left]"}, ROOT, cwd=ROOT, environ={})
+    assert p.overrides["cameras"] == ["front", "left"]
+    assert p.remappings == [("image", "image"), ("camera_info", "camera_info")]
+    p = plan({"cameras": "{front: /front/color/image_raw, left: /left/image}"}, ROOT, cwd=ROOT,
+             environ={})
+    assert p.overrides["cameras"] == ["front", "left"]
+    assert p.remappings[2:] == [("front/image", "/front/color/image_raw"),
+                                ("front/camera_info", "/front/color/camera_info"),
+                                ("left/image", "/left/image"),
+                                ("left/camera_info", "/left/camera_info")]
+    assert "cameras" not in plan({"cameras": ""}, ROOT, cwd=ROOT, environ={}).overrides
+    for bad in ("front", "[front, front]", "[front/x]", "{front: 3}", "[]", "[unclosed"):
+        with pytest.raises(LaunchArgumentError, match="cameras"):
+            plan({"cameras": bad}, ROOT, cwd=ROOT, environ={})
+
+
 def test_dds_profile_selection(tmp_path):
     from ovseg_ros.launch_logic import PROFILE_VARS, LaunchArgumentError, plan
 

@@ -191,3 +191,39 @@ def test_fcclip_streamed_labels_equal_full_volume(tmp_path, monkeypatch):
     np.testing.assert_array_equal(small.semantic, full.semantic)
     np.testing.assert_array_equal(small.semantic, full.scores.argmax(0))
     np.testing.assert_allclose(small.confidence, full.scores.max(0), rtol=1e-5, atol=1e-7)
+
+
+def test_proxyclip_predict_batch_equals_one_at_a_time(tiny_config, monkeypatch):
+    """Windows of several frames share the image model's batches (window_batch_size 3
+    over frames of 2, 2 and 1 windows, one frame of another size): each frame's result
+    equals predicting it alone."""
+    seg = load_segmenter(dict(tiny_config, **{"proxyclip.window_batch_size": 3,
+                                              "proxyclip.short_side": 0}))
+    rng = np.random.default_rng(7)
+    frames = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8),
+              rng.integers(0, 256, (96, 128, 3), dtype=np.uint8),
+              rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)]
+    eng = seg.engine
+    assert [len(eng.window_layout(*f.shape[:2])[1]) for f in frames] == [2, 2, 1]
+    calls = []
+    real = eng.backend.__call__
+
+    class Spy:
+        def __call__(self, x):
+            calls.append(x.shape[0])
+            return real(x)
+
+        def __getattr__(self, name):
+            return getattr(eng.backend, name)
+
+    singles = [seg.predict(f, scores=True) for f in frames]
+    monkeypatch.setattr(eng, "backend", Spy())
+    batch = seg.predict_batch(frames, scores=True)
+    # the four 96 x 112 windows of the first two frames in 3 + 1, the 112 x 112 one alone
+    assert calls == [3, 1, 1]
+    for one, many in zip(singles, batch):
+        np.testing.assert_array_equal(many.semantic, one.semantic)
+        np.testing.assert_array_equal(many.panoptic, one.panoptic)
+        np.testing.assert_allclose(many.confidence, one.confidence, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(many.scores, one.scores, rtol=1e-5, atol=1e-6)
+        assert many.vocabulary_version == one.vocabulary_version

@@ -182,6 +182,7 @@ def test_rviz_config_shows_overlay_and_labels():
     topics = {d["Topic"]["Value"]: d["Class"] for d in rviz["Visualization Manager"]["Displays"]}
     assert topics.get("colored") == "rviz_default_plugins/Image"
     assert topics.get("semantic") == "rviz_default_plugins/Image"
+    assert topics.get("left/colored") == "rviz_default_plugins/Image"   # a second camera
     assert "panoptic" not in topics      # RViz rejects 32SC1
 
 

@@ -216,3 +216,21 @@ def test_killed_rank_leaves_no_complete_report_and_resume_completes(work, single
     # without --resume the saved states are not overwritten
     r = _torchrun(2, _folder(work, "imgs_fifo", "labs", out))
     assert r.returncode != 0 and "pass --resume" in r.stdout + r.stderr
+
+
+def test_infer_bags_over_two_ranks(work, single):
+    from ovseg_ros.eval import bags as B
+
+    bags = work / "many"
+    bags.mkdir()
+    for k in range(3):
+        B.write_image_bag(bags / f"r{k}", [(10**9, np.full((16, 20, 3), 60 * k, np.uint8),
+                                            None)], label_topic=None)
+    r = _torchrun(2, ["infer-bags", *_engine(work), "--bags", str(bags), "--image-topic",
+                      "/camera/image", "--classes", str(work / "classes.txt"), "--out-dir",
+                      str(work / "many_out")])
+    assert r.returncode == 0, r.stdout + r.stderr
+    summary = json.loads((work / "many_out" / "summary.json").read_text())
+    assert [(Path(x["bag"]).name, x["status"], x["frames"]) for x in summary["records"]] == \
+        [("r0", "ok", 1), ("r1", "ok", 1), ("r2", "ok", 1)]
+    assert all((work / "many_out" / f"r{k}" / "metadata.yaml").is_file() for k in range(3))

@@ -24,7 +24,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import List, Optional
 
-import numpy as np
 
 from .metrics import load_metric_arrays
 from .state import EvalState, StateError

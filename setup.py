@@ -69,6 +69,7 @@ setup(
         "open_clip_torch>=2.24",
         "timm>=1.0",
         "safetensors>=0.4",
+        "huggingface_hub>=0.20",
         "rosbags>=0.10",
         "tqdm>=4.60",
         "matplotlib>=3.7",

@@ -12,11 +12,15 @@ What it does, with real processes over DDS:
   4. records every output topic into an MCAP bag (rosbags writer), writes the
      overlays as PNGs and a summary (frames, fps, latency, vocabulary).
 
-Weights: without --config it first tries the small pretrained preset
-(config/jetson_small.yaml on the available device) using only weights already
-on disk (HF_HUB_OFFLINE=1: nothing is downloaded). If they are not there it
+Weights: without --config it uses the small pretrained preset
+(config/jetson_small.yaml on the available device). With network, the weights it
+lacks are downloaded once (``ovseg-weights fetch``, with progress bars) into the
+huggingface_hub cache; offline, that step says at once what is missing. The node
+then loads only weights on disk (HF_HUB_OFFLINE=1). If they are not there it
 says so and runs the tiny RANDOM-weight preset (config/demo_tiny.yaml) instead:
 the console, the summary and every overlay image then say RANDOM WEIGHTS.
+``--weights-dir BUNDLE`` runs the preset of an unpacked weights bundle
+(docs/weights.md), never touching the network.
 """
 from __future__ import annotations
 
@@ -370,6 +374,16 @@ def play(client: DemoClient, node: NodeProcess, frames, ahead: int, rate: float,
 
 def pick_config(args, env) -> tuple:
     """(config path, extra node args, label, random?) — see the module docstring."""
+    if args.weights_dir:
+        from ovseg_ros.weights import is_bundle
+
+        bundle = Path(args.weights_dir).expanduser().resolve()
+        if not is_bundle(str(bundle)):
+            raise SystemExit(f"[demo] --weights-dir {bundle} is not an unpacked weights bundle "
+                             "(make one with ovseg-weights pack / unpack)")
+        # the node finds the bundle manifest in weights_dir and never tries the network
+        return (bundle / "config.yaml", ["-p", f"weights_dir:={bundle}"],
+                f"weights bundle {bundle}", None)
     if args.config:
         return Path(args.config), [], f"user config {args.config}", None
     try:
@@ -382,6 +396,19 @@ def pick_config(args, env) -> tuple:
     return (ROOT / "config" / "jetson_small.yaml", extra,
             "small pretrained preset config/jetson_small.yaml (CLIP ViT-B/16 + DINO ViT-S/8, "
             f"one 224 px window, {'cuda' if cuda else 'cpu'})", False)
+
+
+def fetch_preset_weights(config: Path) -> bool:
+    """With network, download what the pretrained preset lacks (progress bars; later runs
+    find it in the huggingface_hub cache); offline, say what is missing, at once. True when
+    every file is on disk."""
+    from ovseg_ros import weights_store
+    from ovseg_ros.config import make_config
+
+    missing = weights_store.fetch(make_config(config), say=_log)
+    if missing:
+        _log("the pretrained preset's weights are not on disk (see above)")
+    return not missing
 
 
 def summarize(args, client: DemoClient, sent: int, wall: float, preset: str, random_w: bool,
@@ -479,7 +506,7 @@ def run(args) -> int:
     config, extra, preset, random_w = pick_config(args, env)
     node = None
     try:
-        if random_w is False:
+        if random_w is False and fetch_preset_weights(config):
             _log(f"trying {preset} with weights already on disk (HF_HUB_OFFLINE=1)")
             node = NodeProcess(config, out / "node.log", dict(env, HF_HUB_OFFLINE="1"),
                                node_args + extra)
@@ -496,7 +523,8 @@ def run(args) -> int:
                 _log("=" * 78)
                 _log(RANDOM_BANNER)
                 _log("=" * 78)
-            node = NodeProcess(config, out / "node.log", env, node_args)
+            node = NodeProcess(config, out / "node.log", env,
+                               node_args + (extra if random_w is None else []))
             why = client.wait_ready(node, args.load_timeout)
             if why is not None:
                 _log("the node did not start: " + why)
@@ -537,6 +565,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "out" / "demo"), help="output folder")
     ap.add_argument("--bag", default=str(ROOT / "data" / "sample" / "sample_bag"),
                     help="input rosbag2 (made by scripts/make_sample_bag.py)")
+    ap.add_argument("--weights-dir", default="", help="an unpacked weights bundle "
+                    "(ovseg-weights unpack): run its preset, offline")
     ap.add_argument("--config", default="", help="node params file; default: pretrained small "
                     "preset if its weights are on disk, else the tiny random-weight preset")
     ap.add_argument("--max-frames", type=int, default=0, help="stop after N images (0 = all)")

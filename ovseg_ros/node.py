@@ -47,11 +47,11 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool
 
 from .config import SCHEMA, ConfigError, make_config
+from .core.products import build_products
 from .core.vocabulary import VocabularyError
 from .ros import diagnostics as diag
 from .ros import messages as build
-from .ros.image_conv import (ImageConversionError, array_to_image, compressed_to_rgb,
-                             image_to_rgb)
+from .ros.image_conv import ImageConversionError, compressed_to_rgb, image_to_rgb
 from .ros.params import declare_schema_parameters, descriptor, read_schema_parameters
 from .ros.qos import input_qos, latched_qos, output_qos, service_qos
 from .runtime.cameras import (PER_CAMERA_KEYS, StallWatch, camera_label, topic_prefix,
@@ -516,22 +516,18 @@ class OvsegNode(LifecycleNode):
         self._problems.report(f"error:{cam.name}", text)
 
     def _publish_outputs(self, cam: _Camera, header, rgb, pred) -> None:
-        out = build.FrameOutputs(pred, rgb.shape[:2])
-        sem, pan = build.label_images(out, header)
-        pubs = cam.pubs
-        pubs["semantic"].publish(sem)
-        pubs["panoptic"].publish(pan)
-        pubs["segments"].publish(build.segments_msg(out, header))
-        alpha = float(self.get_parameter("overlay_alpha").value)
-        overlay = build.overlay_rgb(rgb, out.semantic, alpha, len(pred.vocabulary))
-        if pred.random_weights:
-            overlay = build.draw_banner(overlay, "RANDOM WEIGHTS - labels are meaningless")
-        pubs["colored"].publish(array_to_image(overlay, "rgb8", header))
-        if self.get_parameter("publish_confidence").value:
-            pubs["confidence"].publish(build.confidence_image(out, header))
+        """One output path (ovseg_ros.core.products): what bag inference and ovseg-segment
+        write is what the node publishes."""
+        products = build_products(
+            pred, rgb, pred.vocabulary,
+            overlay_alpha=float(self.get_parameter("overlay_alpha").value),
+            random_weights=pred.random_weights, colored=True,
+            confidence=bool(self.get_parameter("publish_confidence").value))
+        for key, msg in build.product_messages(products, header).items():
+            cam.pubs[key].publish(msg)
         info = cam.camera_infos.get(header.frame_id)
         if info is not None:
-            pubs["camera_info"].publish(build.camera_info_for(info, header))
+            cam.pubs["camera_info"].publish(build.camera_info_for(info, header))
 
     # --- vocabulary and diagnostics -------------------------------------------------------------
     def _publish_vocabulary(self, state) -> None:

@@ -23,11 +23,12 @@ pytest.importorskip("ovseg_ros.msg")
 
 import cv2  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
 from std_srvs.srv import SetBool  # noqa: E402
 
 from node_harness import (TINY_PARAMS, CameraStream, Client, NodeUnderTest,  # noqa: E402
                           diag_values, stamp_key)
+from ovseg_ros.core.products import build_products  # noqa: E402
 from ovseg_ros.core.types import UNLABELED  # noqa: E402
 from ovseg_ros.msg import Segments, Vocabulary  # noqa: E402
 from ovseg_ros.ros.image_conv import image_to_array  # noqa: E402
@@ -176,9 +177,8 @@ def test_two_cameras_at_once_each_output_has_its_own_header_and_size(mc, referen
                     assert (m.height, m.width) == (h, w), (cam, topic)
         # batched or not, every output has the labels of the one-frame-at-a-time reference
         expect = reference.predict(_photo(cam))
-        from ovseg_ros.ros.messages import FrameOutputs
-
-        ref_sem = FrameOutputs(expect, (h, w)).semantic
+        ref_sem = build_products(expect, _photo(cam), expect.vocabulary, overlay_alpha=0.5,
+                                 random_weights=True).semantic
         for m in mc.outputs(cam, "semantic"):
             np.testing.assert_array_equal(image_to_array(m), ref_sem, err_msg=cam)
     values, _ = mc.node_diag()
@@ -206,7 +206,6 @@ def _check_consistent(mc, versions):
                 ids = set(np.unique(image_to_array(sem)).tolist()) - {UNLABELED}
                 assert ids <= set(range(len(names))), (cam, v, ids, names)
         assert seen == sorted(seen), f"camera {cam}: vocabulary version went back: {seen}"
-    return
 
 
 def test_vocabulary_burst_from_several_clients_while_both_cameras_stream(mc):

@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 from rcl_interfaces.msg import ParameterType  # noqa: E402
+from sensor_msgs.msg import CameraInfo  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from ovseg_ros.config import SCHEMA, SCHEMA_LIST  # noqa: E402
@@ -184,21 +185,26 @@ def _prediction(h=6, w=8, classes=("person", "sofa, couch", "floor")):
 
 
 def test_outputs_at_camera_resolution_with_header():
+    """The node's messages (products -> messages) carry the header and the camera size."""
     pytest.importorskip("ovseg_ros.msg")
+    from ovseg_ros.core.products import build_products
     from ovseg_ros.ros import messages as build
     from ovseg_ros.ros.image_conv import image_to_array
 
     pred = _prediction()
     header = Header(frame_id="cam")
     header.stamp.sec, header.stamp.nanosec = 12, 345
-    out = build.FrameOutputs(pred, (12, 16))          # engine at half the camera size
-    sem, pan = build.label_images(out, header)
+    rgb = np.full((12, 16, 3), 90, np.uint8)          # engine at half the camera size
+    msgs = build.product_messages(build_products(pred, rgb, pred.vocabulary, overlay_alpha=0.5,
+                                                 random_weights=True), header)
+    sem, pan = msgs["semantic"], msgs["panoptic"]
     assert (sem.width, sem.height, sem.encoding) == (16, 12, "16UC1")
     assert (pan.width, pan.height, pan.encoding) == (16, 12, "32SC1")
+    assert (msgs["colored"].width, msgs["colored"].height) == (16, 12)
     assert sem.header.frame_id == "cam" and sem.header.stamp.nanosec == 345
     s = image_to_array(sem)
     assert s[0, 0] == UNLABELED and s[0, 15] == 1 and s[5, 3] == 0
-    seg = build.segments_msg(out, header)
+    seg = msgs["segments"]
     assert seg.header.stamp.sec == 12 and seg.vocabulary_version == 4
     assert [x.id for x in seg.segments] == [3, 5]
     p = image_to_array(pan)
@@ -207,24 +213,10 @@ def test_outputs_at_camera_resolution_with_header():
     s3, s5 = seg.segments
     assert s3.class_name == "sofa" and s3.class_id == 1 and not s3.is_thing
     assert (s5.bbox.x_offset, s5.bbox.y_offset, s5.bbox.width, s5.bbox.height) == (0, 4, 4, 4)
-    conf = image_to_array(build.confidence_image(out, header))
+    conf = image_to_array(msgs["confidence"])
     assert conf.shape == (12, 16) and np.allclose(conf, 0.2)
-
-
-def test_overlay_and_banner():
-    from ovseg_ros.ros import messages as build
-
-    rgb = np.full((40, 60, 3), 100, np.uint8)
-    sem = np.zeros((40, 60), np.uint16)
-    sem[:, :30] = UNLABELED
-    from ovseg_ros.core.palette import class_color
-
-    ov = build.overlay_rgb(rgb, sem, 0.5, num_classes=2)
-    assert (ov[:, :30] == 100).all()                       # unlabelled: the image itself
-    expected = tuple(int(round(0.5 * 100 + 0.5 * c)) for c in class_color(0))
-    assert tuple(ov[0, 45]) == expected                    # class 0's stable colour, half
-    banner = build.draw_banner(ov, "RANDOM WEIGHTS")
-    assert (banner[:10] != ov[:10]).any() and (banner[30:] == ov[30:]).all()
+    info = build.camera_info_for(CameraInfo(width=16, height=12, k=[1.0] * 9), header)
+    assert info.header.stamp.nanosec == 345 and list(info.k) == [1.0] * 9
 
 
 def test_vocabulary_message_lists_synonyms():

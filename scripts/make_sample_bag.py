@@ -14,10 +14,27 @@ three cameras in the encodings the node accepts, plus camera_info:
     /cam_mono/camera_info           sensor_msgs/CameraInfo
 
 Each photo is shown for FRAMES_PER_PHOTO frames with a slow pan (so frames
-differ like a moving camera), 10 Hz. Cached: a manifest records the script's
-hash and settings; an up-to-date bag is not rewritten (use --force).
+differ like a moving camera), 10 Hz.
+
+A second, small bag next to it (``labelled_bag``) is for evaluation out of the
+box: SYNTHETIC scenes (drawn shapes, not photographs) with exact ground truth,
+
+    /synthetic/image_raw   sensor_msgs/Image  rgb8   320x240
+    /synthetic/labels      sensor_msgs/Image  16UC1  class id per pixel
+
+and their class file ``labelled_bag_classes.txt`` (line i = class id i):
+
+    ovseg-eval bag --bag data/sample/labelled_bag --image-topic /synthetic/image_raw \
+        --label-topic /synthetic/labels --classes data/sample/labelled_bag_classes.txt \
+        --config config/demo_tiny.yaml --out out/eval_sample
+
+Every topic records the QoS it is offered with (offered_qos_profiles, as
+rosbag2 does): reliable, so `ros2 bag play` repeats every frame and a
+best-effort subscriber matches too. Cached: a manifest records the script's
+hash and settings; up-to-date bags are not rewritten (use --force).
 
     python scripts/make_sample_bag.py [--out data/sample/sample_bag] [--force]
+        [--labelled-only]
 """
 from __future__ import annotations
 
@@ -41,8 +58,14 @@ CAMERAS = {   # name: (width, height, encoding, frame_id, with compressed topic)
     "cam_hd": (1280, 720, "bgr8", "cam_hd_optical", False),
     "cam_mono": (640, 480, "mono8", "cam_mono_optical", False),
 }
+#: the synthetic labelled scenes: classes (id = index), frames, size
+SYNTH_CLASSES = ("sky", "grass", "road", "building", "tree")
+SYNTH_FRAMES = 6
+SYNTH_SIZE = (320, 240)
 SETTINGS = {"photos": PHOTOS, "frames_per_photo": FRAMES_PER_PHOTO, "rate_hz": RATE_HZ,
-            "cameras": {k: list(v) for k, v in CAMERAS.items()}}
+            "cameras": {k: list(v) for k, v in CAMERAS.items()},
+            "synthetic": {"classes": SYNTH_CLASSES, "frames": SYNTH_FRAMES,
+                          "size": SYNTH_SIZE}}
 
 
 def load_photo(name: str) -> np.ndarray:
@@ -79,13 +102,95 @@ def encode(rgb: np.ndarray, encoding: str) -> np.ndarray:
     raise ValueError(encoding)
 
 
+def synthetic_scene(k: int, width: int, height: int):
+    """(rgb, labels) of SYNTHETIC scene k: sky, a road between grass, buildings and trees
+    drawn as flat shapes with texture noise; labels = the class id of every pixel (exact,
+    no anti-aliasing). Seeded: the same k gives the same scene."""
+    rng = np.random.default_rng(1000 + k)
+    ids = {name: i for i, name in enumerate(SYNTH_CLASSES)}
+    lab = np.full((height, width), ids["sky"], np.uint16)
+    horizon = int(height * rng.uniform(0.40, 0.55))
+    lab[horizon:] = ids["grass"]
+    # a road in perspective from the bottom edge to a vanishing point on the horizon
+    vx = int(width * rng.uniform(0.35, 0.65))
+    road = np.array([[vx - 4, horizon], [vx + 4, horizon],
+                     [int(width * rng.uniform(0.75, 0.95)), height - 1],
+                     [int(width * rng.uniform(0.05, 0.25)), height - 1]], np.int32)
+    cv2.fillPoly(lab, [road], ids["road"])
+    for _ in range(int(rng.integers(1, 4))):          # buildings standing on the horizon
+        w = int(rng.integers(width // 10, width // 4))
+        x0 = int(rng.integers(0, width - w))
+        top = int(rng.integers(height // 10, max(horizon - 20, height // 10 + 1)))
+        lab[top:horizon + 2, x0:x0 + w] = ids["building"]
+    for _ in range(int(rng.integers(1, 3))):          # trees: trunk + crown
+        cx = int(rng.integers(width // 12, width - width // 12))
+        r = int(rng.integers(height // 14, height // 8))
+        base = horizon + int(rng.integers(4, 20))
+        cv2.rectangle(lab, (cx - r // 4, base - 2 * r), (cx + r // 4, base), ids["tree"], -1)
+        cv2.circle(lab, (cx, base - 2 * r), r, ids["tree"], -1)
+    colours = np.array([[120, 170, 235], [70, 150, 60], [90, 90, 95], [170, 150, 130],
+                        [30, 100, 40]], np.float32)
+    rgb = colours[lab]
+    rgb[..., :] += rng.normal(0, 12, (height, width, 1))           # texture
+    rgb[:horizon] += np.linspace(25, -10, horizon)[:, None, None] * (lab[:horizon, :, None] == 0)
+    return np.clip(rgb, 0, 255).astype(np.uint8), lab
+
+
+def write_labelled_bag(out: Path) -> dict:
+    """The small SYNTHETIC labelled bag (MCAP) and its class file."""
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    sys.path.insert(0, str(ROOT))
+    from ovseg_ros.eval.bags import playback_image_qos
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+    T = ts.types
+    Header, Time, Image = T["std_msgs/msg/Header"], T["builtin_interfaces/msg/Time"], \
+        T["sensor_msgs/msg/Image"]
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    w, h = SYNTH_SIZE
+    t0 = 1_700_000_100 * 10**9
+    qos = [playback_image_qos()]
+    writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP)
+    with writer:
+        ci = writer.add_connection("/synthetic/image_raw", "sensor_msgs/msg/Image", typestore=ts,
+                                   offered_qos_profiles=qos)
+        cl = writer.add_connection("/synthetic/labels", "sensor_msgs/msg/Image", typestore=ts,
+                                   offered_qos_profiles=qos)
+        for k in range(SYNTH_FRAMES):
+            rgb, lab = synthetic_scene(k, w, h)
+            t = t0 + int(k * 1e9 / RATE_HZ)
+            header = Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9),
+                            frame_id="synthetic_camera")
+            img = Image(header=header, height=h, width=w, encoding="rgb8", is_bigendian=0,
+                        step=w * 3, data=rgb.reshape(-1))
+            lbl = Image(header=header, height=h, width=w, encoding="16UC1", is_bigendian=0,
+                        step=w * 2, data=np.ascontiguousarray(lab, "<u2").view(np.uint8)
+                        .reshape(-1))
+            writer.write(ci, t, ts.serialize_cdr(img, "sensor_msgs/msg/Image"))
+            writer.write(cl, t, ts.serialize_cdr(lbl, "sensor_msgs/msg/Image"))
+    (out.parent / (out.name + "_classes.txt")).write_text(
+        "# SYNTHETIC sample scenes (scripts/make_sample_bag.py): line i = class id i\n"
+        + "\n".join(SYNTH_CLASSES) + "\n")
+    return {"/synthetic/image_raw": SYNTH_FRAMES, "/synthetic/labels": SYNTH_FRAMES}
+
+
 def script_hash() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
 
-def is_up_to_date(out: Path) -> bool:
+def labelled_path(out: Path) -> Path:
+    """The labelled bag beside the sample bag (data/sample/labelled_bag)."""
+    return out.parent / "labelled_bag"
+
+
+def is_up_to_date(out: Path, bags=None) -> bool:
     manifest = out.parent / (out.name + ".json")
-    if not (out / "metadata.yaml").exists() or not manifest.exists():
+    bags = bags if bags is not None else (out, labelled_path(out))
+    if not all((b / "metadata.yaml").exists() for b in bags) or not manifest.exists():
         return False
     try:
         data = json.loads(manifest.read_text())
@@ -114,17 +219,23 @@ def write_bag(out: Path) -> dict:
     writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP)
     # zstd-compressed MCAP chunks: readable by ros2 bag, Foxglove and rosbags
     writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    sys.path.insert(0, str(ROOT))
+    from ovseg_ros.eval.bags import playback_image_qos
+
+    qos = [playback_image_qos()]
     with writer:
         conns = {}
         for cam, (w, h, enc, frame, comp) in CAMERAS.items():
             conns[(cam, "image")] = writer.add_connection(
-                f"/{cam}/image_raw", "sensor_msgs/msg/Image", typestore=ts)
+                f"/{cam}/image_raw", "sensor_msgs/msg/Image", typestore=ts,
+                offered_qos_profiles=qos)
             conns[(cam, "info")] = writer.add_connection(
-                f"/{cam}/camera_info", "sensor_msgs/msg/CameraInfo", typestore=ts)
+                f"/{cam}/camera_info", "sensor_msgs/msg/CameraInfo", typestore=ts,
+                offered_qos_profiles=qos)
             if comp:
                 conns[(cam, "compressed")] = writer.add_connection(
                     f"/{cam}/image_raw/compressed", "sensor_msgs/msg/CompressedImage",
-                    typestore=ts)
+                    typestore=ts, offered_qos_profiles=qos)
         frame_idx = 0
         for name in PHOTOS:
             for k in range(FRAMES_PER_PHOTO):
@@ -170,18 +281,25 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="bag directory to write")
     ap.add_argument("--force", action="store_true", help="rewrite even if up to date")
+    ap.add_argument("--labelled-only", action="store_true",
+                    help="write only the SYNTHETIC labelled bag (next to --out)")
     args = ap.parse_args(argv)
     out = args.out.resolve()
-    if not args.force and is_up_to_date(out):
-        print(f"sample bag up to date: {out}")
+    labelled = labelled_path(out)
+    bags = (labelled,) if args.labelled_only else (out, labelled)
+    if not args.force and is_up_to_date(out, bags):
+        print("sample bags up to date: " + ", ".join(str(b) for b in bags))
         return 0
-    counts = write_bag(out)
-    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    counts = {} if args.labelled_only else write_bag(out)
+    counts.update(write_labelled_bag(labelled))
+    size = sum(p.stat().st_size for b in bags for p in b.rglob("*") if p.is_file())
     manifest = {"script_hash": script_hash(), "settings": SETTINGS, "messages": counts,
-                "bytes": size}
+                "bytes": size, "bags": [b.name for b in bags]}
     (out.parent / (out.name + ".json")).write_text(json.dumps(manifest, indent=2))
-    print(f"wrote {out} ({size / 1e6:.1f} MB): " +
+    print("wrote " + ", ".join(str(b) for b in bags) + f" ({size / 1e6:.1f} MB): " +
           ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())))
+    print(f"  {labelled.name} holds SYNTHETIC scenes with exact labels "
+          f"(classes: {labelled.name}_classes.txt)")
     return 0
 
 

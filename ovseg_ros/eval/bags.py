@@ -253,19 +253,82 @@ def bag_storage(path: Path) -> str:
     return "sqlite3"
 
 
+# --- QoS of recorded topics -------------------------------------------------------------------
+# rosbag2 records each topic's offered QoS profiles (offered_qos_profiles) and `ros2 bag play`
+# offers them again: without them a latched topic (`vocabulary`) is replayed volatile and late
+# subscribers never get it. rosbags writes them in the bag's own format version: version 9
+# (rosbag2 Jazzy/Kilted) as a structured list with policy names, version 8 as a YAML string.
+#: RMW_DURATION_INFINITE as rmw_fastrtps reports it (and rosbag2 records it): 9223372036 s
+#: 854775807 ns, i.e. INT64_MAX nanoseconds
+INFINITE_NS = 9_223_372_036_854_775_807
+
+
+def _qos_time(ns: int):
+    from rosbags.interfaces import QosTime
+
+    return QosTime(int(ns) // 1_000_000_000, int(ns) % 1_000_000_000)
+
+
+def make_qos(reliability: str = "reliable", durability: str = "volatile", depth: int = 5,
+             history: str = "keep_last"):
+    """A rosbags Qos as rosbag2 records a publisher with these policies and default deadline,
+    lifespan and liveliness (automatic, infinite lease)."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability
+
+    try:
+        hist = QosHistory[history.upper()]
+        rel = QosReliability[reliability.upper()]
+        dur = QosDurability[durability.upper()]
+    except KeyError as exc:
+        raise BagError(f"unknown QoS policy value {exc}; history: keep_last/keep_all, "
+                       "reliability: reliable/best_effort, durability: volatile/"
+                       "transient_local") from None
+    inf = _qos_time(INFINITE_NS)
+    return Qos(hist, int(depth), rel, dur, inf, inf, QosLiveliness.AUTOMATIC, inf, False)
+
+
 def latched_qos():
     """Transient-local, reliable, depth 1: how the node publishes `vocabulary`."""
-    from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness,
-                                    QosReliability, QosTime)
+    return make_qos("reliable", "transient_local", 1)
 
-    zero = QosTime(0, 0)
-    return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
-               zero, zero, QosLiveliness.AUTOMATIC, zero, False)
+
+def output_qos():
+    """Reliable, volatile, depth 5: how the node publishes its images and segments."""
+    return make_qos("reliable", "volatile", 5)
+
+
+def playback_image_qos():
+    """Reliable, volatile, depth 10, for image topics of bags this project writes: `ros2 bag
+    play` then repeats every frame (a reliable offer also matches best-effort subscribers),
+    where a best-effort offer of large frames would lose most of them (docs/node.md)."""
+    return make_qos("reliable", "volatile", 10)
+
+
+def qos_from_profile(profile):
+    """A rosbags Qos from an rclpy QoSProfile (e.g. ``TopicEndpointInfo.qos_profile`` of
+    ``Node.get_publishers_info_by_topic``: what the publisher offers, as rosbag2 records it).
+    Duck-typed, so this module needs no rclpy: the policy enums carry rmw's values, which
+    rosbags' enums share."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability
+
+    def ns(d):
+        return int(getattr(d, "nanoseconds", d))
+
+    def val(v):
+        return int(getattr(v, "value", v))
+
+    return Qos(QosHistory(val(profile.history)), int(profile.depth),
+               QosReliability(val(profile.reliability)), QosDurability(val(profile.durability)),
+               _qos_time(ns(profile.deadline)), _qos_time(ns(profile.lifespan)),
+               QosLiveliness(val(profile.liveliness)),
+               _qos_time(ns(profile.liveliness_lease_duration)),
+               bool(profile.avoid_ros_namespace_conventions))
 
 
 __all__ = ["BagError", "Frame", "make_typestore", "find_msg_dir", "image_to_numpy", "to_rgb",
            "numpy_to_image", "label_to_classes", "open_reader", "check_topic", "iter_frames",
            "frame_rgb", "stamp_ns", "storage_plugin", "bag_storage", "latched_qos",
+           "make_qos", "output_qos", "playback_image_qos", "qos_from_profile", "INFINITE_NS",
            "write_image_bag", "rename_storage_files",
            "LABEL_ENCODINGS", "RGB_ENCODINGS", "IMAGE_TYPE", "COMPRESSED_TYPE"]
 
@@ -293,8 +356,10 @@ def write_image_bag(path: Path, frames, image_topic: str = "/camera/image",
     w = Writer(tmp, version=9, storage_plugin=storage_plugin(storage))
     w.open()
     try:
-        ci = w.add_connection(image_topic, IMAGE_TYPE, typestore=store)
-        cl = w.add_connection(label_topic, IMAGE_TYPE, typestore=store) if label_topic else None
+        qos = [playback_image_qos()]
+        ci = w.add_connection(image_topic, IMAGE_TYPE, typestore=store, offered_qos_profiles=qos)
+        cl = w.add_connection(label_topic, IMAGE_TYPE, typestore=store,
+                              offered_qos_profiles=qos) if label_topic else None
         for stamp, rgb, labels in frames:
             hdr = T["std_msgs/msg/Header"](
                 stamp=T["builtin_interfaces/msg/Time"](sec=stamp // 1_000_000_000,

@@ -180,8 +180,9 @@ class DemoClient:
                             "diagnostic_msgs/msg/DiagnosticArray": DiagnosticArray})
         self.msg_classes = msg_classes
         for topic, msgtype in OUTPUT_TOPICS.items():
-            full = topic if topic.startswith("/") else f"{NAMESPACE}/{topic}"
-            self.conns[topic] = writer.add_connection(full, msgtype, typestore=typestore)
+            # the bag connection is added at the topic's first message, with the QoS its
+            # publishers offer (recorded like rosbag2 does, so `ros2 bag play` replays the
+            # latched vocabulary latched)
             qos = latched_qos() if topic == "vocabulary" else (10 if topic == "/diagnostics"
                                                                 else output_qos(depth=50))
             self._subs.append(self.node.create_subscription(
@@ -203,6 +204,8 @@ class DemoClient:
 
         now = time.monotonic()
         with self.lock:
+            if topic not in self.conns:
+                self.conns[topic] = self._add_connection(topic)
             self.writer.write(self.conns[topic], time.time_ns(), data)
             self.counts[topic] += 1
         cls = self.msg_classes[OUTPUT_TOPICS[topic]]
@@ -233,6 +236,24 @@ class DemoClient:
                     with self.lock:
                         self.diagnostics = {kv.key: kv.value for kv in st.values}
                         self.diagnostics["_message"] = st.message
+
+    def _add_connection(self, topic: str):
+        """The bag connection of an output topic, carrying the QoS profiles its publishers
+        offer (from the ROS graph, as ``ros2 bag record`` does)."""
+        from ovseg_ros.eval.bags import latched_qos as bag_latched, make_qos, output_qos
+        from ovseg_ros.eval.bags import qos_from_profile
+
+        full = topic if topic.startswith("/") else f"{NAMESPACE}/{topic}"
+        offers = [qos_from_profile(info.qos_profile)
+                  for info in self.node.get_publishers_info_by_topic(full)]
+        if not offers:
+            # a message arrived, so a publisher exists; the graph cache can lag behind it
+            declared = {"vocabulary": bag_latched(), "/diagnostics": make_qos(depth=10)}
+            offers = [declared.get(topic) or output_qos()]
+            _log(f"no publisher of {full} in the ROS graph yet; recording the node's "
+                 f"declared QoS for it")
+        return self.writer.add_connection(full, OUTPUT_TOPICS[topic], typestore=self.ts,
+                                          offered_qos_profiles=offers)
 
     def _pair(self, key, colored=None, segments=None) -> None:
         """Write an overlay PNG once both the colour image and the segments of a frame are in
@@ -482,12 +503,17 @@ def run(args) -> int:
     env = dict(os.environ)
     domain = env.get("ROS_DOMAIN_ID") or str(random.randint(1, 100))
     env["ROS_DOMAIN_ID"] = domain
-    # FastDDS drops best-effort camera frames above ~512 KiB without this (docs/node.md)
-    env.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    # Fast DDS drops best-effort frames above ~512 KiB with its defaults: the node and this
+    # player/recorder get config/fastdds_camera.xml, as the launch file does, unless the
+    # environment already chooses (docs/node.md, "Large frames")
+    from ovseg_ros.launch_logic import dds_environment
+
+    dds_env, dds_note = dds_environment("", ROOT, Path.cwd(), os.environ)
+    env.update(dds_env)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     os.environ["ROS_DOMAIN_ID"] = domain
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
-    _log(f"ROS_DOMAIN_ID={domain}; namespace {NAMESPACE}; input bag {bag}")
+    os.environ.update(dds_env)
+    _log(f"ROS_DOMAIN_ID={domain}; namespace {NAMESPACE}; input bag {bag}; {dds_note}")
 
     out_bag = out / "output_bag"
     if out_bag.exists():

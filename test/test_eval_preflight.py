@@ -112,3 +112,15 @@ def test_missing_storage_file_named(bag, tmp_path, capsys, no_model):
     code, err = _err(capsys, ["infer-bag", "--config", TINY, "--bag", str(b), "--image-topic",
                               "/camera/image", "--out", str(tmp_path / "o")])
     assert code == 2 and "lists storage file" in err and ".db3" in err
+
+
+def test_label_encoding_and_ignore_label_checked_before_the_model(bag, capsys, no_model):
+    frames = [(10**9, np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8))]
+    B.write_image_bag(bag / "rgb_labels", frames, label_encoding="rgb8")
+    base = ["bag", "--config", TINY, "--image-topic", "/camera/image", "--label-topic",
+            "/camera/labels", "--classes", str(bag / "classes.txt"), "--quiet"]
+    code, err = _err(capsys, [*base, "--bag", str(bag / "rgb_labels"), "--out", str(bag / "r")])
+    assert code == 2 and "encoding 'rgb8' is not a class-id image" in err
+    code, err = _err(capsys, [*base, "--bag", str(bag / "in"), "--out", str(bag / "r"),
+                              "--ignore-label", "x"])
+    assert code == 2 and "--ignore-label must be an integer or 'none'" in err

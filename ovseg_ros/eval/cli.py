@@ -37,7 +37,8 @@ from .bag_sources import SEGMENTS_TYPE, BagTopics, bag_targets, check_encodings,
 from .bags import BagError, COMPRESSED_TYPE, IMAGE_TYPE, frame_rgb
 from .datasets import DatasetError, Target, folder, open_dataset, LAYOUTS
 from .metrics import IGNORE, LabelError
-from .preflight import check_output_bag, check_prefix_free, open_checked, require_topics
+from .preflight import (check_output_bag, check_prefix_free, first_messages, open_checked,
+                        require_topics)
 from .runner import EvalItem, dataset_items, finish, open_state, run_evaluation, state_path
 from .state import EvalState, StateError
 
@@ -212,6 +213,12 @@ def cmd_bag(args) -> int:
     if len(set(named)) != len(named):
         raise CliError("--image-topic, --label-topic, --panoptic-topic and --segments-topic "
                        "must be different topics")
+    if args.ignore_label is not None and args.ignore_label != "none":
+        try:
+            int(args.ignore_label)
+        except ValueError:
+            raise CliError(f"--ignore-label must be an integer or 'none', got "
+                           f"{args.ignore_label!r}") from None
     stats: dict = {}
     source = {"kind": "bag", "bag": Path(args.bag).name, "image_topic": args.image_topic,
               "label_topic": args.label_topic, "ignore_label": args.ignore_label}
@@ -223,6 +230,8 @@ def cmd_bag(args) -> int:
         ("label", args.label_topic, (IMAGE_TYPE,)),
         ("panoptic", args.panoptic_topic, (IMAGE_TYPE,)),
         ("segments", args.segments_topic, (SEGMENTS_TYPE,))])
+    # the first ground-truth messages show wrong encodings before the engine is built
+    check_encodings(first_messages(Path(args.bag), topics.roles()), topics)
     return _evaluate(args, classes, bag_items(args, stats, topics), source,
                      bool(args.panoptic_topic), counts[args.image_topic], stats)
 

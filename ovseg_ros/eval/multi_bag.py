@@ -147,9 +147,17 @@ def run_jobs(jobs: Sequence[BagJob], engine_args: dict, workers: int) -> List[di
     from concurrent.futures import ProcessPoolExecutor
 
     # spawn: a fresh interpreter per worker (no forked torch thread pools)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                             initializer=_init_worker, initargs=(engine_args,)) as pool:
-        return list(pool.map(_run_job, jobs))
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                 initializer=_init_worker, initargs=(engine_args,)) as pool:
+            return list(pool.map(_run_job, jobs))
+    except BrokenProcessPool:
+        # the worker printed its own traceback (e.g. missing weights) above
+        raise BagError("a worker process stopped (the engine could not be built, or the "
+                       "process was killed); complete outputs are kept, rerun to do the "
+                       "rest") from None
 
 
 def run_rank(jobs: Sequence[BagJob], engine_args: dict, ctx) -> Optional[List[dict]]:

@@ -94,6 +94,21 @@ def require_topics(path: Path, wanted: Sequence[Tuple[str, Optional[str], Iterab
         reader.close()
 
 
+def first_messages(path: Path, roles: Dict[str, str]) -> Dict[str, object]:
+    """The first message of each role's topic (deserialised), for encoding checks."""
+    reader = open_checked(path)
+    try:
+        out = {}
+        for role, topic in roles.items():
+            conns = [c for c in reader.connections if c.topic == topic]
+            for conn, _, raw in reader.messages(connections=conns):
+                out[role] = reader.deserialize(raw, conn.msgtype)
+                break
+        return out
+    finally:
+        reader.close()
+
+
 def check_output_bag(in_path: Path, out_path: Path, overwrite: bool) -> None:
     in_path, out_path = Path(in_path).expanduser(), Path(out_path).expanduser()
     if out_path.resolve() == in_path.resolve():
@@ -114,5 +129,5 @@ def check_prefix_free(path: Path, prefix: str, names: Iterable[str]) -> None:
                        "--prefix")
 
 
-__all__ = ["check_bag_metadata", "open_checked", "require_topics", "check_output_bag",
+__all__ = ["check_bag_metadata", "open_checked", "require_topics", "first_messages", "check_output_bag",
            "check_prefix_free", "bag_topics"]

@@ -139,3 +139,41 @@ def test_node_publishes_the_engines_prediction(node, reference):
         [(s.id, s.class_id, s.is_thing, s.area) for s in sorted(pred.segments, key=lambda s: s.id)]
     for s in segs:
         assert s.area == int((pan == s.id).sum())
+
+
+# --- config/ovseg_twostage.yaml ----------------------------------------------------------------
+# (test_launch.py::test_params_file_is_valid_for_api_and_node loads it both ways as well)
+def test_twostage_params_file_selects_the_reference_setup():
+    from node_harness import ROOT
+    from ovseg_ros.config import make_config
+
+    cfg = make_config(ROOT / "config" / "ovseg_twostage.yaml")
+    assert cfg["engine"] == "ovseg" and not cfg["random_init"]
+    assert cfg["ovseg.checkpoint"] == "ovseg_swinbase_vitL14_ft_mpt.pth"
+    # the reference's eval settings (configs/ovseg_swinB_vitL_bs32_120k.yaml; docs/ovseg.md)
+    assert (cfg["ovseg.swin_model"], cfg["ovseg.head_size"], cfg["ovseg.clip_model"]) == \
+        ("swin_base_patch4_window12_384", "base", "ViT-L-14-quickgelu")
+    assert (cfg["ovseg.short_side"], cfg["ovseg.max_size"], cfg["ovseg.num_queries"]) == \
+        (640, 2560, 100)
+    assert (cfg["ovseg.mask_prompt_depth"], cfg["ovseg.mask_threshold"],
+            cfg["ovseg.clip_ensemble_weight"]) == (3, 0.4, 0.7)
+
+
+def test_twostage_params_file_without_checkpoint_stops_the_node_clearly(tmp_path):
+    """Offline, with no checkpoint in weights_dir: configure fails naming the setting and
+    the file, and the autostarted node exits 1 (before any model is built)."""
+    import subprocess
+    import sys
+
+    from node_harness import ROOT, node_env
+
+    r = subprocess.run(
+        [sys.executable, "-m", "ovseg_ros.node", "--ros-args", "--params-file",
+         str(ROOT / "config" / "ovseg_twostage.yaml"), "-p", "device:=cpu", "-p",
+         "precision:=fp32", "-p", f"weights_dir:={tmp_path}", "-p",
+         f"text_cache_dir:={tmp_path}", "-r", "__ns:=/ovsbad"],
+        cwd=ROOT, env=node_env(), capture_output=True, text=True, timeout=120)
+    log = r.stdout + r.stderr
+    assert r.returncode == 1, log
+    assert "WeightsError" in log and "ovseg.checkpoint" in log, log
+    assert str(tmp_path / "ovseg_swinbase_vitL14_ft_mpt.pth") in log, log

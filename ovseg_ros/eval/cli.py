@@ -159,6 +159,10 @@ def _evaluate(args, classes: ClassList, items: Iterable[EvalItem], source: dict,
             raise StateError(f"{out} holds the state of a run split {stale[0].stem.split('of')[-1]}"
                              f" ways ({stale[0].name}), not {ctx.world}: resume it with as many "
                              "ranks, or choose another --out directory")
+    # torchrun --max-restarts starts the ranks again after a failure: they continue the
+    # states this same job wrote (TORCHELASTIC_RESTART_COUNT counts the restarts)
+    if ctx is not None and D.restart_count() > 0:
+        args.resume = True
     # an existing state without --resume is refused now rather than after loading the model
     if state_path(out, shard).exists() and not args.resume:
         raise StateError(f"{state_path(out, shard)} exists from an earlier run; pass --resume to "

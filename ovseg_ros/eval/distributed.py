@@ -64,6 +64,14 @@ def context_from_env() -> Optional[DistContext]:
     return DistContext(rank, world, local)
 
 
+def restart_count() -> int:
+    """How often torchrun (``--max-restarts``) restarted the ranks of this job."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
+
+
 def rank_device(device: str, ctx: DistContext) -> str:
     """``cuda`` becomes ``cuda:<LOCAL_RANK>``: one GPU per rank of a node."""
     return f"cuda:{ctx.local_rank}" if device == "cuda" else device
@@ -142,5 +150,5 @@ def other_world_states(out_dir: Path, world: int) -> List[Path]:
     return found
 
 
-__all__ = ["DistContext", "context_from_env", "rank_device", "init", "close", "reduce_states",
+__all__ = ["DistContext", "context_from_env", "restart_count", "rank_device", "init", "close", "reduce_states",
            "other_world_states"]

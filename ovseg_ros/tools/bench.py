@@ -407,6 +407,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="engine (ONNX/TensorRT) and text cache used by the cases")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="extra config setting for every case (YAML value), repeatable")
+    p.add_argument("--cameras", default=None, metavar="N,N",
+                   help="also time N cameras' frames in one predict_batch against N "
+                        "single-camera runs of the same model (torch backend, first "
+                        "precision and size; ovseg_ros/tools/bench_cameras.py)")
     args = p.parse_args(argv)
 
     import torch
@@ -496,10 +500,22 @@ def main(argv: Optional[List[str]] = None) -> int:
                            "command": " ".join(["ovseg-bench"] + (argv if argv is not None
                                                                   else sys.argv[1:]))},
               "results": results}
+    if args.cameras:
+        from .bench_cameras import run_presets
+
+        counts = [int(v) for v in args.cameras.split(",")]
+        report["cameras"] = run_presets(
+            presets, counts, parse_size(sizes[0]), args.iters, args.warmup,
+            lambda preset: build_config(preset, "torch", precisions[0], args))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(_jsonable(report), indent=2))
-    (out / "bench.md").write_text(markdown(report))
+    md = markdown(report)
+    if report.get("cameras"):
+        from .bench_cameras import markdown_section
+
+        md += "\n" + markdown_section(report["cameras"])
+    (out / "bench.md").write_text(md)
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 0 if any("error" not in r for r in results) else 1
 

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..config import ConfigError
 from ..core.preprocess import lcm
+from .precision import fp32_region, matmul_weights_to
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -91,7 +92,9 @@ class ClipTrunk(nn.Module):
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, int, int]:
         """x: B x 3 x H x W (CLIP-normalised) -> (ln_1 output B x (1+N) x W, grid h, grid w)."""
         vis = self.visual
-        t = vis.conv1(x)
+        # the residual stream keeps the embeddings' dtype (fp32 on the bf16 path, where only
+        # the matmul weights are bf16: see models/precision.py)
+        t = vis.conv1(x).to(vis.class_embedding.dtype)
         b, c, gh, gw = t.shape
         t = t.reshape(b, c, gh * gw).transpose(1, 2)
         cls = vis.class_embedding.to(t.dtype).view(1, 1, c).expand(b, 1, c)
@@ -143,7 +146,7 @@ class VfmTrunk(nn.Module):
         """x: B x 3 x H x W (VFM-normalised) -> B x C x h x w."""
         vit = self.vit
         pe = vit.patch_embed
-        t = pe.proj(x)
+        t = pe.proj(x).to(vit.pos_embed.dtype)     # fp32 residual stream, as in ClipTrunk
         b, c, gh, gw = t.shape
         t = pe.norm(t.flatten(2).transpose(1, 2))
         pos = vit.pos_embed
@@ -191,11 +194,16 @@ class ProxyCLIPImageModel(nn.Module):
         self.last_times: dict = {}
 
     def set_weight_dtype(self, dtype: torch.dtype) -> "ProxyCLIPImageModel":
-        """Store parameters in ``dtype``; normalisation constants stay fp32 (the input
-        is normalised in fp32 and cast by the first matmul)."""
-        self.to(dtype)
-        for name in ("clip_mean", "clip_std", "vfm_mean", "vfm_std"):
-            setattr(self, name, getattr(self, name).float())
+        """Store the trunks' matmul weights in ``dtype`` (bf16/fp16 runs under autocast).
+
+        The heavy matmuls (both ViT trunks, the last block's value projection)
+        run in ``dtype``; residual streams, norms, embeddings, the proxy
+        attention and the head after it (out_proj, ln_post, proj) stay fp32:
+        with the residual stream in bf16, labels differed from fp32 on ~0.5-1 %
+        of the pixels of real photos (random weights), see docs/proxyclip.md.
+        """
+        matmul_weights_to(self.clip, dtype, keep=[self.clip.last.attn.out_proj])
+        matmul_weights_to(self.vfm, dtype)
         return self
 
     @property
@@ -226,14 +234,15 @@ class ProxyCLIPImageModel(nn.Module):
         v = F.interpolate(v, size=(h, w), mode="bilinear", align_corners=False)
         v = v.flatten(2).transpose(1, 2)                                 # B x hw x W
         t0 = self._tick("clip", t0, v)
-        # The attention matrix decides which pixels are mixed; keep it in fp32 under
-        # autocast (cheap: ~2% of the FLOPs) so its >= 0 threshold is not decided in bf16.
-        with _no_autocast(x.device.type):
+        # The attention matrix decides which pixels are mixed, the head makes the features
+        # the text is compared with: both in fp32 without autocast (a few % of the FLOPs), so
+        # the >= 0 threshold and the cosine are not decided in bf16.
+        with fp32_region(x):
             attn = proxy_attention(feats.flatten(2).float(), self.beta, self.gamma)
-            o = torch.bmm(attn, v.float()).to(v.dtype)   # back to the tower's dtype
-        t0 = self._tick("attention", t0, o)
-        o = self.clip.head(o)                                            # B x hw x E
-        o = F.normalize(o.float(), dim=-1)
+            o = torch.bmm(attn, v.float())
+            t0 = self._tick("attention", t0, o)
+            o = self.clip.head(o)                                        # B x hw x E
+            o = F.normalize(o.float(), dim=-1)
         out = o.transpose(1, 2).reshape(b, -1, h, w)
         self._tick("clip", t0, out)
         return out

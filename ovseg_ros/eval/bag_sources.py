@@ -18,12 +18,11 @@ Without a semantic topic the semantic ground truth comes from the panoptic one
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Dict, Iterable, Iterator, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
-from .bags import (BagError, Frame, LABEL_ENCODINGS, frame_rgb, image_to_numpy,
+from .bags import (BagError, Frame, LABEL_ENCODINGS, image_to_numpy,
                    label_to_classes, stamp_ns)
 from .datasets import Target, rgb_to_panoptic_id
 from .metrics import semantic_from_panoptic

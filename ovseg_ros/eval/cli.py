@@ -35,7 +35,7 @@ import yaml
 from ..core.class_names import ClassList, load_class_file
 from .bag_sources import SEGMENTS_TYPE, BagTopics, bag_targets, check_encodings, iter_synced
 from .bags import BagError, COMPRESSED_TYPE, IMAGE_TYPE, frame_rgb
-from .datasets import DatasetError, Target, folder, open_dataset, LAYOUTS
+from .datasets import DatasetError, folder, open_dataset, LAYOUTS
 from .metrics import IGNORE, LabelError
 from .preflight import (check_output_bag, check_prefix_free, first_messages, open_checked,
                         require_topics)

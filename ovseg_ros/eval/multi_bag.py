@@ -17,7 +17,6 @@ or rank 0) lists every bag with its status, frame count, output and error.
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path

@@ -58,8 +58,12 @@ def test_random_init_does_not_touch_global_rng(tiny_config):
 def test_bad_vocabulary_keeps_the_old_one(tiny_segmenter):
     tiny_segmenter.set_vocabulary(["a", "b"])
     version = tiny_segmenter.vocabulary.version
-    for bad in ([], ["a", "A"], ["ok", ""], "person"):
-        with pytest.raises(VocabularyError):
+    # each request breaks one rule, and must be refused for that rule
+    for bad, rule in (([], "the vocabulary is empty"),
+                      (["a", "A"], r"class 1 \('A'\) duplicates class 0"),
+                      (["ok", ""], "class 1 is empty"),
+                      ("person", "not one string")):
+        with pytest.raises(VocabularyError, match=rule):
             tiny_segmenter.set_vocabulary(bad)
     assert tiny_segmenter.vocabulary.names == ("a", "b")
     assert tiny_segmenter.vocabulary.version == version

@@ -71,9 +71,13 @@ def test_yaml_files(tmp_path):
     with pytest.raises(ConfigError, match="not valid YAML"):
         make_config(bad)
     unsafe = tmp_path / "unsafe.yaml"
-    unsafe.write_text("engine: !!python/object/apply:os.system ['true']\n")
-    with pytest.raises(ConfigError):
-        make_config(unsafe)                         # safe_load: no object construction
+    marker = tmp_path / "EXECUTED"
+    unsafe.write_text(f"engine: !!python/object/apply:os.system ['touch {marker}']\n")
+    # safe_load constructs no objects: the tag itself is refused, by name (an unsafe loader
+    # would run the command and then fail on engine: 0, a different error)
+    with pytest.raises(ConfigError, match="not valid YAML.*python/object/apply:os.system"):
+        make_config(unsafe)
+    assert not marker.exists()
     with pytest.raises(ConfigError, match="cannot read"):
         make_config(tmp_path / "missing.yaml")
 

@@ -226,8 +226,10 @@ def test_bf16_autocast_on_cpu_is_close_to_fp32(tiny_config, rgb_frame):
     fp32 = load_segmenter(tiny_config).predict(rgb_frame, scores=True)
     bf16 = load_segmenter(dict(tiny_config, precision="bf16")).predict(rgb_frame, scores=True)
     assert bf16.scores.dtype == np.float32
-    assert np.abs(bf16.scores - fp32.scores).max() < 0.2
-    assert (bf16.semantic == fp32.semantic).mean() > 0.8
+    # measured on this frame and 5 other seeds (CPU without native bf16, 1 thread): labels
+    # equal on 99.88-99.96 % of pixels, max |score difference| 0.042-0.061
+    assert np.abs(bf16.scores - fp32.scores).max() < 0.1
+    assert (bf16.semantic == fp32.semantic).mean() >= 0.99
 
 
 def test_fp16_on_cpu_is_a_clear_error(tiny_config):

@@ -1,6 +1,7 @@
 """Data types shared by the engines, the API, the node and the evaluation tools."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -10,9 +11,18 @@ import numpy as np
 UNLABELED = 65535
 
 
+_SEGMENT_KEYS = ("id", "class_id", "is_thing", "score", "area", "bbox")
+
+
 @dataclass(frozen=True)
-class Segment:
-    """One panoptic segment. ``id`` is its value in ``Prediction.panoptic`` (>= 1)."""
+class Segment(Mapping):
+    """One panoptic segment. ``id`` is its value in ``Prediction.panoptic`` (>= 1).
+
+    ``score`` is the engine's confidence in the segment's class: for FC-CLIP / MAFT+
+    the class probability of the query that made it (merged stuff: its best query), for
+    ProxyCLIP and OVSeg the mean class probability over the segment's pixels
+    (msg/Segment.msg says the same).
+    """
 
     id: int
     class_id: int
@@ -25,10 +35,19 @@ class Segment:
         return {"id": self.id, "class_id": self.class_id, "is_thing": self.is_thing,
                 "score": self.score, "area": self.area, "bbox": list(self.bbox)}
 
-    # dict-style access: `pred.segments[i]["class_id"]` works as for the message dicts of
-    # FrameProducts.segments (docs/architecture.md)
+    # A read-only mapping of the as_dict() keys: `seg["class_id"]`, `dict(seg)`,
+    # `"score" in seg` work as for the message dicts of FrameProducts.segments
+    # (docs/architecture.md)
     def __getitem__(self, key: str):
-        return self.as_dict()[key]
+        if key not in _SEGMENT_KEYS:
+            raise KeyError(key)
+        return list(self.bbox) if key == "bbox" else getattr(self, key)
+
+    def __iter__(self):
+        return iter(_SEGMENT_KEYS)
+
+    def __len__(self) -> int:
+        return len(_SEGMENT_KEYS)
 
 
 @dataclass(frozen=True)

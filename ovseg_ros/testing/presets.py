@@ -23,4 +23,12 @@ TINY_FCCLIP: Dict[str, Any] = {
     "fcclip.short_side": 128, "fcclip.max_size": 256, "fcclip.num_queries": 20,
 }
 
-__all__ = ["TINY_PROXYCLIP", "TINY_FCCLIP"]
+#: OVSeg with the tiny Swin, tiny MaskFormer head and tiny mask-adapted CLIP (224 crops),
+#: 20 proposals (test/configs/tiny_ovseg.yaml uses 8)
+TINY_OVSEG: Dict[str, Any] = {
+    "engine": "ovseg", "random_init": True, "ovseg.swin_model": "ovseg_tiny_swin",
+    "ovseg.head_size": "tiny", "ovseg.clip_model": "ovseg-tiny-ViT-14",
+    "ovseg.short_side": 128, "ovseg.max_size": 256, "ovseg.num_queries": 20,
+}
+
+__all__ = ["TINY_PROXYCLIP", "TINY_FCCLIP", "TINY_OVSEG"]

@@ -151,11 +151,12 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
         writer.close()
     finally:
         reader.close()
+    # rosbag2 names the storage files after the directory: give them the final name (and fix
+    # the metadata) while the bag is still <out>.partial, then rename the directory
+    _rename_storage_files(tmp, tmp.name, out_path.name)
     if out_path.exists():
         shutil.rmtree(out_path)
     tmp.rename(out_path)
-    # rosbag2 names the storage files after the directory: rename them and fix the metadata
-    _rename_storage_files(out_path, tmp.name)
     return {"frames": done, "topics": counts, "output": str(out_path)}
 
 

@@ -380,22 +380,27 @@ def write_image_bag(path: Path, frames, image_topic: str = "/camera/image",
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     w.close()
+    rename_storage_files(tmp, tmp.name, path.name)
     tmp.rename(path)
-    rename_storage_files(path, tmp.name)
     return path
 
 
-def rename_storage_files(bag: Path, old_stem: str) -> None:
-    """After renaming a bag directory written under a temporary name: give its storage
-    files the bag's name too, and fix their names in metadata.yaml."""
+def rename_storage_files(bag: Path, old_stem: str, new_stem: Optional[str] = None) -> None:
+    """Give a bag's storage files the stem ``new_stem`` (default: the directory's name) and
+    fix their names in metadata.yaml. Called on the temporary directory before its final
+    rename (``new_stem`` = the final name), so a crash never leaves a complete-looking bag
+    whose metadata names files that are not there."""
     import yaml
 
+    new_stem = new_stem or bag.name
     meta = bag / "metadata.yaml"
     text = meta.read_text()
     for f in sorted(bag.iterdir()):
         if f.name.startswith(old_stem + "."):
-            new = bag.name + f.name[len(old_stem):]
+            new = new_stem + f.name[len(old_stem):]
             f.rename(bag / new)
             text = text.replace(f.name, new)
     yaml.safe_load(text)   # still valid YAML
-    meta.write_text(text)
+    tmp = meta.with_name(meta.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, meta)

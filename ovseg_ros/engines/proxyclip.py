@@ -192,8 +192,7 @@ class ProxyCLIPEngine(Engine):
             for k, (y1, y2, x1, x2) in enumerate(windows):
                 acc[:, y1:y2, x1:x2] += up[k]
             del up
-            logits = acc / count
-            del acc
+            logits = acc.div_(count)
             if (rh, rw) != (h0, w0):
                 logits = F.interpolate(logits[None], size=(h0, w0), mode="bilinear",
                                        align_corners=False)[0]

@@ -65,3 +65,25 @@ def test_cuda_device_without_gpu_is_named(tmp_path, capsys):
     with pytest.raises(SystemExit) as ex:
         bench.main(["--device", "cuda", "--out", str(tmp_path / "b")])
     assert ex.value.code == 2 and "CUDA is not available" in capsys.readouterr().err
+
+
+def test_vocabulary_axis_reports_encoding_reload_post_and_memory(tmp_path):
+    out = tmp_path / "bench"
+    rc = bench.main(["--preset", "proxyclip-tiny", "--backends", "torch", "--precisions", "fp32",
+                     "--sizes", "64x48", "--iters", "1", "--threads", "1", "--no-flops",
+                     "--vocab-sizes", "3,10", "--set", "prompt_templates=custom",
+                     "--set", "custom_templates=['a photo of a {}.', '{}']",
+                     "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+    assert rc == 0
+    rows = json.loads((out / "bench.json").read_text())["results"]
+    assert [r["num_classes"] for r in rows] == [3, 10]
+    assert rows[0]["num_synonyms"] >= 3 and rows[0]["num_templates"] == 2
+    for r in rows:       # a fresh text cache per case: every synonym encoded, then reloaded
+        assert r["text_prompts"] == 2 * r["num_synonyms"]
+        assert r["text_reload_disk_hits"] == r["num_synonyms"]
+        assert r["text_encode_s"] > 0 and r["text_reload_s"] > 0 and "post" in r["stages_ms"]
+    md = (out / "bench.md").read_text()
+    assert "## Vocabulary size" in md and "| proxyclip-tiny | torch | fp32 | 64x48 | 10 |" in md
+    assert bench.vocabulary_of_size(150)[0] == "wall" and len(bench.vocabulary_of_size(847)) == 847
+    with pytest.raises(SystemExit, match="1..847"):
+        bench.vocabulary_of_size(900)

@@ -3,6 +3,8 @@
     ovseg-bench --quick --out out/bench                      # tiny models, 1-4 minutes
     ovseg-bench --preset proxyclip-b16-dinos8-single336 --random-init \\
                 --backends torch,onnxruntime --precisions fp32,bf16 --sizes 640x480
+    ovseg-bench --preset proxyclip-tiny --vocab-sizes 10,150,847 --sizes 640x480 \\
+                --backends torch --precisions fp32 --iters 3  # the vocabulary axis
 
 Every case builds a Segmenter through the public API (``load_segmenter``),
 runs warm-up frames, then times ``predict`` on one synthetic frame. Reported
@@ -15,6 +17,14 @@ matmuls, convolutions and attention; element-wise work is not counted), the
 achieved GFLOP/s against a matrix-multiplication ceiling measured on this
 machine for the case's arithmetic (and reference figures of an AMD EPYC), and how
 many pixels get the same label as the fp32 torch run of the same preset.
+
+The vocabulary axis (``--vocab-sizes 10,150,847``) repeats every case with
+vocabularies of that many classes (10: a small indoor list, 150: ADE-150,
+847: ADE-847, other sizes: the first N of ADE-847) and adds per case: the
+first-time text encoding of the vocabulary (a fresh text cache, the configured
+templates), its reload from the disk cache (a new embedder on the same cache),
+the post-processing time per frame, and the peak RSS while frames run (reset
+after the warm-up, so model loading and text encoding are not in it).
 
 Every figure names the machine (CPU model, cores, GPU), the threads, the
 precision, the settings and whether the weights were random. Results go to
@@ -208,12 +218,29 @@ class Case:
     precision: str
     size: str
     config: Dict[str, Any] = field(default_factory=dict)
+    vocab_axis: bool = False     # measure text encoding and frame memory for this case
 
 
-def build_config(preset: str, backend: str, precision: str, args) -> Dict[str, Any]:
+def vocabulary_of_size(n: int) -> List[str]:
+    """The vocabulary-axis lists: 10 = VOCABULARY, 150 = ADE-150, 847 = ADE-847, any other
+    size the first n classes of ADE-847 (up to 847)."""
+    from ..core.class_names import load_class_file
+
+    if n == len(VOCABULARY):
+        return list(VOCABULARY)
+    if n == 150:
+        return list(load_class_file("ade150").names)
+    ade847 = load_class_file("ade847").names
+    if not 1 <= n <= len(ade847):
+        raise SystemExit(f"--vocab-sizes: {n} must be in 1..{len(ade847)}")
+    return list(ade847[:n])
+
+
+def build_config(preset: str, backend: str, precision: str, args,
+                 vocabulary: Optional[List[str]] = None) -> Dict[str, Any]:
     cfg = dict(PRESETS[preset])
     cfg.update({"backend": backend, "precision": precision, "device": args.device,
-                "num_threads": args.threads, "vocabulary": VOCABULARY,
+                "num_threads": args.threads, "vocabulary": vocabulary or VOCABULARY,
                 "engine_cache_dir": str(Path(args.cache_dir).expanduser()),
                 "text_cache_dir": str(Path(args.cache_dir).expanduser() / "text")})
     if args.random_init:
@@ -255,7 +282,11 @@ def run_case(case: Case, rgb: np.ndarray, args, baseline: Optional[np.ndarray]) 
     rss_start = _status_kib("VmRSS")
     t0 = time.perf_counter()
     try:
-        seg = load_segmenter(case.config)
+        if case.vocab_axis:
+            seg = load_segmenter(case.config)
+            rec.update(measure_text(seg, case.config))
+        else:
+            seg = load_segmenter(case.config)
         pred = seg.predict(rgb)
     except Exception as exc:  # a case that cannot run is reported, the others still run
         rec["error"] = f"{type(exc).__name__}: {exc}"
@@ -264,6 +295,8 @@ def run_case(case: Case, rgb: np.ndarray, args, baseline: Optional[np.ndarray]) 
     rec["random_weights"] = bool(pred.random_weights)
     for _ in range(max(0, args.warmup - 1)):
         seg.predict(rgb)
+    frame_rss_reset = case.vocab_axis and reset_peak_rss()
+    frame_rss_start = _status_kib("VmRSS")
     lat: List[float] = []
     stages: Dict[str, List[float]] = {}
     t_budget = time.perf_counter()
@@ -296,6 +329,9 @@ def run_case(case: Case, rgb: np.ndarray, args, baseline: Optional[np.ndarray]) 
                                                            else ", since process start)")
         if rss_start and peak:
             rec["memory_increase_mib"] = (peak - rss_start) / 1024
+        if frame_rss_reset and peak:
+            rec["frame_peak_memory_mib"] = peak / 1024
+            rec["frame_memory_increase_mib"] = (peak - frame_rss_start) / 1024
     rec["semantic"] = pred.semantic
     if baseline is not None and baseline.shape == pred.semantic.shape:
         rec["labels_equal_fp32_pct"] = 100.0 * float((pred.semantic == baseline).mean())
@@ -307,6 +343,26 @@ def run_case(case: Case, rgb: np.ndarray, args, baseline: Optional[np.ndarray]) 
         pass
     del seg
     return rec
+
+
+def measure_text(seg, config: Dict[str, Any]) -> Dict[str, Any]:
+    """First-time encoding of the config's vocabulary (the case's text cache is fresh) and
+    its reload from the disk cache by a new embedder (no in-memory entries)."""
+    from ..core.text_cache import TextEmbedder
+
+    t0 = time.perf_counter()
+    vocab = seg.vocabulary                       # encoded now (lazy default vocabulary)
+    encode_s = time.perf_counter() - t0
+    stats = dict(seg._text.last_stats)
+    fresh = TextEmbedder.for_engine(seg.engine, seg.config)
+    t0 = time.perf_counter()
+    fresh.embed_vocabulary(vocab.synonyms)
+    reload_s = time.perf_counter() - t0
+    return {"num_classes": vocab.num_classes, "num_synonyms": int(vocab.embeddings.shape[0]),
+            "num_templates": len(seg._text.templates),
+            "text_prompts": int(stats.get("encoded", 0)) * len(seg._text.templates),
+            "text_encode_s": encode_s, "text_reload_s": reload_s,
+            "text_reload_disk_hits": fresh.last_stats.get("disk_hits")}
 
 
 def _jsonable(obj):
@@ -361,6 +417,25 @@ def markdown(report: Dict[str, Any]) -> str:
             f"{_fmt(ach, '.1f')}" + (f" ({pct:.0f}%)" if pct is not None else "") + " | "
             f"{_fmt(r.get('labels_equal_fp32_pct'), '.1f')}{'%' if r.get('labels_equal_fp32_pct') is not None else ''} | "
             f"{stages} |")
+    axis = [r for r in report["results"] if "num_classes" in r and "error" not in r]
+    if axis:
+        lines += ["", "## Vocabulary size", "",
+                  "| preset | backend | precision | input | classes | synonyms | p50 ms | "
+                  "× smallest | post ms | frame peak RSS MiB | Δ MiB vs smallest | "
+                  "first-time encode s (prompts) | cached reload s |",
+                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        base: Dict[tuple, Dict[str, Any]] = {}
+        for r in axis:
+            key = (r["preset"], r["backend"], r["precision"], r["size"])
+            b = base.setdefault(key, r)
+            mem, bmem = r.get("frame_peak_memory_mib"), b.get("frame_peak_memory_mib")
+            lines.append(
+                f"| {r['preset']} | {r['backend']} | {r['precision']} | {r['size']} | "
+                f"{r['num_classes']} | {r['num_synonyms']} | {r['latency_ms_p50']:.0f} | "
+                f"{r['latency_ms_p50'] / b['latency_ms_p50']:.2f} | "
+                f"{_fmt(r['stages_ms'].get('post'), '.0f')} | {_fmt(mem, '.0f')} | "
+                f"{_fmt(mem - bmem if mem is not None and bmem is not None else None, '+.0f')} | "
+                f"{r['text_encode_s']:.2f} ({r['text_prompts']}) | {r['text_reload_s']:.3f} |")
     if skipped:
         lines += ["", "Not run:", ""]
         lines += [f"- {r['preset']} / {r['backend']} / {r['precision']} / {r['size']}: "
@@ -407,6 +482,10 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="engine (ONNX/TensorRT) and text cache used by the cases")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="extra config setting for every case (YAML value), repeatable")
+    p.add_argument("--vocab-sizes", default=None,
+                   help="comma list of vocabulary sizes (10,150,847): repeat every case per "
+                        "size, with first-time text encoding, cached reload, post-processing "
+                        "time and frame peak RSS")
     p.add_argument("--cameras", default=None, metavar="N,N",
                    help="also time N cameras' frames in one predict_batch against N "
                         "single-camera runs of the same model (torch backend, first "
@@ -432,6 +511,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             p.error(f"--precisions: unknown precision {pr!r}; choose from fp32, bf16, fp16")
     for sz in sizes:
         parse_size(sz)
+    try:
+        vocab_sizes = [int(v) for v in args.vocab_sizes.split(",")] if args.vocab_sizes else []
+    except ValueError:
+        p.error(f"--vocab-sizes: {args.vocab_sizes!r} is not a comma list of integers")
+    vocabularies = [vocabulary_of_size(n) for n in vocab_sizes] or [None]
     try:
         dev = torch.device(args.device)
     except RuntimeError as exc:
@@ -460,27 +544,41 @@ def main(argv: Optional[List[str]] = None) -> int:
         for size in sizes:
             w, h = parse_size(size)
             rgb = synthetic_frame(w, h)
-            baseline = None
-            flops = None
+            baseline: Dict[Optional[int], np.ndarray] = {}     # per vocabulary size
+            flops: Dict[Optional[int], Optional[int]] = {}
             # fp32 torch first: it is the reference for label agreement and FLOPs
             order = sorted(((b, pr) for b in backends for pr in precisions),
                            key=lambda bp: (bp != ("torch", "fp32"), backends.index(bp[0]),
                                            precisions.index(bp[1])))
-            for backend, prec in order:
+            cases = [(b, pr, v) for b, pr in order for v in vocabularies]
+            for backend, prec, vocab in cases:
                 case = Case(preset, backend, prec, size,
-                            build_config(preset, backend, prec, args))
-                print(f"[{preset} | {backend} | {prec} | {size}] ...", end=" ", flush=True)
-                rec = run_case(case, rgb, args, baseline)
+                            build_config(preset, backend, prec, args, vocab),
+                            vocab_axis=vocab is not None)
+                if vocab is not None:
+                    # a fresh text cache per case: the encoding measured is the first one
+                    import tempfile
+
+                    case.config["text_cache_dir"] = tempfile.mkdtemp(prefix="ovseg-bench-text-")
+                label = f" | {len(vocab)} classes" if vocab is not None else ""
+                print(f"[{preset} | {backend} | {prec} | {size}{label}] ...", end=" ",
+                      flush=True)
+                n = len(vocab) if vocab is not None else None
+                rec = run_case(case, rgb, args, baseline.get(n))
                 sem = rec.pop("semantic", None)
                 if backend == "torch" and prec == "fp32" and sem is not None:
-                    baseline = sem
-                    flops = rec.get("flops_per_frame")
+                    baseline[n] = sem
+                    flops[n] = rec.get("flops_per_frame")
+                if case.vocab_axis:
+                    import shutil
+
+                    shutil.rmtree(case.config["text_cache_dir"], ignore_errors=True)
                 if "error" in rec:
                     print("not run:", rec["error"].splitlines()[0][:200], flush=True)
                 else:
-                    if flops:
-                        rec["gflops_per_frame"] = flops / 1e9
-                        rec["achieved_gflops"] = flops / 1e9 / (rec["latency_ms_p50"] / 1000)
+                    if flops.get(n):
+                        rec["gflops_per_frame"] = flops[n] / 1e9
+                        rec["achieved_gflops"] = flops[n] / 1e9 / (rec["latency_ms_p50"] / 1000)
                         # the arithmetic the case runs in (onnxruntime: fp32 graphs on the CPU)
                         arith = prec if (backend == "torch" or dev_type == "cuda") else "fp32"
                         # measured again right after the case: on shared cores the ceiling

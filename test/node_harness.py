@@ -320,9 +320,11 @@ class CameraStream:
         self.encoding = encoding
         self.rate = rate
         self.sec_base = sec_base
-        self.pub = client.node.create_publisher(Image, topic, qos if qos is not None else QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=5, reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.VOLATILE))
+        if qos is None:   # reliable: matches best-effort and reliable subscriptions alike
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=5,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
+        self.pub = client.node.create_publisher(Image, topic, qos)
         self.sent: Dict[tuple, float] = {}
         self._i = 0
         self._stop = threading.Event()

@@ -340,7 +340,7 @@ def test_hostile_frames_on_one_camera_leave_the_other_alone(mc):
     assert mc.node.alive()
 
 
-# --- a camera that stops ----------------------------------------------------------------------------
+# --- a camera that stops ------------------------------------------------------------------------
 def test_stopped_camera_is_reported_stalled_once_and_cleared_when_it_returns(mc):
     front, left = mc.streams["front"], mc.streams["left"]
     front.start()
@@ -368,7 +368,8 @@ def test_stopped_camera_is_reported_stalled_once_and_cleared_when_it_returns(mc)
         assert mc.node.log().count("camera left: input stalled") == log_before + 1
         left.start()
         mc.client.clear("/diagnostics")
-        mc.client.wait_for(lambda: mc.camera_diag("left") and not left_stalled(), 30, mc.node, "the stall to clear")
+        mc.client.wait_for(lambda: mc.camera_diag("left") and not left_stalled(), 30, mc.node,
+                           "the stall to clear")
         mc.client.wait_for(lambda: "camera left: frames on /mc/left/image again" in
                            mc.node.log(), 10, mc.node, "the log line saying frames are back")
     finally:

@@ -64,3 +64,9 @@ def test_rank_refuses_shard_option_and_states_of_another_split(tmp_path, monkeyp
     assert main([*argv, "--resume"]) == 2
     err = capsys.readouterr().err
     assert "split 3 ways (state_shard1of3.npz), not 2" in err
+    # a rank's own state is not overwritten without --resume (unless torchrun restarted it)
+    (tmp_path / "out" / "state_shard1of3.npz").unlink()
+    (tmp_path / "out" / "state_shard0of2.npz").write_bytes(b"")
+    assert main(argv) == 2
+    assert "state_shard0of2.npz exists from an earlier run; pass --resume" in \
+        capsys.readouterr().err

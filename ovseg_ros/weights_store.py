@@ -231,7 +231,7 @@ class Need:
     fetchable: bool = True
 
     def describe(self) -> str:
-        size = f"{self.size} bytes" if self.size else "size unknown"
+        size = f"{self.size} bytes" if self.size is not None else "size unknown"
         sha = self.sha256 or "sha256 unknown"
         extra = f", {self.checksum_note}" if self.checksum_note else ""
         return f"{self.kind} {self.what} [{self.setting}] from {self.source} ({size}, {sha}{extra})"
@@ -365,6 +365,18 @@ def _released_need(cfg: Config, g: str) -> Need:
                 path=path if path.is_file() else None, fetchable=rel is not None, **common)
 
 
+def _local_facts(need: Need) -> Need:
+    """Size of a file on disk, and its SHA-256 where the huggingface_hub cache names its
+    blob by it (files stored with Git LFS); nothing is read."""
+    if need.present and need.path is not None:
+        real = need.path.resolve()
+        need.size = need.size or real.stat().st_size
+        if not need.sha256 and len(real.name) == 64 and \
+                all(c in "0123456789abcdef" for c in real.name) and "blobs" in real.parts:
+            need.sha256 = real.name
+    return need
+
+
 def requirements(cfg: Config) -> List[Need]:
     """Every weights file ``cfg`` needs ([] with random_init: nothing is read)."""
     if cfg["random_init"]:
@@ -378,7 +390,7 @@ def requirements(cfg: Config) -> List[Need]:
         needs.append(_timm_need(cfg, g))
     if _has(cfg, f"{g}.checkpoint"):
         needs.append(_released_need(cfg, g))
-    return [n for n in needs if n is not None]
+    return [_local_facts(n) for n in needs if n is not None]
 
 
 # --- fetch --------------------------------------------------------------------------------
@@ -923,7 +935,8 @@ def pack(preset: Preset, out: Path, trust_pickle: bool = False,
                 files.append((rel, n, manifest_path(rel)))
                 flat[n.setting] = str(rel)
             else:
-                sub = "clip" if n.kind == "open_clip" or "clip" in n.setting else "vfm"
+                sub = "clip" if n.kind == "open_clip" or n.setting.endswith(".clip_checkpoint") \
+                    else "vfm"
                 name = n.what.replace(" / ", ".").replace(" ", "_").replace("/", "_") \
                     if n.kind != "file" else n.path.name
                 rel = Path("weights") / sub / (name + n.path.suffix if n.kind != "file" else name)

@@ -249,13 +249,19 @@ def test_numpy_arrays_convert_without_trusting_the_pickle(tmp_path, capsys):
 
 
 def _fake_hf_file(cache: Path, repo_id: str, filename: str, data: bytes = b"x") -> Path:
-    """A file in huggingface_hub's cache layout (refs/main -> snapshots/<rev>/<file>)."""
+    """A file in huggingface_hub's cache layout: refs/main -> snapshots/<rev>/<file>, a
+    link to blobs/<sha256> (how the cache stores Git LFS files)."""
+    import hashlib
+
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text("0" * 40)
+    blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+    blob.parent.mkdir(parents=True, exist_ok=True)
+    blob.write_bytes(data)
     snap = repo / "snapshots" / ("0" * 40)
     snap.mkdir(parents=True, exist_ok=True)
-    (snap / filename).write_bytes(data)
+    (snap / filename).symlink_to(os.path.relpath(blob, snap))
     return snap / filename
 
 
@@ -281,6 +287,10 @@ def test_list_marks_present_and_missing(tmp_path, monkeypatch, capsys):
         return next(line for line in lines if text in line).split("]")[0] + "]"
 
     assert mark("ViT-B-16 / openai") == "  [present]"
+    import hashlib
+
+    # a present file's size and, from the cache's blob name, its SHA-256
+    assert f"(1 bytes, {hashlib.sha256(b'x').hexdigest()})" in out
     assert mark("vit_small_patch8_224.dino [") == "  [MISSING]"
     assert mark("fcclip_cocopan.pth (FC-CLIP") == "  [present]"
     assert mark("convnext_large_d_320 / laion2b") == "  [MISSING]"
@@ -304,6 +314,30 @@ def test_fetch_offline_says_what_is_missing(tmp_path, monkeypatch, capsys):
     assert main(["fetch", "jetson_small"]) == 1
     assert "offline (cannot reach 127.0.0.1:9" in capsys.readouterr().out
     assert main(["fetch", "demo_tiny"]) == 0           # random weights: nothing to fetch
+
+
+def test_pack_takes_cached_open_clip_and_timm_weights(tmp_path, monkeypatch, capsys):
+    cache = tmp_path / "hf"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    clip = _fake_hf_file(cache, "timm/vit_base_patch16_clip_224.openai",
+                         "open_clip_model.safetensors", b"clip weights")
+    _fake_hf_file(cache, "timm/vit_small_patch8_224.dino", "model.safetensors", b"dino")
+    assert main(["pack", "jetson_small", str(tmp_path / "b.tar")]) == 0, capsys.readouterr()
+    dest = tmp_path / "robot"
+    assert main(["unpack", str(tmp_path / "b.tar"), str(dest)]) == 0, capsys.readouterr()
+    cfg = make_config(dest / "config.yaml")
+    assert cfg["proxyclip.clip_checkpoint"] == "weights/clip/ViT-B-16.openai.safetensors"
+    assert cfg["proxyclip.vfm_checkpoint"] == \
+        "weights/vfm/vit_small_patch8_224.dino.safetensors"
+    assert (dest / cfg["proxyclip.clip_checkpoint"]).read_bytes() == clip.read_bytes()
+    assert cfg["engine"] == "proxyclip" and cfg["proxyclip.short_side"] == 224   # the preset
+    bundle = json.loads((dest / "ovseg_bundle.json").read_text())
+    assert {e["kind"] for e in bundle["files"]} == {"open_clip", "timm"}
+    # a changed file in the unpacked bundle fails verify
+    (dest / cfg["proxyclip.vfm_checkpoint"]).write_bytes(b"dinO")
+    capsys.readouterr()
+    assert main(["verify", str(dest)]) == 1
+    assert "sha256 mismatch" in capsys.readouterr().out
 
 
 def _fcclip_preset(tmp_path: Path) -> Path:

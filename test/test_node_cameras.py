@@ -374,3 +374,19 @@ def test_stopped_camera_is_reported_stalled_once_and_cleared_when_it_returns(mc)
                            mc.node.log(), 10, mc.node, "the log line saying frames are back")
     finally:
         mc.stop_streams()
+
+
+def test_bad_camera_names_stop_the_node_with_the_rule(tmp_path):
+    import subprocess
+    import sys
+
+    from node_harness import ROOT, node_env
+
+    for cameras, needle in (("[front, front]", "listed twice"),
+                            ("[front, proxyclip]", "clashes with the config group")):
+        done = subprocess.run([sys.executable, "-m", "ovseg_ros.node", "--ros-args", "-p",
+                               f"cameras:={cameras}", "-p", "autostart:=false"],
+                              cwd=str(ROOT), env=node_env(), capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 1, done.stderr[-2000:]
+        assert needle in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]

@@ -278,3 +278,25 @@ def test_bad_model_names_are_config_errors(tmp_path):
         load_segmenter(tiny_cfg(tmp_path, **{"ovseg.swin_model": "swin_huge"}))
     with pytest.raises(ConfigError, match="ovseg.clip_model"):
         load_segmenter(tiny_cfg(tmp_path, **{"ovseg.clip_model": "no-such-clip"}))
+
+
+# --- export ------------------------------------------------------------------------------------
+def test_onnxruntime_runs_both_graphs_like_torch(tmp_path, seg, rgb):
+    """Both image graphs (proposals, CLIP crops) exported to ONNX and run in ONNX Runtime
+    give torch's outputs; the frame's labels agree."""
+    s = load_segmenter(tiny_cfg(tmp_path / "text", backend="onnxruntime",
+                                engine_cache_dir=str(tmp_path / "cache")))
+    e, ref = s.engine, seg.engine
+    image, x = e.preprocess(rgb)
+    with torch.no_grad():
+        want = ref.image_model(x)
+    got = e.backend(x)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=1e-4)
+    masks = ref.mask_probabilities(want[0][0], tuple(image.shape[-2:])) > 0.4
+    crops = ref.crops(image, masks[masks.flatten(1).any(1)])
+    torch.testing.assert_close(e.clip_embeddings(crops), ref.clip_embeddings(crops), atol=1e-4,
+                               rtol=1e-4)
+    assert e.crop_backend.graph((224, 224)).key.input_shape == (-1, 4, 224, 224)
+    p, q = s.predict(rgb), seg.predict(rgb)
+    assert (p.semantic == q.semantic).mean() >= 0.999

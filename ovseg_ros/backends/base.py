@@ -83,6 +83,8 @@ class ExportSpec:
     batch, axis 0 of the input and of every output is symbolic (``dynamic_axes``).
     ``cast_weights(dtype)``, when given, stores the module's weights in a low
     precision for eager bf16/fp16 runs (None: fp32 weights under autocast).
+    ``input_channels`` is 3 for image paths; a second graph of an engine may take
+    more (OVSeg's CLIP-crop graph: normalised RGB crop + its mask, 4).
     """
 
     module: Any
@@ -91,6 +93,7 @@ class ExportSpec:
     input_name: str = INPUT_NAME
     output_names: Optional[Tuple[str, ...]] = None
     cast_weights: Optional[Callable[[Any], Any]] = None
+    input_channels: int = 3
 
     def __post_init__(self):
         if not self.model_id:
@@ -104,7 +107,8 @@ class ExportSpec:
             device = next(self.module.parameters()).device
         except (StopIteration, AttributeError):
             device = torch.device("cpu")
-        return torch.rand(int(batch), 3, int(hw[0]), int(hw[1]), device=device)
+        return torch.rand(int(batch), int(self.input_channels), int(hw[0]), int(hw[1]),
+                          device=device)
 
     def names_for(self, count: int) -> Tuple[str, ...]:
         """Output names for a module returning ``count`` tensors."""
@@ -120,14 +124,16 @@ class ExportSpec:
         return {self.input_name: {0: "batch"}, **{n: {0: "batch"} for n in output_names}}
 
 
-def check_image_batch(x) -> None:
-    """The image-path input contract: float32 B x 3 x H x W."""
+def check_image_batch(x, channels: int = 3) -> None:
+    """The image-path input contract: float32 B x 3 x H x W (``channels`` for graphs that
+    declare another ``ExportSpec.input_channels``)."""
     import torch
 
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"the image path takes a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"the image path takes a B x 3 x H x W tensor, got shape {tuple(x.shape)}")
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(f"the image path takes a B x {channels} x H x W tensor, got shape "
+                         f"{tuple(x.shape)}")
     if x.dtype != torch.float32:
         raise ValueError(f"the image path takes float32 RGB in [0, 1], got {x.dtype}")
 

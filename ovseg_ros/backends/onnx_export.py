@@ -140,7 +140,8 @@ def _fixed_grid_pos_embed(grid):
 
 def export_onnx(module, input_shape: Sequence[int], path: Path, *, opset: int = DEFAULT_OPSET,
                 dynamic_batch: bool = True, input_name: str = INPUT_NAME,
-                output_names: Optional[Sequence[str]] = None) -> Tuple[List[str], bool]:
+                output_names: Optional[Sequence[str]] = None,
+                channels: int = 3) -> Tuple[List[str], bool]:
     """Export ``module`` for inputs of ``input_shape`` (B, 3, H, W) to ``path``; check the graph.
 
     With ``dynamic_batch`` the batch dimension is symbolic (``batch``) in the
@@ -153,8 +154,9 @@ def export_onnx(module, input_shape: Sequence[int], path: Path, *, opset: int = 
     import torch
 
     b, c, h, w = (int(v) for v in input_shape)
-    if c != 3:
-        raise ExportError(f"image models take 3-channel RGB input, got input shape {input_shape}")
+    if c != channels:
+        raise ExportError(f"this image model takes {channels}-channel input, got input shape "
+                          f"{input_shape}")
     try:
         ref = next(module.parameters())
         device = ref.device
@@ -271,7 +273,7 @@ def onnx_cache_key(export: ExportSpec, input_hw: Tuple[int, int], *, batch: int,
         kind="onnx",
         model=export.model_id,
         weights_hash=weights_digest or weights_hash(export.module),
-        input_shape=(-1 if dynamic_batch else int(batch), 3, h, w),
+        input_shape=(-1 if dynamic_batch else int(batch), int(export.input_channels), h, w),
         precision=precision,
         graph_settings=dict(export.graph_settings),
         extra={"opset": opset, "exporter": EXPORTER, "torch": torch.__version__.split("+")[0]},
@@ -330,10 +332,12 @@ def export_cached(export: ExportSpec, spec: BackendSpec, input_hw: Tuple[int, in
         work = Path(tmp) / "export"
         work.mkdir()
         out = work / f"{stem}.onnx"
-        names, returns_tuple = export_onnx(export.module, (max(1, batch), 3, *input_hw), out,
-                                           opset=opset, dynamic_batch=dynamic_batch,
+        names, returns_tuple = export_onnx(export.module,
+                                           (max(1, batch), export.input_channels, *input_hw),
+                                           out, opset=opset, dynamic_batch=dynamic_batch,
                                            input_name=export.input_name,
-                                           output_names=export.output_names)
+                                           output_names=export.output_names,
+                                           channels=export.input_channels)
         files = [(out, out.name)] + _data_file(out)
         path = cache.commit(key, files, {"output_names": names, "returns_tuple": returns_tuple,
                                          "onnx_opset": opset, "exporter": EXPORTER})

@@ -167,7 +167,7 @@ class OnnxRuntimeBackend:
         return sess
 
     def __call__(self, x):
-        check_image_batch(x)
+        check_image_batch(x, self.export.input_channels)
         sess = self._session((int(x.shape[2]), int(x.shape[3])))
         outs = sess(x)
         return outs if sess.graph.returns_tuple else outs[0]

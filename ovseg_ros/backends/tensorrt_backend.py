@@ -287,7 +287,8 @@ class TensorRTBackend:
                         "once, then it is cached in %s", key.model, hw[0], hw[1],
                         self.precision, self.cache.directory)
             blob = build_engine(self.trt, self.logger, graph.path, input_name=graph.input_name,
-                                input_chw=(3, hw[0], hw[1]), max_batch=self.max_batch,
+                                input_chw=(self.export.input_channels, hw[0], hw[1]),
+                                max_batch=self.max_batch,
                                 precision=self.precision,
                                 timing_cache=timing_cache_path(self.cache.directory,
                                                                self.gpu_name, self.trt_version),
@@ -305,7 +306,7 @@ class TensorRTBackend:
         return eng
 
     def __call__(self, x):
-        check_image_batch(x)
+        check_image_batch(x, self.export.input_channels)
         eng = self._engine((int(x.shape[2]), int(x.shape[3])))
         outs = eng(x.to(self.device, non_blocking=True))
         return outs if eng.graph.returns_tuple else outs[0]

@@ -186,7 +186,8 @@ class OVSegEngine(Engine):
         # all crops of a frame in one batch: up to one per query
         self.crop_backend = backend(ExportSpec(self.crop_model,
                                                model_id=self._model_id() + "-clip",
-                                               graph_settings=settings),
+                                               graph_settings=settings,
+                                               input_channels=self.crop_model.input_channels),
                                     BackendSpec.from_config(cfg,
                                                             max_batch=cfg["ovseg.num_queries"]))
 

@@ -70,10 +70,11 @@ class Mlp(nn.Module):
         return self.fc2(self.act(self.fc1(x)))
 
 
-def window_partition(x: torch.Tensor, ws: int) -> torch.Tensor:
-    """B x H x W x C -> (B * nW) x ws*ws x C (row-major windows)."""
-    b, h, w, c = x.shape
-    x = x.view(b, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
+def window_partition(x: torch.Tensor, ws: int, h: int, w: int) -> torch.Tensor:
+    """B x h x w x C -> (B * nW) x ws*ws x C (row-major windows). Sizes are plain ints and
+    the batch stays -1, so an exported graph keeps only its batch dynamic."""
+    c = x.shape[-1]
+    x = x.view(-1, h // ws, ws, w // ws, ws, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, ws * ws, c)
 
 
@@ -117,7 +118,8 @@ class WindowAttention(nn.Module):
         attn = attn + bias.view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
         if mask is not None:
             nw = mask.shape[0]
-            attn = attn.view(bw // nw, nw, self.num_heads, n, n) + mask[None, :, None]
+            # -1, not bw // nw: keeps the batch symbolic in exported graphs
+            attn = attn.view(-1, nw, self.num_heads, n, n) + mask[None, :, None]
             attn = attn.view(-1, self.num_heads, n, n)
         attn = attn.softmax(-1)
         return self.proj((attn @ v).transpose(1, 2).reshape(bw, n, c))
@@ -135,20 +137,20 @@ class SwinBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, h: int, w: int, attn_mask: torch.Tensor) -> torch.Tensor:
-        b, _, c = x.shape
+        c = x.shape[-1]
         ws, shift = self.window_size, self.shift_size
         shortcut = x
-        x = self.norm1(x).view(b, h, w, c)
+        x = self.norm1(x).view(-1, h, w, c)
         pad_r, pad_b = (-w) % ws, (-h) % ws
         x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         hp, wp = h + pad_b, w + pad_r
         if shift > 0:
             x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))
-        x = self.attn(window_partition(x, ws), attn_mask if shift > 0 else None)
+        x = self.attn(window_partition(x, ws, hp, wp), attn_mask if shift > 0 else None)
         x = window_reverse(x, ws, hp, wp)
         if shift > 0:
             x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))
-        x = x[:, :h, :w, :].reshape(b, h * w, c)
+        x = x[:, :h, :w, :].reshape(-1, h * w, c)
         x = shortcut + x
         return x + self.mlp(self.norm2(x))
 
@@ -160,23 +162,25 @@ class PatchMerging(nn.Module):
         self.norm = nn.LayerNorm(4 * dim)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        b, _, c = x.shape
-        x = x.view(b, h, w, c)
+        c = x.shape[-1]
+        x = x.view(-1, h, w, c)
         x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]],
                       -1)
-        return self.reduction(self.norm(x.view(b, -1, 4 * c)))
+        return self.reduction(self.norm(x.reshape(x.shape[0], -1, 4 * c)))
 
 
 def shift_attention_mask(hp: int, wp: int, ws: int, shift: int, device) -> torch.Tensor:
     """nW x ws*ws x ws*ws additive mask (0 / -100) of the shifted-window regions."""
-    img = torch.zeros((1, hp, wp, 1), device=device)
-    cnt = 0
-    for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
-        for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
-            img[:, hs, wsl, :] = cnt
-            cnt += 1
-    win = window_partition(img, ws).squeeze(-1)
+    # region id 3 * i + j of the reference's slices (0, -ws), (-ws, -shift), (-shift, None)
+    # along rows (i) and columns (j), from comparisons rather than slice assignments (an
+    # empty slice, as when the padded size equals the window, has no ONNX form)
+    def region(n: int) -> torch.Tensor:
+        r = torch.arange(n, device=device)
+        return (r >= n - ws).long() + (r >= n - shift).long()
+
+    img = (region(hp)[:, None] * 3 + region(wp)[None, :]).float().view(1, hp, wp, 1)
+    win = window_partition(img, ws, hp, wp).squeeze(-1)
     diff = win.unsqueeze(1) - win.unsqueeze(2)
     return diff.masked_fill(diff != 0, -100.0).masked_fill(diff == 0, 0.0)
 
@@ -214,9 +218,9 @@ class PatchEmbed(nn.Module):
         p = self.patch_size
         x = F.pad(x, (0, (-x.shape[-1]) % p, 0, (-x.shape[-2]) % p))
         x = self.proj(x)
-        b, c, h, w = x.shape
+        c, h, w = x.shape[1], int(x.shape[2]), int(x.shape[3])
         x = self.norm(x.flatten(2).transpose(1, 2))
-        return x.transpose(1, 2).reshape(b, c, h, w)
+        return x.transpose(1, 2).reshape(-1, c, h, w)
 
 
 class SwinTransformer(nn.Module):
@@ -235,7 +239,9 @@ class SwinTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         x = self.patch_embed(x)
-        h, w = x.shape[-2:]
+        # plain ints: the window layout is fixed for a given input size (constants when
+        # traced for export)
+        h, w = int(x.shape[-2]), int(x.shape[-1])
         x = x.flatten(2).transpose(1, 2)
         outs = {}
         for i, stage in enumerate(self.layers):

@@ -16,6 +16,12 @@ reports how many frames it received. Set-ups:
     python scripts/measure_dds_delivery.py --frames 20 --sizes 640x480 \
         --pairs profile:defaults --reliability best_effort       # one cell
     python scripts/measure_dds_delivery.py --markdown out.md     # also write the table
+    python scripts/measure_dds_delivery.py --env ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+                                                   # extra variables for both processes
+
+With --service-calls N it also measures service calls the way `ros2 service call`
+makes them: a server process, then N fresh client processes, each waiting for
+the service and calling it once (answered within --discovery-timeout or not).
 
 "no discovery" means the publisher never matched the subscriber within
 --discovery-timeout seconds. Needs rclpy and sensor_msgs (the venv or a sourced
@@ -42,12 +48,17 @@ DEFAULT_PAIRS = ("defaults:defaults", "profile:profile", "profile:defaults", "de
 TOPIC = "/measure_dds/image"
 
 
-def setup_env(setup: str, domain: int, profile: Path) -> dict:
+def setup_env(setup: str, domain: int, profile: Path, extra=()) -> dict:
     env = dict(os.environ)
     for key in ("FASTDDS_BUILTIN_TRANSPORTS", "FASTDDS_DEFAULT_PROFILES_FILE",
                 "FASTRTPS_DEFAULT_PROFILES_FILE", "ROS_AUTOMATIC_DISCOVERY_RANGE",
                 "ROS_LOCALHOST_ONLY", "RMW_FASTRTPS_USE_QOS_FROM_XML"):
         env.pop(key, None)
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env takes KEY=VALUE, got {item!r}")
+        env[key] = value
     env["ROS_DOMAIN_ID"] = str(domain)
     env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
     if setup == "profile":
@@ -136,6 +147,86 @@ def run_publisher(args) -> int:
     return 0
 
 
+def run_server(args) -> int:
+    """A std_srvs/Trigger server until stdin closes."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from std_srvs.srv import Trigger
+
+    rclpy.init()
+    node = rclpy.create_node("measure_dds_server")
+
+    def cb(request, response):
+        response.success = True
+        return response
+    node.create_service(Trigger, "/measure_dds/trigger", cb)
+    ex = SingleThreadedExecutor()
+    ex.add_node(node)
+    done = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    print("ready", flush=True)
+    while not done.is_set():
+        ex.spin_once(timeout_sec=0.02)
+    ex.shutdown()
+    node.destroy_node()
+    rclpy.shutdown()
+    return 0
+
+
+def run_caller(args) -> int:
+    """One call, as `ros2 service call` makes it: a new process, wait, call, exit."""
+    import rclpy
+    from std_srvs.srv import Trigger
+
+    rclpy.init()
+    node = rclpy.create_node("measure_dds_caller")
+    cli = node.create_client(Trigger, "/measure_dds/trigger")
+    ok = False
+    end = time.monotonic() + args.discovery_timeout
+    if cli.wait_for_service(timeout_sec=args.discovery_timeout):
+        fut = cli.call_async(Trigger.Request())
+        while not fut.done() and time.monotonic() < end:
+            rclpy.spin_once(node, timeout_sec=0.05)
+        ok = fut.done() and fut.result().success
+    print(json.dumps({"answered": bool(ok)}), flush=True)
+    node.destroy_node()
+    rclpy.shutdown()
+    return 0
+
+
+def measure_services(args, server_setup: str, client_setup: str, profile: Path) -> dict:
+    domain = random.Random().randint(120, 200)
+    me = [sys.executable, str(Path(__file__).resolve())]
+    common = ["--discovery-timeout", str(args.discovery_timeout)]
+    extra = getattr(args, "env", None) or ()
+    srv = subprocess.Popen(me + ["--role", "server"] + common,
+                           env=setup_env(server_setup, domain, profile, extra),
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    answered = 0
+    try:
+        if srv.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"server did not start: {srv.stderr.read()[-2000:]}")
+        for _ in range(args.service_calls):
+            try:
+                r = subprocess.run(me + ["--role", "call"] + common,
+                                   env=setup_env(client_setup, domain, profile, extra),
+                                   capture_output=True, text=True,
+                                   timeout=args.discovery_timeout + 30)
+                answered += bool(_json_line(r.stdout).get("answered"))
+            except subprocess.TimeoutExpired:   # a hung client counts as unanswered
+                pass
+        srv.communicate(input="", timeout=30)
+    finally:
+        if srv.poll() is None:
+            srv.kill()
+            srv.wait()
+    return {"server": server_setup, "client": client_setup, "calls": args.service_calls,
+            "answered": answered}
+
+
 def _json_line(text: str) -> dict:
     for line in reversed(text.splitlines()):
         if line.startswith("{"):
@@ -150,15 +241,17 @@ def measure_cell(args, size: str, reliability: str, pub_setup: str, sub_setup: s
     common = ["--size", size, "--reliability", reliability, "--frames", str(args.frames),
               "--rate", str(args.rate), "--discovery-timeout", str(args.discovery_timeout),
               "--linger", str(args.linger)]
-    sub = subprocess.Popen(me + ["--role", "sub"] + common, env=setup_env(sub_setup, domain,
-                                                                          profile),
+    extra = getattr(args, "env", None) or ()
+    sub = subprocess.Popen(me + ["--role", "sub"] + common,
+                           env=setup_env(sub_setup, domain, profile, extra),
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     try:
         if sub.stdout.readline().strip() != "ready":
             raise RuntimeError(f"subscriber did not start: {sub.stderr.read()[-2000:]}")
         pub = subprocess.run(me + ["--role", "pub"] + common,
-                             env=setup_env(pub_setup, domain, profile), capture_output=True,
+                             env=setup_env(pub_setup, domain, profile, extra),
+                             capture_output=True,
                              text=True, timeout=args.discovery_timeout + args.frames / args.rate
                              + args.linger + 60)
         time.sleep(0.5)
@@ -183,6 +276,8 @@ def cell_text(r: dict) -> str:
 
 
 def markdown(results, args) -> str:
+    if not results:
+        return ""
     sizes = list(dict.fromkeys(r["size"] for r in results))
     rels = list(dict.fromkeys(r["reliability"] for r in results))
     cols = [(s, rl) for s in sizes for rl in rels]
@@ -198,6 +293,8 @@ def markdown(results, args) -> str:
             row.append(cell_text(cell[0]) if cell else "")
         lines.append("| " + " | ".join(row) + " |")
     lines.append("")
+    if args.env:
+        lines.append("Both processes with " + ", ".join(f"`{e}`" for e in args.env) + ".")
     lines.append(f"rgb8 frames delivered / sent at {args.rate:g} Hz, keep last 5, "
                  f"{args.frames} frames per cell; {platform.node() and 'this host'}: "
                  f"{os.cpu_count()} CPUs, {platform.platform()}, "
@@ -207,7 +304,8 @@ def markdown(results, args) -> str:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--role", choices=("driver", "pub", "sub"), default="driver",
+    ap.add_argument("--role", choices=("driver", "pub", "sub", "server", "call"),
+                    default="driver",
                     help=argparse.SUPPRESS)
     ap.add_argument("--size", default="640x480", help=argparse.SUPPRESS)
     ap.add_argument("--sizes", default="640x480,1280x720", help="WxH list, comma separated")
@@ -221,6 +319,11 @@ def main(argv=None) -> int:
     ap.add_argument("--linger", type=float, default=1.0,
                     help="seconds the publisher stays after its last frame")
     ap.add_argument("--profile", type=Path, default=PROFILE, help="the XML profile to test")
+    ap.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra environment variable for both processes (repeatable)")
+    ap.add_argument("--service-calls", type=int, default=0,
+                    help="also make N service calls per --pairs entry (server:client), each "
+                         "from a fresh process; 0 = no service measurement")
     ap.add_argument("--json", type=Path, help="write the raw results here")
     ap.add_argument("--markdown", type=Path, help="write the table here")
     args = ap.parse_args(argv)
@@ -228,10 +331,14 @@ def main(argv=None) -> int:
         return run_subscriber(args)
     if args.role == "pub":
         return run_publisher(args)
+    if args.role == "server":
+        return run_server(args)
+    if args.role == "call":
+        return run_caller(args)
     if not args.profile.is_file():
         ap.error(f"profile {args.profile} does not exist")
     results = []
-    for size in args.sizes.split(","):
+    for size in [s for s in args.sizes.split(",") if s]:    # --sizes '': services only
         for rel in args.reliability.split(","):
             for pair in args.pairs.split(","):
                 pub_setup, sub_setup = pair.split(":")
@@ -240,10 +347,22 @@ def main(argv=None) -> int:
                 print(f"{size:>9} {rel:<11} {pub_setup:>10} -> {sub_setup:<10} "
                       f"{cell_text(r)}", flush=True)
     table = markdown(results, args)
+    services = []
+    if args.service_calls > 0:
+        for pair in args.pairs.split(","):
+            server_setup, client_setup = pair.split(":")
+            s = measure_services(args, server_setup, client_setup, args.profile.resolve())
+            services.append(s)
+            print(f"service {server_setup:>10} -> {client_setup:<10} "
+                  f"{s['answered']}/{s['calls']} answered", flush=True)
+        table += "\n\n| server ← client | service calls answered |\n|---|---|\n" + "\n".join(
+            f"| `{s['server']}` ← `{s['client']}` | {s['answered']}/{s['calls']} |"
+            for s in services)
     print()
     print(table)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps({"delivery": results, "services": services},
+                                        indent=2))
     if args.markdown:
         args.markdown.write_text(table + "\n")
     return 0

@@ -197,3 +197,20 @@ def test_pickled_objects_are_refused(tmp_path):
     torch.save({"model": released_state_dict(tiny()), "cfg": object()}, str(path))
     with pytest.raises(WeightsError, match="weights_only"):
         _load(path)
+
+
+def test_weights_tool_convert_keeps_the_inference_keys_and_the_engine_loads_them(tmp_path):
+    """`ovseg-weights convert --engine ovseg` (weights_store.convert) uses the engine's
+    checkpoint_layout / is_inference_key: the converted file drops criterion.* and loads."""
+    from ovseg_ros.weights_store import convert
+
+    src, dst = tmp_path / "released.pth", tmp_path / "ovseg.safetensors"
+    sd = write_ovseg_checkpoint(tiny(), src, seed=2)
+    convert(src, dst, "ovseg", cfg=make_config(tiny()))
+    from safetensors.torch import load_file
+
+    out = load_file(str(dst))
+    assert set(out) == set(sd) - {"criterion.empty_weight"}
+    seg = load_segmenter(tiny(random_init=False, **{"ovseg.checkpoint": str(dst)}))
+    torch.testing.assert_close(seg.engine.weights.state_dict()["backbone.norm3.weight"],
+                               sd["backbone.norm3.weight"], rtol=0, atol=0)

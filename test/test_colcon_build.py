@@ -64,7 +64,8 @@ def colcon_install(tmp_path_factory):
            "--cmake-args", "-DBUILD_TESTING=OFF", f"-DPython3_EXECUTABLE={sys.executable}"]
     proc = subprocess.run(cmd, cwd=ws, env=_colcon_env(), capture_output=True, text=True,
                           timeout=900)
-    assert proc.returncode == 0, f"colcon build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, \
+        f"colcon build failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     return ws, install
 
 

@@ -81,7 +81,8 @@ def test_missing_config_fails_loudly(tmp_path):
         plan({"config": "config/nope.yaml"}, ROOT, cwd=tmp_path, environ={})
     msg = str(err.value)
     assert "config:='config/nope.yaml'" in msg and "file not found" in msg
-    assert str(tmp_path / "config" / "nope.yaml") in msg and str(ROOT / "config" / "nope.yaml") in msg
+    assert str(tmp_path / "config" / "nope.yaml") in msg
+    assert str(ROOT / "config" / "nope.yaml") in msg
     with pytest.raises(LaunchArgumentError, match="file not found"):
         plan({"config": str(tmp_path / "absent.yaml")}, ROOT, cwd=tmp_path, environ={})
 

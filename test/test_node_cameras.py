@@ -132,11 +132,14 @@ def _vocab(mc):
 # --- topics, headers, resolutions ---------------------------------------------------------------
 def test_each_camera_has_its_topics_and_settings(mc):
     c = mc.client.node
-    assert c.count_subscribers(f"{NS}/front/image/compressed") == 1
+    # discovery of the node's other endpoints may trail the ones the fixture waited for
+    mc.client.wait_for(lambda: c.count_subscribers(f"{NS}/front/image/compressed") == 1
+                       and c.count_services(f"{NS}/set_vocabulary") == 1, 20, mc.node,
+                       "front's compressed subscription and set_vocabulary")
     assert c.count_subscribers(f"{NS}/left/image/compressed") == 0   # per-camera override
     assert c.count_subscribers(f"{NS}/image") == 0       # no unnamed camera
     names = [n for n, _ in c.get_service_names_and_types()]
-    assert f"{NS}/set_vocabulary" in names and f"{NS}/front/set_vocabulary" not in names
+    assert f"{NS}/front/set_vocabulary" not in names and f"{NS}/left/set_vocabulary" not in names
     mc.client.wait_for(lambda: mc.camera_diag("front") and mc.camera_diag("left"), 20, mc.node,
                        "one diagnostics status per camera")
     front, _ = mc.camera_diag("front")

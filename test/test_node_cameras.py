@@ -302,8 +302,9 @@ def test_hostile_frames_on_one_camera_leave_the_other_alone(mc):
            Image(height=h, width=w, encoding="rgb8", step=w, data=bytes(h * w)),
            Image(height=100000, width=100000, encoding="mono8", step=100000, data=b"abc"),
            Image(height=0, width=0, encoding="rgb8", step=0, data=b"")]
+    mc.client.wait_for(lambda: mc.camera_diag("front") and mc.camera_diag("left"), 20, mc.node,
+                       "camera diagnostics")
     left_before = mc.camera_diag("left")
-    assert left_before is not None
     left_bad_before = int(left_before[0]["bad_inputs"])
     front_bad_before = int(mc.camera_diag("front")[0]["bad_inputs"])
 

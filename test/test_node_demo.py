@@ -17,8 +17,8 @@ from node_harness import ROOT, node_env, run_tool  # noqa: E402
 
 def _demo_env():
     """The environment a user's `make demo` has: the demo's camera-sized frames (up to
-    1280x720, 2.7 MB) need Fast DDS's LARGE_DATA transport, which the demo sets unless
-    the caller chose transports itself (the node tests choose the default ones)."""
+    1280x720, 2.7 MB) need the Fast DDS profile config/fastdds_camera.xml, which the demo
+    sets unless the caller chose transports itself (the node tests choose the default ones)."""
     env = node_env()
     env.pop("FASTDDS_BUILTIN_TRANSPORTS", None)
     return env

@@ -172,7 +172,9 @@ def dds_environment(value: str, share_dir: Optional[Path], cwd: Path,
     camera frames between processes, docs/node.md "Large frames") unless the
     environment already chooses Fast DDS transports or a profile itself: the
     user's choice is kept. 'none' leaves the environment alone; a path selects
-    that profile (resolved like ``config``).
+    that profile (resolved like ``config``), also when FASTDDS_BUILTIN_TRANSPORTS
+    is set: the profile's transports then apply (checked with Fast DDS 3.2.3: a
+    participant with both is discovered by, and delivers to, default peers).
     """
     v = str(value).strip()
     if v.lower() == "none":

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .pixel_decoder import MSDeformAttnPixelDecoder
+from .precision import fp32_region, matmul_weights_to
 from .transformer_decoder import MultiScaleMaskedTransformerDecoder, mask_pooling
 
 #: OpenAI CLIP normalisation (the reference's PIXEL_MEAN/STD divided by 255)
@@ -71,12 +72,16 @@ class FCCLIPHeadWeights(nn.Module):
 
 
 def convnext_clip_features(visual: nn.Module, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """res2..res5 of an open_clip TimmModel ConvNeXt trunk; 'clip_dense' = norm_pre(res5)."""
+    """res2..res5 of an open_clip TimmModel ConvNeXt trunk; 'clip_dense' = norm_pre(res5).
+
+    Each stage's input is made fp32 (a no-op in fp32): on the bf16 path only the
+    convolutions and MLPs round to bf16, the residual stream of the blocks stays fp32
+    (timm's stage is its downsample, then its blocks)."""
     trunk = visual.trunk
     out = {}
-    x = trunk.stem(x)
+    x = trunk.stem(x).float()
     for i, stage in enumerate(trunk.stages):
-        x = stage(x)
+        x = stage.blocks(stage.downsample(x).float()).float()
         out[f"res{i + 2}"] = x
     out["clip_dense"] = trunk.norm_pre(x)
     return out
@@ -137,6 +142,20 @@ class FCCLIPImageModel(nn.Module):
         if self.stage_hook is not None:
             self.stage_hook(name)
 
+    def set_weight_dtype(self, dtype: torch.dtype) -> "FCCLIPImageModel":
+        """Store the ConvNeXt trunk's matmul weights in ``dtype`` (bf16/fp16 under autocast).
+
+        Only the trunk (stem and stages: the heavy convolutions and MLPs) runs in
+        ``dtype``; its residual stream, the pixel decoder, the transformer decoder,
+        the mask pooling and CLIP's head run in fp32 (``forward``). The head in bf16
+        autocast was no faster on the CPU (deformable attention samples in fp32) and
+        moved the mask and class scores the labels are decided on.
+        """
+        trunk = self.visual.trunk
+        matmul_weights_to(trunk.stem, dtype)
+        matmul_weights_to(trunk.stages, dtype)
+        return self
+
     def forward(self, images: torch.Tensor):
         x = (images - self.pixel_mean) / self.pixel_std
         h, w = x.shape[-2:]
@@ -144,18 +163,21 @@ class FCCLIPImageModel(nn.Module):
         x = F.pad(x, (0, (-w) % SIZE_DIVISIBILITY, 0, (-h) % SIZE_DIVISIBILITY))
         feats = convnext_clip_features(self.visual, x)
         self._stage("backbone")
-        mask_features, multi_scale = self.head.sem_seg_head.pixel_decoder(feats)
-        self._stage("pixel_decoder")
-        mask_logits, class_embed = self.head.sem_seg_head.predictor(multi_scale, mask_features)
-        self._stage("transformer_decoder")
-        dense = feats["clip_dense"]
-        clip_embed = clip_head(self.visual, mask_pooling(dense, mask_logits))
-        if not self.dense_output:
+        with fp32_region(x):   # everything after the trunk: fp32 (see set_weight_dtype)
+            feats = {k: v.float() for k, v in feats.items()}
+            mask_features, multi_scale = self.head.sem_seg_head.pixel_decoder(feats)
+            self._stage("pixel_decoder")
+            mask_logits, class_embed = self.head.sem_seg_head.predictor(multi_scale,
+                                                                        mask_features)
+            self._stage("transformer_decoder")
+            dense = feats["clip_dense"]
+            clip_embed = clip_head(self.visual, mask_pooling(dense, mask_logits))
+            if not self.dense_output:
+                self._stage("clip_pool")
+                return mask_logits, class_embed, clip_embed
+            dense_embed = clip_head(self.visual, dense.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
             self._stage("clip_pool")
-            return mask_logits, class_embed, clip_embed
-        dense_embed = clip_head(self.visual, dense.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        self._stage("clip_pool")
-        return mask_logits, class_embed, clip_embed, dense_embed
+            return mask_logits, class_embed, clip_embed, dense_embed
 
 
 __all__ = ["HeadSpec", "FCCLIPHead", "FCCLIPHeadWeights", "FCCLIPImageModel", "CLIP_MEAN",

@@ -458,6 +458,11 @@ def run(args) -> dict:
     results["text_max_abs_diff"] = float((ref_text - ours_text).abs().max())
     print(f"text embeddings (14 ViLD templates): max |ours - reference| = "
           f"{results['text_max_abs_diff']:.2e}")
+    first = next(iter(test_images().items()))
+    results["stages"] = stage_diffs(ref, engine, first[1])
+    print(f"per stage on {first[0]} (max |diff| / max |reference|, or absolute):")
+    for k, v in results["stages"].items():
+        print(f"    {k:>24}: {v:.2e}")
     print(f"{'image':>28} {'resized':>10} {'crops':>5} {'classes':>7} {'agreement':>10} "
           f"{'score diff':>10}")
     for name, rgb in test_images().items():
@@ -482,6 +487,38 @@ def run(args) -> dict:
               f"{diff:>10.2e}")
     tmpdir.cleanup()
     return results
+
+
+def stage_diffs(ref, engine, rgb: np.ndarray) -> Dict[str, float]:
+    """Largest |ours - reference| / max |reference| of each stage on one frame, both fed
+    the same resized frame: Swin features, mask logits, query embeddings; crops, crop masks
+    and CLIP embeddings of the same proposals (absolute differences for those three)."""
+    from ovseg_ros.engines.fcclip import _StageTimer
+
+    image, x = engine.preprocess(rgb)
+    out: Dict[str, float] = {}
+    with torch.no_grad():
+        xr = (image[None] - ref.pixel_mean) / ref.pixel_std
+        xr = F.pad(xr, (0, (-xr.shape[-1]) % 32, 0, (-xr.shape[-2]) % 32))
+        xo = (x - engine.image_model.pixel_mean) / engine.image_model.pixel_std
+        xo = F.pad(xo, (0, (-xo.shape[-1]) % 32, 0, (-xo.shape[-2]) % 32))
+        fr, fo = ref.backbone(xr), engine.weights.backbone(xo)
+        for k in fr:
+            out[f"swin {k}"] = float((fr[k] - fo[k]).abs().max() / fr[k].abs().max())
+        head = ref.sem_seg_head(fr)
+        mask_logits, class_embed = engine.proposals(x, _StageTimer(engine.device))
+        out["mask logits"] = float((head["pred_masks"] - mask_logits).abs().max()
+                                   / mask_logits.abs().max())
+        out["query embeddings"] = float((head["pred_logits"] - class_embed).abs().max()
+                                        / class_embed.abs().max())
+        masks = engine.mask_probabilities(mask_logits[0], tuple(image.shape[-2:]))
+        (regions, _), region_masks, _ = ref.clip_adapter._preprocess_image(image, masks)
+        crops = engine.crops(image, masks > engine.cfg["ovseg.mask_threshold"])
+        out["crops (abs)"] = float((regions - crops[:, :3]).abs().max())
+        out["crop masks (abs)"] = float((region_masks - crops[:, 3:]).abs().max())
+        emb = ref.clip_adapter.get_image_features(regions, region_masks)
+        out["CLIP embeddings (abs)"] = float((emb - engine.clip_embeddings(crops)).abs().max())
+    return out
 
 
 def _takes_scores(seg) -> bool:

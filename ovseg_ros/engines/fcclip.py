@@ -153,8 +153,11 @@ class FCClipEngine(Engine):
         self.image_model = FCCLIPImageModel(self.clip_model.visual, self.head,
                                             dense_output=self.dense_output).eval()
         self.image_model.to(self.device)
+        # cast_weights: an eager bf16 backend stores the ConvNeXt trunk's weights in bf16
+        # once; the head stays fp32 (FCCLIPImageModel.set_weight_dtype)
         export = ExportSpec(self.image_model, model_id=self._model_id(),
-                            graph_settings=graph_settings(cfg, g))
+                            graph_settings=graph_settings(cfg, g),
+                            cast_weights=self.image_model.set_weight_dtype)
         self.backend = get_backend(cfg["backend"])(export, BackendSpec.from_config(cfg))
         self._seen_cache: Tuple[int, Optional[torch.Tensor]] = (-1, None)
 

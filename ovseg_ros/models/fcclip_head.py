@@ -20,7 +20,8 @@ from torch import nn
 
 from .pixel_decoder import MSDeformAttnPixelDecoder
 from .precision import fp32_region, matmul_weights_to
-from .transformer_decoder import MultiScaleMaskedTransformerDecoder, mask_pooling
+from .classifier import mask_pooling
+from .transformer_decoder import MultiScaleMaskedTransformerDecoder
 
 #: OpenAI CLIP normalisation (the reference's PIXEL_MEAN/STD divided by 255)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -85,9 +85,16 @@ class DiskCache:
 
 # --- fast exact prompt encoding -----------------------------------------------------------
 def text_precision(cfg: Config) -> str:
-    """Arithmetic of the text tower: bf16 where the image path runs in bf16 (torch
-    backend), else fp32. Part of the cache key (``TextEmbedder.for_engine``)."""
-    return "bf16" if cfg["backend"] == "torch" and cfg["precision"] == "bf16" else "fp32"
+    """Arithmetic of the text tower: fp32, whatever the image path runs in.
+
+    The text rows are one side of the final cosine, and a bf16 tower moved them by
+    up to 1e-3: with the image path's bf16 fast path otherwise faithful, that alone
+    changed the labels of ~0.3 % of the pixels of real photos (ProxyCLIP, random
+    weights; docs/benchmarks/cpu.md). Encoding runs once per vocabulary and is
+    cached, so frames do not pay for it. ``OpenClipTextEncoder`` still takes a
+    dtype; the cache key (``TextEmbedder.for_engine``) names a non-fp32 one."""
+    del cfg   # kept in the signature: engines ask with their config
+    return "fp32"
 
 
 def text_batch_size(device) -> int:

@@ -64,10 +64,6 @@ def proxy_attention(feats: torch.Tensor, beta: float, gamma: float) -> torch.Ten
     return logits.softmax(dim=-1)
 
 
-def _no_autocast(device_type: str):
-    return torch.autocast(device_type=device_type, enabled=False)
-
-
 class ClipTrunk(nn.Module):
     """An open_clip VisionTransformer up to the input of its last attention block."""
 

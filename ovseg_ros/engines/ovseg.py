@@ -204,7 +204,13 @@ class OVSegEngine(Engine):
         if name not in open_clip.list_models():
             raise ConfigError(f"config key 'ovseg.clip_model': unknown open_clip model {name!r} "
                               "(see open_clip.list_models())")
-        return open_clip.create_model(name, pretrained=None)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)   # open_clip's "initialized randomly": the file follows
+        try:
+            return open_clip.create_model(name, pretrained=None)
+        finally:
+            root.setLevel(level)
 
     @classmethod
     def _build(cls, cfg: Config, meta: bool = False) -> OVSegWeights:
@@ -274,9 +280,10 @@ class OVSegEngine(Engine):
         return torch.cat(out, 0)
 
     # --- stages -------------------------------------------------------------------------
-    def preprocess(self, rgb: np.ndarray) -> Tuple[np.ndarray, torch.Tensor]:
-        """HxWx3 uint8 -> (resized uint8 frame, 1 x 3 x h x w float in [0, 1]); the resize
-        is detectron2's ResizeShortestEdge (PIL bilinear on uint8)."""
+    def preprocess(self, rgb: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
+        """HxWx3 uint8 -> (3 x h x w float on 0..255: the resized frame the crops are cut
+        from, 1 x 3 x h x w in [0, 1]: the proposal graph's input); the resize is
+        detectron2's ResizeShortestEdge (PIL bilinear on uint8)."""
         from PIL import Image
 
         h, w = rgb.shape[:2]

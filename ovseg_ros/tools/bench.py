@@ -68,6 +68,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "fcclip-convnext-l": {"engine": "fcclip"},
     "fcclip-convnext-l-512": {"engine": "fcclip", "fcclip.short_side": 512,
                               "fcclip.max_size": 853},
+    # MAFT+ (FC-CLIP's architecture, CDT classifier) at the same reduced input size
+    "maftplus-convnext-l-512": {"engine": "maftplus", "maftplus.short_side": 512,
+                                "maftplus.max_size": 853},
 }
 QUICK = dict(presets=["proxyclip-tiny", "fcclip-tiny"], backends=["torch", "onnxruntime"],
              precisions=["fp32", "bf16"], sizes=["160x120", "320x240"], iters=5, warmup=1)
@@ -177,6 +180,39 @@ def _status_kib(field_name: str) -> Optional[int]:
     except OSError:
         pass
     return None
+
+
+# --- photos for label agreement ------------------------------------------------------------
+#: scikit-image's sample photos: real image statistics for the bf16 / backend label agreement
+#: (the synthetic frame's flat shapes hide most of the differences)
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+#: (preset, size) -> labels of the fp32 torch case on each photo
+_PHOTO_REFERENCE: Dict[tuple, List[np.ndarray]] = {}
+
+
+def photo_frames(width: int, height: int) -> List[np.ndarray]:
+    import cv2
+    import skimage.data
+
+    return [cv2.resize(np.ascontiguousarray(getattr(skimage.data, name)()[..., :3]),
+                       (width, height), interpolation=cv2.INTER_AREA) for name in PHOTOS]
+
+
+def photo_agreement(seg, case: "Case", shape) -> Dict[str, Any]:
+    """Labels on the photos; the fp32 torch case keeps them as the reference, the other
+    cases report the share of pixels equal to it (mean and worst photo)."""
+    labels = [seg.predict(f).semantic for f in photo_frames(shape[1], shape[0])]
+    key = (case.preset, case.size)
+    if case.backend == "torch" and case.precision == "fp32":
+        _PHOTO_REFERENCE[key] = labels
+        return {}
+    ref = _PHOTO_REFERENCE.get(key)
+    if ref is None:
+        return {}
+    equal = [100.0 * float((a == b).mean()) for a, b in zip(labels, ref)]
+    return {"labels_equal_fp32_photos_pct": float(np.mean(equal)),
+            "labels_equal_fp32_photos_min_pct": float(min(equal)),
+            "labels_equal_fp32_per_photo_pct": dict(zip(PHOTOS, equal))}
 
 
 # --- the synthetic frame ----------------------------------------------------------------------
@@ -335,6 +371,8 @@ def run_case(case: Case, rgb: np.ndarray, args, baseline: Optional[np.ndarray]) 
     rec["semantic"] = pred.semantic
     if baseline is not None and baseline.shape == pred.semantic.shape:
         rec["labels_equal_fp32_pct"] = 100.0 * float((pred.semantic == baseline).mean())
+    if getattr(args, "photos", False):
+        rec.update(photo_agreement(seg, case, rgb.shape))
     if case.backend == "torch" and case.precision == "fp32" and args.flops:
         rec["flops_per_frame"] = count_flops(seg, rgb)
     try:
@@ -415,7 +453,10 @@ def markdown(report: Dict[str, Any]) -> str:
             f"{r['first_frame_s']:.1f} | "
             f"{_fmt(r.get('peak_memory_mib'), '.0f')} | {_fmt(gf, '.2f')} | "
             f"{_fmt(ach, '.1f')}" + (f" ({pct:.0f}%)" if pct is not None else "") + " | "
-            f"{_fmt(r.get('labels_equal_fp32_pct'), '.1f')}{'%' if r.get('labels_equal_fp32_pct') is not None else ''} | "
+            f"{_fmt(r.get('labels_equal_fp32_pct'), '.1f')}{'%' if r.get('labels_equal_fp32_pct') is not None else ''}"
+            + (f" (photos {r['labels_equal_fp32_photos_pct']:.2f}%, min "
+               f"{r['labels_equal_fp32_photos_min_pct']:.2f}%)"
+               if "labels_equal_fp32_photos_pct" in r else "") + " | "
             f"{stages} |")
     axis = [r for r in report["results"] if "num_classes" in r and "error" not in r]
     if axis:
@@ -451,7 +492,8 @@ def markdown(report: Dict[str, Any]) -> str:
               "arithmetic (fp32 for onnxruntime on the CPU) measured right after the case, "
               "under the same neighbours' load. Min ms is the fastest frame (closest to an "
               "idle machine when cores are shared). 'labels = fp32' is the share of pixels labelled as by the fp32 "
-              "torch run of the same preset and input.", ""]
+              "torch run of the same preset and input; '(photos …)' the same on scikit-image's "
+              f"photos {', '.join(PHOTOS)} resized to the input (mean, worst photo).", ""]
     return "\n".join(lines)
 
 
@@ -476,6 +518,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="stop timing a case after this long (at least 2 frames)")
     p.add_argument("--random-init", action="store_true",
                    help="random weights for the real architectures (timing only; no download)")
+    p.add_argument("--no-photos", dest="photos", action="store_false",
+                   help="skip the label agreement on scikit-image photos (4 extra frames a case)")
     p.add_argument("--no-flops", dest="flops", action="store_false",
                    help="skip FLOP counting (one extra fp32 frame per preset and size)")
     p.add_argument("--cache-dir", default="~/.cache/ovseg_ros/bench",

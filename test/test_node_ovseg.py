@@ -141,6 +141,33 @@ def test_node_publishes_the_engines_prediction(node, reference):
         assert s.area == int((pan == s.id).sum())
 
 
+
+def test_runtime_mask_threshold_reaches_the_engine(node):
+    """ovseg.mask_threshold is runtime: at 1.0 no proposal has a crop, and the node
+    publishes an all-unlabelled frame with no segments (where the reference crashes)."""
+    from rcl_interfaces.msg import Parameter as ParameterMsg
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    n, client, pub = node
+    srv = client.node.create_client(SetParameters, "ovseg_node/set_parameters")
+
+    def set_threshold(value):
+        v = ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=value)
+        r = client.call(srv, SetParameters.Request(
+            parameters=[ParameterMsg(name="ovseg.mask_threshold", value=v)]))
+        assert r.results[0].successful, r.results[0].reason
+
+    set_threshold(1.0)
+    try:
+        out = _send(n, client, pub, _photo())
+        assert (image_to_array(out["semantic"]) == 65535).all()
+        assert not image_to_array(out["panoptic"]).any() and not out["segments"].segments
+    finally:
+        set_threshold(0.4)
+    out = _send(n, client, pub, _photo())
+    assert (image_to_array(out["semantic"]) < len(VOCAB)).all()
+
 # --- config/ovseg_twostage.yaml ----------------------------------------------------------------
 # (test_launch.py::test_params_file_is_valid_for_api_and_node loads it both ways as well)
 def test_twostage_params_file_selects_the_reference_setup():

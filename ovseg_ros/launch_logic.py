@@ -23,9 +23,22 @@ PACKAGE = "ovseg_ros"
 DEFAULT_CONFIG = "config/ovseg.yaml"
 DEFAULT_DDS_PROFILE = "config/fastdds_camera.xml"
 RVIZ_CONFIG = "config/ovseg.rviz"
-#: the environment variables that select a Fast DDS XML profile (2.x reads the
-#: FASTRTPS_ name, 3.x both)
+#: the environment variables that select a Fast DDS XML profile: Fast DDS 3.x (Kilted and
+#: later) reads FASTDDS_, 2.x (Humble, Jazzy) only FASTRTPS_, which Kilted's rmw_fastrtps
+#: still reads with a deprecation warning
 PROFILE_VARS = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+#: distributions whose Fast DDS is 2.x
+FASTDDS2_DISTROS = ("humble", "iron", "jazzy")
+
+
+def profile_variables(path, environ: Mapping[str, str]) -> Dict[str, str]:
+    """The variables that make Fast DDS load the XML profile ``path`` on this distribution
+    (ROS_DISTRO): FASTDDS_DEFAULT_PROFILES_FILE, plus the deprecated FASTRTPS_ name only
+    where Fast DDS 2.x needs it."""
+    env = {PROFILE_VARS[0]: str(path)}
+    if environ.get("ROS_DISTRO", "").lower() in FASTDDS2_DISTROS:
+        env[PROFILE_VARS[1]] = str(path)
+    return env
 TRUE, FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
 
 
@@ -185,7 +198,7 @@ def dds_environment(value: str, share_dir: Optional[Path], cwd: Path,
                 return {}, (f"{var}={environ[var]} is set in the environment: kept (the "
                             "package's Fast DDS camera profile is not applied)")
     path = resolve_file("dds_profile", v, share_dir, cwd, DEFAULT_DDS_PROFILE)
-    env = {var: str(path) for var in PROFILE_VARS}
+    env = profile_variables(path, environ)
     return env, f"Fast DDS profile {path} (large camera frames)"
 
 
@@ -242,4 +255,4 @@ def plan(args: Mapping[str, str], share_dir: Optional[Path], cwd: Optional[Path]
 __all__ = ["LaunchArgumentError", "LaunchPlan", "plan", "resolve_file", "parse_vocabulary",
            "parse_cameras", "camera_remappings",
            "parse_bool", "node_overrides", "node_remappings", "dds_environment", "find_rviz2",
-           "DEFAULT_DDS_PROFILE", "PROFILE_VARS"]
+           "profile_variables", "DEFAULT_DDS_PROFILE", "PROFILE_VARS"]

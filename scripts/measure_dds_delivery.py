@@ -63,7 +63,8 @@ def setup_env(setup: str, domain: int, profile: Path, extra=()) -> dict:
     env["RMW_IMPLEMENTATION"] = "rmw_fastrtps_cpp"
     if setup == "profile":
         env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
-        env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(profile)   # Fast DDS 2.x (Humble)
+        if env.get("ROS_DISTRO", "").lower() in ("humble", "iron", "jazzy"):
+            env["FASTRTPS_DEFAULT_PROFILES_FILE"] = str(profile)   # Fast DDS 2.x reads this
     elif setup == "large_data":
         env["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
     elif setup != "defaults":

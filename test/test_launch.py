@@ -146,7 +146,10 @@ def test_dds_profile_selection(tmp_path):
 
     profile = (ROOT / "config" / "fastdds_camera.xml").resolve()
     p = plan({}, ROOT, cwd=tmp_path, environ={})
-    assert p.node_env == {var: str(profile) for var in PROFILE_VARS}
+    assert p.node_env == {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile)}
+    # Fast DDS 2.x (Humble, Jazzy) reads only the older name
+    assert plan({}, ROOT, cwd=tmp_path, environ={"ROS_DISTRO": "humble"}).node_env == \
+        {var: str(profile) for var in PROFILE_VARS}
     # the user's own Fast DDS choice is kept
     for var in PROFILE_VARS + ("FASTDDS_BUILTIN_TRANSPORTS",):
         assert plan({}, ROOT, cwd=tmp_path, environ={var: "x"}).node_env == {}

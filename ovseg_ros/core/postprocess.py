@@ -46,6 +46,28 @@ def class_chunk(num_classes: int, pixels: int, budget: int = DEFAULT_BUDGET) -> 
     return max(1, min(int(num_classes), int(budget) // max(1, int(pixels))))
 
 
+def fold_argmax(z: torch.Tensor, offset: int, best: Optional[torch.Tensor],
+                arg: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Fold chunk ``z`` (k x ...) of rows ``offset..offset+k-1`` into a running (max, argmax).
+
+    Returns the chunk's per-pixel maximum and the updated argmax; the caller keeps
+    the running maximum. A chunk takes a pixel only where its maximum is strictly
+    larger (ties keep the earlier row, like one argmax over all rows). The index
+    search runs only on the pixels a chunk takes: after the first chunks those are
+    few, and a maximum without indices is much cheaper than one with them.
+    """
+    if best is None:
+        cmax, carg = z.max(dim=0)
+        return cmax, carg + offset
+    cmax = z.amax(dim=0)
+    better = (cmax > best).view(-1)
+    pix = better.nonzero().squeeze(1)
+    if pix.numel():
+        sub = z.reshape(z.shape[0], -1).index_select(1, pix)
+        arg.view(-1)[pix] = sub.max(dim=0).indices + offset
+    return cmax, arg
+
+
 def apply_prob_thd(labels: torch.Tensor, confidence: torch.Tensor, thd: float) -> torch.Tensor:
     """``prob_thd``: pixels whose chosen-class probability is below ``thd`` get class 0."""
     if thd <= 0:
@@ -100,15 +122,13 @@ class SoftmaxArgmax:
         k = z.shape[0]
         if self.seen + k > self.num_synonyms:
             raise ValueError(f"got {self.seen + k} synonyms of logits for {self.num_synonyms}")
-        cmax, carg = z.max(dim=0)
+        # strict >: ties keep the earlier synonym
+        cmax, self._arg = fold_argmax(z, self.seen, self._best, self._arg)
         if self._best is None:
-            self._best, self._arg = cmax, carg
+            self._best = cmax
             self._sum = z.sub_(cmax).exp_().sum(dim=0)
         else:
-            carg += self.seen
             new = torch.maximum(self._best, cmax)
-            better = cmax > self._best            # strict: ties keep the earlier synonym
-            self._arg = torch.where(better, carg, self._arg)
             self._sum = self._sum.mul_(torch.exp(self._best - new)) \
                 + z.sub_(new).exp_().sum(dim=0)
             self._best = new
@@ -196,16 +216,11 @@ def mask_semantic(class_probs: torch.Tensor, query_masks: Callable[[int, int], t
         vol = torch.zeros((c1 - c0, h, w), dtype=torch.float32, device=device)
         for (i0, i1), m in zip(ranges, masks):
             vol += torch.einsum("qc,qhw->chw", class_probs[i0:i1, c0:c1], m)
-        cbest, carg = vol.max(0)
-        if best is None:
-            best, labels = cbest, carg
-        else:
-            better = cbest > best
-            labels = torch.where(better, carg + c0, labels)
-            best = torch.where(better, cbest, best)
+        cbest, labels = fold_argmax(vol, c0, best, labels)
+        best = cbest if best is None else torch.maximum(best, cbest)
     denom = denom.clamp_min(1e-12)
     return MaskSemantic(labels, (best / denom).float(), None)
 
 
-__all__ = ["DEFAULT_BUDGET", "class_chunk", "apply_prob_thd", "class_probabilities",
+__all__ = ["DEFAULT_BUDGET", "class_chunk", "fold_argmax", "apply_prob_thd", "class_probabilities",
            "SoftmaxArgmax", "softmax_argmax", "MaskSemantic", "mask_semantic"]

@@ -64,12 +64,16 @@ def test_probe_mismatch_falls_back(tiny_segmenter, monkeypatch):
     torch.testing.assert_close(enc(PROMPTS), full_length(eng, PROMPTS), rtol=0, atol=0)
 
 
-def test_bf16_text_is_close_and_cached_apart(tiny_config):
+def test_text_stays_fp32_with_a_bf16_image_path_and_bf16_encoder_is_close(tiny_config):
+    """The engines keep the text tower in fp32 whatever the image precision (a bf16 tower
+    moves labels); the encoder still runs bf16 when asked, close to fp32."""
     fp32 = load_segmenter(tiny_config)
     bf16 = load_segmenter(dict(tiny_config, precision="bf16"))
-    assert fp32.engine.text_precision == "fp32" and bf16.engine.text_precision == "bf16"
-    assert "text=bf16" in bf16._text.key and "text=" not in fp32._text.key
-    a, b = fp32.engine.encode_prompts(PROMPTS), bf16.engine.encode_prompts(PROMPTS)
+    assert fp32.engine.text_precision == bf16.engine.text_precision == "fp32"
+    assert bf16._text.key == fp32._text.key and "text=" not in bf16._text.key
+    eng = fp32.engine
+    a = OpenClipTextEncoder(eng.clip_model, eng._tokenizer, "cpu")(PROMPTS)
+    b = OpenClipTextEncoder(eng.clip_model, eng._tokenizer, "cpu", torch.bfloat16)(PROMPTS)
     assert b.dtype == torch.float32
     cos = (a * b).sum(-1)
     assert float(cos.min()) > 0.99 and not torch.equal(a, b)

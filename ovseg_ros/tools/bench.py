@@ -46,7 +46,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..testing.presets import TINY_FCCLIP, TINY_PROXYCLIP
+from ..testing.presets import TINY_FCCLIP, TINY_OVSEG, TINY_PROXYCLIP
 
 # Preset configurations. "tiny" presets use the test models (always random weights);
 # the others are the real architectures (pretrained weights, or --random-init for timing).
@@ -71,6 +71,9 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     # MAFT+ (FC-CLIP's architecture, CDT classifier) at the same reduced input size
     "maftplus-convnext-l-512": {"engine": "maftplus", "maftplus.short_side": 512,
                                 "maftplus.max_size": 853},
+    # OVSeg (two-stage): tiny test models, and Swin-B + ViT-L/14 as released (short side 640)
+    "ovseg-tiny": dict(TINY_OVSEG),
+    "ovseg-swinb-vitl14": {"engine": "ovseg"},
 }
 QUICK = dict(presets=["proxyclip-tiny", "fcclip-tiny"], backends=["torch", "onnxruntime"],
              precisions=["fp32", "bf16"], sizes=["160x120", "320x240"], iters=5, warmup=1)

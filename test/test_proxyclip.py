@@ -21,8 +21,8 @@ from ovseg_ros.engines.proxyclip import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEA
 
 # --- the formula -----------------------------------------------------------------------------------
 def numpy_proxy_attention(feats: np.ndarray, beta: float, gamma: float) -> np.ndarray:
-    """The reference's proxy attention, written directly: per sample, f normalised over channels,
-    S = f^T f, A = gamma (S - beta mean S), A < 0 -> excluded (diagonal kept), softmax."""
+    """The reference's proxy attention, written directly: per sample, f normalised over
+    channels, S = f^T f, A = gamma (S - beta mean S), A < 0 -> excluded (diagonal kept), softmax."""
     out = []
     for f in feats.astype(np.float64):
         f = f / np.linalg.norm(f, axis=0, keepdims=True)

@@ -16,20 +16,16 @@ from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from ..core import image_codec as codec
 from .metrics import IGNORE
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 
-#: encoding -> (numpy dtype, channels)
-ENCODINGS = {
-    "rgb8": (np.uint8, 3), "bgr8": (np.uint8, 3), "rgba8": (np.uint8, 4), "bgra8": (np.uint8, 4),
-    "mono8": (np.uint8, 1), "8UC1": (np.uint8, 1), "8UC3": (np.uint8, 3),
-    "mono16": (np.uint16, 1), "16UC1": (np.uint16, 1), "32SC1": (np.int32, 1),
-    "32FC1": (np.float32, 1),
-}
+#: the shared encoding table (encoding -> channels, dtype, bytes per pixel)
+ENCODINGS = codec.ENCODINGS
 LABEL_ENCODINGS = ("16UC1", "mono16", "mono8", "8UC1", "32SC1")
-RGB_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8")
+RGB_ENCODINGS = codec.RGB_ENCODINGS
 
 
 class BagError(ValueError):
@@ -69,61 +65,49 @@ def make_typestore(with_ovseg: bool = True):
     return store
 
 
-# --- Image <-> numpy ---------------------------------------------------------------------------
+# --- Image <-> numpy (ovseg_ros/core/image_codec.py, shared with the node) --------------------
+def _bag_error(exc: codec.ImageCodecError, what: str, encoding: str = "") -> BagError:
+    if exc.code == "encoding":
+        return BagError(f"{what}: unsupported encoding {encoding!r}; supported: "
+                        f"{sorted(ENCODINGS)}")
+    if exc.code in ("empty", "step", "data_size"):
+        return BagError(f"{what}: {exc} (malformed message)")
+    return BagError(f"{what}: {exc}")
+
+
 def image_to_numpy(msg, what: str = "image") -> np.ndarray:
     """HxW or HxWxC array of a sensor_msgs/Image, validated against its header fields."""
-    enc = msg.encoding
-    if enc not in ENCODINGS:
-        raise BagError(f"{what}: unsupported encoding {enc!r}; supported: {sorted(ENCODINGS)}")
-    dtype, ch = ENCODINGS[enc]
-    dtype = np.dtype(dtype).newbyteorder(">" if msg.is_bigendian else "<")
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    row = w * ch * dtype.itemsize
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if h == 0 or w == 0:
-        raise BagError(f"{what}: empty image ({w}x{h})")
-    if step < row or data.size < step * h:
-        raise BagError(f"{what}: {w}x{h} {enc} needs step >= {row} and {row * h} bytes, got "
-                       f"step {step} and {data.size} bytes (malformed message)")
-    rows = data[: step * h].reshape(h, step)[:, :row]
-    arr = np.ascontiguousarray(rows).view(dtype).reshape(h, w, ch)
-    arr = arr.astype(dtype.newbyteorder("="), copy=False)
-    return arr[..., 0] if ch == 1 else arr
+    try:
+        return codec.decode_msg(msg)
+    except codec.ImageCodecError as exc:
+        raise _bag_error(exc, what, msg.encoding) from exc
 
 
 def to_rgb(arr: np.ndarray, encoding: str) -> np.ndarray:
     """An 8-bit colour/mono image array -> HxWx3 uint8 RGB."""
-    if encoding not in RGB_ENCODINGS + ("8UC3",):
-        raise BagError(f"image encoding {encoding!r} is not a colour image; use one of "
-                       f"{list(RGB_ENCODINGS)}")
-    if encoding in ("rgb8", "8UC3"):
-        return arr
-    if encoding == "bgr8":
-        return arr[..., ::-1].copy()
-    if encoding == "rgba8":
-        return arr[..., :3].copy()
-    if encoding == "bgra8":
-        return arr[..., 2::-1].copy()
-    return np.repeat(arr[..., None], 3, axis=2)
+    try:
+        return codec.to_rgb(arr, encoding)
+    except codec.ImageCodecError as exc:
+        raise BagError(str(exc)) from exc
 
 
 def compressed_to_rgb(msg, what: str = "image") -> np.ndarray:
-    import cv2
-
-    img = cv2.imdecode(np.asarray(msg.data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise BagError(f"{what}: CompressedImage ({msg.format!r}) could not be decoded")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    try:
+        return codec.decode_compressed(msg.data, msg.format)
+    except codec.ImageCodecError as exc:
+        raise _bag_error(exc, what) from exc
 
 
 def numpy_to_image(store, arr: np.ndarray, encoding: str, header):
     """A sensor_msgs/Image with ``header`` (kept as is: output stamps = input stamps)."""
     Image = store.types[IMAGE_TYPE]
-    dtype, ch = ENCODINGS[encoding]
-    arr = np.ascontiguousarray(arr.astype(np.dtype(dtype).newbyteorder("<"), copy=False))
+    try:
+        step, data = codec.encode(arr, encoding)
+    except codec.ImageCodecError as exc:
+        raise BagError(str(exc)) from exc
     h, w = arr.shape[:2]
     return Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0,
-                 step=w * ch * arr.dtype.itemsize, data=arr.view(np.uint8).reshape(-1))
+                 step=step, data=np.frombuffer(data, np.uint8))
 
 
 def stamp_ns(header) -> int:

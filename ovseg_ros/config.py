@@ -2,9 +2,10 @@
 
 Every setting is declared exactly once, with its default, type, range and help
 text: the general ones here, each engine's ``<engine>.*`` group in its torch-free
-``ovseg_ros/engines/<engine>_config.py`` (collected through the registry). ``load_segmenter`` validates a user config against it, and the ROS
-node declares its parameters from it (descriptions, ranges, read-only flags),
-so nothing is listed twice.
+``ovseg_ros/engines/<engine>_config.py`` (collected through the registry).
+``load_segmenter`` validates a user config against it, and the ROS node declares
+its parameters from it (descriptions, ranges, read-only flags), so nothing is
+listed twice.
 
 Keys are flat; engine-specific keys carry a dotted group prefix
 (``proxyclip.crop_size``). In YAML either form works::
@@ -77,8 +78,8 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
        "entry naming a bundled list (ade150, ade847, pascal_context459, coco_stuff171, ...) "
        "stands for that list."),
     _P("vocabulary_is_thing", "bool_list", [],
-       "Thing (true) / stuff (false) flag per class; empty = automatic (COCO stuff names are stuff, "
-       "everything else is a thing)."),
+       "Thing (true) / stuff (false) flag per class; empty = automatic (COCO stuff names are "
+       "stuff, everything else is a thing)."),
     _P("prompt_templates", "str", "default", "Prompt template set: 'default' (the engine's own: "
        "80 ImageNet templates for ProxyCLIP, 14 ViLD templates for FC-CLIP/MAFT+), 'imagenet80', "
        "'vild14', or 'custom' (uses custom_templates).",
@@ -125,7 +126,8 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
        choices=("best_effort", "reliable"), node_only=True),
     _P("image_depth", "int", 1, "QoS depth of the image subscription.", min=1, max=100,
        node_only=True),
-    _P("subscribe_compressed", "bool", False, "Also subscribe to image/compressed.", node_only=True),
+    _P("subscribe_compressed", "bool", False, "Also subscribe to image/compressed.",
+       node_only=True),
     _P("process_every_frame", "bool", False, "Queue frames instead of keeping only the newest "
        "(offline bag playback).", node_only=True),
     _P("max_queue", "int", 100, "Queue length in process_every_frame mode.", min=1, max=10000,

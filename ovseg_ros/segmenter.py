@@ -203,4 +203,5 @@ def load_segmenter(config: Union[None, str, Path, Mapping[str, Any], Config] = N
     return Segmenter(cfg, engine, TextEmbedder.for_engine(engine, cfg))
 
 
-__all__ = ["Segmenter", "PendingVocabulary", "load_segmenter", "InputError", "VocabularyError", "validate_rgb"]
+__all__ = ["Segmenter", "PendingVocabulary", "load_segmenter", "InputError", "VocabularyError",
+           "validate_rgb"]

@@ -184,7 +184,8 @@ def list_presets(config_dir: Optional[Path] = None) -> List[Preset]:
     presets = [_load_preset_file(p) for p in sorted(config_dir.glob("*.yaml"))]
     for name in list_engines():
         raw = {"engine": name}
-        presets.append(Preset(f"engine:{name}", f"defaults of engine {name}", make_config(raw), raw))
+        presets.append(Preset(f"engine:{name}", f"defaults of engine {name}", make_config(raw),
+                              raw))
     return presets
 
 
@@ -291,7 +292,8 @@ def _open_clip_need(cfg: Config, g: str) -> Optional[Need]:
     url = pcfg.get("url", "")
     target = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
     return Need("open_clip", setting, what, url, target.is_file(), str(target),
-                hint="with network: ovseg-weights fetch", url=url, path=target if target.is_file() else None)
+                hint="with network: ovseg-weights fetch", url=url,
+                path=target if target.is_file() else None)
 
 
 def _timm_need(cfg: Config, g: str) -> Optional[Need]:
@@ -317,15 +319,17 @@ def _timm_need(cfg: Config, g: str) -> Optional[Need]:
     hit = _hf_cached(repo_id, names)
     return Need("timm", setting, model, f"huggingface.co/{repo_id}", bool(hit),
                 hit or f"{hf_hub_cache()} (models--{repo_id.replace('/', '--')})",
-                hint=f"with network: ovseg-weights fetch (or timm.create_model({model!r}, pretrained=True) "
-                     "once)", repo_id=repo_id, filenames=names,
+                hint="with network: ovseg-weights fetch (or "
+                     f"timm.create_model({model!r}, pretrained=True) once)",
+                repo_id=repo_id, filenames=names,
                 path=Path(hit) if hit else None)
 
 
 def _file_need(cfg: Config, setting: str, what: str) -> Need:
     path = resolve_path(cfg[setting], cfg["weights_dir"])
     return Need("file", setting, what, "local file", path.is_file(), str(path),
-                hint=f"copy the file there or fix '{setting}'", path=path if path.is_file() else None,
+                hint=f"copy the file there or fix '{setting}'",
+                path=path if path.is_file() else None,
                 fetchable=False)
 
 
@@ -957,7 +961,8 @@ def pack(preset: Preset, out: Path, trust_pickle: bool = False,
                             "sha256": sha256_of(root / rel), "size": (root / rel).stat().st_size})
             if mrel is not None:
                 entries.append({"path": str(mrel), "kind": "manifest", "setting": n.setting,
-                                "what": f"manifest of {rel.name}", "source": "ovseg-weights convert",
+                                "what": f"manifest of {rel.name}",
+                                "source": "ovseg-weights convert",
                                 "sha256": sha256_of(root / mrel),
                                 "size": (root / mrel).stat().st_size})
         bundle = {"format": BUNDLE_FORMAT, "preset": preset.name, "source": preset.source,

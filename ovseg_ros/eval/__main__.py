@@ -1,4 +1,5 @@
-"""``python -m ovseg_ros.eval ...`` (and ``torchrun ... -m ovseg_ros.eval ...``): the ovseg-eval CLI."""
+"""``python -m ovseg_ros.eval ...`` (and ``torchrun ... -m ovseg_ros.eval ...``): the ovseg-eval
+CLI."""
 import sys
 
 from .cli import main

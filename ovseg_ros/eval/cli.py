@@ -400,7 +400,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output directory (state, results, report)")
-    p.add_argument("--shard", default="0/1", 
+    p.add_argument("--shard", default="0/1",
                    help="evaluate shard i of n (items p with p %% n == i)")
     p.add_argument("--limit", type=int, help="stop after this many items (quick runs)")
     p.add_argument("--resume", action="store_true", help="continue the saved state in --out")

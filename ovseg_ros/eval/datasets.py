@@ -178,7 +178,7 @@ def ade150(root: Path, split: str = "validation") -> Dataset:
 def _voc_like(root: Path, split: str, label_sub: str, list_sub: str, name: str,
               reduce_zero: bool, class_file: str) -> Dataset:
     ids = _split_ids(root / "ImageSets" / list_sub / f"{split}.txt")
-    img_dir = _need_dir(root / "JPEGImages", "JPEGImages", f"pass --root .../VOCdevkit/VOC20xx")
+    img_dir = _need_dir(root / "JPEGImages", "JPEGImages", "pass --root .../VOCdevkit/VOC20xx")
     lab_dir = _need_dir(root / label_sub, label_sub, "pass --root .../VOCdevkit/VOC20xx")
     images = [img_dir / f"{i}.jpg" for i in ids]
     absent = [p for p in images if not p.is_file()]

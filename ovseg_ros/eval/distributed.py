@@ -150,5 +150,5 @@ def other_world_states(out_dir: Path, world: int) -> List[Path]:
     return found
 
 
-__all__ = ["DistContext", "context_from_env", "restart_count", "rank_device", "init", "close", "reduce_states",
-           "other_world_states"]
+__all__ = ["DistContext", "context_from_env", "restart_count", "rank_device", "init", "close",
+           "reduce_states", "other_world_states"]

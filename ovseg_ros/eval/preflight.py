@@ -129,5 +129,5 @@ def check_prefix_free(path: Path, prefix: str, names: Iterable[str]) -> None:
                        "--prefix")
 
 
-__all__ = ["check_bag_metadata", "open_checked", "require_topics", "first_messages", "check_output_bag",
-           "check_prefix_free", "bag_topics"]
+__all__ = ["check_bag_metadata", "open_checked", "require_topics", "first_messages",
+           "check_output_bag", "check_prefix_free", "bag_topics"]

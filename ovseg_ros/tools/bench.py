@@ -427,8 +427,10 @@ def markdown(report: Dict[str, Any]) -> str:
     lines = [f"# ovseg-bench results ({report['created_utc']})", "",
              f"- Machine: {m['cpu']} ({m['cpus_usable']} usable of {m['logical_cpus']} logical "
              f"CPUs; flags {', '.join(m['cpu_flags']) or 'n/a'}; {m['memory_gib']} GiB); "
-             f"GPU: {m['gpu'] or 'none'}; load average at start {_fmt(m['loadavg_at_start'], '.2f')}",
-             f"- Software: Python {m['python']}, torch {m['torch']}, onnxruntime {m['onnxruntime']}",
+             f"GPU: {m['gpu'] or 'none'}; load average at start "
+             f"{_fmt(m['loadavg_at_start'], '.2f')}",
+             f"- Software: Python {m['python']}, torch {m['torch']}, "
+             f"onnxruntime {m['onnxruntime']}",
              f"- Settings: device {s['device']}, {s['threads']} thread(s), warm-up {s['warmup']}, "
              f"up to {s['iters']} timed frames (or {s['max_case_seconds']} s) per case, "
              f"synthetic frames, vocabulary of {len(VOCABULARY)} classes",
@@ -456,7 +458,8 @@ def markdown(report: Dict[str, Any]) -> str:
             f"{r['first_frame_s']:.1f} | "
             f"{_fmt(r.get('peak_memory_mib'), '.0f')} | {_fmt(gf, '.2f')} | "
             f"{_fmt(ach, '.1f')}" + (f" ({pct:.0f}%)" if pct is not None else "") + " | "
-            f"{_fmt(r.get('labels_equal_fp32_pct'), '.1f')}{'%' if r.get('labels_equal_fp32_pct') is not None else ''}"
+            f"{_fmt(r.get('labels_equal_fp32_pct'), '.1f')}"
+            f"{'%' if r.get('labels_equal_fp32_pct') is not None else ''}"
             + (f" (photos {r['labels_equal_fp32_photos_pct']:.2f}%, min "
                f"{r['labels_equal_fp32_photos_min_pct']:.2f}%)"
                if "labels_equal_fp32_photos_pct" in r else "") + " | "
@@ -494,7 +497,8 @@ def markdown(report: Dict[str, Any]) -> str:
               "GFLOP/s uses the p50 latency, and the ceiling is a 2048² matmul in the case's "
               "arithmetic (fp32 for onnxruntime on the CPU) measured right after the case, "
               "under the same neighbours' load. Min ms is the fastest frame (closest to an "
-              "idle machine when cores are shared). 'labels = fp32' is the share of pixels labelled as by the fp32 "
+              "idle machine when cores are shared). 'labels = fp32' is the share of pixels "
+              "labelled as by the fp32 "
               "torch run of the same preset and input; '(photos …)' the same on scikit-image's "
               f"photos {', '.join(PHOTOS)} resized to the input (mean, worst photo).", ""]
     return "\n".join(lines)

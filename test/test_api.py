@@ -127,7 +127,7 @@ def test_vocabulary_swap_during_predictions_is_safe(tiny_segmenter, rgb_frame):
     assert not errors
 
 
-# --- weights ----------------------------------------------------------------------------------------
+# --- weights --------------------------------------------------------------------------------------
 def test_missing_checkpoint_file_is_one_clear_error(tiny_config, tmp_path):
     cfg = dict(tiny_config, random_init=False,
                **{"proxyclip.clip_checkpoint": str(tmp_path / "nope.safetensors")})

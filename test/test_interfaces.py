@@ -118,7 +118,8 @@ import rclpy
 from ovseg_ros.msg import ClassInfo
 from ovseg_ros.srv import SetVocabulary
 
-SERVICE, EXPECTED_CALLS, DEADLINE = sys.argv[1], int(sys.argv[2]), time.monotonic() + float(sys.argv[3])
+SERVICE, EXPECTED_CALLS = sys.argv[1], int(sys.argv[2])
+DEADLINE = time.monotonic() + float(sys.argv[3])
 calls = []
 
 def handle(req, resp):

@@ -219,7 +219,7 @@ def test_two_30hz_cameras_into_slow_model_both_served(tmp_path):
         assert int(values["frames_received"]) > int(values["frames_processed"])
     base = np.mean([m for t, m in rss if warmup - 1 <= t <= warmup])
     peak = max(m for t, m in rss if t >= warmup)
-    print(f"\n[load, 2 cameras] outputs " + ", ".join(
+    print("\n[load, 2 cameras] outputs " + ", ".join(
         f"{c}: {len(o)} ({len(o) / duration:.1f}/s), dropped {diags[c][0]['frames_dropped']}"
         for c, o in outputs.items()) + f"; RSS {base:.0f} -> peak {peak:.0f} MiB")
     assert peak - base < RSS_GROWTH_BOUND_MIB, f"RSS grew {base:.0f} -> {peak:.0f} MiB"

@@ -231,7 +231,8 @@ def test_colcon_mode_install_layout(tmp_path):
     site = install / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
     pkg = site / PACKAGE
     assert (pkg / "__init__.py").read_text() == (REPO / PACKAGE / "__init__.py").read_text()
-    assert (pkg / "msg" / "_segments.py").is_file() and (pkg / "srv" / "_set_vocabulary.py").is_file()
+    assert (pkg / "msg" / "_segments.py").is_file()
+    assert (pkg / "srv" / "_set_vocabulary.py").is_file()
     assert (pkg / "data" / "class_names" / "coco_panoptic.txt").is_file()
     share = install / "share" / PACKAGE
     assert (share / "package.xml").is_file()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import logging
 
-import pytest
 import torch
 import torch.nn.functional as F
 

@@ -278,7 +278,8 @@ def test_list_marks_present_and_missing(tmp_path, monkeypatch, capsys):
     weights.mkdir()
     (weights / "fcclip_cocopan.pth").write_bytes(b"x")
     (presets / "fc.yaml").write_text(yaml.safe_dump({
-        "engine": "fcclip", "weights_dir": str(weights), "fcclip.checkpoint": "fcclip_cocopan.pth"}))
+        "engine": "fcclip", "weights_dir": str(weights),
+        "fcclip.checkpoint": "fcclip_cocopan.pth"}))
     assert main(["list", "--config-dir", str(presets), "small", "fc"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()

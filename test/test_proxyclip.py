@@ -19,7 +19,7 @@ from ovseg_ros.engines.proxyclip import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEA
                                          ProxyCLIPImageModel, proxy_attention)
 
 
-# --- the formula -----------------------------------------------------------------------------------
+# --- the formula ----------------------------------------------------------------------------------
 def numpy_proxy_attention(feats: np.ndarray, beta: float, gamma: float) -> np.ndarray:
     """The reference's proxy attention, written directly: per sample, f normalised over
     channels, S = f^T f, A = gamma (S - beta mean S), A < 0 -> excluded (diagonal kept), softmax."""
@@ -62,7 +62,7 @@ def test_proxy_attention_uniform_features_stay_finite():
     torch.testing.assert_close(att[0], torch.eye(25))  # each pixel keeps only itself
 
 
-# --- the image model against library forwards (non-square, no interpolation) --------------------------
+# --- the image model against library forwards (non-square, no interpolation) ----------------------
 def test_image_model_matches_library_forwards_on_non_square_input():
     """With models whose native grid is non-square (64x128) no position embedding is
     resized, so open_clip's and timm's own forwards give an independent reference."""
@@ -97,7 +97,7 @@ def test_image_model_matches_library_forwards_on_non_square_input():
     np.testing.assert_allclose(got, want, atol=2e-5)
 
 
-# --- windows ------------------------------------------------------------------------------------------
+# --- windows --------------------------------------------------------------------------------------
 def test_batched_windows_equal_single_windows(tiny_config, rgb_frame):
     cfg = dict(tiny_config, **{"proxyclip.stride": 16})
     one = load_segmenter(dict(cfg, **{"proxyclip.window_batch_size": 1}))
@@ -221,7 +221,7 @@ def test_logit_scale_sharpens(tiny_config, rgb_frame):
     assert sharp.confidence.mean() > soft.confidence.mean()
 
 
-# --- precision and device -----------------------------------------------------------------------------
+# --- precision and device -------------------------------------------------------------------------
 def test_bf16_autocast_on_cpu_is_close_to_fp32(tiny_config, rgb_frame):
     fp32 = load_segmenter(tiny_config).predict(rgb_frame, scores=True)
     bf16 = load_segmenter(dict(tiny_config, precision="bf16")).predict(rgb_frame, scores=True)
@@ -298,7 +298,7 @@ def test_image_model_traces_to_the_same_outputs(tiny_segmenter):
         torch.testing.assert_close(traced(x), model(x))
 
 
-# --- panoptic heuristic ---------------------------------------------------------------------------------
+# --- panoptic heuristic ---------------------------------------------------------------------------
 def test_panoptic_heuristic_stuff_one_segment_things_split():
     sem = np.zeros((20, 20), np.int32)          # class 0: stuff ("floor")
     sem[2:6, 2:6] = 1                           # class 1 (thing): two blobs + one tiny
@@ -321,7 +321,7 @@ def test_panoptic_heuristic_stuff_one_segment_things_split():
     assert by_class[0][0].area == (sem == 0).sum()
 
 
-# --- palette -----------------------------------------------------------------------------------------------
+# --- palette --------------------------------------------------------------------------------------
 def test_palette_is_stable_and_distinct():
     assert class_color(0) == (128, 0, 0) and class_color(1) == (0, 128, 0)
     pal = palette(256)

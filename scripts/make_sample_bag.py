@@ -92,16 +92,6 @@ def camera_view(photo: np.ndarray, width: int, height: int, pan: float) -> np.nd
     return np.ascontiguousarray(big[y0:y0 + height, x0:x0 + width])
 
 
-def encode(rgb: np.ndarray, encoding: str) -> np.ndarray:
-    if encoding == "rgb8":
-        return rgb
-    if encoding == "bgr8":
-        return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
-    if encoding == "mono8":
-        return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    raise ValueError(encoding)
-
-
 def synthetic_scene(k: int, width: int, height: int):
     """(rgb, labels) of SYNTHETIC scene k: sky, a road between grass, buildings and trees
     drawn as flat shapes with texture noise; labels = the class id of every pixel (exact,
@@ -220,6 +210,7 @@ def write_bag(out: Path) -> dict:
     # zstd-compressed MCAP chunks: readable by ros2 bag, Foxglove and rosbags
     writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
     sys.path.insert(0, str(ROOT))
+    from ovseg_ros.core import image_codec
     from ovseg_ros.eval.bags import playback_image_qos
 
     qos = [playback_image_qos()]
@@ -246,10 +237,9 @@ def write_bag(out: Path) -> dict:
                     stamp = Time(sec=t // 10**9, nanosec=t % 10**9)
                     header = Header(stamp=stamp, frame_id=frame_id)
                     rgb = camera_view(photos[name], w, h, pan)
-                    arr = encode(rgb, enc)
-                    step = arr.shape[1] * (arr.shape[2] if arr.ndim == 3 else 1)
+                    step, data = image_codec.encode(image_codec.from_rgb(rgb, enc), enc)
                     img = Image(header=header, height=h, width=w, encoding=enc, is_bigendian=0,
-                                step=step, data=arr.reshape(-1))
+                                step=step, data=np.frombuffer(data, np.uint8))
                     f = float(w)   # ~ 60 degree horizontal field of view
                     info = CInfo(header=header, height=h, width=w, distortion_model="plumb_bob",
                                  d=np.zeros(5), k=np.array([f, 0, w / 2, 0, f, h / 2, 0, 0, 1.0]),
@@ -264,11 +254,9 @@ def write_bag(out: Path) -> dict:
                                  ts.serialize_cdr(info, "sensor_msgs/msg/CameraInfo"))
                     counts[f"/{cam}/image_raw"] = counts.get(f"/{cam}/image_raw", 0) + 1
                     if comp:
-                        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                                               [cv2.IMWRITE_JPEG_QUALITY, 90])
-                        assert ok
+                        jpeg = image_codec.encode_compressed(rgb, "jpeg", quality=90)
                         cmsg = Compressed(header=header, format="rgb8; jpeg compressed bgr8",
-                                          data=buf.reshape(-1))
+                                          data=np.frombuffer(jpeg, np.uint8))
                         writer.write(conns[(cam, "compressed")], t + 1,
                                      ts.serialize_cdr(cmsg, "sensor_msgs/msg/CompressedImage"))
                         key = f"/{cam}/image_raw/compressed"

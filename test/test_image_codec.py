@@ -62,6 +62,16 @@ def test_decoded_array_does_not_alias_the_message():
     assert out.any()
 
 
+@pytest.mark.parametrize("enc", ["rgb8", "bgr8", "mono8"])
+def test_rgb_frames_are_writable_and_own_their_pixels(enc):
+    rgb = _array("rgb8", 4, 6, seed=4) | 1           # no zero pixel
+    step, data = C.encode(C.from_rgb(rgb, enc), enc)
+    buf = np.frombuffer(data, np.uint8).copy()
+    out = C.decode_rgb(enc, 4, 6, step, buf)
+    buf[:] = 0
+    assert out.flags.writeable and out.all()
+
+
 @pytest.mark.parametrize("enc", C.RGB_ENCODINGS)
 def test_rgb_round_trip(enc):
     rgb = _array("rgb8", 6, 9, seed=2)

@@ -80,6 +80,15 @@ def decode(encoding: str, height: int, width: int, step: int, data, is_bigendian
     non-empty size, ``height*width <= max_pixels`` (before looking at the data, so a lying
     header is refused by its size), ``step >= width*bytes_per_pixel`` and
     ``len(data) == step*height``. Padding at the end of each row is cropped."""
+    arr, fresh = _decode(encoding, height, width, step, data, is_bigendian, max_pixels, allowed)
+    return arr if fresh else arr.copy()
+
+
+def _decode(encoding, height, width, step, data, is_bigendian, max_pixels,
+            allowed) -> Tuple[np.ndarray, bool]:
+    """``decode`` without the final copy: (array, whether it is already a new array rather
+    than a view of ``data``), so a colour conversion that makes a new array anyway saves one
+    copy of every camera frame."""
     supported = ENCODINGS if allowed is None else allowed
     if encoding not in supported or encoding not in ENCODINGS:
         raise ImageCodecError(
@@ -103,12 +112,14 @@ def decode(encoding: str, height: int, width: int, step: int, data, is_bigendian
         raise ImageCodecError(
             f"data has {buf.size} bytes but step*height = {step}*{h} = {step * h}",
             code="data_size")
-    rows = np.ascontiguousarray(buf.reshape(h, step)[:, :row])
+    rows = buf.reshape(h, step)
+    fresh = step != row                  # cropping the row padding copies
+    rows = np.ascontiguousarray(rows[:, :row]) if fresh else rows
     dtype = enc.dtype.newbyteorder(">" if is_bigendian else "<")
     arr = rows.view(dtype).reshape(h, w, enc.channels)
-    # astype makes the copy (and the native byte order) that ascontiguousarray may not
-    arr = arr.astype(dtype.newbyteorder("="), copy=True)
-    return arr[..., 0] if enc.channels == 1 else arr
+    if not arr.dtype.isnative:
+        arr, fresh = arr.astype(dtype.newbyteorder("=")), True
+    return (arr[..., 0] if enc.channels == 1 else arr), fresh
 
 
 def encode(arr: np.ndarray, encoding: str) -> Tuple[int, bytes]:
@@ -161,9 +172,11 @@ def from_rgb(rgb: np.ndarray, encoding: str) -> np.ndarray:
 def decode_rgb(encoding: str, height: int, width: int, step: int, data, is_bigendian=False, *,
                max_pixels: Optional[int] = None) -> np.ndarray:
     """A camera image payload (one of RGB_ENCODINGS) -> HxWx3 uint8 RGB, validated."""
-    arr = decode(encoding, height, width, step, data, is_bigendian, max_pixels=max_pixels,
-                 allowed=RGB_ENCODINGS)
-    return to_rgb(arr, encoding)
+    arr, fresh = _decode(encoding, height, width, step, data, is_bigendian, max_pixels,
+                         RGB_ENCODINGS)
+    if encoding == "rgb8":
+        return arr if fresh else arr.copy()
+    return to_rgb(arr, encoding)         # a new array: no copy of the payload first
 
 
 def decode_compressed(data, fmt: str, *, max_pixels: Optional[int] = None) -> np.ndarray:

@@ -45,6 +45,7 @@ demo: $(STAMPS)/interfaces
 	$(PY) -m ovseg_ros.tools.demo --out out/demo
 
 test: $(STAMPS)/interfaces
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q test
 
 bench: $(STAMPS)/venv

@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,9 @@ import pytest
 import yaml
 
 TEST_DIR = Path(__file__).resolve().parent
+# The tests live in one folder per package area (test/core, test/node, ...);
+# their shared helpers (node_harness.py, accel_models.py) stay here, importable by name.
+sys.path.insert(0, str(TEST_DIR))
 TINY_CONFIG_PATH = TEST_DIR / "configs" / "tiny_proxyclip.yaml"
 
 

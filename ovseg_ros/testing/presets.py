@@ -1,6 +1,6 @@
 """The tiny random-weight presets, in one place: tests (test/node_harness.py, and the
 YAML copies test/configs/tiny_proxyclip.yaml and config/demo_tiny.yaml, which
-test/test_architecture.py keeps equal to these), the demo and the benchmark.
+test/core/test_architecture.py keeps equal to these), the demo and the benchmark.
 
 Flat config keys as ``load_segmenter`` takes them. Importing this module loads
 nothing heavy; the models themselves are registered on demand by name

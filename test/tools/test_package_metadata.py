@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from catkin_pkg.package import parse_package
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PACKAGE = "ovseg_ros"
 
 # ROS packages not installed here (no PyPI wheel) that code may import.
@@ -115,7 +115,7 @@ def test_manifest_declares_every_import(manifest):
                                 f"<exec_depend>{key}</exec_depend> (or <pip_depend> in <export>)")
         else:
             problems.append(f"unknown import {mod!r} in {sorted(where)}: declare it in package.xml "
-                            "and add its key to THIRD_PARTY in test/test_package_metadata.py")
+                            "and add its key to THIRD_PARTY in test/tools/test_package_metadata.py")
     assert not problems, "\n".join(problems)
 
 

@@ -12,7 +12,7 @@ from ovseg_ros.eval.datasets import panoptic_id_to_rgb
 from ovseg_ros.eval.metrics import PanopticQualityMetric, SemanticSegmentationMetric
 from ovseg_ros.eval.state import _nan_to_none
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "test" / "configs" / "tiny_proxyclip.yaml")
 CLASSES = "person\tthing\nsky\tstuff\nfloor\tstuff\n"
 SEGMENT_CLASSES = {1: 0, 2: 0, 7: 1, 9: 2}      # two persons, sky, floor

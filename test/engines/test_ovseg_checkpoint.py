@@ -15,7 +15,7 @@ from ovseg_ros.weights import WeightsError
 
 torch.set_num_threads(1)
 
-CONFIG = Path(__file__).resolve().parent / "configs" / "tiny_ovseg.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny_ovseg.yaml"
 
 # Key templates of ovseg_swinbase_vitL14_ft_mpt.pth, written down from the reference code
 # (open_vocab_seg/modeling/backbone/swin.py with DEPTHS 2/2/18/2; heads/pixel_decoder.py

@@ -14,7 +14,7 @@ from ovseg_ros.eval.cli import main
 from ovseg_ros.eval.metrics import SemanticSegmentationMetric
 from ovseg_ros.eval.state import EvalState
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "test" / "configs" / "tiny_proxyclip.yaml")
 CLASSES = "person\nsky\nfloor\n"
 

@@ -7,7 +7,7 @@ from ovseg_ros.eval import distributed as D
 from ovseg_ros.eval.cli import engine_config
 from ovseg_ros.eval.state import StateError
 
-TINY = str(Path(__file__).resolve().parent / "configs" / "tiny_proxyclip.yaml")
+TINY = str(Path(__file__).resolve().parents[1] / "configs" / "tiny_proxyclip.yaml")
 
 
 def test_context_from_env(monkeypatch):

@@ -10,7 +10,7 @@ import ovseg_ros
 from ovseg_ros.eval import bags as B
 from ovseg_ros.eval.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "test" / "configs" / "tiny_proxyclip.yaml")
 
 

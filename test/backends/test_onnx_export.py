@@ -176,7 +176,7 @@ def test_cli_exports_fp32_whatever_the_config_precision(tmp_path, capsys):
 
     from ovseg_ros.backends.onnx_export import main
 
-    cfg = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), "configs",
+    cfg = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), os.pardir, "configs",
                                            "tiny_proxyclip.yaml")))
     cfg.update(precision="bf16", engine_cache_dir=str(tmp_path / "cache"),
                text_cache_dir=str(tmp_path / "text"))

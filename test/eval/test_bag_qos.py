@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 INF = {"sec": 9223372036, "nsec": 854775807}
 
 

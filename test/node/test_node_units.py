@@ -1,6 +1,6 @@
 """The node's building blocks without DDS: parameter descriptors from the schema,
 output message builders, diagnostics throttling. (Frame hand-over, camera names,
-stall watch and rate figures are ROS-free: test/test_runtime.py.)"""
+stall watch and rate figures are ROS-free: test/core/test_runtime.py.)"""
 import numpy as np
 import pytest
 

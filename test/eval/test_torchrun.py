@@ -21,7 +21,7 @@ from ovseg_ros.eval.state import EvalState
 
 from test_eval_bag_panoptic import write_panoptic_bag
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "test" / "configs" / "tiny_proxyclip.yaml")
 TORCHRUN = ROOT / ".venv" / "bin" / "torchrun"
 CLASSES = "person\tthing\nsky\tstuff\nfloor\tstuff\n"

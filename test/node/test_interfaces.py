@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 try:
     from ovseg_ros.msg import ClassInfo, Segment, Segments, Vocabulary

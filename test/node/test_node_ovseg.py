@@ -1,5 +1,5 @@
 """ovseg_node with `engine: ovseg`: a real node process running the tiny random-weight
-OVSeg of test/test_ovseg.py publishes the engine's labels and its (heuristic) panoptic
+OVSeg of test/engines/test_ovseg.py publishes the engine's labels and its (heuristic) panoptic
 segments over DDS. The same config is loaded in this process (random init is seeded)
 and its Prediction is what the node's `semantic` / `panoptic` / `segments` must carry."""
 from __future__ import annotations
@@ -34,7 +34,7 @@ _stamps = itertools.count(1)
 
 
 def _params():
-    cfg = yaml.safe_load((Path(__file__).resolve().parent / "configs" / "tiny_ovseg.yaml")
+    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "tiny_ovseg.yaml")
                          .read_text())
     flat = {k: v for k, v in cfg.items() if k != "ovseg"}
     flat.update({f"ovseg.{k}": v for k, v in cfg["ovseg"].items()})

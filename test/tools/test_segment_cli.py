@@ -10,7 +10,7 @@ import pytest
 from ovseg_ros.eval.datasets import rgb_to_panoptic_id
 from ovseg_ros.tools.segment import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "test" / "configs" / "tiny_proxyclip.yaml")
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from ovseg_ros.eval import bags as B
 from ovseg_ros.eval.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = str(ROOT / "test" / "configs" / "tiny_proxyclip.yaml")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = ROOT / "launch" / "ovseg.launch.py"
 DOCS = ROOT / "docs" / "node.md"
 CONFIGS = sorted((ROOT / "config").glob("*.yaml"))

@@ -16,7 +16,7 @@ from typing import Dict, List, Set, Tuple
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "ovseg_ros"
 
 #: the only modules that may import rclpy: the node, the ROS layer, and the demo (a ROS

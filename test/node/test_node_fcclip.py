@@ -1,5 +1,5 @@
 """ovseg_node with `engine: fcclip` (and `maftplus`): a real node process running the
-tiny random-weight FC-CLIP of test/test_fcclip.py publishes the engine's own panoptic
+tiny random-weight FC-CLIP of test/engines/test_fcclip.py publishes the engine's own panoptic
 segments. The same config is loaded in this process (random init is seeded) and its
 Prediction is what the node's `panoptic` / `segments` must carry, at camera size."""
 from __future__ import annotations
@@ -35,7 +35,7 @@ VOCAB = ["person", "sky", "floor", "sofa,couch"]
 OUTPUTS = {"semantic": Image, "panoptic": Image, "segments": Segments}
 _stamps = itertools.count(1)
 
-# test/test_fcclip.py's tiny config; overlap_threshold 0 keeps the random masks as segments
+# test/engines/test_fcclip.py's tiny config; overlap_threshold 0 keeps the random masks as segments
 FCCLIP_PARAMS = {
     "engine": "fcclip", "random_init": True, "num_threads": 1, "precision": "fp32",
     "fcclip.clip_model": "ovseg-tiny-ConvNeXt", "fcclip.short_side": 64, "fcclip.max_size": 128,

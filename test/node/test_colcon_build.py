@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = "ovseg_ros"
 # what colcon needs of the source tree (the rest: venv, build outputs, data, .git)
 SOURCES = ("package.xml", "CMakeLists.txt", "setup.py", "cmake", "msg", "srv", "resource",

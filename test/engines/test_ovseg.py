@@ -17,7 +17,7 @@ from ovseg_ros.models.ovseg import CLIP_MEAN, CLIP_STD
 
 torch.set_num_threads(1)
 
-CONFIG = Path(__file__).resolve().parent / "configs" / "tiny_ovseg.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "tiny_ovseg.yaml"
 
 
 def tiny_cfg(tmp_path, **extra):

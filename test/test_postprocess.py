@@ -122,106 +122,6 @@ def test_class_chunk_bounds():
         pp.class_chunk(0, 10)
 
 
-# --- ProxyCLIP's stitching operator -----------------------------------------------------------------
-def chain_frame(size, resized, windows, pad, grid, patch):
-    """A frame layout as the engine builds it (no image), and its grid of window logits."""
-    (left, right, top, bottom) = pad
-    wh, ww = windows[0][1] - windows[0][0], windows[0][3] - windows[0][2]
-    frame = {"size": size, "resized": resized, "windows": windows, "pad": pad,
-             "crops": torch.empty(len(windows), 3, wh + top + bottom, ww + left + right)}
-    return frame, grid
-
-
-GEOMETRIES = {
-    # 2 x 2 overlapping windows (count up to 4), padding, a resize to the input
-    "sliding": chain_frame((45, 70), (40, 62), [(0, 32, 0, 32), (0, 32, 30, 62),
-                                                 (8, 40, 0, 32), (8, 40, 30, 62)],
-                           (2, 2, 1, 3), (9, 9), 4),
-    # one window over the whole image, no resize, non-square grid
-    "single": chain_frame((37, 53), (37, 53), [(0, 37, 0, 53)], (1, 2, 0, 3), (5, 7), 8),
-}
-
-
-def chain_chunks(frame, low, scale, chunk):
-    from ovseg_ros.engines.proxyclip import ProxyCLIPEngine
-    return (z.mul_(scale) for z in ProxyCLIPEngine._logit_chunks(None, frame, low, chunk))
-
-
-def operator_for(frame, grid, scale):
-    return pp.StitchOperator(grid, tuple(frame["crops"].shape[-2:]),
-                             (frame["pad"][0], frame["pad"][2]), frame["windows"],
-                             frame["resized"], frame["size"], scale)
-
-
-@pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
-def test_stitch_operator_equals_the_resize_chain_within_its_bounds(geometry):
-    frame, grid = GEOMETRIES[geometry]
-    g = torch.Generator().manual_seed(11)
-    low = torch.randn(len(frame["windows"]), 20, *grid, generator=g) * 0.3
-    op = operator_for(frame, grid, 40.0)
-    ref = torch.cat(list(chain_chunks(frame, low, 40.0, 7)), 0)
-    fast = op(low)
-    assert fast.shape == ref.shape
-    err = float((fast - ref).abs().max())
-    assert 0 < err <= op.error_bound(low)        # not bit-equal: the labels need the repair
-    ys, xs = torch.meshgrid(torch.arange(ref.shape[1]), torch.arange(ref.shape[2]),
-                            indexing="ij")
-    at = op.at(low, ys.reshape(-1), xs.reshape(-1))
-    assert float((at - ref.reshape(20, -1).double()).abs().max()) <= op.error_bound64(low)
-
-
-def test_stitch_operator_rejects_windows_off_a_grid():
-    with pytest.raises(ValueError, match="grid"):
-        pp.StitchOperator((4, 4), (16, 16), (0, 0), [(0, 16, 0, 16), (4, 20, 4, 20)],
-                          (20, 20), (20, 20), 40.0)
-
-
-@pytest.mark.parametrize("geometry", sorted(GEOMETRIES))
-@pytest.mark.parametrize("budget", [1, 5 * 45 * 70, 1 << 23])
-def test_stitched_labels_equal_the_resize_chain(geometry, budget):
-    """Many classes with synonyms, close competitors, and exact ties across classes
-    (duplicated synonym rows): the labels equal the chain's streamed argmax bit for bit,
-    through the near-tie repair."""
-    frame, grid = GEOMETRIES[geometry]
-    k = 260
-    sc = random_vocab(k, 2)
-    s = sc.numel()
-    g = torch.Generator().manual_seed(3)
-    low = 0.2 + 0.01 * torch.randn(len(frame["windows"]), s, *grid, generator=g)
-    # synonym 5 + 7j copies an earlier synonym of another class: exact ties everywhere
-    for j in range(0, s - 12, 7):
-        if sc[j + 5] != sc[j]:
-            low[:, j + 5] = low[:, j]
-    want, want_conf, _ = pp.softmax_argmax(chain_chunks(frame, low, 40.0, 13), sc, k)
-    calls = []
-
-    def exact(idx):
-        calls.append(idx.clone())
-        return chain_chunks(frame, low.index_select(1, idx), 40.0, 13)
-
-    stats = {}
-    got, conf = pp.stitched_softmax_argmax(low, operator_for(frame, grid, 40.0), sc, k, exact,
-                                           budget=budget, stats=stats)
-    assert stats["tied"] > 0 and len(calls) == 1 and stats["exact_synonyms"] < s
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
-    torch.testing.assert_close(conf, want_conf, rtol=1e-5, atol=1e-7)
-
-
-def test_stitched_labels_with_a_wide_spread_take_the_rescaled_sum():
-    """Logit spreads beyond exp's float32 range relative to the per-position maximum: the
-    running-maximum log-sum-exp, same labels and confidence as the chain."""
-    frame, grid = GEOMETRIES["sliding"]
-    sc = random_vocab(30, 4)
-    low = torch.randn(len(frame["windows"]), sc.numel(), *grid,
-                      generator=torch.Generator().manual_seed(5)) * 3
-    want, want_conf, _ = pp.softmax_argmax(chain_chunks(frame, low, 40.0, 9), sc, 30)
-    got, conf = pp.stitched_softmax_argmax(
-        low, operator_for(frame, grid, 40.0), sc, 30,
-        lambda idx: chain_chunks(frame, low.index_select(1, idx), 40.0, 9), budget=9 * 45 * 70)
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
-    torch.testing.assert_close(conf, want_conf, rtol=1e-5, atol=1e-7)
-
-
 # --- engines -----------------------------------------------------------------------------------------
 MANY = [f"thing {i}" if i % 3 else f"thing {i},item {i},object {i}" for i in range(120)]
 
@@ -317,7 +217,6 @@ def test_proxyclip_predict_batch_equals_one_at_a_time(tiny_config, monkeypatch):
             return getattr(eng.backend, name)
 
     singles = [seg.predict(f, scores=True) for f in frames]
-    streamed = [seg.predict(f) for f in frames]
     monkeypatch.setattr(eng, "backend", Spy())
     batch = seg.predict_batch(frames, scores=True)
     # the four 96 x 112 windows of the first two frames in 3 + 1, the 112 x 112 one alone
@@ -328,8 +227,3 @@ def test_proxyclip_predict_batch_equals_one_at_a_time(tiny_config, monkeypatch):
         np.testing.assert_allclose(many.confidence, one.confidence, rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(many.scores, one.scores, rtol=1e-5, atol=1e-6)
         assert many.vocabulary_version == one.vocabulary_version
-    # without the volume: the stitching operator, the same labels as the chain's
-    for one, many in zip(streamed, seg.predict_batch(frames)):
-        np.testing.assert_array_equal(many.semantic, one.semantic)
-    for one, full in zip(streamed, singles):
-        np.testing.assert_array_equal(one.semantic, full.semantic)

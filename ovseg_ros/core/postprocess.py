@@ -19,7 +19,11 @@ here in *class chunks* and keep only H x W running state:
 
 Exactness: bilinear upsampling, window stitching and the einsum with the class
 rows act on every class separately, so computing them chunk by chunk gives the
-same numbers per class as one call over all classes; the argmax takes the first
+same numbers per class as one call over all classes up to the last bit: torch's
+CPU bilinear kernel vectorises across planes, so the float32 result of one plane
+depends on its position in the tensor (identical planes at other positions differ
+by an ulp), hence labels can depend on the chunk size at near-ties (top-2 gaps of
+~1e-6 in the scaled logits) and nowhere else. The argmax takes the first
 maximum on ties, across chunks as well (``>`` against the running best), like
 ``torch.max`` over the whole volume. Only the softmax denominator is summed in
 another order, so confidences agree with the full computation to rounding.

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ovseg_ros import load_segmenter
 from ovseg_ros.core import postprocess as pp
@@ -122,7 +121,7 @@ def test_class_chunk_bounds():
         pp.class_chunk(0, 10)
 
 
-# --- engines -----------------------------------------------------------------------------------------
+# --- engines ---------------------------------------------------------------------------
 MANY = [f"thing {i}" if i % 3 else f"thing {i},item {i},object {i}" for i in range(120)]
 
 

@@ -240,7 +240,7 @@ def _hostile(system):
         ("image", Image(header=hdr("bad"), height=0, width=0, encoding="rgb8", step=0,
                         data=b""), "image is empty"),
         ("image", Image(header=hdr("bad"), height=H, width=W, encoding="rgb8", step=W,
-                        data=bytes(H * W)), "is smaller than width*channels"),
+                        data=bytes(H * W)), "is smaller than width*bytes_per_pixel"),
         ("image", Image(header=hdr("bad"), height=H, width=W, encoding="rgb8", step=W * 3,
                         data=bytes(good.data)[:-7]), "but step*height"),
         ("image", Image(header=hdr("bad"), height=400, width=400, encoding="mono8", step=400,

@@ -60,6 +60,14 @@ class Engine(ABC):
         Sets ``semantic`` and ``confidence`` without forming the C x H x W volume
         (``ovseg_ros.core.postprocess``); ``Prediction.scores`` only when ``scores``."""
 
+    def make_prediction(self, semantic, confidence, scores, panoptic, segments,
+                        vocab: VocabularyState, timings: dict) -> Prediction:
+        """A Prediction stamped with this engine's name, weights state and the vocabulary used."""
+        return Prediction(semantic=semantic, confidence=confidence, scores=scores,
+                          panoptic=panoptic, segments=segments, vocabulary=vocab.names,
+                          vocabulary_version=vocab.version, random_weights=self.random_weights,
+                          engine=self.name, timings=timings)
+
     def predict_batch(self, rgbs: List[np.ndarray], vocab: VocabularyState,
                       scores: bool = False) -> List[Prediction]:
         """Segment several frames with one vocabulary. Engines whose image model can

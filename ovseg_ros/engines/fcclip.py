@@ -374,10 +374,7 @@ class FCClipEngine(Engine):
         timer("post")
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
-        return Prediction(semantic=semantic, confidence=conf, scores=volume, panoptic=panoptic,
-                          segments=segments, vocabulary=vocab.names,
-                          vocabulary_version=vocab.version, random_weights=self.random_weights,
-                          engine=self.name, timings=timings)
+        return self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings)
 
     def describe(self) -> dict:
         info = super().describe()

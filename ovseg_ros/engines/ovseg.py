@@ -374,7 +374,7 @@ class OVSegEngine(Engine):
         timer("panoptic")
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
-        return self._prediction(semantic, conf, volume, panoptic, segments, vocab, timings)
+        return self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings)
 
     def _semantic(self, mask_cls: torch.Tensor, masks: torch.Tensor, original: Tuple[int, int],
                   want_scores: bool):
@@ -406,15 +406,8 @@ class OVSegEngine(Engine):
         volume = np.zeros((vocab.num_classes, h, w), np.float32) if want_scores else None
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
-        return self._prediction(semantic, conf, volume, np.zeros((h, w), np.int32), [], vocab,
+        return self.make_prediction(semantic, conf, volume, np.zeros((h, w), np.int32), [], vocab,
                                 timings)
-
-    def _prediction(self, semantic, conf, volume, panoptic, segments, vocab, timings
-                    ) -> Prediction:
-        return Prediction(semantic=semantic, confidence=conf, scores=volume, panoptic=panoptic,
-                          segments=segments, vocabulary=vocab.names,
-                          vocabulary_version=vocab.version, random_weights=self.random_weights,
-                          engine=self.name, timings=timings)
 
     def describe(self) -> dict:
         info = super().describe()

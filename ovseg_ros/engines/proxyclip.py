@@ -239,10 +239,8 @@ class ProxyCLIPEngine(Engine):
         panoptic, segments = semantic_to_panoptic(
             semantic_np, conf_np, vocab.is_thing, self.cfg["proxyclip.min_thing_area"])
         timings["post"] = time.perf_counter() - t0 - (timings.get("text", 0.0) - t_text0)
-        return Prediction(semantic=semantic_np, confidence=conf_np, scores=scores_np,
-                          panoptic=panoptic, segments=segments, vocabulary=vocab.names,
-                          vocabulary_version=vocab.version, random_weights=self.random_weights,
-                          engine=self.name, timings=timings)
+        return self.make_prediction(semantic_np, conf_np, scores_np, panoptic, segments, vocab,
+                                    timings)
 
     def predict(self, rgb: np.ndarray, vocab: VocabularyState, scores: bool = False
                 ) -> Prediction:

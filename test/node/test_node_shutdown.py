@@ -28,6 +28,20 @@ NS = "/sd"
 EXIT_WITHIN_S = 10.0   # the node itself needs well under a second; slack for a busy machine
 
 
+def _stream(pub, stop: threading.Event, frame_id: str, first_sec: int, hw, period: float):
+    """A camera thread: numbered rgb8 frames of size ``hw`` every ``period`` s until ``stop``."""
+    def camera():
+        i = 0
+        while not stop.is_set():
+            h = Header(frame_id=frame_id)
+            h.stamp.sec = first_sec + i
+            pub.publish(rgb_to_image(np.full((*hw, 3), 30 * (i % 8), np.uint8), "rgb8", h))
+            i += 1
+            time.sleep(period)
+
+    threading.Thread(target=camera, daemon=True).start()
+
+
 def test_sigint_mid_stream_exits_zero_and_unpublishes(tmp_path):
     node = NodeUnderTest(tmp_path, TINY_PARAMS, namespace=NS)
     c = Client(NS)
@@ -37,18 +51,7 @@ def test_sigint_mid_stream_exits_zero_and_unpublishes(tmp_path):
         c.record(Image, "semantic")
         c.wait_for(lambda: pub.get_subscription_count() > 0, 120, node, "image subscription")
 
-        def camera():
-            i = 0
-            while not stop.is_set():
-                h = Header(frame_id="sd_cam")
-                h.stamp.sec = 7000 + i
-                pub.publish(rgb_to_image(np.full((60, 80, 3), 30 * (i % 8), np.uint8),
-                                         "rgb8", h))
-                i += 1
-                time.sleep(0.05)
-
-        cam = threading.Thread(target=camera, daemon=True)
-        cam.start()
+        _stream(pub, stop, "sd_cam", 7000, (60, 80), 0.05)
         c.wait_for(lambda: len(c.msgs("semantic")) >= 2, 60, node, "outputs")
         assert c.node.count_publishers(f"{NS}/semantic") == 1
 
@@ -87,18 +90,7 @@ def test_repeated_sigint_during_cleanup_still_exits_zero(tmp_path):
                    and c.node.count_services(f"{ns}/set_vocabulary") == 1, 120, node,
                    "image subscription and set_vocabulary")
 
-        def camera():
-            i = 0
-            while not stop.is_set():
-                h = Header(frame_id="sd2_cam")
-                h.stamp.sec = 8000 + i
-                pub.publish(rgb_to_image(np.full((240, 320, 3), 30 * (i % 8), np.uint8),
-                                         "rgb8", h))
-                i += 1
-                time.sleep(0.03)
-
-        cam = threading.Thread(target=camera, daemon=True)
-        cam.start()
+        _stream(pub, stop, "sd2_cam", 8000, (240, 320), 0.03)
         c.wait_for(lambda: len(c.msgs("semantic")) >= 2, 60, node, "outputs")
         node.proc.send_signal(signal.SIGINT)
         time.sleep(0.02)

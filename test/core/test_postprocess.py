@@ -8,6 +8,7 @@ import torch
 
 from ovseg_ros import load_segmenter
 from ovseg_ros.core import postprocess as pp
+from stitch_reference import step_chain
 
 
 def random_vocab(num_classes: int, seed: int):
@@ -125,21 +126,35 @@ def test_class_chunk_bounds():
 MANY = [f"thing {i}" if i % 3 else f"thing {i},item {i},object {i}" for i in range(120)]
 
 
+def former_logits(seg, rgb):
+    """The former fp32 path's logits: window features, the cosine on the grid, then the
+    step-by-step chain (upsample, stitch, resize) over all synonyms at once."""
+    eng = seg.engine
+    frame = eng._frame_crops(rgb)
+    feats = eng._window_features([frame], {})[0]
+    low = torch.einsum("behw,se->bshw", feats, seg.vocabulary.embeddings)
+    left, _, top, _ = frame["pad"]
+    return step_chain(low, tuple(frame["crops"].shape[-2:]), (top, left), frame["windows"],
+                      frame["resized"], frame["size"])
+
+
 def test_proxyclip_streamed_labels_equal_full_fp32_path(tiny_config, rgb_frame, monkeypatch):
-    """Many classes with synonyms, tiny synonym chunks: the labels equal the full
-    volume's (dense_logits, softmax, max over synonyms, argmax), the confidence its max."""
+    """Many classes with synonyms, tiny synonym chunks: the labels equal the former full
+    volume's (step-by-step stitching, softmax, max over synonyms, argmax), the confidence
+    its max."""
     import ovseg_ros.engines.proxyclip as proxyclip
 
     seg = load_segmenter(dict(tiny_config, prompt_templates="custom",
                               custom_templates=["a photo of a {}."]))
     seg.set_vocabulary(MANY)
     vocab = seg.vocabulary
-    emb = vocab.embeddings
-    logits = seg.engine.dense_logits(rgb_frame, emb)
+    logits = former_logits(seg, rgb_frame)
     want_labels, want_conf, _ = full_reference(logits * seg.config["proxyclip.logit_scale"],
                                                vocab.synonym_class, vocab.num_classes)
     assert len(torch.unique(want_labels)) > 3          # a real competition between classes
-    monkeypatch.setattr(proxyclip, "class_chunk", lambda n, px: 11)
+    torch.testing.assert_close(seg.engine.dense_logits(rgb_frame, vocab.embeddings), logits,
+                               rtol=0, atol=4e-6 * float(logits.abs().max()))
+    monkeypatch.setattr(proxyclip, "class_chunk", lambda n, px, budget=0: 11)
     pred = seg.predict(rgb_frame)
     assert pred.scores is None
     np.testing.assert_array_equal(pred.semantic, want_labels.numpy())
@@ -159,10 +174,10 @@ def test_proxyclip_single_window_streams_too(tiny_config, monkeypatch):
     seg.set_vocabulary(MANY[:40])
     rgb = np.random.default_rng(5).integers(0, 256, (50, 77, 3), dtype=np.uint8)
     vocab = seg.vocabulary
-    logits = seg.engine.dense_logits(rgb, vocab.embeddings)
+    logits = former_logits(seg, rgb)
     want_labels, want_conf, _ = full_reference(logits * seg.config["proxyclip.logit_scale"],
                                                vocab.synonym_class, vocab.num_classes)
-    monkeypatch.setattr(proxyclip, "class_chunk", lambda n, px: 3)
+    monkeypatch.setattr(proxyclip, "class_chunk", lambda n, px, budget=0: 3)
     pred = seg.predict(rgb)
     np.testing.assert_array_equal(pred.semantic, want_labels.numpy())
     np.testing.assert_allclose(pred.confidence, want_conf.numpy(), rtol=1e-5, atol=1e-7)

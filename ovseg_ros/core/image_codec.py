@@ -127,6 +127,13 @@ def encode(arr: np.ndarray, encoding: str) -> Tuple[int, bytes]:
 
     The array is cast to the encoding's sample type (as a label image of int64 class
     ids becomes 16UC1); its shape must match the encoding's channel count."""
+    step, out = encode_array(arr, encoding)
+    return step, out.tobytes()
+
+
+def encode_array(arr: np.ndarray, encoding: str) -> Tuple[int, np.ndarray]:
+    """``encode`` without the final copy: (step, C-contiguous little-endian array whose
+    buffer is the image data), for writers that copy the buffer themselves."""
     if encoding not in ENCODINGS:
         raise ImageCodecError(f"cannot encode to {encoding!r}; supported: {sorted(ENCODINGS)}",
                               code="encoding")
@@ -138,7 +145,7 @@ def encode(arr: np.ndarray, encoding: str) -> Tuple[int, bytes]:
         raise ImageCodecError(f"{encoding} needs an {shape} array, got shape {arr.shape}",
                               code="shape")
     out = np.ascontiguousarray(arr.astype(enc.dtype.newbyteorder("<"), copy=False))
-    return int(out.shape[1]) * enc.bytes_per_pixel, out.tobytes()
+    return int(out.shape[1]) * enc.bytes_per_pixel, out
 
 
 def to_rgb(arr: np.ndarray, encoding: str) -> np.ndarray:

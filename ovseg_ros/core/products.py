@@ -55,6 +55,12 @@ def semantic_u16(semantic: np.ndarray, num_classes: int) -> np.ndarray:
     sem = np.asarray(semantic)
     if sem.ndim != 2:
         raise ValueError(f"semantic must be H x W, got shape {sem.shape}")
+    if sem.dtype == np.int32 and 0 <= num_classes < UNLABELED:
+        # one compare and one cast: negative ids read as unsigned are >= 2**31
+        u = sem.view(np.uint32)
+        out = u.astype(np.uint16)
+        out[u >= num_classes] = UNLABELED
+        return out
     valid = (sem >= 0) & (sem < num_classes)
     return np.where(valid, sem, UNLABELED).astype(np.uint16)
 
@@ -87,15 +93,17 @@ def draw_banner(rgb: np.ndarray, text: str = RANDOM_WEIGHTS_BANNER) -> np.ndarra
 def overlay_u16(rgb: np.ndarray, semantic: np.ndarray, alpha: float,
                 num_classes: int) -> np.ndarray:
     """Class colours over the image from a uint16 semantic map; 65535 keeps the image."""
-    labels = semantic.astype(np.int32)
-    labels[semantic == UNLABELED] = -1        # keeps the palette as long as the vocabulary
-    return palette.overlay(rgb, labels, alpha, num_classes)
+    return palette.overlay_u16(rgb, semantic, alpha, num_classes)
 
 
 def _segments(pred: Prediction, panoptic: np.ndarray, names: Sequence[str],
               resized: bool) -> List[dict]:
-    ids, counts = np.unique(panoptic, return_counts=True)
-    area = {int(i): int(c) for i, c in zip(ids, counts)}
+    if panoptic.size and panoptic.min() >= 0:
+        counts = np.bincount(panoptic.ravel())          # ids are small: no sort needed
+        area = {int(i): int(counts[i]) for i in np.flatnonzero(counts)}
+    else:
+        ids, counts = np.unique(panoptic, return_counts=True)
+        area = {int(i): int(c) for i, c in zip(ids, counts)}
     out = []
     for s in sorted(pred.segments, key=lambda s: s.id):
         if s.id not in area:

@@ -8,6 +8,7 @@ codec's ``ImageCodecError``) with a message naming the field and the fix and a
 """
 from __future__ import annotations
 
+import array
 from typing import Tuple
 
 import cv2
@@ -36,7 +37,10 @@ def compressed_to_rgb(msg: CompressedImage, max_pixels: int) -> np.ndarray:
 
 def array_to_image(arr: np.ndarray, encoding: str, header=None) -> Image:
     """Build a sensor_msgs/Image from an HxW or HxWxC array (little-endian)."""
-    step, data = codec.encode(arr, encoding)
+    step, buf = codec.encode_array(arr, encoding)
+    # one copy into the message's array.array (bytes first, then array.array, was two)
+    data = array.array("B")
+    data.frombytes(memoryview(buf).cast("B"))
     msg = Image()
     if header is not None:
         msg.header = header

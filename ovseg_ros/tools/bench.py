@@ -5,6 +5,7 @@
                 --backends torch,onnxruntime --precisions fp32,bf16 --sizes 640x480
     ovseg-bench --preset proxyclip-tiny --vocab-sizes 10,150,847 --sizes 640x480 \\
                 --backends torch --precisions fp32 --iters 3  # the vocabulary axis
+    ovseg-bench --node-overhead --sizes 640x480,1280x720      # the node's own work per frame
 
 Every case builds a Segmenter through the public API (``load_segmenter``),
 runs warm-up frames, then times ``predict`` on one synthetic frame. Reported
@@ -541,7 +542,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="also time N cameras' frames in one predict_batch against N "
                         "single-camera runs of the same model (torch backend, first "
                         "precision and size)")
+    p.add_argument("--node-overhead", action="store_true",
+                   help="only time the node's per-frame work apart from the model (decode, "
+                        "output products, messages, publish to a listening process) at "
+                        "--sizes (default 640x480,1280x720); needs rclpy")
+    p.add_argument("--node-classes", type=int, default=150,
+                   help="vocabulary size of the synthetic prediction for --node-overhead")
     args = p.parse_args(argv)
+    if args.node_overhead:
+        return node_overhead(args, argv)
 
     import torch
 
@@ -663,6 +672,41 @@ def main(argv: Optional[List[str]] = None) -> int:
     (out / "bench.md").write_text(md)
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 0 if any("error" not in r for r in results) else 1
+
+
+# --- the node's own per-frame work (``--node-overhead``; ovseg_ros/tools/bench_node.py) -----
+def node_overhead(args, argv) -> int:
+    import torch
+
+    from . import bench_node    # the ROS layer: rclpy is imported only for this axis
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    sizes = args.sizes.split(",") if args.sizes else ["640x480", "1280x720"]
+    for sz in sizes:
+        parse_size(sz)
+    machine = machine_info("cpu")
+    iters = args.iters or 50
+    print(f"machine: {machine['cpu']}, {machine['cpus_usable']} CPUs usable; node overhead "
+          f"per frame, {iters} frames per size, {args.node_classes} classes, "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    rows = bench_node.measure(sizes, iters=iters, num_classes=args.node_classes)
+    md = ("## Node overhead per frame, apart from the model\n\n"
+          f"Machine: {machine['cpu']}, {machine['cpus_usable']} CPUs usable; "
+          f"RMW {os.environ.get('RMW_IMPLEMENTATION', 'default')}, "
+          f"{rows[0]['dds'] if rows else ''}; one listener process "
+          "subscribed to every output; medians of "
+          f"{iters} frames.\n\n" + bench_node.table(rows) + "\n")
+    print(md)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "node_overhead.json").write_text(json.dumps(_jsonable(
+        {"created_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+         "machine": machine, "command": " ".join(["ovseg-bench"] + list(
+             argv if argv is not None else sys.argv[1:])), "rows": rows}), indent=2))
+    (out / "node_overhead.md").write_text(md)
+    print(f"wrote {out / 'node_overhead.json'} and {out / 'node_overhead.md'}")
+    return 0
 
 
 # --- several cameras, one model (``--cameras``; ovseg_ros/tools/bench_cameras.py) -----------------

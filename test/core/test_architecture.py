@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[2]
 PKG = ROOT / "ovseg_ros"
 
 #: the only modules that may import rclpy: the node, the ROS layer, and the demo (a ROS
-#: client that plays a bag into a running node and records what it publishes)
-ROS_MODULES = ("ovseg_ros.node", "ovseg_ros.ros", "ovseg_ros.tools.demo")
+#: client that plays a bag into a running node and records what it publishes), and the
+#: node-overhead bench (it publishes real messages to a listener process)
+ROS_MODULES = ("ovseg_ros.node", "ovseg_ros.ros", "ovseg_ros.tools.demo",
+               "ovseg_ros.tools.bench_node")
 #: the one production function that may import ovseg_ros.testing (tiny models on demand)
 TESTING_HOOK = ("ovseg_ros.weights", "register_tiny_models_if_named")
 #: import cycles through function-level imports that exist today; a new one fails the test.

@@ -174,3 +174,54 @@ def test_segment_cli_writes_the_products(tiny_segmenter, tmp_path):
     col = cv2.cvtColor(cv2.imread(str(tmp_path / "out" / "a_overlay.png")), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(sem, want.semantic)
     np.testing.assert_array_equal(col, want.colored)      # banner included
+
+
+# --- the fast paths of the output products ------------------------------------------------
+def float_blend(rgb, labels, alpha, n):
+    """The overlay written out in float: round((1 - a) x + a c); unlabelled keep x."""
+    pal = palette.palette(max(n, int(labels.max()) + 1))
+    valid = (labels >= 0) & (labels < len(pal))
+    col = pal[np.where(valid, labels, 0)].astype(np.float64)
+    out = np.rint((1 - alpha) * rgb + alpha * col)
+    return np.where(valid[..., None], out, rgb).astype(np.uint8)
+
+
+@pytest.mark.parametrize("n", [3, 200, 300])          # 8-bit table and gather paths
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5, 1.0])
+def test_overlay_equals_the_float_blend_and_keeps_unlabelled_pixels(n, alpha):
+    rng = np.random.default_rng(n)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    labels = rng.integers(-1, n, (37, 53))
+    out = palette.overlay(rgb, labels, alpha, n)
+    want = float_blend(rgb, labels, alpha, n)
+    assert int(np.abs(out.astype(int) - want).max()) <= 1        # OpenCV rounds in float32
+    np.testing.assert_array_equal(out[labels < 0], rgb[labels < 0])
+    sem = np.where(labels < 0, UNLABELED, labels).astype(np.uint16)
+    np.testing.assert_array_equal(palette.overlay_u16(rgb, sem, alpha, n), out)
+    # a class keeps its colour whatever the vocabulary size (the table and the gather agree)
+    small = rng.integers(0, 3, (5, 5))
+    img = rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(palette.overlay(img, small, alpha, 3),
+                                  palette.overlay(img, small, alpha, 300))
+    with pytest.raises(ValueError, match="uint16"):
+        palette.overlay_u16(rgb, labels, alpha, n)
+
+
+def test_semantic_u16_fast_path_equals_the_rule():
+    rng = np.random.default_rng(3)
+    ids = rng.integers(-70000, 70000, (40, 50)).astype(np.int32)
+    ids[::7, ::3] = rng.integers(0, 12, ids[::7, ::3].shape)
+    for dtype in (np.int32, np.int64, np.int16):
+        arr = ids.astype(dtype)
+        v = arr.astype(np.int64)
+        want = np.where((v >= 0) & (v < 12), v, UNLABELED).astype(np.uint16)
+        np.testing.assert_array_equal(semantic_u16(arr, 12), want)
+
+
+def test_segment_areas_from_counts_equal_unique():
+    pred = _prediction(30, 40)
+    pred.panoptic[10:20, 10:15] = 9              # an id with no Segment: not reported
+    p = build_products(pred, _rgb(30, 40), NAMES, overlay_alpha=0.5, random_weights=False)
+    ids, counts = np.unique(p.panoptic, return_counts=True)
+    area = dict(zip(ids.tolist(), counts.tolist()))
+    assert [(s["id"], s["area"]) for s in p.segments] == [(3, area[3]), (5, area[5])]

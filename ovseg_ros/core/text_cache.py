@@ -106,16 +106,35 @@ def text_batch_size(device) -> int:
 class OpenClipTextEncoder:
     """``encode_prompts`` for an open_clip CLIP: rows L2-normalised, fp32 out.
 
-    Token batches are cut to the longest prompt of the batch. That is exact for
-    a causal text tower pooling at the EOT (or EOS) token: no position attends to
-    a later one, so the padding never reaches the pooled token. ``exact`` checks
-    it once for the model at hand (truncated vs full length on a probe batch);
-    where the structure or the check says otherwise, every batch runs at full
-    context length. ``dtype`` bf16 runs the tower under autocast.
+    Three exact paths, the fastest the model at hand allows (``mode``):
+
+    ``"shared_prefix"``
+        The tokens every row of the batch starts with (``<sot> a photo of a`` for one
+        template's prompts) run through the tower once; each row then runs only its
+        own tokens, packed without padding for everything per token (layer norms,
+        projections, MLP), with attention over the shared prefix's keys/values plus its
+        own earlier tokens. Exact for a causal tower with absolute positional embeddings:
+        the prefix's hidden states are the same in every row. A template's prompts
+        carry ~2.5x fewer tokens this way (ADE-150 x ImageNet-80).
+    ``"truncated"``
+        Token batches cut to the longest prompt of the batch: exact for a causal tower
+        pooling at the EOT (or EOS) token, since no position attends to a later one.
+    ``"full"``
+        ``encode_text`` at full context length.
+
+    ``exact`` checks the structure and a probe batch once (each path against full
+    length); where a check fails, the next path is used and ``fallback_reason`` says
+    why. ``dtype`` bf16 runs the tower under autocast.
     """
 
     PROBE = ("a photo of a dog.", "an origami of a very long and strangely named object.",
              "x", "a bad photo of the sofa, couch and floor in a dimly lit living room.")
+    #: template-like: one shared prefix, different lengths, one row that is the prefix
+    #: plus its pooled token, a duplicate
+    PREFIX_PROBE = ("a photo of a dog.", "a photo of a", "a photo of a very long and strangely "
+                    "named object, seen from far away.", "a photo of a sofa, couch.",
+                    "a photo of a dog.")
+    MODES = ("shared_prefix", "truncated", "full")
 
     def __init__(self, clip_model, tokenizer, device, dtype: torch.dtype = torch.float32):
         self.model = clip_model
@@ -123,7 +142,9 @@ class OpenClipTextEncoder:
         self.device = torch.device(device)
         self.dtype = dtype
         self._exact: Optional[bool] = None
-        #: why truncation is off ("" while on or not yet checked)
+        #: the path in use (one of MODES; None until checked)
+        self.mode: Optional[str] = None
+        #: why the fastest path is off ("" while on or not yet checked)
         self.fallback_reason = ""
 
     # -- structure and probe -------------------------------------------------------------
@@ -146,23 +167,74 @@ class OpenClipTextEncoder:
             return f"pooling {getattr(m, 'text_pool_type', None)!r} is not at the EOT token"
         return ""
 
+    def _structurally_prefix_shareable(self) -> str:
+        """Why the shared-prefix path cannot run this tower ("" when it can): it re-implements
+        open_clip's standard block, so anything else is refused."""
+        from open_clip.transformer import ResidualAttentionBlock, Transformer
+
+        m = self.model
+        pos = m.positional_embedding
+        if not isinstance(pos, torch.Tensor) or pos.ndim != 2:
+            return "the positional embedding is not an absolute (context x width) table"
+        if not isinstance(m.token_embedding, torch.nn.Embedding):
+            return "the token embedding is not an nn.Embedding"
+        if type(m.transformer) is not Transformer:
+            return f"the text transformer is a {type(m.transformer).__name__}, not open_clip's"
+        mask = m.attn_mask
+        n = pos.shape[0]
+        causal = torch.triu(torch.ones(n, n, dtype=torch.bool, device=mask.device), 1)
+        if (mask.shape != (n, n) or not bool(torch.isneginf(mask[causal]).all())
+                or not bool((mask[~causal] == 0).all())):
+            return "the attention mask is not the causal -inf upper triangle"
+        for i, blk in enumerate(m.transformer.resblocks):
+            if type(blk) is not ResidualAttentionBlock:
+                return (f"text block {i} is a {type(blk).__name__}, not open_clip's "
+                        "ResidualAttentionBlock")
+            if hasattr(blk, "ln_1_kv"):
+                return f"text block {i} is a cross-attention block"
+            attn = blk.attn
+            if type(attn) is not torch.nn.MultiheadAttention:
+                return f"text block {i}'s attention is a {type(attn).__name__}"
+            if not attn._qkv_same_embed_dim or attn.in_proj_weight is None:
+                return f"text block {i}'s attention has separate q/k/v projections"
+            if attn.bias_k is not None or attn.bias_v is not None or attn.add_zero_attn:
+                return f"text block {i}'s attention has extra key/value biases or zero attention"
+        return ""
+
+    def _probe_error(self, forward, prompts: Sequence[str]) -> float:
+        tokens = self.tokenizer(list(prompts)).to(self.device)
+        with torch.autocast(self.device.type, enabled=False):
+            full = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+            got = F.normalize(forward(tokens).float(), dim=-1)
+        return float((full - got).abs().max())
+
     @torch.inference_mode()
     def exact(self) -> bool:
-        """Whether truncated batches give the full-length embeddings (checked once)."""
+        """Whether a path faster than full length gives the full-length embeddings
+        (checked once; sets ``mode`` and ``fallback_reason``)."""
         if self._exact is None:
             reason = self._structurally_causal()
             if not reason:
-                tokens = self.tokenizer(list(self.PROBE)).to(self.device)
-                with torch.autocast(self.device.type, enabled=False):
-                    full = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
-                    cut = F.normalize(self._forward(tokens, truncate=True).float(), dim=-1)
-                err = float((full - cut).abs().max())
+                err = self._probe_error(lambda t: self._forward(t, truncate=True), self.PROBE)
                 if not err <= 1e-4:
                     reason = f"truncated and full-length embeddings differ by {err:.2e}"
-            self._exact = not reason
-            self.fallback_reason = reason
             if reason:
+                self.mode = "full"
                 log.warning("text encoding at full context length: %s", reason)
+            else:
+                reason = self._structurally_prefix_shareable()
+                if not reason:
+                    err = max(self._probe_error(self._forward_shared, p)
+                              for p in (self.PREFIX_PROBE, self.PROBE))
+                    if not err <= 1e-4:
+                        reason = (f"shared-prefix and full-length embeddings differ by "
+                                  f"{err:.2e}")
+                self.mode = "truncated" if reason else "shared_prefix"
+                if reason:
+                    log.warning("text encoding without shared prefixes (batches cut to their "
+                                "longest prompt): %s", reason)
+            self._exact = self.mode != "full"
+            self.fallback_reason = reason
         return self._exact
 
     # -- forward -------------------------------------------------------------------------
@@ -178,18 +250,168 @@ class OpenClipTextEncoder:
         x = m.transformer(x, attn_mask=m.attn_mask[:n, :n])
         x = m.ln_final(x)
         x = x[torch.arange(x.shape[0], device=x.device), idx]
-        proj = m.text_projection
+        return self._project(x)
+
+    def _project(self, x: torch.Tensor) -> torch.Tensor:
+        proj = self.model.text_projection
         if proj is not None:
             x = proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
         return x
 
+    #: a prefix group's cost in tokens beyond its own (its attention padding, one more
+    #: row of the prefix pass), when choosing groups
+    GROUP_COST = 2
+
+    def _prefix_groups(self, tokens: torch.Tensor, n: torch.Tensor
+                       ) -> List[Tuple[List[int], int]]:
+        """Rows grouped by shared leading tokens: [(row indices, prefix length)], each prefix
+        at most a member's length - 1 (every row keeps its pooled token).
+
+        Rows in token order form a trie; a run of rows either is one group (its prefix: the
+        least common prefix of neighbours in it) or splits where that least prefix is
+        reached, whichever runs fewer tokens (a group costs ``GROUP_COST`` more)."""
+        lengths = n.tolist()
+        seqs = [r[:k] for r, k in zip(tokens.tolist(), lengths)]
+        order = sorted(range(len(seqs)), key=seqs.__getitem__)
+        adj = [0] * len(order)             # common prefix with the previous row, capped
+        for r in range(1, len(order)):
+            a, b = seqs[order[r - 1]], seqs[order[r]]
+            lim = min(len(a), len(b)) - 1
+            c = 0
+            while c < lim and a[c] == b[c]:
+                c += 1
+            adj[r] = c
+        csum = [0]
+        for i in order:
+            csum.append(csum[-1] + lengths[i])
+
+        def solve(lo: int, hi: int):
+            if hi - lo == 1:
+                i = order[lo]
+                return lengths[i] + self.GROUP_COST, [([i], lengths[i] - 1)]
+            m = min(adj[lo + 1:hi])
+            whole = csum[hi] - csum[lo] - (hi - lo - 1) * m + self.GROUP_COST
+            cuts = [lo] + [r for r in range(lo + 1, hi) if adj[r] == m] + [hi]
+            cost, parts = 0, []
+            for a, b in zip(cuts, cuts[1:]):
+                c, g = solve(a, b)
+                cost += c
+                parts += g
+                if cost >= whole:
+                    break
+            if whole <= cost:
+                return whole, [(order[lo:hi], m)]
+            return cost, parts
+
+        return solve(0, len(order))[1]
+
+    def _forward_shared(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Pooled, projected rows (B x D, not normalised) via the shared-prefix path.
+
+        Rows are grouped by the tokens they start with (``_prefix_groups``: one group for
+        one template's prompts). Every token is packed, without padding, for what is per
+        token (layer norms, projections, MLP): each group's prefix once, then each row's
+        own tokens, rows in order of their own length. Attention runs per run of rows of
+        one own length (no padding there either): the prefixes causal among themselves
+        (padded to the longest), each row over its group's prefix keys/values plus its
+        own tokens up to itself."""
+        m = self.model
+        dev = tokens.device
+        B = tokens.shape[0]
+        n = self._pool_index(tokens) + 1                        # row lengths
+        groups = self._prefix_groups(tokens, n)
+        G = len(groups)
+        group_of = [0] * B
+        plen = [p for _, p in groups]
+        for gi, (members, _) in enumerate(groups):
+            for i in members:
+                group_of[i] = gi
+        n_list = n.tolist()
+        own = [n_list[i] - plen[group_of[i]] for i in range(B)]      # >= 1 each
+        perm = sorted(range(B), key=own.__getitem__)                  # rows by own length
+        runs: List[Tuple[int, int, int]] = []                         # (first, count, length)
+        for r, i in enumerate(perm):
+            if runs and runs[-1][2] == own[i]:
+                runs[-1] = (runs[-1][0], runs[-1][1] + 1, own[i])
+            else:
+                runs.append((r, 1, own[i]))
+        Pmax = max(plen)
+        cast = m.transformer.get_cast_dtype()
+        pos = m.positional_embedding
+
+        # packed token ids and positions: the groups' prefixes (Sp), then own tokens (T)
+        ids: List[int] = []
+        where: List[int] = []
+        rows_tok = tokens.tolist()
+        for members, p in groups:
+            ids += rows_tok[members[0]][:p]
+            where += range(p)
+        sp = len(ids)
+        for i in perm:
+            p = plen[group_of[i]]
+            ids += rows_tok[i][p:n_list[i]]
+            where += range(p, n_list[i])
+        x = (m.token_embedding(torch.tensor(ids, device=dev)).to(cast)
+             + pos[torch.tensor(where, device=dev)].to(cast))
+        plen_t = torch.tensor(plen, device=dev)
+        valid_p = torch.arange(Pmax, device=dev)[None, :] < plen_t[:, None]      # G x Pmax
+        perm_t = torch.tensor(perm, device=dev)
+        gof = torch.tensor(group_of, device=dev)[perm_t]           # group per sorted row
+        # per run: the rows' prefix keys visible (their group's), own tokens causal
+        masks, offsets, off = [], [], sp
+        for r0, c, ln in runs:
+            masks.append(torch.cat([valid_p[gof[r0:r0 + c]][:, None, :].expand(c, ln, Pmax),
+                                    torch.ones(ln, ln, dtype=torch.bool, device=dev).tril()
+                                    .expand(c, ln, ln)], 2)[:, None])
+            offsets.append(off)
+            off += c * ln
+        blocks = list(m.transformer.resblocks)
+        for li, blk in enumerate(blocks):
+            attn = blk.attn
+            heads, width = attn.num_heads, attn.embed_dim
+            hd = width // heads
+            last = li == len(blocks) - 1
+            h = F.linear(blk.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)   # N x 3W
+            outs = []
+            kp = vp = None
+            if Pmax:
+                pbuf = h.new_zeros(G, Pmax, 3 * width)
+                pbuf[valid_p] = h[:sp]
+                qp, kp, vp = pbuf.view(G, Pmax, 3, heads, hd).permute(2, 0, 3, 1, 4)
+                if not last:                    # the prefixes' own outputs: not needed last
+                    a = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+                    outs.append(a.transpose(1, 2).reshape(G, Pmax, width)[valid_p])
+            for (r0, c, ln), mask, o in zip(runs, masks, offsets):
+                q, k, v = h[o:o + c * ln].view(c, ln, 3, heads, hd).permute(2, 0, 3, 1, 4)
+                if Pmax:
+                    g = gof[r0:r0 + c]
+                    k = torch.cat([kp[g], k], 2)
+                    v = torch.cat([vp[g], v], 2)
+                if last:        # only the pooled (last) token of each row goes on
+                    q, mask = q[:, :, -1:], mask[:, :, -1:]
+                a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)   # c x H x ln' x hd
+                outs.append(a.transpose(1, 2).reshape(-1, width))
+            a = torch.cat(outs) if len(outs) > 1 else outs[0]
+            if last:
+                pooled = torch.tensor([o + (j + 1) * ln - 1 for (_, c, ln), o in
+                                       zip(runs, offsets) for j in range(c)], device=dev)
+                x = x[pooled]
+            x = x + blk.ls_1(attn.out_proj(a))
+            x = x + blk.ls_2(blk.mlp(blk.ln_2(x)))
+        out = torch.empty_like(x)
+        out[perm_t] = x                                          # back to the rows' order
+        return self._project(m.ln_final(out))
+
     @torch.inference_mode()
     def __call__(self, prompts: Sequence[str]) -> torch.Tensor:
-        truncate = self.exact()
+        self.exact()
         tokens = self.tokenizer(list(prompts)).to(self.device)
         low = self.dtype != torch.float32
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=low):
-            emb = self._forward(tokens, truncate)
+            if self.mode == "shared_prefix":
+                emb = self._forward_shared(tokens)
+            else:
+                emb = self._forward(tokens, self.mode == "truncated")
         return F.normalize(emb.float(), dim=-1)
 
 
@@ -300,28 +522,31 @@ class TextEmbedder:
     def _encode(self, synonyms: Sequence[str]) -> List[np.ndarray]:
         """Template-averaged embeddings, prompts encoded in batches across synonyms.
 
-        Prompts are batched in order of length, so a batch cut to its longest prompt
-        (``OpenClipTextEncoder``) carries little padding; rows go back to their place."""
+        Prompts go in order of (template, length): a batch holds one template's prompts
+        (or a few templates' for a small vocabulary), whose rows share the template's
+        leading tokens, run once per batch by ``OpenClipTextEncoder``; and within a
+        template, rows of similar length pad little. Rows go back to their place."""
         from tqdm import tqdm
 
         n_t = len(self.templates)
         prompts = [p for s in synonyms for p in make_prompts(s, self.templates)]
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        # prompt k is template k % n_t of synonym k // n_t
+        order = sorted(range(len(prompts)), key=lambda i: (i % n_t, len(prompts[i])))
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         rows = [None] * len(prompts)
-        batches = range(0, len(prompts), self.batch_size)
+        long = len(prompts) > 3 * self.batch_size
         t0 = time.perf_counter()
         # a bar for long encodes only (tqdm hides itself when stderr is not a terminal)
         bar = tqdm(total=len(prompts), desc="text encoding", unit="prompt", leave=False,
-                   disable=None if len(batches) >= 4 else True)
-        for i in batches:
-            idx = order[i:i + self.batch_size]
+                   disable=None if long else True)
+        for idx in batches:
             batch = self._encode_prompts([prompts[j] for j in idx]).detach().float().cpu()
             for j, row in zip(idx, batch):
                 rows[j] = row
             bar.update(len(idx))
         bar.close()
         self.prompts_encoded += len(prompts)
-        if len(batches) >= 4:
+        if long:
             log.info("encoded %d prompts (%d synonyms x %d templates) in %.1f s", len(prompts),
                      len(synonyms), n_t, time.perf_counter() - t0)
         per_prompt = torch.stack(rows).reshape(len(synonyms), n_t, -1)

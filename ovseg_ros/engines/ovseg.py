@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from ..backends.base import BackendSpec, ExportSpec, resolve_device
 from ..config import Config, ConfigError
 from ..core.postprocess import apply_prob_thd, mask_semantic
+from ..core.text_cache import OpenClipTextEncoder, text_precision
 from ..core.panoptic_heuristic import semantic_to_panoptic
 from ..core.types import UNLABELED, Prediction, VocabularyState
 from ..models.mask_adapted_clip import CLIPCropModel, add_mask_embedding, crop_size_of
@@ -271,13 +272,19 @@ class OVSegEngine(Engine):
         # the text tower comes from the OVSeg checkpoint (fine-tuned CLIP), not a tag
         return f"ovseg|{self.clip_model_name}|{self._weights_id}"
 
-    @torch.no_grad()
+    @property
+    def text_precision(self) -> str:
+        return text_precision(self.cfg)
+
     def encode_prompts(self, prompts: List[str]) -> torch.Tensor:
-        out = []
-        for i in range(0, len(prompts), 256):
-            tokens = self.tokenizer(prompts[i:i + 256]).to(self.device)
-            out.append(self.clip_model.encode_text(tokens, normalize=True).float())
-        return torch.cat(out, 0)
+        # the mask prompts are on the image side only: the text tower is open_clip's own,
+        # so prompts share their template's leading tokens and batches are cut to their
+        # longest prompt (each checked exact once against full length)
+        if getattr(self, "_text_encoder", None) is None:
+            self._text_encoder = OpenClipTextEncoder(
+                self.clip_model, self.tokenizer, self.device,
+                torch.bfloat16 if self.text_precision == "bf16" else torch.float32)
+        return self._text_encoder(prompts)
 
     # --- stages -------------------------------------------------------------------------
     def preprocess(self, rgb: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:

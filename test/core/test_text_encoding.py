@@ -1,6 +1,7 @@
-"""Fast exact text encoding (ovseg_ros/core/text_cache.py): token batches cut to the
-longest prompt, checked against full length once, bf16 with a bf16 image path, batches
-in length order; on the tiny random open_clip text tower (a real CLIP text module)."""
+"""Fast exact text encoding (ovseg_ros/core/text_cache.py): a template's shared leading
+tokens run once and rows packed, or token batches cut to the longest prompt, each checked
+against full length once, bf16 with a bf16 image path, batches in (template, length)
+order; on the tiny random open_clip text towers (real CLIP text modules)."""
 from __future__ import annotations
 
 import copy
@@ -111,6 +112,116 @@ def test_fcclip_uses_the_truncating_encoder(tmp_path):
     eng = seg.engine
     got = eng.encode_prompts(PROMPTS)
     assert eng._text_encoder.exact()
+    with torch.no_grad():
+        want = eng.clip_model.encode_text(eng.tokenizer(PROMPTS), normalize=True).float()
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+# --- shared-prefix path -------------------------------------------------------------------
+TEMPLATES = ("a photo of a {}.", "a bad photo of the {}.", "itap of a {}.", "{}")
+SYNONYMS = ["cat", "a very long synonym of an object with many words", "x", "sofa", "cat",
+            "traffic light"]
+
+
+def tiny_encoder(eng, model=None):
+    return OpenClipTextEncoder(model or eng.clip_model, eng._tokenizer, "cpu")
+
+
+def test_shared_prefix_equals_full_length(tiny_segmenter):
+    eng = tiny_segmenter.engine
+    enc = tiny_encoder(eng)
+    assert enc.exact() and enc.mode == "shared_prefix" and enc.fallback_reason == ""
+    one_template = [TEMPLATES[0].replace("{}", s) for s in SYNONYMS]       # with a duplicate
+    mixed = [t.replace("{}", s) for s in SYNONYMS for t in TEMPLATES]
+    cases = {"one template": one_template, "one row": ["a photo of a cat."], "one token": ["x"],
+             # the prefix is all of a row but its pooled token
+             "prefix only": ["a photo of a", "a photo of a cat.", "a photo of a"],
+             "mixed templates": mixed, "mixed, reversed": mixed[::-1], "as given": PROMPTS}
+    for name, prompts in cases.items():
+        torch.testing.assert_close(enc(prompts), full_length(eng, prompts), atol=1e-5,
+                                   rtol=1e-5, msg=name)
+    tokens = eng._tokenizer(one_template)
+    groups = enc._prefix_groups(tokens, enc._pool_index(tokens) + 1)
+    assert len(groups) == 1 and groups[0][1] == 5      # <sot> a photo of a
+    assert sorted(groups[0][0]) == list(range(len(one_template)))
+    tokens = eng._tokenizer(mixed)
+    groups = enc._prefix_groups(tokens, enc._pool_index(tokens) + 1)
+    assert sorted(i for g, _ in groups for i in g) == list(range(len(mixed)))
+    assert max(p for _, p in groups) >= 5
+
+
+def test_non_standard_block_keeps_truncation(tiny_segmenter, caplog):
+    from open_clip.transformer import ResidualAttentionBlock
+
+    eng = tiny_segmenter.engine
+    # a subclass (its forward may differ), extra key biases, a cross-attention block
+    sub = copy.deepcopy(eng.clip_model)
+    blk = sub.transformer.resblocks[-1]
+    blk.__class__ = type("MyBlock", (ResidualAttentionBlock,), {})
+    biased = copy.deepcopy(eng.clip_model)
+    attn = biased.transformer.resblocks[0].attn
+    attn.bias_k = torch.nn.Parameter(torch.zeros(1, 1, attn.embed_dim))
+    attn.bias_v = torch.nn.Parameter(torch.zeros(1, 1, attn.embed_dim))
+    cross = copy.deepcopy(eng.clip_model)
+    cross.transformer.resblocks[0].ln_1_kv = torch.nn.LayerNorm(attn.embed_dim)
+    for model, words in ((sub, "MyBlock"), (biased, "key/value biases"),
+                         (cross, "cross-attention")):
+        enc = tiny_encoder(eng, model)
+        with caplog.at_level(logging.WARNING):
+            assert enc.exact()
+        assert enc.mode == "truncated" and words in enc.fallback_reason, enc.fallback_reason
+    assert "without shared prefixes" in caplog.text
+    enc = tiny_encoder(eng, sub)
+    torch.testing.assert_close(enc(PROMPTS), full_length(eng, PROMPTS), atol=1e-5, rtol=1e-5)
+
+
+def test_shared_prefix_probe_mismatch_falls_back_to_truncation(tiny_segmenter, monkeypatch):
+    eng = tiny_segmenter.engine
+    enc = tiny_encoder(eng)
+    real = enc._forward_shared
+    monkeypatch.setattr(enc, "_forward_shared", lambda tokens: real(tokens) + 0.1)
+    assert enc.exact() and enc.mode == "truncated" and "differ" in enc.fallback_reason
+    calls = []
+    real_cut = enc._forward
+    monkeypatch.setattr(enc, "_forward",
+                        lambda tokens, truncate: calls.append(truncate) or real_cut(tokens,
+                                                                                    truncate))
+    torch.testing.assert_close(enc(PROMPTS), full_length(eng, PROMPTS), atol=1e-5, rtol=1e-5)
+    assert calls == [True]
+
+
+def test_template_batches_keep_each_synonym_in_place(tiny_segmenter, monkeypatch):
+    """Batches in (template, length) order; a batch of one template's prompts shares its
+    prefix; every synonym still gets its own template mean."""
+    eng = tiny_segmenter.engine
+    seen = []
+
+    def spy(prompts):
+        seen.append(list(prompts))
+        return eng.encode_prompts(prompts)
+
+    emb = TextEmbedder(spy, "id", "custom", TEMPLATES, batch_size=4)
+    got = emb.embed_synonyms(SYNONYMS[:4] + SYNONYMS[5:])
+    syns = SYNONYMS[:4] + SYNONYMS[5:]
+    assert sum(map(len, seen)) == len(syns) * len(TEMPLATES)
+    flat = [p for b in seen for p in b]
+    want_order = [t.replace("{}", s) for t in TEMPLATES
+                  for s in sorted(syns, key=lambda s: len(t.replace("{}", s)))]
+    assert flat == want_order
+    for i, s in enumerate(syns):
+        one = full_length(eng, [t.replace("{}", s) for t in TEMPLATES])
+        torch.testing.assert_close(got[i], F.normalize(one.mean(0), dim=-1), atol=1e-5,
+                                   rtol=1e-5)
+
+
+def test_ovseg_uses_the_shared_prefix_encoder(tmp_path):
+    from ovseg_ros.testing.presets import TINY_OVSEG
+
+    seg = load_segmenter(dict(TINY_OVSEG, text_cache_dir=str(tmp_path)))
+    eng = seg.engine
+    got = eng.encode_prompts(PROMPTS)
+    assert eng._text_encoder.exact() and eng._text_encoder.mode == "shared_prefix"
+    assert eng.text_precision == "fp32"
     with torch.no_grad():
         want = eng.clip_model.encode_text(eng.tokenizer(PROMPTS), normalize=True).float()
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

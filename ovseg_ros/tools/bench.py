@@ -404,7 +404,10 @@ def measure_text(seg, config: Dict[str, Any]) -> Dict[str, Any]:
             "num_templates": len(seg._text.templates),
             "text_prompts": int(stats.get("encoded", 0)) * len(seg._text.templates),
             "text_encode_s": encode_s, "text_reload_s": reload_s,
-            "text_reload_disk_hits": fresh.last_stats.get("disk_hits")}
+            "text_reload_disk_hits": fresh.last_stats.get("disk_hits"),
+            # the encoder's path (shared_prefix / truncated / full), where it has one
+            "text_encoder_mode": getattr(getattr(seg.engine, "_text_encoder", None), "mode",
+                                         None)}
 
 
 def _jsonable(obj):

@@ -82,6 +82,7 @@ def test_vocabulary_axis_reports_encoding_reload_post_and_memory(tmp_path):
     for r in rows:       # a fresh text cache per case: every synonym encoded, then reloaded
         assert r["text_prompts"] == 2 * r["num_synonyms"]
         assert r["text_reload_disk_hits"] == r["num_synonyms"]
+        assert r["text_encoder_mode"] == "shared_prefix"     # the engine's real path
         assert r["text_encode_s"] > 0 and r["text_reload_s"] > 0 and "post" in r["stages_ms"]
     md = (out / "bench.md").read_text()
     assert "## Vocabulary size" in md and "| proxyclip-tiny | torch | fp32 | 64x48 | 10 |" in md

@@ -111,7 +111,8 @@ class ProxyCLIPEngine(Engine):
         return text_precision(self.cfg)
 
     def encode_prompts(self, prompts: List[str]) -> torch.Tensor:
-        # batches cut to their longest prompt (checked exact once), bf16 with a bf16 image path
+        # shared template prefixes run once, else batches cut to their longest prompt (each
+        # checked exact once); fp32 (text_precision)
         if getattr(self, "_text_encoder", None) is None:
             self._text_encoder = OpenClipTextEncoder(
                 self.clip_model, self._tokenizer, self.device,

@@ -111,7 +111,7 @@ def test_fcclip_uses_the_truncating_encoder(tmp_path):
                           "fcclip.max_size": 128, "text_cache_dir": str(tmp_path)})
     eng = seg.engine
     got = eng.encode_prompts(PROMPTS)
-    assert eng._text_encoder.exact()
+    assert eng._text_encoder.exact() and eng._text_encoder.mode == "shared_prefix"
     with torch.no_grad():
         want = eng.clip_model.encode_text(eng.tokenizer(PROMPTS), normalize=True).float()
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -224,13 +224,16 @@ class OpenClipTextEncoder:
                 self.mode = "full"
                 log.warning("text encoding at full context length: %s", reason)
             else:
-                reason = self._structurally_prefix_shareable()
-                if not reason:
-                    err = max(self._probe_error(self._forward_shared, p)
-                              for p in (self.PREFIX_PROBE, self.PROBE))
-                    if not err <= 1e-4:
-                        reason = (f"shared-prefix and full-length embeddings differ by "
-                                  f"{err:.2e}")
+                try:
+                    reason = self._structurally_prefix_shareable()
+                    if not reason:
+                        err = max(self._probe_error(self._forward_shared, p)
+                                  for p in (self.PREFIX_PROBE, self.PROBE))
+                        if not err <= 1e-4:
+                            reason = (f"shared-prefix and full-length embeddings differ by "
+                                      f"{err:.2e}")
+                except Exception as exc:  # an unforeseen tower: the checked path instead
+                    reason = f"the shared-prefix path failed: {type(exc).__name__}: {exc}"
                 self.mode = "truncated" if reason else "shared_prefix"
                 if reason:
                     log.warning("text encoding without shared prefixes (batches cut to their "

@@ -188,6 +188,14 @@ def test_shared_prefix_probe_mismatch_falls_back_to_truncation(tiny_segmenter, m
                                                                                     truncate))
     torch.testing.assert_close(enc(PROMPTS), full_length(eng, PROMPTS), atol=1e-5, rtol=1e-5)
     assert calls == [True]
+    broken = tiny_encoder(eng)
+
+    def fails(tokens):
+        raise RuntimeError("unforeseen")
+
+    monkeypatch.setattr(broken, "_forward_shared", fails)
+    assert broken.exact() and broken.mode == "truncated"
+    assert "failed: RuntimeError: unforeseen" in broken.fallback_reason
 
 
 def test_template_batches_keep_each_synonym_in_place(tiny_segmenter, monkeypatch):

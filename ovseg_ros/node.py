@@ -101,6 +101,8 @@ class _Camera:
         self.last_frame_time: Optional[float] = None
         self.bad_inputs = 0
         self.errors = 0
+        #: the outputs built and published for the last frame (those with subscribers)
+        self.outputs_published = ""
         self.last_problem: Optional[tuple] = None    # (monotonic time, text)
 
     def problem(self, text: str) -> None:
@@ -517,14 +519,24 @@ class OvsegNode(LifecycleNode):
 
     def _publish_outputs(self, cam: _Camera, header, rgb, pred) -> None:
         """One output path (ovseg_ros.core.products): what bag inference and ovseg-segment
-        write is what the node publishes."""
-        products = build_products(
-            pred, rgb, pred.vocabulary,
-            overlay_alpha=float(self.get_parameter("overlay_alpha").value),
-            random_weights=pred.random_weights, colored=True,
-            confidence=bool(self.get_parameter("publish_confidence").value))
-        for key, msg in build.product_messages(products, header).items():
-            cam.pubs[key].publish(msg)
+        write is what the node publishes.
+
+        Lazy, like image_proc: an output nobody subscribes to is neither built nor
+        published (the colour overlay is the costliest product; every image is a copy
+        per message), and the next frame after a subscriber appears has it."""
+        wanted = {key for key in ("semantic", "panoptic", "segments", "colored", "confidence")
+                  if cam.pubs[key].get_subscription_count() > 0}
+        if not self.get_parameter("publish_confidence").value:
+            wanted.discard("confidence")
+        cam.outputs_published = ",".join(sorted(wanted))
+        if wanted:
+            products = build_products(
+                pred, rgb, pred.vocabulary,
+                overlay_alpha=float(self.get_parameter("overlay_alpha").value),
+                random_weights=pred.random_weights, colored="colored" in wanted,
+                confidence="confidence" in wanted)
+            for key, msg in build.product_messages(products, header, wanted).items():
+                cam.pubs[key].publish(msg)
         info = cam.camera_infos.get(header.frame_id)
         if info is not None:
             cam.pubs["camera_info"].publish(build.camera_info_for(info, header))
@@ -568,6 +580,8 @@ class OvsegNode(LifecycleNode):
             "last_frame_age_s": (now - cam.last_frame_time) if cam.last_frame_time else -1.0,
             "image_reliability": cam.reliability, "image_depth": cam.depth,
             "subscribe_compressed": cam.compressed,
+            # lazy outputs: only those with subscribers are built (empty before a frame)
+            "outputs_published": cam.outputs_published,
         }
         level, message = diag.OK, "processing" if self._active else "not active"
         if cam.stall.stalled:

@@ -7,7 +7,7 @@ vocabulary message, class infos and the re-stamped camera_info are built here to
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from typing import Collection, Dict, List, Optional, Sequence
 
 from sensor_msgs.msg import CameraInfo, RegionOfInterest
 
@@ -46,17 +46,28 @@ def camera_info_for(info: CameraInfo, header) -> CameraInfo:
     return out
 
 
-def product_messages(products, header) -> Dict[str, object]:
+def product_messages(products, header, keys: Optional[Collection[str]] = None
+                     ) -> Dict[str, object]:
     """The node's messages of one frame from ``ovseg_ros.core.products.FrameProducts``
     (the one output path shared with bag inference and ovseg-segment): keys
     ``semantic``, ``panoptic``, ``segments`` and, when built, ``colored`` and
-    ``confidence``. Every message carries ``header``."""
+    ``confidence``; only those in ``keys`` when given. Every message carries ``header``."""
     from ovseg_ros.msg import Segment, Segments
 
-    out: Dict[str, object] = {
-        "semantic": array_to_image(products.semantic, "16UC1", header),
-        "panoptic": array_to_image(products.panoptic, "32SC1", header),
-    }
+    def want(key: str) -> bool:
+        return keys is None or key in keys
+
+    out: Dict[str, object] = {}
+    if want("semantic"):
+        out["semantic"] = array_to_image(products.semantic, "16UC1", header)
+    if want("panoptic"):
+        out["panoptic"] = array_to_image(products.panoptic, "32SC1", header)
+    if products.colored is not None and want("colored"):
+        out["colored"] = array_to_image(products.colored, "rgb8", header)
+    if products.confidence is not None and want("confidence"):
+        out["confidence"] = array_to_image(products.confidence, "32FC1", header)
+    if not want("segments"):
+        return out
     msg = Segments()
     msg.header = header
     msg.vocabulary_version = int(products.vocabulary_version)
@@ -67,10 +78,6 @@ def product_messages(products, header) -> Dict[str, object]:
                                                   do_rectify=False))
                     for s in products.segments]
     out["segments"] = msg
-    if products.colored is not None:
-        out["colored"] = array_to_image(products.colored, "rgb8", header)
-    if products.confidence is not None:
-        out["confidence"] = array_to_image(products.confidence, "32FC1", header)
     return out
 
 

@@ -9,8 +9,12 @@ functions, timed per stage:
                confidence, segments with areas and boxes, colour overlay + banner
     messages   ``ros/messages.product_messages``: the sensor_msgs/Image and Segments
     publish    ``publish`` of those messages on rclpy publishers, with a subscriber
-               in another process matched on every topic (the serialisation and
-               the DDS write, as with RViz listening)
+               in another process (the serialisation and the DDS write, as with RViz
+               listening)
+
+Like the node, only subscribed outputs are built and published; the bench runs
+with every output subscribed (``ros2 bag record -a``) and with the label image
+and segments only (a downstream consumer, no viewer).
 
 The prediction is synthetic (a label map of ``--node-classes`` classes in
 irregular regions, with panoptic segments), sized like the camera, so the
@@ -53,8 +57,8 @@ def synthetic_prediction(h: int, w: int, num_classes: int, regions: int = 24, se
                       confidence=confidence)
 
 
-def _subscriber_main(prefix: str) -> int:
-    """The listening side, in its own process: subscribe to every output topic."""
+def _subscriber_main(prefix: str, topics: Sequence[str]) -> int:
+    """The listening side, in its own process: subscribe to ``topics``."""
     import rclpy
     from sensor_msgs.msg import Image
 
@@ -62,7 +66,7 @@ def _subscriber_main(prefix: str) -> int:
 
     rclpy.init()
     node = rclpy.create_node("ovseg_bench_listener")
-    for t in TOPICS:
+    for t in topics:
         node.create_subscription(Segments if t == "segments" else Image, f"{prefix}/{t}",
                                  lambda _m: None, 10)
     try:
@@ -96,8 +100,10 @@ def apply_dds_profile() -> str:
 
 
 def measure(sizes: Sequence[str], iters: int = 50, num_classes: int = 150,
-            encoding: str = "bgr8", listener: bool = True) -> List[Dict]:
-    """Median milliseconds per stage for each WxH size (rows of the table)."""
+            encoding: str = "bgr8", subscribed: Sequence[str] = TOPICS) -> List[Dict]:
+    """Median milliseconds per stage for each WxH size (rows of the table), with a listener
+    process subscribed to ``subscribed``. Like the node, outputs without a subscriber are
+    neither built nor published."""
     import rclpy
     from sensor_msgs.msg import Image
     from std_msgs.msg import Header
@@ -116,14 +122,13 @@ def measure(sizes: Sequence[str], iters: int = 50, num_classes: int = 150,
     proc = None
     rows = []
     try:
-        if listener:
-            proc = subprocess.Popen([sys.executable, "-m", "ovseg_ros.tools.bench_node",
-                                     "--listen", prefix])
-            deadline = time.monotonic() + 60
-            while any(p.get_subscription_count() < 1 for p in pubs.values()):
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError("the listener process did not subscribe within 60 s")
-                time.sleep(0.1)
+        proc = subprocess.Popen([sys.executable, "-m", "ovseg_ros.tools.bench_node",
+                                 "--listen", prefix, ",".join(subscribed)])
+        deadline = time.monotonic() + 60
+        while any(pubs[t].get_subscription_count() < 1 for t in subscribed):
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the listener process did not subscribe within 60 s")
+            time.sleep(0.1)
         for size in sizes:
             w, h = (int(v) for v in size.lower().split("x"))
             rng = np.random.default_rng(1)
@@ -136,10 +141,13 @@ def measure(sizes: Sequence[str], iters: int = 50, num_classes: int = 150,
                 t0 = time.perf_counter()
                 frame = image_to_rgb(msg, max_pixels=w * h)
                 t1 = time.perf_counter()
+                # the node's rule (node.py _publish_outputs): subscribed outputs only
+                wanted = {t for t in TOPICS if pubs[t].get_subscription_count() > 0}
                 prod = build_products(pred, frame, pred.vocabulary, overlay_alpha=0.5,
-                                      random_weights=True, colored=True, confidence=True)
+                                      random_weights=True, colored="colored" in wanted,
+                                      confidence="confidence" in wanted)
                 t2 = time.perf_counter()
-                msgs = product_messages(prod, Header(frame_id="camera"))
+                msgs = product_messages(prod, Header(frame_id="camera"), wanted)
                 t3 = time.perf_counter()
                 for key, m in msgs.items():
                     pubs[key].publish(m)
@@ -155,7 +163,7 @@ def measure(sizes: Sequence[str], iters: int = 50, num_classes: int = 150,
                          **{f"{k}_ms": v for k, v in med.items()},
                          "total_ms": statistics.median(totals),
                          "total_p95_ms": sorted(totals)[int(0.95 * (len(totals) - 1))],
-                         "listener": listener, "dds": dds_note})
+                         "subscribed": ",".join(sorted(wanted)), "dds": dds_note})
     finally:
         if proc is not None:
             proc.terminate()
@@ -169,17 +177,18 @@ def measure(sizes: Sequence[str], iters: int = 50, num_classes: int = 150,
 
 
 def table(rows: List[Dict]) -> str:
-    lines = ["| input | encoding | classes | segments | decode ms | products ms | messages ms "
-             "| publish ms | total ms (p50) | total ms (p95) |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| input | subscribed outputs | encoding | classes | segments | decode ms | "
+             "products ms | messages ms | publish ms | total ms (p50) | total ms (p95) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['size']} | {r['encoding']} | {r['classes']} | {r['segments']} | "
+        lines.append(f"| {r['size']} | {r['subscribed']} | {r['encoding']} | {r['classes']} | "
+                     f"{r['segments']} | "
                      f"{r['decode_ms']:.2f} | {r['products_ms']:.2f} | {r['messages_ms']:.2f} | "
                      f"{r['publish_ms']:.2f} | {r['total_ms']:.2f} | {r['total_p95_ms']:.2f} |")
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--listen":
-        raise SystemExit(_subscriber_main(sys.argv[2]))
+    if len(sys.argv) == 4 and sys.argv[1] == "--listen":
+        raise SystemExit(_subscriber_main(sys.argv[2], sys.argv[3].split(",")))
     raise SystemExit("run `ovseg-bench --node-overhead`")

@@ -108,6 +108,9 @@ def test_product_messages_carry_the_products():
     header = Header(frame_id="cam")
     msgs = product_messages(p, header)
     assert set(msgs) == {"semantic", "panoptic", "segments", "colored", "confidence"}
+    # the node asks only for the outputs that have subscribers
+    assert set(product_messages(p, header, {"semantic", "segments"})) == {"semantic",
+                                                                          "segments"}
     np.testing.assert_array_equal(image_to_array(msgs["semantic"]), p.semantic)
     np.testing.assert_array_equal(image_to_array(msgs["panoptic"]), p.panoptic)
     np.testing.assert_array_equal(image_to_array(msgs["colored"]), p.colored)
@@ -225,3 +228,13 @@ def test_segment_areas_from_counts_equal_unique():
     ids, counts = np.unique(p.panoptic, return_counts=True)
     area = dict(zip(ids.tolist(), counts.tolist()))
     assert [(s["id"], s["area"]) for s in p.segments] == [(3, area[3]), (5, area[5])]
+
+
+@pytest.mark.parametrize("ids", [(0, 3), (0, 255), (0, 256), (-2, 9), (70000, 70003)])
+def test_segment_areas_equal_unique_counts_on_every_path(ids):
+    from ovseg_ros.core.products import _areas
+
+    pan = np.random.default_rng(ids[1]).integers(*ids, (41, 57)).astype(np.int32)
+    u, c = np.unique(pan, return_counts=True)
+    assert _areas(pan) == dict(zip(u.tolist(), c.tolist()))
+    assert _areas(np.zeros((0, 4), np.int32)) == {}

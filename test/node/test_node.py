@@ -22,7 +22,8 @@ from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile,  # noqa: E40
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image  # noqa: E402
 from std_srvs.srv import SetBool  # noqa: E402
 
-from node_harness import TINY_PARAMS, Client, NodeUnderTest, stamp_key  # noqa: E402
+from node_harness import (TINY_PARAMS, Client, NodeUnderTest, diag_values,  # noqa: E402
+                          stamp_key)
 from ovseg_ros.core.types import UNLABELED  # noqa: E402
 from ovseg_ros.msg import Segments, Vocabulary  # noqa: E402
 from ovseg_ros.ros.image_conv import (image_to_array, rgb_to_compressed,  # noqa: E402
@@ -338,3 +339,33 @@ def test_enable_service_pauses_and_resumes(system):
     r = system.client.call(system.enable_srv, SetBool.Request(data=True))
     assert r.success and "enabled" in r.message
     system.send_until(system.good_frame("cam_resumed"), topics=("semantic",))
+
+
+def test_outputs_without_subscribers_are_not_built(system):
+    """Lazy outputs (runs last: it changes this module's subscriptions): with nobody on
+    colored and confidence the node builds and publishes only the rest, and a subscriber
+    that comes back gets the overlay from the next frame."""
+    c = system.client
+    for sub in [s for s in c.node.subscriptions
+                if s.topic_name in (f"{NS}/colored", f"{NS}/confidence")]:
+        c.node.destroy_subscription(sub)
+    c.wait_for(lambda: c.node.count_subscribers(f"{NS}/colored") == 0
+               and c.node.count_subscribers(f"{NS}/confidence") == 0, 30, system.node,
+               "the overlay subscriptions to go")
+    name = "ovseg_node: camera (unnamed)"
+
+    def published():
+        got = diag_values(c, name)
+        return got[0].get("outputs_published") if got else None
+    system.send_until(system.good_frame("cam_lazy"), topics=("semantic", "segments"))
+    c.clear("/diagnostics")
+    c.wait_for(lambda: published() not in (None, ""), 15, system.node, "camera diagnostics")
+    assert published() == "panoptic,segments,semantic"
+    c.record(Image, "colored", key="colored_again")
+    c.wait_for(lambda: c.node.count_subscribers(f"{NS}/colored") == 1, 30, system.node,
+               "the overlay subscription")
+    out = system.send_until(system.good_frame("cam_lazy2"), topics=("colored_again",))
+    assert out["colored_again"].encoding == "rgb8"
+    c.clear("/diagnostics")
+    c.wait_for(lambda: published() == "colored,panoptic,segments,semantic", 15, system.node,
+               "the overlay back in the camera diagnostics")

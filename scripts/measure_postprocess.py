@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -30,27 +29,9 @@ from ovseg_ros.core.class_names import load_class_file  # noqa: E402
 from ovseg_ros.core.postprocess import SoftmaxArgmax, class_chunk  # noqa: E402
 from ovseg_ros.core.preprocess import sliding_windows  # noqa: E402
 from ovseg_ros.core.window_stitch import Layout, WindowStitch  # noqa: E402
+from ovseg_ros.tools.bench import cpu_model, matmul_ceiling  # noqa: E402
 
 SCALE = 100.0
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def matmul_ceiling(n: int = 2048, reps: int = 5) -> float:
-    a = torch.randn(n, n)
-    a @ a
-    t = time.perf_counter()
-    for _ in range(reps):
-        a @ a
-    return reps * 2 * n ** 3 / (time.perf_counter() - t) / 1e9
 
 
 def synonym_classes(num_classes: int) -> torch.Tensor:
@@ -128,10 +109,10 @@ def main(argv=None) -> int:
     rh, rw = (short, round(w0 * short / h0)) if h0 <= w0 else (round(h0 * short / w0), short)
     windows = tuple(sliding_windows(rh, rw, 336, 224))
     layout = Layout((21, 21), (336, 336), (0, 0), windows, (rh, rw), (h0, w0))
-    print(f"machine: {cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"{args.threads} threads, fp32, load average {os.getloadavg()[0]:.2f}")
     print(f"geometry: input {w0}x{h0}, resized {rw}x{rh}, {len(windows)} windows of 336^2, "
-          f"21x21 grid; fp32 matmul ceiling {matmul_ceiling():.0f} GFLOP/s")
+          f"21x21 grid; fp32 matmul ceiling {matmul_ceiling('fp32', 'cpu'):.0f} GFLOP/s")
     print("| classes | synonyms | former chain ms | operator ms | speed-up | "
           "labels differing (former vs operator) | (former, two chunk sizes) | "
           "confidence max rel. diff |")

@@ -10,7 +10,9 @@ are decoded with each benchmark's own convention into class ids in
 kind               classes (file)            label decoding
 =================  ========================  ==========================================
 ade150             ade150                    0 ignored, v -> v-1
+ade847             ade847                    16-bit TIFF: 65535 ignored; raw
 pascal_context59   pascal_context59          0 (background) and 255 ignored, v -> v-1
+pascal_context459  pascal_context459         16-bit TIFF: 65535 ignored; raw
 voc21              voc21                     255 (boundary) ignored
 voc20              voc20                     0 (background) and 255 ignored, v -> v-1
 coco_stuff171      coco_stuff171             *_labelTrainIds.png: 255 ignored; raw
@@ -173,6 +175,44 @@ def ade150(root: Path, split: str = "validation") -> Dataset:
     dec = lambda raw: decode_labels(raw, ignore_index=None, reduce_zero_label=True)
     return Dataset("ade150", load_class_file("ade150"),
                    [_semantic_sample(k, i, l, dec) for k, i, l in pairs])
+
+
+def _tif_ignored_65535(root: Path, img_dir: Path, lab_dir: Path, name: str) -> Dataset:
+    """Images *.jpg with 16-bit TIFF labels of the same stem: class ids as stored, 65535
+    ignored (the layout that FC-CLIP's and OVSeg's dataset preparation scripts write).
+    Values beyond the class list are refused when read (a mixed-up class list)."""
+    classes = load_class_file(name)
+    pairs = _pair_by_stem(_list_images(img_dir), lab_dir, lambda p: p.stem + ".tif", root)
+
+    def dec(raw: np.ndarray) -> np.ndarray:
+        out = decode_labels(raw, ignore_index=65535)
+        bad = (out != IGNORE) & (out >= len(classes))
+        if bad.any():
+            raise DatasetError(f"{name} label values up to {int(out[bad].max())} exceed its "
+                               f"{len(classes)} classes (is this the right layout?)")
+        return out
+    return Dataset(name, classes, [_semantic_sample(k, i, l, dec) for k, i, l in pairs])
+
+
+def ade847(root: Path, split: str = "validation") -> Dataset:
+    """ADE20K-full (847 classes): ADE20K_2021_17_01/images_detectron2/<split>/*.jpg and
+    annotations_detectron2/<split>/*.tif (uint16, 65535 ignored)."""
+    hint = "pass --root .../ADE20K_2021_17_01 (holding images_detectron2/ and " \
+           "annotations_detectron2/, as written by FC-CLIP's prepare_ade20k_full_sem_seg.py)"
+    img_dir = _need_dir(root / "images_detectron2" / split, "ADE20K-full image", hint)
+    lab_dir = _need_dir(root / "annotations_detectron2" / split, "ADE20K-full annotation", hint)
+    return _tif_ignored_65535(root, img_dir, lab_dir, "ade847")
+
+
+def pascal_context459(root: Path, split: str = "validation") -> Dataset:
+    """PASCAL Context full (459 classes): pascal_ctx_d2/images/<split>/*.jpg and
+    annotations_ctx459/<split>/*.tif (uint16, 65535 ignored)."""
+    hint = "pass --root .../pascal_ctx_d2 (holding images/ and annotations_ctx459/, as " \
+           "written by FC-CLIP's prepare_pascal_ctx_full_sem_seg.py)"
+    img_dir = _need_dir(root / "images" / split, "PASCAL Context image", hint)
+    lab_dir = _need_dir(root / "annotations_ctx459" / split, "PASCAL Context-459 annotation",
+                        hint)
+    return _tif_ignored_65535(root, img_dir, lab_dir, "pascal_context459")
 
 
 def _voc_like(root: Path, split: str, label_sub: str, list_sub: str, name: str,
@@ -356,7 +396,8 @@ def folder(images: Path, labels: Path, classes: ClassList, *, ignore_index: Opti
     return Dataset("folder", classes, [_semantic_sample(k, i, l, dec) for k, i, l in pairs])
 
 
-LAYOUTS = {"ade150": ade150, "pascal_context59": pascal_context59, "voc20": voc20,
+LAYOUTS = {"ade150": ade150, "ade847": ade847, "pascal_context59": pascal_context59,
+           "pascal_context459": pascal_context459, "voc20": voc20,
            "voc21": voc21, "coco_stuff171": coco_stuff171, "cityscapes": cityscapes,
            "coco_panoptic": coco_panoptic}
 

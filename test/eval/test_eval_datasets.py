@@ -28,7 +28,8 @@ def _png(path, arr, palette=False):
 
 @pytest.mark.parametrize("name,count", [("ade150", 150), ("pascal_context59", 59),
                                         ("voc20", 20), ("voc21", 21), ("cityscapes19", 19),
-                                        ("coco_stuff171", 171), ("coco_panoptic", 133)])
+                                        ("coco_stuff171", 171), ("coco_panoptic", 133),
+                                        ("ade847", 847), ("pascal_context459", 459)])
 def test_bundled_class_files_parse_as_vocabularies(name, count):
     cl = load_class_file(name)
     assert len(cl) == count
@@ -163,3 +164,28 @@ def test_missing_layout_is_explained(tmp_path):
         D.open_dataset("ade150", tmp_path)
     with pytest.raises(D.DatasetError, match="unknown dataset kind"):
         D.open_dataset("kitti", tmp_path)
+
+
+@pytest.mark.parametrize("kind,img_sub,lab_sub,count", [
+    ("ade847", "images_detectron2/validation", "annotations_detectron2/validation", 847),
+    ("pascal_context459", "images/validation", "annotations_ctx459/validation", 459)])
+def test_full_vocabulary_layouts_read_16bit_tiffs(tmp_path, kind, img_sub, lab_sub, count):
+    """ADE-847 and PC-459 as FC-CLIP's preparation scripts write them: uint16 TIFF labels
+    (PIL), ids as stored, 65535 ignored; ids past the class list are a clear error."""
+    _jpg(tmp_path / img_sub / "a.jpg")
+    lab = np.full((6, 8), 65535, np.uint16)
+    lab[0, :3] = count - 1                     # the last class: beyond 8 bits for both
+    lab[2, :] = 300
+    (tmp_path / lab_sub).mkdir(parents=True)
+    Image.fromarray(lab).save(tmp_path / lab_sub / "a.tif")
+    ds = D.open_dataset(kind, tmp_path)
+    assert len(ds.classes) == count and ds.name == kind
+    sem = ds.samples[0].load_target().semantic
+    assert sem[0, 0] == count - 1 and sem[2, 4] == 300 and sem[5, 5] == IGNORE
+    assert ds.samples[0].key == f"{img_sub}/a.jpg"
+    lab[1, 1] = count                           # one past the list
+    Image.fromarray(lab).save(tmp_path / lab_sub / "a.tif")
+    with pytest.raises(D.DatasetError, match=f"exceed its {count} classes"):
+        D.open_dataset(kind, tmp_path).samples[0].load_target()
+    with pytest.raises(D.DatasetError, match="prepare_"):     # a root without the layout
+        D.open_dataset(kind, tmp_path / lab_sub)

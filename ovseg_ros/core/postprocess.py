@@ -184,22 +184,26 @@ def mask_semantic(class_probs: torch.Tensor, query_masks: Callable[[int, int], t
     Returns labels, confidence (the label's score / the sum over classes) and, when
     ``scores`` is true, the K x H x W normalised volume.
 
-    While the class volume is no larger than the query masks (K <= Q) or the
-    budget, it is accumulated over query chunks directly; beyond, the query masks
-    are kept (Q x H x W, fixed in the number of classes) and every class chunk sums
-    over the same query chunks in the same order, so each class's score is the
-    same number either way. Memory: max(budget, Q x H x W) plus one chunk.
+    While the class volume fits the budget or is no larger than the query masks
+    (K <= Q), it is accumulated over query chunks directly. Beyond, the query masks
+    are kept (H x W x Q, fixed in the number of classes) and the scores are formed
+    one tile of pixels at a time, every class at once: one matrix product over all
+    queries per tile, written once and reduced to the argmax right away (class chunks
+    summed query chunk by query chunk re-read each chunk once per query chunk and were
+    several times slower at Q = 250, K = 847, 640 x 480). The path and the tiles do not
+    depend on ``scores``, so the labels are the same with and without it. Memory:
+    max(budget, Q x H x W) plus one tile.
     """
     q, k = class_probs.shape
     h, w = shape
     hw = h * w
     q_chunk = class_chunk(q, hw, budget)
-    k_chunk = k if scores or k <= q else class_chunk(k, hw, budget)
+    k_chunk = class_chunk(k, hw, budget)
     ranges = [(i, min(q, i + q_chunk)) for i in range(0, q, q_chunk)]
     weight = class_probs.sum(1)                           # Q: sum over classes per query
     device = class_probs.device
     denom = torch.zeros((h, w), dtype=torch.float32, device=device)
-    if k_chunk >= k:
+    if k_chunk >= k or k <= q:
         vol = torch.zeros((k, h, w), dtype=torch.float32, device=device)
         for i0, i1 in ranges:
             m = query_masks(i0, i1)
@@ -209,21 +213,26 @@ def mask_semantic(class_probs: torch.Tensor, query_masks: Callable[[int, int], t
         denom = denom.clamp_min(1e-12)
         out = vol.div_(denom) if scores else None
         return MaskSemantic(labels, (best / denom).float(), out)
-    masks = []
+    # masks kept pixel-major (HW x Q), so that a tile of pixels is contiguous rows
+    masks_t = torch.empty((hw, q), dtype=torch.float32, device=device)
     for i0, i1 in ranges:
         m = query_masks(i0, i1)
         denom += torch.einsum("q,qhw->hw", weight[i0:i1], m)
-        masks.append(m)
-    best = labels = None
-    for c0 in range(0, k, k_chunk):
-        c1 = min(k, c0 + k_chunk)
-        vol = torch.zeros((c1 - c0, h, w), dtype=torch.float32, device=device)
-        for (i0, i1), m in zip(ranges, masks):
-            vol += torch.einsum("qc,qhw->chw", class_probs[i0:i1, c0:c1], m)
-        cbest, labels = fold_argmax(vol, c0, best, labels)
-        best = cbest if best is None else torch.maximum(best, cbest)
+        masks_t[:, i0:i1] = m.reshape(i1 - i0, hw).t()
+    probs = class_probs.float()
+    tile = class_chunk(hw, k, budget)                      # pixels whose K scores fit
+    best = torch.empty(hw, dtype=torch.float32, device=device)
+    labels = torch.empty(hw, dtype=torch.long, device=device)
+    kept: List[torch.Tensor] = []
+    for p0 in range(0, hw, tile):
+        p1 = min(hw, p0 + tile)
+        vol = masks_t[p0:p1] @ probs                       # tile x K, every class at once
+        best[p0:p1], labels[p0:p1] = vol.max(1)            # first maximum on ties
+        if scores:
+            kept.append(vol)
     denom = denom.clamp_min(1e-12)
-    return MaskSemantic(labels, (best / denom).float(), None)
+    out = torch.cat(kept).t().reshape(k, h, w).div_(denom) if scores else None
+    return MaskSemantic(labels.view(h, w), (best.view(h, w) / denom).float(), out)
 
 
 __all__ = ["DEFAULT_BUDGET", "class_chunk", "fold_argmax", "apply_prob_thd", "class_probabilities",

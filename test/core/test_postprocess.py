@@ -90,7 +90,8 @@ def mask_reference(probs, masks):
     return labels, conf, vol
 
 
-@pytest.mark.parametrize("k,budget", [(6, 1 << 20), (90, 1 << 20), (90, 200), (90, 7 * 21)])
+@pytest.mark.parametrize("k,budget", [(6, 1 << 20), (90, 1 << 20), (90, 200), (90, 7 * 21),
+                                      (90, 90 * 5)])        # tiles of 5 pixels, 204 in all
 def test_mask_semantic_in_class_chunks_equals_full_volume(k, budget):
     q, h, w = 20, 12, 17
     g = torch.Generator().manual_seed(k + budget)

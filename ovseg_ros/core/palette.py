@@ -8,6 +8,7 @@ class 0 is not black. Unlabeled pixels are black.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Optional
 
 import numpy as np
 
@@ -57,8 +58,10 @@ def colorize(labels: np.ndarray, num_classes: int = 0) -> np.ndarray:
     return pal[idx]
 
 
-def _blend(rgb: np.ndarray, idx: np.ndarray, n: int, alpha: float) -> np.ndarray:
-    """Blend palette colours of ``idx`` (H x W, 0..n; n = keep the image) over ``rgb``.
+def _blend(rgb: np.ndarray, idx: np.ndarray, n: int, alpha: float,
+           keep_from: Optional[int] = None) -> np.ndarray:
+    """Blend palette colours of ``idx`` (H x W, 0..n; n = keep the image) over ``rgb``;
+    with ``keep_from``, every index >= it keeps the image (an 8-bit ``idx``).
 
     One OpenCV weighted sum (rounded to nearest, saturated) over the whole frame, then
     the unlabelled pixels copied back from the image: ~1.5 ms at 640 x 480 where the
@@ -68,14 +71,14 @@ def _blend(rgb: np.ndarray, idx: np.ndarray, n: int, alpha: float) -> np.ndarray
     pal = np.concatenate([palette(n), np.zeros((1, 3), np.uint8)])
     rgb = np.ascontiguousarray(rgb)
     if n < 256:      # an 8-bit table lookup is faster than a NumPy gather
-        idx8 = idx.astype(np.uint8)
+        idx8 = idx if idx.dtype == np.uint8 else idx.astype(np.uint8)
         lut = np.zeros((256, 1, 3), np.uint8)
         lut[:n + 1, 0] = pal
         colours = cv2.LUT(cv2.merge([idx8, idx8, idx8]), lut)
     else:
         colours = np.take(pal, idx, axis=0)
     out = cv2.addWeighted(rgb, 1.0 - alpha, colours, alpha, 0.0)
-    keep = idx == n
+    keep = idx == n if keep_from is None else idx >= keep_from
     if keep.any():
         cv2.copyTo(rgb, keep.view(np.uint8), out)
     return out
@@ -108,6 +111,10 @@ def overlay_u16(rgb: np.ndarray, semantic: np.ndarray, alpha: float,
         raise ValueError(f"semantic must be uint16, got {semantic.dtype}")
     _check(rgb, semantic, alpha)
     n = int(num_classes)
+    if n < UNLABELED & 0xFF:
+        # ids < n and 65535 -> its low byte 255 >= n: a plain cast is the table index, with
+        # every index >= n meaning "keep the image"
+        return _blend(rgb, semantic.astype(np.uint8), n, alpha, keep_from=n)
     return _blend(rgb, np.minimum(semantic, n), n, alpha)
 
 

@@ -67,8 +67,10 @@ def _subscriber_main(prefix: str, topics: Sequence[str]) -> int:
     rclpy.init()
     node = rclpy.create_node("ovseg_bench_listener")
     for t in topics:
+        # raw: the listener takes the serialised bytes (as a C++ viewer's cheap
+        # deserialisation would), so its own Python work does not load the shared cores
         node.create_subscription(Segments if t == "segments" else Image, f"{prefix}/{t}",
-                                 lambda _m: None, 10)
+                                 lambda _m: None, 10, raw=True)
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, Exception):

@@ -5,8 +5,10 @@ from abc import ABC, abstractmethod
 from typing import Any, Dict, List
 
 import numpy as np
+import torch
 
 from ..config import Config
+from ..core.text_cache import OpenClipTextEncoder, text_precision
 from ..core.types import Prediction, VocabularyState
 
 
@@ -84,3 +86,26 @@ class Engine(ABC):
         return {"engine": self.name, "device": self.cfg["device"],
                 "precision": self.cfg["precision"], "backend": self.cfg["backend"],
                 "random_weights": self.random_weights}
+
+
+class OpenClipText:
+    """``encode_prompts`` and ``text_precision`` for an engine whose text side is an open_clip
+    CLIP (``self.clip_model``, tokenizer from ``_clip_tokenizer``): one lazily built
+    ``OpenClipTextEncoder`` (shared template prefixes run once, else batches cut to their
+    longest prompt, each path checked exact once), fp32 whatever the image precision."""
+
+    _text_encoder = None
+
+    @property
+    def text_precision(self) -> str:
+        return text_precision(self.cfg)
+
+    def _clip_tokenizer(self):
+        return self.tokenizer
+
+    def encode_prompts(self, prompts: List[str]) -> torch.Tensor:
+        if self._text_encoder is None:
+            self._text_encoder = OpenClipTextEncoder(
+                self.clip_model, self._clip_tokenizer(), self.device,
+                torch.bfloat16 if self.text_precision == "bf16" else torch.float32)
+        return self._text_encoder(prompts)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -28,7 +28,6 @@ from ..config import Config, ConfigError
 from ..core.class_names import COCO_STUFF_NAMES, COCO_THING_NAMES
 from ..core.panoptic_merge import merge_segments, select_queries
 from ..core.postprocess import apply_prob_thd, mask_semantic
-from ..core.text_cache import OpenClipTextEncoder, text_precision
 from ..core.types import Prediction, VocabularyState
 from ..models.checkpoint import fcclip_inference_key, layout_of, load_reference_checkpoint
 from ..models.fcclip_head import (FCCLIPHeadWeights, FCCLIPImageModel, HeadSpec,
@@ -37,7 +36,7 @@ from ..models.classifier import cosine_logits
 from ..registry import get_backend, register_engine
 from ..weights import (RANDOM_SEED, WeightsError, clip_architecture, create_clip,
                        file_fingerprint, resolve_path)
-from .base import Engine, graph_settings
+from .base import Engine, OpenClipText, graph_settings
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +121,7 @@ class _StageTimer:
 
 
 @register_engine("fcclip")
-class FCClipEngine(Engine):
+class FCClipEngine(OpenClipText, Engine):
     name = "fcclip"
     default_templates = "vild14"
     #: config key group of this engine
@@ -246,19 +245,6 @@ class FCClipEngine(Engine):
     # --- text ---------------------------------------------------------------------------
     def text_encoder_id(self) -> str:
         return self._text_id
-
-    @property
-    def text_precision(self) -> str:
-        return text_precision(self.cfg)
-
-    def encode_prompts(self, prompts: List[str]) -> torch.Tensor:
-        # shared template prefixes run once, else batches cut to their longest prompt (each
-        # checked exact once); fp32 (text_precision)
-        if getattr(self, "_text_encoder", None) is None:
-            self._text_encoder = OpenClipTextEncoder(
-                self.clip_model, self.tokenizer, self.device,
-                torch.bfloat16 if self.text_precision == "bf16" else torch.float32)
-        return self._text_encoder(prompts)
 
     # --- inference ------------------------------------------------------------------------
     def _seen_mask(self, vocab: VocabularyState) -> torch.Tensor:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -37,7 +37,6 @@ import torch.nn.functional as F
 from ..backends.base import BackendSpec, ExportSpec, resolve_device
 from ..config import Config, ConfigError
 from ..core.postprocess import apply_prob_thd, mask_semantic
-from ..core.text_cache import OpenClipTextEncoder, text_precision
 from ..core.panoptic_heuristic import semantic_to_panoptic
 from ..core.types import UNLABELED, Prediction, VocabularyState
 from ..models.mask_adapted_clip import CLIPCropModel, add_mask_embedding, crop_size_of
@@ -48,7 +47,7 @@ from ..models.swin import swin_spec
 from ..registry import get_backend, register_engine
 from ..weights import (RANDOM_SEED, WeightsError, clip_architecture, file_fingerprint,
                        register_tiny_models_if_named, resolve_path)
-from .base import Engine, graph_settings
+from .base import Engine, OpenClipText, graph_settings
 from .fcclip import _StageTimer, class_max, resize_shortest_edge
 
 log = logging.getLogger(__name__)
@@ -143,7 +142,7 @@ def ensemble(head: torch.Tensor, clip: torch.Tensor, valid: torch.Tensor, weight
 
 
 @register_engine("ovseg")
-class OVSegEngine(Engine):
+class OVSegEngine(OpenClipText, Engine):
     name = "ovseg"
     default_templates = "vild14"
     group = "ovseg"
@@ -272,19 +271,8 @@ class OVSegEngine(Engine):
         # the text tower comes from the OVSeg checkpoint (fine-tuned CLIP), not a tag
         return f"ovseg|{self.clip_model_name}|{self._weights_id}"
 
-    @property
-    def text_precision(self) -> str:
-        return text_precision(self.cfg)
-
-    def encode_prompts(self, prompts: List[str]) -> torch.Tensor:
-        # the mask prompts are on the image side only: the text tower is open_clip's own,
-        # so prompts share their template's leading tokens and batches are cut to their
-        # longest prompt (each checked exact once against full length)
-        if getattr(self, "_text_encoder", None) is None:
-            self._text_encoder = OpenClipTextEncoder(
-                self.clip_model, self.tokenizer, self.device,
-                torch.bfloat16 if self.text_precision == "bf16" else torch.float32)
-        return self._text_encoder(prompts)
+    # encode_prompts (OpenClipText): the mask prompts are on the image side only, the text
+    # tower is open_clip's own
 
     # --- stages -------------------------------------------------------------------------
     def preprocess(self, rgb: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:

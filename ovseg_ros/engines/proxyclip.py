@@ -37,7 +37,6 @@ from ..core.postprocess import (apply_prob_thd, class_chunk, class_probabilities
                                softmax_argmax)
 from ..core.preprocess import (centred_padding, pad_with_colour, resize_rgb, short_side_size,
                                sliding_windows, to_tensor)
-from ..core.text_cache import OpenClipTextEncoder, text_precision
 from ..core.window_stitch import Layout, StitchCache
 from ..core.types import Prediction, VocabularyState
 from ..models.proxyclip import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN,  # noqa: F401
@@ -45,12 +44,12 @@ from ..models.proxyclip import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN,  # noq
                                proxy_attention, resize_pos_grid)
 from ..registry import get_backend, register_engine
 from ..weights import create_clip, create_vfm
-from .base import Engine, graph_settings
+from .base import Engine, OpenClipText, graph_settings
 
 
 # --- the engine --------------------------------------------------------------------------------
 @register_engine("proxyclip")
-class ProxyCLIPEngine(Engine):
+class ProxyCLIPEngine(OpenClipText, Engine):
     name = "proxyclip"
     default_templates = "imagenet80"
 
@@ -106,18 +105,8 @@ class ProxyCLIPEngine(Engine):
                 f"gamma={pc['gamma']}")
 
     # --- text -------------------------------------------------------------------------------------
-    @property
-    def text_precision(self) -> str:
-        return text_precision(self.cfg)
-
-    def encode_prompts(self, prompts: List[str]) -> torch.Tensor:
-        # shared template prefixes run once, else batches cut to their longest prompt (each
-        # checked exact once); fp32 (text_precision)
-        if getattr(self, "_text_encoder", None) is None:
-            self._text_encoder = OpenClipTextEncoder(
-                self.clip_model, self._tokenizer, self.device,
-                torch.bfloat16 if self.text_precision == "bf16" else torch.float32)
-        return self._text_encoder(prompts)
+    def _clip_tokenizer(self):
+        return self._tokenizer
 
     # --- image ----------------------------------------------------------------------------------
     def window_layout(self, h: int, w: int):

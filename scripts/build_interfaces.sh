@@ -95,10 +95,12 @@ if ! cmp -s "$PTH.tmp" "$PTH" 2>/dev/null; then mv "$PTH.tmp" "$PTH"; else rm -f
 # C typesupport loads.
 "$PY" - <<'PY_EOF'
 import ovseg_ros
-from ovseg_ros.msg import ClassInfo, Segment, Segments, Vocabulary
-from ovseg_ros.srv import SetVocabulary
+from ovseg_ros.msg import (ClassInfo, LocatedSegment, Segment, Segment3D, SegmentEmbeddings,
+                           Segments, Segments3D, Vocabulary)
+from ovseg_ros.srv import Locate, SetVocabulary
 from rclpy.type_support import check_for_type_support
-for t in (ClassInfo, Segment, Segments, Vocabulary, SetVocabulary):
+for t in (ClassInfo, Segment, Segments, Vocabulary, Segment3D, Segments3D, SegmentEmbeddings,
+          LocatedSegment, SetVocabulary, Locate):
     check_for_type_support(t)
 print("ovseg_ros interfaces ready:", ovseg_ros.msg.__path__[0])
 PY_EOF

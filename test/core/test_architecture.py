@@ -25,7 +25,7 @@ PKG = ROOT / "ovseg_ros"
 ROS_MODULES = ("ovseg_ros.node", "ovseg_ros.ros", "ovseg_ros.tools.demo",
                "ovseg_ros.tools.bench_node")
 #: the one production function that may import ovseg_ros.testing (tiny models on demand)
-TESTING_HOOK = ("ovseg_ros.weights", "register_tiny_models_if_named")
+TESTING_HOOK = ("ovseg_ros.weights.tiny", "register_tiny_models_if_named")
 #: import cycles through function-level imports that exist today; a new one fails the test.
 #: eval.cli <-> eval.multi_bag: multi_bag reuses cli's engine loading inside functions.
 KNOWN_CYCLES = {frozenset({"ovseg_ros.eval.cli", "ovseg_ros.eval.multi_bag"})}
@@ -98,7 +98,7 @@ def test_the_import_reader_sees_relative_and_function_level_imports():
     targets = {i.target for i in IMPORTS["ovseg_ros.engines.proxyclip"]}
     assert {"ovseg_ros.models.proxyclip", "ovseg_ros.backends.base",
             "ovseg_ros.registry"} <= targets
-    weights = [i for i in IMPORTS["ovseg_ros.weights"]
+    weights = [i for i in IMPORTS["ovseg_ros.weights.tiny"]
                if i.target == "ovseg_ros.testing.tiny_models"]
     assert weights and all(i.function == TESTING_HOOK[1] and not i.top_level for i in weights)
 

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from ovseg_ros.config import make_config
 from ovseg_ros.registry import get_engine
 from ovseg_ros.tools.weights_cli import main
-from ovseg_ros.weights_store import manifest_path
+from ovseg_ros.weights.files import manifest_path
 
 TINY = {
     "fcclip": {"engine": "fcclip", "fcclip.clip_model": "ovseg-tiny-ConvNeXt",
@@ -166,7 +166,7 @@ def test_verify_finds_a_corrupted_byte(tmp_path, capsys):
 def test_verify_checks_keys_against_the_engine(tmp_path, capsys):
     """A file whose manifest matches it (hash, key count) but whose keys no longer fit the
     engine: verify says which keys."""
-    from ovseg_ros.weights_store import sha256_of
+    from ovseg_ros.weights.files import sha256_of
 
     dst = _converted(tmp_path, capsys)
     from safetensors.torch import load_file

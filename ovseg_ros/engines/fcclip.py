@@ -134,8 +134,6 @@ class FCClipEngine(OpenClipText, Engine):
         g = self.group
         self.device = self._device(cfg["device"])
         head_path = self._head_checkpoint_path()     # fail before loading a large CLIP
-        if cfg["num_threads"] > 0:
-            torch.set_num_threads(cfg["num_threads"])
         loaded = create_clip(cfg[f"{g}.clip_model"], cfg[f"{g}.clip_pretrained"],
                              cfg[f"{g}.clip_checkpoint"], random_init=cfg["random_init"],
                              weights_dir=cfg["weights_dir"], key_prefix=g)

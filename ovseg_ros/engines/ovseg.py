@@ -46,7 +46,7 @@ from ..models.ovseg import (OVSegWeights, ProposalImageModel, is_inference_key,
 from ..models.swin import swin_spec
 from ..registry import get_backend, register_engine
 from ..weights import (RANDOM_SEED, WeightsError, clip_architecture, file_fingerprint,
-                       register_tiny_models_if_named, resolve_path)
+                       resolve_path)
 from .base import Engine, OpenClipText, graph_settings
 from .fcclip import _StageTimer, class_max, resize_shortest_edge
 
@@ -151,8 +151,6 @@ class OVSegEngine(OpenClipText, Engine):
         super().__init__(cfg)
         self.device = resolve_device(cfg["device"])
         path = self._checkpoint_path()                  # fail before building large models
-        if cfg["num_threads"] > 0:
-            torch.set_num_threads(cfg["num_threads"])
         self.clip_model_name = cfg["ovseg.clip_model"]
         if path is None:
             with torch.random.fork_rng(devices=[]):
@@ -196,21 +194,7 @@ class OVSegEngine(OpenClipText, Engine):
     def _clip(name: str, meta: bool) -> torch.nn.Module:
         """open_clip's architecture ``name`` without pretrained weights (they all come
         from the OVSeg checkpoint); on the meta device for the layout."""
-        if meta:
-            return clip_architecture(name, key_prefix="ovseg")
-        import open_clip
-
-        register_tiny_models_if_named(name)
-        if name not in open_clip.list_models():
-            raise ConfigError(f"config key 'ovseg.clip_model': unknown open_clip model {name!r} "
-                              "(see open_clip.list_models())")
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)   # open_clip's "initialized randomly": the file follows
-        try:
-            return open_clip.create_model(name, pretrained=None)
-        finally:
-            root.setLevel(level)
+        return clip_architecture(name, key_prefix="ovseg", meta=meta)
 
     @classmethod
     def _build(cls, cfg: Config, meta: bool = False) -> OVSegWeights:

@@ -281,7 +281,7 @@ def build_config(preset: str, backend: str, precision: str, args,
     cfg = dict(PRESETS[preset])
     cfg.update({"backend": backend, "precision": precision, "device": args.device,
                 "num_threads": args.threads, "vocabulary": vocabulary or VOCABULARY,
-                "engine_cache_dir": str(Path(args.cache_dir).expanduser()),
+                "graph_cache_dir": str(Path(args.cache_dir).expanduser()),
                 "text_cache_dir": str(Path(args.cache_dir).expanduser() / "text")})
     if args.random_init:
         cfg["random_init"] = True

@@ -14,7 +14,7 @@ from .errors import WeightsToolError
 
 def default_config_dir() -> Path:
     """config/ of the source tree, else the installed share/ovseg_ros/config."""
-    here = Path(__file__).resolve().parent.parent / "config"
+    here = Path(__file__).resolve().parents[2] / "config"
     if here.is_dir():
         return here
     try:

@@ -285,7 +285,7 @@ def test_onnxruntime_runs_both_graphs_like_torch(tmp_path, seg, rgb):
     """Both image graphs (proposals, CLIP crops) exported to ONNX and run in ONNX Runtime
     give torch's outputs; the frame's labels agree."""
     s = load_segmenter(tiny_cfg(tmp_path / "text", backend="onnxruntime",
-                                engine_cache_dir=str(tmp_path / "cache")))
+                                graph_cache_dir=str(tmp_path / "cache")))
     e, ref = s.engine, seg.engine
     image, x = e.preprocess(rgb)
     with torch.no_grad():

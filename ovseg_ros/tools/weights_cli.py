@@ -31,7 +31,7 @@ def _load_cfg(path: Optional[str]):
 def cmd_list(args) -> int:
     from ovseg_ros.weights.environment import hf_hub_cache
     from ovseg_ros.weights.needs import requirements
-    from ovseg_ros.weights.presets import list_presets, resolve_preset
+    from ovseg_ros.presets import list_presets, resolve_preset
 
     presets = [resolve_preset(p, _dir(args)) for p in args.presets] if args.presets \
         else list_presets(_dir(args))
@@ -65,7 +65,7 @@ def _dir(args) -> Optional[Path]:
 
 def cmd_fetch(args) -> int:
     from ovseg_ros.weights.fetch import fetch
-    from ovseg_ros.weights.presets import resolve_preset
+    from ovseg_ros.presets import resolve_preset
 
     preset = resolve_preset(args.preset, _dir(args))
     if preset.cfg["random_init"]:
@@ -112,7 +112,7 @@ def cmd_verify(args) -> int:
 
 def cmd_pack(args) -> int:
     from ovseg_ros.weights.bundles import pack
-    from ovseg_ros.weights.presets import resolve_preset
+    from ovseg_ros.presets import resolve_preset
 
     preset = resolve_preset(args.preset, _dir(args))
     bundle = pack(preset, Path(args.output), trust_pickle=args.trust_pickle, say=_say)

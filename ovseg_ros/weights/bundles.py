@@ -18,7 +18,7 @@ from .environment import BUNDLE_MANIFEST
 from .errors import WeightsToolError
 from .files import BUNDLE_CONFIG, BUNDLE_FORMAT, manifest_path, sha256_of
 from .needs import requirements
-from .presets import Preset
+from ..presets import Preset
 from .verify import FileCheck, verify_bundle, verify_weights
 
 

@@ -271,11 +271,42 @@ def _flatten(d: dict, prefix: str = "") -> Dict[str, object]:
                                        ("config/demo_tiny.yaml", ("/**", "ros__parameters"))])
 def test_one_tiny_preset(path: str, root: Tuple[str, ...]):
     """The YAML copies of the tiny ProxyCLIP preset (tests, demo) carry its values."""
-    from ovseg_ros.testing.presets import TINY_PROXYCLIP
+    from ovseg_ros.presets import TINY_PROXYCLIP
 
     data = yaml.safe_load((ROOT / path).read_text())
     for key in root:
         data = data[key]
     flat = _flatten(data)
     differ = {k: (flat.get(k), v) for k, v in TINY_PROXYCLIP.items() if flat.get(k) != v}
-    assert not differ, f"{path} differs from ovseg_ros.testing.presets.TINY_PROXYCLIP: {differ}"
+    assert not differ, f"{path} differs from ovseg_ros.presets.TINY_PROXYCLIP: {differ}"
+
+
+#: the entry points that may change process-wide state: the API's one call, the command
+#: line tools and the node (their own processes)
+PROCESS_STATE_ALLOWED = ("ovseg_ros.segmenter", "ovseg_ros.tools", "ovseg_ros.node",
+                         "ovseg_ros.weights.environment")
+
+
+def _process_state_writes(module: str) -> List[str]:
+    """Calls that change process-wide state: torch's thread count, a logger's level, an
+    environment variable written."""
+    tree = ast.parse(MODULES[module].read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr in ("set_num_threads", "setLevel"):
+            found.append(f"{module}:{node.lineno} {node.func.attr}")
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Subscript) and isinstance(t.value, ast.Attribute)
+                and t.value.attr == "environ" for t in node.targets):
+            found.append(f"{module}:{node.lineno} os.environ[...] =")
+    return found
+
+
+def test_process_wide_state_is_set_only_at_the_entry_points():
+    assert _process_state_writes("ovseg_ros.segmenter")   # the reader sees the one call
+    bad = [w for m in MODULES if not _under(m, PROCESS_STATE_ALLOWED)
+           for w in _process_state_writes(m)]
+    assert not bad, ("engines, models and the library set no threads, logger levels or "
+                     "environment (segmenter.apply_process_settings does, once):\n"
+                     + "\n".join(bad))

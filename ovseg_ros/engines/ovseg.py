@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from ..backends.base import BackendSpec, ExportSpec, resolve_device
 from ..config import Config, ConfigError
 from ..core.postprocess import apply_prob_thd, mask_semantic
+from ..core.stage_timing import stage_timer
 from ..core.panoptic_heuristic import semantic_to_panoptic
 from ..core.types import UNLABELED, Prediction, VocabularyState
 from ..models.mask_adapted_clip import CLIPCropModel, add_mask_embedding, crop_size_of
@@ -276,12 +277,8 @@ class OVSegEngine(OpenClipText, Engine):
 
     def proposals(self, x: torch.Tensor, timer: _StageTimer) -> Tuple[torch.Tensor, torch.Tensor]:
         timed = bool(getattr(self.backend, "eager", False))
-        self.image_model.stage_hook = timer if timed else None
-        try:
-            with torch.no_grad():
-                mask_logits, class_embed = self.backend(x)
-        finally:
-            self.image_model.stage_hook = None
+        with stage_timer(timer if timed else None), torch.no_grad():
+            mask_logits, class_embed = self.backend(x)
         if not timed:
             timer("proposals")
         return mask_logits.float(), class_embed.float()
@@ -329,12 +326,12 @@ class OVSegEngine(OpenClipText, Engine):
             bin_masks = masks > self.cfg["ovseg.mask_threshold"]
             valid = bin_masks.flatten(1).any(1)
             n_valid = int(valid.sum())
-            #: proposals sent to CLIP in the last frame (for the benchmark and logs)
-            self.last_num_crops = n_valid
             if n_valid == 0:
                 # nothing proposed anywhere (the reference crashes here)
                 timer("crops")
-                return self._unlabelled(rgb, vocab, scores, timer, t_start)
+                pred = self._unlabelled(rgb, vocab, scores, timer, t_start)
+                pred.counts["crops"] = 0
+                return pred
             batch = self.crops(image, bin_masks[valid])
             timer("crops")
             clip = clip_probabilities(self.clip_embeddings(batch), text, vocab.synonym_class, k)
@@ -353,7 +350,9 @@ class OVSegEngine(OpenClipText, Engine):
         timer("panoptic")
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
-        return self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings)
+        pred = self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings)
+        pred.counts["crops"] = n_valid   # proposals sent to CLIP (benchmark, reference check)
+        return pred
 
     def _semantic(self, mask_cls: torch.Tensor, masks: torch.Tensor, original: Tuple[int, int],
                   want_scores: bool):

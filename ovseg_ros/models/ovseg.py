@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.stage_timing import mark
 from ..weights import WeightsError
 from ..weights.state_dict import inference_part, read_state_dict
 from .maskformer_head import OpenVocabMaskFormerHead, ProposalHeadSpec
@@ -79,9 +80,6 @@ class ProposalImageModel(nn.Module):
                              False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1) / 255.0,
                              False)
-        #: optional callable(stage_name) after each stage (the engine's timer); None when
-        #: tracing/exporting
-        self.stage_hook: Optional[Callable[[str], None]] = None
 
     def forward(self, images: torch.Tensor):
         x = (images - self.pixel_mean) / self.pixel_std
@@ -89,11 +87,9 @@ class ProposalImageModel(nn.Module):
         # zero padding after normalisation, bottom/right (detectron2's ImageList)
         x = F.pad(x, (0, (-w) % SIZE_DIVISIBILITY, 0, (-h) % SIZE_DIVISIBILITY))
         feats = self.backbone(x)
-        if self.stage_hook is not None:
-            self.stage_hook("backbone")
+        mark("backbone")   # the engine's timer, inside its stage_timer
         mask_logits, class_embed = self.sem_seg_head(feats)
-        if self.stage_hook is not None:
-            self.stage_hook("proposals")
+        mark("proposals")
         return mask_logits, class_embed
 
 

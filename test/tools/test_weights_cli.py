@@ -421,3 +421,23 @@ def test_unpack_refuses_what_is_not_a_bundle(tmp_path, capsys):
         tar.add(f, arcname="a.txt")
     assert main(["unpack", str(bad), str(tmp_path / "d")]) == 1
     assert "not a weights bundle" in capsys.readouterr().err
+
+
+def test_architecture_without_weights_is_quiet_and_leaves_the_root_logger(caplog):
+    """open_clip's "initialized randomly" warning is dropped while an architecture is built
+    (its weights come later), by a filter: the root logger's level is never changed, and
+    other records still pass."""
+    import logging
+
+    from ovseg_ros.weights import clip_architecture
+
+    root = logging.getLogger()
+    level = root.level
+    with caplog.at_level(logging.WARNING):
+        model = clip_architecture("ovseg-tiny-ViT", key_prefix="ovseg", meta=False)
+        logging.warning("a record of someone else")
+    assert root.level == level and not root.filters
+    assert next(model.parameters()).device.type == "cpu"
+    messages = [r.getMessage() for r in caplog.records]
+    assert "a record of someone else" in messages
+    assert not [m for m in messages if "initialized randomly" in m]

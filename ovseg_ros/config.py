@@ -21,6 +21,7 @@ accepted as a config as well, so the node's YAML and the API share one file.
 from __future__ import annotations
 
 import importlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Tuple, Union
@@ -100,8 +101,9 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
     # --- engine groups (declared by each engine; see ovseg_ros/registry.py) ---------
     *engine_params(),
     # --- acceleration ---------------------------------------------------------------
-    _P("engine_cache_dir", "str", "~/.cache/ovseg_ros/engines", "Where exported ONNX files and "
-       "TensorRT engines are cached."),
+    # the directory keeps its old name: caches built before the key's rename stay valid
+    _P("graph_cache_dir", "str", "~/.cache/ovseg_ros/engines", "Where exported ONNX graphs and "
+       "TensorRT plans are cached (formerly engine_cache_dir, still accepted with a warning)."),
     _P("force_rebuild", "bool", False, "Rebuild cached ONNX/TensorRT engines even when the cache "
        "key matches."),
     _P("channels_last", "bool", True, "torch backend on CUDA: keep convolution weights and "
@@ -211,6 +213,23 @@ class Config:
         return dict(self.values)
 
 
+#: old key -> new key; an old key is accepted with a DeprecationWarning naming the new one
+DEPRECATED_KEYS = {"engine_cache_dir": "graph_cache_dir"}
+
+
+def _rename_deprecated(flat: dict) -> None:
+    for old, new in DEPRECATED_KEYS.items():
+        if old not in flat:
+            continue
+        value = flat.pop(old)
+        if new in flat and flat[new] != value:
+            raise ConfigError(f"config keys '{old}' (deprecated) and '{new}' are both set, to "
+                              f"{value!r} and {flat[new]!r}; keep only '{new}'")
+        warnings.warn(f"config key '{old}' is deprecated: it is now '{new}'", DeprecationWarning,
+                      stacklevel=3)
+        flat[new] = value
+
+
 def make_config(config: Union[None, str, Path, Mapping[str, Any], Config] = None,
                 **overrides: Any) -> Config:
     """Validate ``config`` (dict, YAML path, or Config) against the schema.
@@ -230,6 +249,7 @@ def make_config(config: Union[None, str, Path, Mapping[str, Any], Config] = None
         raise ConfigError(f"config must be a dict or a YAML path, got {type(config).__name__}")
     flat = _flatten(raw)
     flat.update({k.replace("__", "."): v for k, v in overrides.items()})
+    _rename_deprecated(flat)
     unknown = sorted(k for k in flat if k not in SCHEMA)
     if unknown:
         import difflib

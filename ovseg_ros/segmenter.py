@@ -72,6 +72,9 @@ class Segmenter:
         self.engine = engine
         self._text = text_embedder
         self._vocab_lock = threading.Lock()   # serialises vocabulary changes, not predictions
+        # guards _text_encode_s alone: short, so a frame never waits for an encoding that
+        # holds _vocab_lock
+        self._timing_lock = threading.Lock()
         self._vocab: Optional[VocabularyState] = None
         self._version = 0
         # seconds spent encoding text since the last frame: reported once, in the
@@ -111,7 +114,8 @@ class Segmenter:
 
     def _swap(self, pending: "PendingVocabulary") -> VocabularyState:
         # caller holds _vocab_lock
-        self._text_encode_s += pending.encode_seconds
+        with self._timing_lock:
+            self._text_encode_s += pending.encode_seconds
         self._version += 1
         state = VocabularyState(names=pending.names, synonyms=pending.synonyms,
                                 is_thing=pending.is_thing, embeddings=pending.embeddings,
@@ -147,7 +151,7 @@ class Segmenter:
         volume (memory and time grow with the vocabulary; the node never asks)."""
         rgb = validate_rgb(rgb, self.config["max_input_pixels"])
         pred = self.engine.predict(rgb, self.vocabulary, scores=scores)
-        pred.timings["text_encode"], self._text_encode_s = self._text_encode_s, 0.0
+        pred.timings["text_encode"] = self._take_text_encode_s()
         return pred
 
     def predict_batch(self, rgbs: Sequence[np.ndarray], scores: bool = False
@@ -160,10 +164,17 @@ class Segmenter:
         frames = [validate_rgb(rgb, self.config["max_input_pixels"]) for rgb in rgbs]
         vocab = self.vocabulary          # captured once: never two versions in one batch
         preds = self.engine.predict_batch(frames, vocab, scores=scores) if frames else []
-        encode_s, self._text_encode_s = self._text_encode_s, 0.0
+        encode_s = self._take_text_encode_s()
         for pred in preds:
             pred.timings["text_encode"] = encode_s
         return preds
+
+    def _take_text_encode_s(self) -> float:
+        """Seconds spent encoding text since the last frame, reset to zero (read and reset
+        under the lock the increment takes, so no vocabulary's time is lost)."""
+        with self._timing_lock:
+            seconds, self._text_encode_s = self._text_encode_s, 0.0
+        return seconds
 
     # --- runtime settings -----------------------------------------------------------------
     def update_config(self, **changes: Any) -> Config:
@@ -188,6 +199,21 @@ class Segmenter:
         return info
 
 
+def apply_process_settings(cfg: Config) -> None:
+    """The process-wide settings a config asks for, applied once by the entry point
+    (``load_segmenter``, which the node's configure and every command-line tool call),
+    never by an engine or model constructor: torch's CPU threads (``num_threads``; 0
+    leaves torch's default) and, when ``weights_dir`` holds a weights bundle,
+    huggingface_hub's offline mode."""
+    import torch
+
+    from .weights.environment import offline_if_bundle
+
+    if cfg["num_threads"] > 0:
+        torch.set_num_threads(cfg["num_threads"])
+    offline_if_bundle(cfg["weights_dir"])
+
+
 def load_segmenter(config: Union[None, str, Path, Mapping[str, Any], Config] = None,
                    **overrides: Any) -> Segmenter:
     """Build a Segmenter from a config dict or YAML path (keys = the node's parameters).
@@ -199,9 +225,10 @@ def load_segmenter(config: Union[None, str, Path, Mapping[str, Any], Config] = N
     from .core.text_cache import TextEmbedder
 
     cfg = make_config(config, **overrides)
+    apply_process_settings(cfg)
     engine = get_engine(cfg["engine"])(cfg)
     return Segmenter(cfg, engine, TextEmbedder.for_engine(engine, cfg))
 
 
-__all__ = ["Segmenter", "PendingVocabulary", "load_segmenter", "InputError", "VocabularyError",
-           "validate_rgb"]
+__all__ = ["Segmenter", "PendingVocabulary", "load_segmenter", "apply_process_settings",
+           "InputError", "VocabularyError", "validate_rgb"]

@@ -480,10 +480,10 @@ def run(args) -> dict:
         diff = float(np.abs(pred.scores - ref_norm).max()) if pred.scores is not None else None
         results["images"][name] = {"agreement": agree, "score_max_abs_diff": diff,
                                    "resized": list(resized.shape[:2]),
-                                   "crops": int(engine.last_num_crops),
+                                   "crops": int(pred.counts["crops"]),
                                    "classes_present": int(len(np.unique(ref_labels)))}
         print(f"{name:>28} {resized.shape[0]:>4}x{resized.shape[1]:<5} "
-              f"{engine.last_num_crops:>5} {len(np.unique(ref_labels)):>7} {agree:>10.6f} "
+              f"{pred.counts['crops']:>5} {len(np.unique(ref_labels)):>7} {agree:>10.6f} "
               f"{diff:>10.2e}")
     tmpdir.cleanup()
     return results

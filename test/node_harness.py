@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Optional
 
 import yaml
 
-from ovseg_ros.testing.presets import TINY_PROXYCLIP
+from ovseg_ros.presets import TINY_PROXYCLIP
 
 ROOT = Path(__file__).resolve().parent.parent
 DOMAIN_ID = int(os.environ.get("OVSEG_TEST_DOMAIN_ID") or random.Random().randint(1, 100))

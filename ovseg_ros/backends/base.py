@@ -65,7 +65,7 @@ class BackendSpec:
     def from_config(cls, cfg, *, max_batch: int = 1) -> "BackendSpec":
         """The spec from a ``Config``'s top-level keys (no engine group is read)."""
         return cls(device=cfg["device"], precision=cfg["precision"], max_batch=int(max_batch),
-                   cache_dir=cfg["engine_cache_dir"], threads=int(cfg["num_threads"]),
+                   cache_dir=cfg["graph_cache_dir"], threads=int(cfg["num_threads"]),
                    force_rebuild=bool(cfg["force_rebuild"]),
                    channels_last=bool(cfg["channels_last"]),
                    torch_compile=bool(cfg["torch_compile"]), cuda_graphs=bool(cfg["cuda_graphs"]))

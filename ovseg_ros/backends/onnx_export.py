@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
 from .base import INPUT_NAME, BackendError, BackendSpec, ExportSpec, check_image_batch
-from .engine_cache import CacheKey, EngineCache, EngineCacheError, weights_hash
+from .graph_cache import CacheKey, GraphCache, GraphCacheError, weights_hash
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def _sort_nodes(graph) -> None:
 def onnx_cache_key(export: ExportSpec, input_hw: Tuple[int, int], *, batch: int,
                    dynamic_batch: bool, precision: str = "fp32", opset: int = DEFAULT_OPSET,
                    weights_digest: Optional[str] = None) -> CacheKey:
-    """The cache key of an exported graph (see EngineCache)."""
+    """The cache key of an exported graph (see GraphCache)."""
     import torch
 
     h, w = (int(v) for v in input_hw)
@@ -289,7 +289,7 @@ def export_cached(export: ExportSpec, spec: BackendSpec, input_hw: Tuple[int, in
 
     ``precision`` fp32 is the exported graph itself; fp16 is derived from it
     (fp16 weights, float32 I/O). A valid cached file is reused unless
-    ``spec.force_rebuild`` is set; a damaged one raises EngineCacheError.
+    ``spec.force_rebuild`` is set; a damaged one raises GraphCacheError.
     """
     if not isinstance(export, ExportSpec) or not isinstance(spec, BackendSpec):
         raise TypeError("export_cached takes an ExportSpec and a BackendSpec "
@@ -297,7 +297,7 @@ def export_cached(export: ExportSpec, spec: BackendSpec, input_hw: Tuple[int, in
                         f"{type(spec).__name__}")
     if precision not in ("fp32", "fp16"):
         raise ExportError(f"ONNX graphs are exported in fp32 or fp16, not {precision!r}")
-    cache = EngineCache(spec.cache_dir)
+    cache = GraphCache(spec.cache_dir)
     digest = weights_digest or weights_hash(export.module)
     key = onnx_cache_key(export, input_hw, batch=batch, dynamic_batch=dynamic_batch,
                          precision=precision, opset=opset, weights_digest=digest)
@@ -364,7 +364,7 @@ def max_abs_difference(reference, outputs) -> List[float]:
 # BackendError and check_image_batch live in .base; re-exported here for older imports
 __all__ = ["ExportError", "BackendError", "check_image_batch", "ExportedGraph", "export_onnx",
            "export_cached", "onnx_cache_key", "convert_fp16", "max_abs_difference",
-           "DEFAULT_OPSET", "INPUT_NAME", "EngineCacheError"]
+           "DEFAULT_OPSET", "INPUT_NAME", "GraphCacheError"]
 
 
 def main(argv=None) -> int:

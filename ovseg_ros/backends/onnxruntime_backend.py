@@ -20,7 +20,7 @@ import logging
 from typing import Dict, Iterable, Tuple
 
 from ..registry import register_backend
-from .engine_cache import weights_hash
+from .graph_cache import weights_hash
 from .base import (BackendError, BackendSpec, ExportSpec, check_backend_args,
                    check_image_batch)
 from .onnx_export import DEFAULT_OPSET, ExportedGraph, export_cached

@@ -12,7 +12,7 @@ change skips most kernel timing).
 Engines are cached by model, weights hash, input shape, batch profile,
 precision, GPU name, compute capability and TensorRT version; a JSON sidecar
 with that key and a SHA-256 of the engine is validated before every
-deserialisation (EngineCache). Inference binds torch CUDA tensors directly
+deserialisation (GraphCache). Inference binds torch CUDA tensors directly
 (``set_tensor_address``) and enqueues with ``execute_async_v3`` on
 ``torch.cuda.current_stream()``, so it orders with the surrounding torch
 work without pycuda or extra synchronisation.
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 from ..registry import register_backend
-from .engine_cache import CacheKey, EngineCache, EngineCacheError, weights_hash
+from .graph_cache import CacheKey, GraphCache, GraphCacheError, weights_hash
 from .base import (BackendError, BackendSpec, ExportSpec, check_backend_args,
                    check_image_batch)
 from .onnx_export import DEFAULT_OPSET, ExportedGraph, export_cached
@@ -180,7 +180,7 @@ class _Engine:
         self.max_batch = max_batch
         self.engine = runtime.deserialize_cuda_engine(blob)
         if self.engine is None:
-            raise EngineCacheError(f"TensorRT could not deserialize {path} (built by another "
+            raise GraphCacheError(f"TensorRT could not deserialize {path} (built by another "
                                    "TensorRT version or for another GPU?); delete it or set "
                                    "force_rebuild: true")
         self.context = self.engine.create_execution_context()
@@ -190,7 +190,7 @@ class _Engine:
         self.outputs = list(graph.output_names)
         missing = [n for n in self.outputs if n not in names]
         if self.inputs != [graph.input_name] or missing:
-            raise EngineCacheError(f"engine {path} has tensors {names}, expected input "
+            raise GraphCacheError(f"engine {path} has tensors {names}, expected input "
                                    f"{graph.input_name!r} and outputs {self.outputs}; "
                                    "delete it or set force_rebuild: true")
         self.out_dtypes = [_torch_dtype(trt, self.engine.get_tensor_dtype(n))
@@ -253,7 +253,7 @@ class TensorRTBackend:
         self.model_id = export.model_id
         self.opset = opset
         self.workspace_bytes = workspace_bytes
-        self.cache = EngineCache(spec.cache_dir)
+        self.cache = GraphCache(spec.cache_dir)
         self.gpu_name = torch.cuda.get_device_name(self.device)
         self.compute_capability = tuple(torch.cuda.get_device_capability(self.device))
         self.trt_version = str(self.trt.__version__)

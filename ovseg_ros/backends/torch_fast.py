@@ -17,8 +17,8 @@ fused attention, open_clip's nn.MultiheadAttention), which picks flash /
 memory-efficient kernels on CUDA by itself; ProxyCLIP's proxy attention uses
 an attention matrix that does not come from q·k and stays a batched matmul.
 
-Per-stage profiling inside an image model (``profile`` / ``stage_hook``
-attributes, which synchronise the GPU and read clocks) cannot be captured in a
+Per-stage profiling inside an image model (the ``profile`` attribute, and
+``core/stage_timing.py`` marks, which synchronise the GPU and read clocks) cannot be captured in a
 CUDA graph or compiled usefully; these modes switch it off for the call.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Callable, Dict, Tuple
 import torch
 
 from ..config import ConfigError
+from ..core.stage_timing import stage_timer
 
 
 def has_convolutions(model: torch.nn.Module) -> bool:
@@ -39,12 +40,13 @@ def has_convolutions(model: torch.nn.Module) -> bool:
 def profiling_off(model: torch.nn.Module):
     """Temporarily disable an engine's in-forward stage timing (see module doc)."""
     saved = {}
-    for name, off in (("profile", False), ("stage_hook", None)):
+    for name, off in (("profile", False),):
         if hasattr(model, name):
             saved[name] = getattr(model, name)
             setattr(model, name, off)
     try:
-        yield
+        with stage_timer(None):   # marks inside the forward (ovseg_ros/core/stage_timing.py)
+            yield
     finally:
         for name, value in saved.items():
             setattr(model, name, value)

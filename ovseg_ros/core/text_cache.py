@@ -84,19 +84,6 @@ class DiskCache:
 
 
 # --- fast exact prompt encoding -----------------------------------------------------------
-def text_precision(cfg: Config) -> str:
-    """Arithmetic of the text tower: fp32, whatever the image path runs in.
-
-    The text rows are one side of the final cosine, and a bf16 tower moved them by
-    up to 1e-3: with the image path's bf16 fast path otherwise faithful, that alone
-    changed the labels of ~0.3 % of the pixels of real photos (ProxyCLIP, random
-    weights; docs/benchmarks/cpu.md). Encoding runs once per vocabulary and is
-    cached, so frames do not pay for it. ``OpenClipTextEncoder`` still takes a
-    dtype; the cache key (``TextEmbedder.for_engine``) names a non-fp32 one."""
-    del cfg   # kept in the signature: engines ask with their config
-    return "fp32"
-
-
 def text_batch_size(device) -> int:
     """Prompts per text-tower call: large on a GPU, moderate on the CPU. With shared
     template prefixes a prompt runs ~3.5 own tokens, so a CPU batch of 256 is ~1k tokens:
@@ -451,10 +438,6 @@ class TextEmbedder:
     def for_engine(cls, engine, cfg: Config) -> "TextEmbedder":
         name, templates = templates_for(cfg, getattr(engine, "default_templates", "imagenet80"))
         encoder_id = engine.text_encoder_id()
-        # bf16 text embeddings differ from fp32 ones (slightly): never share cache entries
-        precision = getattr(engine, "text_precision", "fp32")
-        if precision != "fp32":
-            encoder_id += f"|text={precision}"
         device = str(getattr(engine, "device", "cpu"))
         return cls(engine.encode_prompts, encoder_id, name, templates,
                    cache_dir=cfg["text_cache_dir"], device=device,
@@ -561,4 +544,4 @@ class TextEmbedder:
         return [m.numpy().astype(np.float32, copy=True) for m in mean]
 
 
-__all__ = ["TextEmbedder", "DiskCache", "OpenClipTextEncoder", "text_precision", "text_batch_size"]
+__all__ = ["TextEmbedder", "DiskCache", "OpenClipTextEncoder", "text_batch_size"]

@@ -96,6 +96,8 @@ class Prediction:
     confidence: Optional[np.ndarray] = None
     scores: Optional[np.ndarray] = None
     timings: Dict[str, float] = field(default_factory=dict)  # seconds per stage
+    #: engine-specific counts of this frame's work (OVSeg: "crops", proposals sent to CLIP)
+    counts: Dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.confidence is None:

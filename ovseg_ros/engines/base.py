@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..config import Config
-from ..core.text_cache import OpenClipTextEncoder, text_precision
+from ..core.text_cache import OpenClipTextEncoder
 from ..core.types import Prediction, VocabularyState
 
 
@@ -95,10 +95,12 @@ class OpenClipText:
     longest prompt, each path checked exact once), fp32 whatever the image precision."""
 
     _text_encoder = None
-
-    @property
-    def text_precision(self) -> str:
-        return text_precision(self.cfg)
+    #: Arithmetic of the text tower: fp32, whatever the image path runs in. The text rows
+    #: are one side of the final cosine, and a bf16 tower moved them by up to 1e-3: that
+    #: alone changed the labels of ~0.3 % of the pixels of real photos (ProxyCLIP, random
+    #: weights; docs/benchmarks/cpu.md). Encoding runs once per vocabulary and is cached,
+    #: so frames do not pay for it.
+    text_precision = "fp32"
 
     def _clip_tokenizer(self):
         return self.tokenizer
@@ -106,6 +108,5 @@ class OpenClipText:
     def encode_prompts(self, prompts: List[str]) -> torch.Tensor:
         if self._text_encoder is None:
             self._text_encoder = OpenClipTextEncoder(
-                self.clip_model, self._clip_tokenizer(), self.device,
-                torch.bfloat16 if self.text_precision == "bf16" else torch.float32)
+                self.clip_model, self._clip_tokenizer(), self.device, torch.float32)
         return self._text_encoder(prompts)

@@ -28,6 +28,7 @@ from ..config import Config, ConfigError
 from ..core.class_names import COCO_STUFF_NAMES, COCO_THING_NAMES
 from ..core.panoptic_merge import merge_segments, select_queries
 from ..core.postprocess import apply_prob_thd, mask_semantic
+from ..core.stage_timing import stage_timer
 from ..core.types import Prediction, VocabularyState
 from ..models.checkpoint import fcclip_inference_key, layout_of, load_reference_checkpoint
 from ..models.fcclip_head import (FCCLIPHeadWeights, FCCLIPImageModel, HeadSpec,
@@ -134,8 +135,6 @@ class FCClipEngine(OpenClipText, Engine):
         g = self.group
         self.device = self._device(cfg["device"])
         head_path = self._head_checkpoint_path()     # fail before loading a large CLIP
-        if cfg["num_threads"] > 0:
-            torch.set_num_threads(cfg["num_threads"])
         loaded = create_clip(cfg[f"{g}.clip_model"], cfg[f"{g}.clip_pretrained"],
                              cfg[f"{g}.clip_checkpoint"], random_init=cfg["random_init"],
                              weights_dir=cfg["weights_dir"], key_prefix=g)
@@ -288,12 +287,8 @@ class FCClipEngine(OpenClipText, Engine):
 
     def _run_image(self, x: torch.Tensor, timer: _StageTimer) -> Tuple[torch.Tensor, ...]:
         timed = self.backend.eager   # stage timers inside the module run only when eager
-        self.image_model.stage_hook = timer if timed else None
-        try:
-            with torch.no_grad():
-                outs = self.backend(x)
-        finally:
-            self.image_model.stage_hook = None
+        with stage_timer(timer if timed else None), torch.no_grad():
+            outs = self.backend(x)
         if not timed:
             timer("image_model")
         return tuple(o.float() for o in outs)

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from ..backends.base import BackendSpec, ExportSpec, resolve_device
 from ..config import Config, ConfigError
 from ..core.postprocess import apply_prob_thd, mask_semantic
+from ..core.stage_timing import stage_timer
 from ..core.panoptic_heuristic import semantic_to_panoptic
 from ..core.types import UNLABELED, Prediction, VocabularyState
 from ..models.mask_adapted_clip import CLIPCropModel, add_mask_embedding, crop_size_of
@@ -46,7 +47,7 @@ from ..models.ovseg import (OVSegWeights, ProposalImageModel, is_inference_key,
 from ..models.swin import swin_spec
 from ..registry import get_backend, register_engine
 from ..weights import (RANDOM_SEED, WeightsError, clip_architecture, file_fingerprint,
-                       register_tiny_models_if_named, resolve_path)
+                       resolve_path)
 from .base import Engine, OpenClipText, graph_settings
 from .fcclip import _StageTimer, class_max, resize_shortest_edge
 
@@ -151,8 +152,6 @@ class OVSegEngine(OpenClipText, Engine):
         super().__init__(cfg)
         self.device = resolve_device(cfg["device"])
         path = self._checkpoint_path()                  # fail before building large models
-        if cfg["num_threads"] > 0:
-            torch.set_num_threads(cfg["num_threads"])
         self.clip_model_name = cfg["ovseg.clip_model"]
         if path is None:
             with torch.random.fork_rng(devices=[]):
@@ -196,21 +195,7 @@ class OVSegEngine(OpenClipText, Engine):
     def _clip(name: str, meta: bool) -> torch.nn.Module:
         """open_clip's architecture ``name`` without pretrained weights (they all come
         from the OVSeg checkpoint); on the meta device for the layout."""
-        if meta:
-            return clip_architecture(name, key_prefix="ovseg")
-        import open_clip
-
-        register_tiny_models_if_named(name)
-        if name not in open_clip.list_models():
-            raise ConfigError(f"config key 'ovseg.clip_model': unknown open_clip model {name!r} "
-                              "(see open_clip.list_models())")
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(logging.ERROR)   # open_clip's "initialized randomly": the file follows
-        try:
-            return open_clip.create_model(name, pretrained=None)
-        finally:
-            root.setLevel(level)
+        return clip_architecture(name, key_prefix="ovseg", meta=meta)
 
     @classmethod
     def _build(cls, cfg: Config, meta: bool = False) -> OVSegWeights:
@@ -292,12 +277,8 @@ class OVSegEngine(OpenClipText, Engine):
 
     def proposals(self, x: torch.Tensor, timer: _StageTimer) -> Tuple[torch.Tensor, torch.Tensor]:
         timed = bool(getattr(self.backend, "eager", False))
-        self.image_model.stage_hook = timer if timed else None
-        try:
-            with torch.no_grad():
-                mask_logits, class_embed = self.backend(x)
-        finally:
-            self.image_model.stage_hook = None
+        with stage_timer(timer if timed else None), torch.no_grad():
+            mask_logits, class_embed = self.backend(x)
         if not timed:
             timer("proposals")
         return mask_logits.float(), class_embed.float()
@@ -345,12 +326,12 @@ class OVSegEngine(OpenClipText, Engine):
             bin_masks = masks > self.cfg["ovseg.mask_threshold"]
             valid = bin_masks.flatten(1).any(1)
             n_valid = int(valid.sum())
-            #: proposals sent to CLIP in the last frame (for the benchmark and logs)
-            self.last_num_crops = n_valid
             if n_valid == 0:
                 # nothing proposed anywhere (the reference crashes here)
                 timer("crops")
-                return self._unlabelled(rgb, vocab, scores, timer, t_start)
+                pred = self._unlabelled(rgb, vocab, scores, timer, t_start)
+                pred.counts["crops"] = 0
+                return pred
             batch = self.crops(image, bin_masks[valid])
             timer("crops")
             clip = clip_probabilities(self.clip_embeddings(batch), text, vocab.synonym_class, k)
@@ -369,7 +350,9 @@ class OVSegEngine(OpenClipText, Engine):
         timer("panoptic")
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
-        return self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings)
+        pred = self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings)
+        pred.counts["crops"] = n_valid   # proposals sent to CLIP (benchmark, reference check)
+        return pred
 
     def _semantic(self, mask_cls: torch.Tensor, masks: torch.Tensor, original: Tuple[int, int],
                   want_scores: bool):

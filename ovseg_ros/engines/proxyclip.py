@@ -57,8 +57,6 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         super().__init__(cfg)
         # Device/precision errors before minutes of weight loading.
         check_precision(cfg["precision"], resolve_device(cfg["device"]))
-        if cfg["num_threads"] > 0:
-            torch.set_num_threads(cfg["num_threads"])
         pc = cfg.group("proxyclip")
         random_init = cfg["random_init"]
         clip = create_clip(pc["clip_model"], pc["clip_pretrained"], pc["clip_checkpoint"],

@@ -13,28 +13,27 @@ the inference ones with their shapes):
     engine loads from ``clip_pretrained`` anyway;
   * anything else is unexpected.
 A missing key, an unexpected key or a shape mismatch is a WeightsError listing the
-keys. ``ovseg-weights convert`` / ``verify`` apply the same rules
-(ovseg_ros/weights_store.py), so a converted file always loads.
+keys. ``ovseg-weights convert`` / ``verify`` apply the same rules with the same reader
+and check (ovseg_ros/weights/state_dict.py), so a converted file always loads.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Callable, Optional
 
-import torch
 from torch import nn
 
-from ..weights import WeightsError, load_state_dict_file
+from ..weights import WeightsError
+from ..weights.state_dict import Layout, LayoutReport, compare_layout, inference_part, \
+    read_state_dict
 
 log = logging.getLogger(__name__)
 
 CLIP_PREFIX = "backbone.clip_model."
 VISUAL_PREFIX = CLIP_PREFIX + "visual."
 TRAINING_ONLY_PREFIXES = ("criterion.", "backbone_t.")
-
-Layout = Dict[str, Tuple[int, ...]]
 
 
 def fcclip_inference_key(key: str) -> bool:
@@ -59,45 +58,6 @@ def layout_of(head: nn.Module, clip_model: nn.Module, *, visual: bool) -> Layout
         layout.update({CLIP_PREFIX + k: tuple(v.shape) for k, v in clip_model.state_dict().items()
                        if k.startswith("visual.")})
     return layout
-
-
-def _listing(keys: Iterable[str], limit: int = 15) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
-@dataclass
-class LayoutReport:
-    """How a set of keys and shapes differs from a layout (empty lists: it fits)."""
-
-    missing: List[str] = field(default_factory=list)
-    unexpected: List[str] = field(default_factory=list)
-    #: "key: checkpoint (shape) vs model (shape)"
-    shapes: List[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.unexpected or self.shapes)
-
-    def problems(self) -> List[str]:
-        out = []
-        if self.missing:
-            out.append(f"missing keys ({len(self.missing)}): {_listing(self.missing)}")
-        if self.unexpected:
-            out.append(f"unexpected keys ({len(self.unexpected)}): {_listing(self.unexpected)}")
-        if self.shapes:
-            out.append(f"shape mismatches ({len(self.shapes)}): {_listing(self.shapes, 8)}")
-        return out
-
-
-def compare_layout(found: Mapping[str, Tuple[int, ...]], layout: Layout) -> LayoutReport:
-    """``found``: key -> shape of the inference keys of a file."""
-    return LayoutReport(
-        missing=[k for k in layout if k not in found],
-        unexpected=[k for k in found if k not in layout],
-        shapes=[f"{k}: checkpoint {tuple(s)} vs model {layout[k]}" for k, s in found.items()
-                if k in layout and tuple(s) != layout[k]])
 
 
 @dataclass(frozen=True)
@@ -130,20 +90,14 @@ def load_reference_checkpoint(path: Path, head: nn.Module, clip_model: nn.Module
                            "(For a demo without weights set random_init: true; outputs are then "
                            "meaningless and flagged random_weights.)")
     try:
-        state = load_state_dict_file(path)
+        state = read_state_dict(path)
     except Exception as exc:
         raise WeightsError(f"cannot read checkpoint {str(path)!r} (config key '{setting}'): "
                            f"{type(exc).__name__}: {str(exc)[:300]}. Torch files are read with "
                            "weights_only=True; convert a file holding other Python objects "
                            "once with `ovseg-weights convert` (docs/weights.md).") from exc
-    kept = {k: v for k, v in state.items() if is_inference_key(k)}
+    kept, problems = inference_part(state, layout, is_inference_key)
     skipped = len(state) - len(kept)
-    not_tensors = [k for k, v in kept.items() if not isinstance(v, torch.Tensor)]
-    report = compare_layout({k: tuple(v.shape) for k, v in kept.items()
-                             if isinstance(v, torch.Tensor)}, layout)
-    problems = report.problems()
-    if not_tensors:
-        problems.append(f"not tensors ({len(not_tensors)}): {_listing(not_tensors)}")
     if problems:
         raise WeightsError(f"checkpoint {str(path)!r} (config key '{setting}') does not fit the "
                            "model: " + "; ".join(problems) + ". Check that the file is the "

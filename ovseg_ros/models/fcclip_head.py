@@ -12,12 +12,13 @@ vocabulary (cosines with text, ensemble, void) happens outside it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.stage_timing import mark
 from .pixel_decoder import MSDeformAttnPixelDecoder
 from .precision import fp32_region, matmul_weights_to
 from .classifier import mask_pooling
@@ -135,13 +136,9 @@ class FCCLIPImageModel(nn.Module):
         self.dense_output = dense_output
         self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), False)
-        #: optional callable(stage_name) invoked after each stage (the engine's timer);
-        #: None while tracing/exporting
-        self.stage_hook: Optional[Callable[[str], None]] = None
 
     def _stage(self, name: str) -> None:
-        if self.stage_hook is not None:
-            self.stage_hook(name)
+        mark(name)   # the engine's timer, when the call runs inside its stage_timer
 
     def set_weight_dtype(self, dtype: torch.dtype) -> "FCCLIPImageModel":
         """Store the ConvNeXt trunk's matmul weights in ``dtype`` (bf16/fp16 under autocast).

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..weights import WeightsError, load_state_dict_file
+from ..core.stage_timing import mark
+from ..weights import WeightsError
+from ..weights.state_dict import inference_part, read_state_dict
 from .maskformer_head import OpenVocabMaskFormerHead, ProposalHeadSpec
 from .swin import SwinSpec, SwinTransformer
 
@@ -78,9 +80,6 @@ class ProposalImageModel(nn.Module):
                              False)
         self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1) / 255.0,
                              False)
-        #: optional callable(stage_name) after each stage (the engine's timer); None when
-        #: tracing/exporting
-        self.stage_hook: Optional[Callable[[str], None]] = None
 
     def forward(self, images: torch.Tensor):
         x = (images - self.pixel_mean) / self.pixel_std
@@ -88,11 +87,9 @@ class ProposalImageModel(nn.Module):
         # zero padding after normalisation, bottom/right (detectron2's ImageList)
         x = F.pad(x, (0, (-w) % SIZE_DIVISIBILITY, 0, (-h) % SIZE_DIVISIBILITY))
         feats = self.backbone(x)
-        if self.stage_hook is not None:
-            self.stage_hook("backbone")
+        mark("backbone")   # the engine's timer, inside its stage_timer
         mask_logits, class_embed = self.sem_seg_head(feats)
-        if self.stage_hook is not None:
-            self.stage_hook("proposals")
+        mark("proposals")
         return mask_logits, class_embed
 
 
@@ -101,33 +98,12 @@ def is_inference_key(key: str) -> bool:
     return key.startswith(INFERENCE_PREFIXES)
 
 
-def _listing(keys, limit: int = 15) -> str:
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def check_state(state: Dict[str, torch.Tensor], layout: Dict[str, Tuple[int, ...]], *,
                 where: str) -> Dict[str, torch.Tensor]:
     """The inference part of ``state`` when it fits ``layout`` exactly; otherwise one
     WeightsError naming the missing, unexpected and mis-shaped keys."""
-    kept: Dict[str, torch.Tensor] = {}
-    unexpected: List[str] = []
-    for key, value in state.items():
-        if key in layout:
-            kept[key] = value
-        elif not key.startswith(TRAINING_ONLY_PREFIXES):
-            unexpected.append(key)
-    missing = [k for k in layout if k not in kept]
-    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(layout[k])}"
-              for k, v in kept.items() if tuple(v.shape) != tuple(layout[k])]
-    problems = []
-    if missing:
-        problems.append(f"missing keys ({len(missing)}): {_listing(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
-    if shapes:
-        problems.append(f"shape mismatches ({len(shapes)}): {_listing(shapes, 8)}")
+    kept, problems = inference_part(state, layout,
+                                    lambda k: not k.startswith(TRAINING_ONLY_PREFIXES))
     if problems:
         raise WeightsError(f"{where} does not fit the OVSeg model: " + "; ".join(problems) +
                            ". Check that the file is the released OVSeg checkpoint "
@@ -140,7 +116,7 @@ def check_state(state: Dict[str, torch.Tensor], layout: Dict[str, Tuple[int, ...
 def load_ovseg_checkpoint(path: Path, weights: OVSegWeights, *, setting: str) -> int:
     """Load the released file into ``weights`` with strict key and shape checking."""
     try:
-        state = load_state_dict_file(path)
+        state = read_state_dict(path)
     except Exception as exc:
         raise WeightsError(f"cannot read checkpoint {str(path)!r} (config key '{setting}'): "
                            f"{type(exc).__name__}: {str(exc)[:300]}. Torch files are read with "

@@ -47,35 +47,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ..testing.presets import TINY_FCCLIP, TINY_OVSEG, TINY_PROXYCLIP
+from ..presets import PRESETS
 
-# Preset configurations. "tiny" presets use the test models (always random weights);
-# the others are the real architectures (pretrained weights, or --random-init for timing).
-PRESETS: Dict[str, Dict[str, Any]] = {
-    "proxyclip-tiny": dict(TINY_PROXYCLIP),
-    "fcclip-tiny": dict(TINY_FCCLIP),
-    # ProxyCLIP as published: ViT-B/16 + DINO ViT-B/8, sliding 336/112 windows
-    "proxyclip-b16-dinob8": {"engine": "proxyclip"},
-    # real-time mode: one window over the image resized to short side 336
-    "proxyclip-b16-dinob8-single336": {"engine": "proxyclip", "proxyclip.sliding_window": False},
-    # the Jetson / CPU preset: DINO ViT-S/8, one window at 336 (or 224)
-    "proxyclip-b16-dinos8-single336": {
-        "engine": "proxyclip", "proxyclip.vfm_model": "vit_small_patch8_224.dino",
-        "proxyclip.sliding_window": False, "proxyclip.short_side": 336},
-    "proxyclip-b16-dinos8-single224": {
-        "engine": "proxyclip", "proxyclip.vfm_model": "vit_small_patch8_224.dino",
-        "proxyclip.sliding_window": False, "proxyclip.short_side": 224},
-    # FC-CLIP as published (short side 800) and a reduced input size
-    "fcclip-convnext-l": {"engine": "fcclip"},
-    "fcclip-convnext-l-512": {"engine": "fcclip", "fcclip.short_side": 512,
-                              "fcclip.max_size": 853},
-    # MAFT+ (FC-CLIP's architecture, CDT classifier) at the same reduced input size
-    "maftplus-convnext-l-512": {"engine": "maftplus", "maftplus.short_side": 512,
-                                "maftplus.max_size": 853},
-    # OVSeg (two-stage): tiny test models, and Swin-B + ViT-L/14 as released (short side 640)
-    "ovseg-tiny": dict(TINY_OVSEG),
-    "ovseg-swinb-vitl14": {"engine": "ovseg"},
-}
 QUICK = dict(presets=["proxyclip-tiny", "fcclip-tiny"], backends=["torch", "onnxruntime"],
              precisions=["fp32", "bf16"], sizes=["160x120", "320x240"], iters=5, warmup=1)
 VOCABULARY = ["person", "chair", "table", "floor", "wall", "ceiling", "window", "door",
@@ -281,7 +254,7 @@ def build_config(preset: str, backend: str, precision: str, args,
     cfg = dict(PRESETS[preset])
     cfg.update({"backend": backend, "precision": precision, "device": args.device,
                 "num_threads": args.threads, "vocabulary": vocabulary or VOCABULARY,
-                "engine_cache_dir": str(Path(args.cache_dir).expanduser()),
+                "graph_cache_dir": str(Path(args.cache_dir).expanduser()),
                 "text_cache_dir": str(Path(args.cache_dir).expanduser() / "text")})
     if args.random_init:
         cfg["random_init"] = True

@@ -28,7 +28,8 @@ from typing import List, Optional
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .bench import PRESETS, machine_info, markdown_section, parse_size, run_presets
+    from ..presets import PRESETS
+    from .bench import machine_info, markdown_section, parse_size, run_presets
 
     p = argparse.ArgumentParser(prog="python -m ovseg_ros.tools.bench_cameras",
                                 description=__doc__.split("\n\n")[0])

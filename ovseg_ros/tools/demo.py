@@ -423,10 +423,10 @@ def fetch_preset_weights(config: Path) -> bool:
     """With network, download what the pretrained preset lacks (progress bars; later runs
     find it in the huggingface_hub cache); offline, say what is missing, at once. True when
     every file is on disk."""
-    from ovseg_ros import weights_store
     from ovseg_ros.config import make_config
+    from ovseg_ros.weights.fetch import fetch
 
-    missing = weights_store.fetch(make_config(config), say=_log)
+    missing = fetch(make_config(config), say=_log)
     if missing:
         _log("the pretrained preset's weights are not on disk (see above)")
     return not missing

@@ -8,7 +8,7 @@
     ovseg-weights unpack fcclip_bundle.tar /opt/ovseg_weights
 
 Exit status: 0 done, 1 something is missing or wrong (the output says what), 2 bad usage.
-The logic is in ovseg_ros/weights_store.py; docs/weights.md describes it.
+The logic is in the ovseg_ros/weights package; docs/weights.md describes it.
 """
 from __future__ import annotations
 
@@ -29,18 +29,20 @@ def _load_cfg(path: Optional[str]):
 
 
 def cmd_list(args) -> int:
-    from ovseg_ros import weights_store as ws
+    from ovseg_ros.weights.environment import hf_hub_cache
+    from ovseg_ros.weights.needs import requirements
+    from ovseg_ros.presets import list_presets, resolve_preset
 
-    presets = [ws.resolve_preset(p, _dir(args)) for p in args.presets] if args.presets \
-        else ws.list_presets(_dir(args))
-    _say(f"huggingface_hub cache: {ws.hf_hub_cache()}")
+    presets = [resolve_preset(p, _dir(args)) for p in args.presets] if args.presets \
+        else list_presets(_dir(args))
+    _say(f"huggingface_hub cache: {hf_hub_cache()}")
     any_missing = False
     for preset in presets:
         cfg = preset.cfg
         _say(f"\n{preset.name}  ({preset.source}; engine {cfg['engine']}"
              + (f", weights_dir {cfg['weights_dir']}" if cfg["weights_dir"] else "") + ")")
         try:
-            needs = ws.requirements(cfg)
+            needs = requirements(cfg)
         except Exception as exc:   # one broken preset must not hide the others
             _say(f"  cannot tell: {type(exc).__name__}: {exc}")
             any_missing = True
@@ -62,13 +64,14 @@ def _dir(args) -> Optional[Path]:
 
 
 def cmd_fetch(args) -> int:
-    from ovseg_ros import weights_store as ws
+    from ovseg_ros.weights.fetch import fetch
+    from ovseg_ros.presets import resolve_preset
 
-    preset = ws.resolve_preset(args.preset, _dir(args))
+    preset = resolve_preset(args.preset, _dir(args))
     if preset.cfg["random_init"]:
         _say(f"{preset.name}: random weights (random_init: true), nothing to fetch")
         return 0
-    still = ws.fetch(preset.cfg, say=_say)
+    still = fetch(preset.cfg, say=_say)
     if still:
         return 1
     _say(f"{preset.name}: every weights file is present")
@@ -76,13 +79,14 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from ovseg_ros import weights_store as ws
+    from ovseg_ros.weights.convert import convert
+    from ovseg_ros.weights.files import manifest_path
 
-    manifest = ws.convert(Path(args.input), Path(args.output), args.engine,
+    manifest = convert(Path(args.input), Path(args.output), args.engine,
                           cfg=_load_cfg(args.config), trust_pickle=args.trust_pickle, say=_say)
     _say(f"wrote {args.output}: {manifest['keys']} tensors ({manifest['skipped_keys']} "
          f"training-only keys dropped), sha256 {manifest['sha256']}")
-    _say(f"manifest: {ws.manifest_path(Path(args.output))}")
+    _say(f"manifest: {manifest_path(Path(args.output))}")
     return 0
 
 
@@ -101,24 +105,25 @@ def _report(checks) -> int:
 
 
 def cmd_verify(args) -> int:
-    from ovseg_ros import weights_store as ws
+    from ovseg_ros.weights.verify import verify
 
-    return _report(ws.verify(Path(args.path)))
+    return _report(verify(Path(args.path)))
 
 
 def cmd_pack(args) -> int:
-    from ovseg_ros import weights_store as ws
+    from ovseg_ros.weights.bundles import pack
+    from ovseg_ros.presets import resolve_preset
 
-    preset = ws.resolve_preset(args.preset, _dir(args))
-    bundle = ws.pack(preset, Path(args.output), trust_pickle=args.trust_pickle, say=_say)
+    preset = resolve_preset(args.preset, _dir(args))
+    bundle = pack(preset, Path(args.output), trust_pickle=args.trust_pickle, say=_say)
     _say(f"wrote {args.output}: preset {bundle['preset']}, {len(bundle['files'])} files")
     return 0
 
 
 def cmd_unpack(args) -> int:
-    from ovseg_ros import weights_store as ws
+    from ovseg_ros.weights.bundles import unpack
 
-    cfg_path, checks = ws.unpack(Path(args.archive), Path(args.dest))
+    cfg_path, checks = unpack(Path(args.archive), Path(args.dest))
     code = _report(checks)
     if code == 0:
         _say(f"bundle ready in {Path(args.dest).expanduser().resolve()}; run the node with\n"
@@ -169,8 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     from ovseg_ros.config import ConfigError
-    from ovseg_ros.weights import WeightsError
-    from ovseg_ros.weights_store import WeightsToolError
+    from ovseg_ros.weights import WeightsError, WeightsToolError
 
     args = build_parser().parse_args(argv)
     try:

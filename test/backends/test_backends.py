@@ -108,7 +108,7 @@ def test_proxyclip_onnxruntime_gives_the_torch_labels(tiny_config, rgb_frame, tm
     cache = tmp_path / "engines"
     ref = load_segmenter(tiny_config).predict(rgb_frame, scores=True)
     seg = load_segmenter({**tiny_config, "backend": "onnxruntime",
-                          "engine_cache_dir": str(cache)})
+                          "graph_cache_dir": str(cache)})
     got = seg.predict(rgb_frame, scores=True)
     assert got.semantic.shape == ref.semantic.shape
     assert (got.semantic == ref.semantic).all()
@@ -130,7 +130,7 @@ def test_fcclip_onnxruntime_gives_the_torch_labels(tmp_path, rgb_frame):
     cfg = {"engine": "fcclip", "random_init": True, "num_threads": 1, "precision": "fp32",
            "fcclip.clip_model": "ovseg-tiny-ConvNeXt", "fcclip.short_side": 64,
            "fcclip.max_size": 96, "fcclip.num_queries": 8,
-           "text_cache_dir": str(tmp_path / "text"), "engine_cache_dir": str(tmp_path / "e"),
+           "text_cache_dir": str(tmp_path / "text"), "graph_cache_dir": str(tmp_path / "e"),
            "vocabulary": ["person", "wall", "car", "floor"]}
     ref = load_segmenter(cfg).predict(rgb_frame, scores=True)
     got = load_segmenter({**cfg, "backend": "onnxruntime"}).predict(rgb_frame, scores=True)

@@ -16,7 +16,7 @@ import torch
 from accel_models import dense_vit, export_of
 
 from ovseg_ros.backends.base import BackendSpec
-from ovseg_ros.backends.engine_cache import EngineCacheError
+from ovseg_ros.backends.graph_cache import GraphCacheError
 from ovseg_ros.backends.onnx_export import (DEFAULT_OPSET, export_cached, export_onnx,
                                            max_abs_difference)
 
@@ -125,7 +125,7 @@ def test_damaged_export_is_reported_then_rebuilt_on_request(tmp_path):
     data = bytearray(g.path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     g.path.write_bytes(bytes(data))
-    with pytest.raises(EngineCacheError, match="SHA-256.*force_rebuild"):
+    with pytest.raises(GraphCacheError, match="SHA-256.*force_rebuild"):
         export_cached(m, cfg, (64, 64))
     g2 = export_cached(m, dataclasses.replace(cfg, force_rebuild=True), (64, 64))
     x = torch.rand(1, 3, 64, 64)
@@ -178,7 +178,7 @@ def test_cli_exports_fp32_whatever_the_config_precision(tmp_path, capsys):
 
     cfg = yaml.safe_load(open(os.path.join(os.path.dirname(__file__), os.pardir, "configs",
                                            "tiny_proxyclip.yaml")))
-    cfg.update(precision="bf16", engine_cache_dir=str(tmp_path / "cache"),
+    cfg.update(precision="bf16", graph_cache_dir=str(tmp_path / "cache"),
                text_cache_dir=str(tmp_path / "text"))
     (tmp_path / "bf16.yaml").write_text(yaml.safe_dump(cfg))
     assert main([str(tmp_path / "bf16.yaml"), "--size", "112x112", "--batch", "1"]) == 0

@@ -2,7 +2,7 @@
 exist) a real engine build with output parity against torch.
 
 TensorRT cannot be installed on the project's CI machines, so the build/run tests
-skip there with a reason; the engine cache (keys, sidecar metadata, corrupt /
+skip there with a reason; the graph cache (keys, sidecar metadata, corrupt /
 truncated / mismatched files) is the same code for ONNX graphs and engines and is
 exercised here with real files.
 """
@@ -13,7 +13,7 @@ import torch
 
 from accel_models import dense_vit, export_of
 from ovseg_ros.backends.base import BackendError, BackendSpec
-from ovseg_ros.backends.engine_cache import (CacheKey, EngineCache, EngineCacheError,
+from ovseg_ros.backends.graph_cache import (CacheKey, GraphCache, GraphCacheError,
                                              file_sha256)
 from ovseg_ros.backends.onnx_export import export_cached, max_abs_difference
 from ovseg_ros.backends.tensorrt_backend import (ENGINE_SUFFIX, tensorrt_cache_key,
@@ -76,7 +76,7 @@ def test_timing_cache_is_per_gpu_and_version(tmp_path):
 
 
 def test_valid_engine_file_is_found_and_checked(tmp_path):
-    cache = EngineCache(tmp_path)
+    cache = GraphCache(tmp_path)
     key = _trt_key(_onnx_key(tmp_path))
     assert cache.lookup(key, ENGINE_SUFFIX) is None   # nothing built yet
     path = _commit_engine(cache, key)
@@ -87,27 +87,27 @@ def test_valid_engine_file_is_found_and_checked(tmp_path):
 
 
 def test_corrupt_engine_file_is_an_error(tmp_path):
-    cache = EngineCache(tmp_path)
+    cache = GraphCache(tmp_path)
     key = _trt_key(_onnx_key(tmp_path))
     path = _commit_engine(cache, key)
     data = bytearray(path.read_bytes())
     data[10] ^= 0x01
     path.write_bytes(bytes(data))
-    with pytest.raises(EngineCacheError, match="SHA-256.*force_rebuild: true"):
+    with pytest.raises(GraphCacheError, match="SHA-256.*force_rebuild: true"):
         cache.lookup(key, ENGINE_SUFFIX)
 
 
 def test_truncated_engine_file_is_an_error(tmp_path):
-    cache = EngineCache(tmp_path)
+    cache = GraphCache(tmp_path)
     key = _trt_key(_onnx_key(tmp_path))
     path = _commit_engine(cache, key)
     path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(EngineCacheError, match="has 100 bytes.*truncated"):
+    with pytest.raises(GraphCacheError, match="has 100 bytes.*truncated"):
         cache.lookup(key, ENGINE_SUFFIX)
 
 
 def test_engine_built_for_another_gpu_is_reported_with_the_difference(tmp_path):
-    cache = EngineCache(tmp_path)
+    cache = GraphCache(tmp_path)
     onnx_key = _onnx_key(tmp_path)
     built = _trt_key(onnx_key, gpu_name="Orin")
     wanted = _trt_key(onnx_key)
@@ -118,13 +118,13 @@ def test_engine_built_for_another_gpu_is_reported_with_the_difference(tmp_path):
     sidecar["files"] = {cache.artifact_path(wanted, ENGINE_SUFFIX).name:
                         next(iter(sidecar["files"].values()))}
     cache.metadata_path(wanted).write_text(json.dumps(sidecar))
-    with pytest.raises(EngineCacheError, match="another setting.*gpu_name: cached 'Orin'"):
+    with pytest.raises(GraphCacheError, match="another setting.*gpu_name: cached 'Orin'"):
         cache.lookup(wanted, ENGINE_SUFFIX)
 
 
 @pytest.mark.parametrize("damage", ["missing_sidecar", "bad_json", "missing_engine", "old_format"])
 def test_damaged_sidecars_are_errors(tmp_path, damage):
-    cache = EngineCache(tmp_path)
+    cache = GraphCache(tmp_path)
     key = _trt_key(_onnx_key(tmp_path))
     path = _commit_engine(cache, key)
     meta = cache.metadata_path(key)
@@ -142,12 +142,12 @@ def test_damaged_sidecars_are_errors(tmp_path, damage):
         data["metadata_version"] = 0
         meta.write_text(json.dumps(data))
         match = "has version 0"
-    with pytest.raises(EngineCacheError, match=match):
+    with pytest.raises(GraphCacheError, match=match):
         cache.lookup(key, ENGINE_SUFFIX)
 
 
 def test_remove_clears_engine_and_sidecar(tmp_path):
-    cache = EngineCache(tmp_path)
+    cache = GraphCache(tmp_path)
     key = _trt_key(_onnx_key(tmp_path))
     _commit_engine(cache, key)
     cache.remove(key, (ENGINE_SUFFIX,))

@@ -25,7 +25,7 @@ PKG = ROOT / "ovseg_ros"
 ROS_MODULES = ("ovseg_ros.node", "ovseg_ros.ros", "ovseg_ros.tools.demo",
                "ovseg_ros.tools.bench_node")
 #: the one production function that may import ovseg_ros.testing (tiny models on demand)
-TESTING_HOOK = ("ovseg_ros.weights", "register_tiny_models_if_named")
+TESTING_HOOK = ("ovseg_ros.weights.tiny", "register_tiny_models_if_named")
 #: import cycles through function-level imports that exist today; a new one fails the test.
 #: eval.cli <-> eval.multi_bag: multi_bag reuses cli's engine loading inside functions.
 KNOWN_CYCLES = {frozenset({"ovseg_ros.eval.cli", "ovseg_ros.eval.multi_bag"})}
@@ -98,7 +98,7 @@ def test_the_import_reader_sees_relative_and_function_level_imports():
     targets = {i.target for i in IMPORTS["ovseg_ros.engines.proxyclip"]}
     assert {"ovseg_ros.models.proxyclip", "ovseg_ros.backends.base",
             "ovseg_ros.registry"} <= targets
-    weights = [i for i in IMPORTS["ovseg_ros.weights"]
+    weights = [i for i in IMPORTS["ovseg_ros.weights.tiny"]
                if i.target == "ovseg_ros.testing.tiny_models"]
     assert weights and all(i.function == TESTING_HOOK[1] and not i.top_level for i in weights)
 
@@ -271,11 +271,42 @@ def _flatten(d: dict, prefix: str = "") -> Dict[str, object]:
                                        ("config/demo_tiny.yaml", ("/**", "ros__parameters"))])
 def test_one_tiny_preset(path: str, root: Tuple[str, ...]):
     """The YAML copies of the tiny ProxyCLIP preset (tests, demo) carry its values."""
-    from ovseg_ros.testing.presets import TINY_PROXYCLIP
+    from ovseg_ros.presets import TINY_PROXYCLIP
 
     data = yaml.safe_load((ROOT / path).read_text())
     for key in root:
         data = data[key]
     flat = _flatten(data)
     differ = {k: (flat.get(k), v) for k, v in TINY_PROXYCLIP.items() if flat.get(k) != v}
-    assert not differ, f"{path} differs from ovseg_ros.testing.presets.TINY_PROXYCLIP: {differ}"
+    assert not differ, f"{path} differs from ovseg_ros.presets.TINY_PROXYCLIP: {differ}"
+
+
+#: the entry points that may change process-wide state: the API's one call, the command
+#: line tools and the node (their own processes)
+PROCESS_STATE_ALLOWED = ("ovseg_ros.segmenter", "ovseg_ros.tools", "ovseg_ros.node",
+                         "ovseg_ros.weights.environment")
+
+
+def _process_state_writes(module: str) -> List[str]:
+    """Calls that change process-wide state: torch's thread count, a logger's level, an
+    environment variable written."""
+    tree = ast.parse(MODULES[module].read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr in ("set_num_threads", "setLevel"):
+            found.append(f"{module}:{node.lineno} {node.func.attr}")
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Subscript) and isinstance(t.value, ast.Attribute)
+                and t.value.attr == "environ" for t in node.targets):
+            found.append(f"{module}:{node.lineno} os.environ[...] =")
+    return found
+
+
+def test_process_wide_state_is_set_only_at_the_entry_points():
+    assert _process_state_writes("ovseg_ros.segmenter")   # the reader sees the one call
+    bad = [w for m in MODULES if not _under(m, PROCESS_STATE_ALLOWED)
+           for w in _process_state_writes(m)]
+    assert not bad, ("engines, models and the library set no threads, logger levels or "
+                     "environment (segmenter.apply_process_settings does, once):\n"
+                     + "\n".join(bad))

@@ -107,3 +107,12 @@ def test_auto_precision_resolves_to_what_the_hardware_runs_fast(monkeypatch):
     assert make_config()["precision"] == "fp32"                       # emulated bf16 is slower
     # the resolved value survives a round trip (Config.replace re-validates)
     assert make_config(precision="bf16").replace(prob_thd=0.5)["precision"] == "bf16"
+
+
+def test_deprecated_engine_cache_dir_is_read_as_graph_cache_dir(tmp_path):
+    with pytest.warns(DeprecationWarning, match="'engine_cache_dir' is deprecated.*"
+                                                "'graph_cache_dir'"):
+        cfg = make_config({"engine_cache_dir": str(tmp_path)})
+    assert cfg["graph_cache_dir"] == str(tmp_path) and "engine_cache_dir" not in cfg.values
+    with pytest.raises(ConfigError, match="keep only 'graph_cache_dir'"):
+        make_config({"engine_cache_dir": "/a", "graph_cache_dir": "/b"})

@@ -223,7 +223,7 @@ def test_template_batches_keep_each_synonym_in_place(tiny_segmenter, monkeypatch
 
 
 def test_ovseg_uses_the_shared_prefix_encoder(tmp_path):
-    from ovseg_ros.testing.presets import TINY_OVSEG
+    from ovseg_ros.presets import TINY_OVSEG
 
     seg = load_segmenter(dict(TINY_OVSEG, text_cache_dir=str(tmp_path)))
     eng = seg.engine

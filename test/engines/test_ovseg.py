@@ -59,7 +59,7 @@ def test_predict_is_consistent(seg, rgb):
     for stage in ("preprocess", "backbone", "proposals", "crops", "clip", "ensemble", "post",
                   "panoptic", "total"):
         assert p.timings[stage] >= 0.0
-    assert seg.engine.last_num_crops == seg.config["ovseg.num_queries"]
+    assert p.counts["crops"] == seg.config["ovseg.num_queries"]
     # without scores: same labels and confidence, no volume
     q = seg.predict(rgb)
     assert q.scores is None
@@ -242,7 +242,7 @@ def test_no_valid_proposal_gives_an_unlabelled_frame(tmp_path, rgb):
     assert (p.semantic == UNLABELED).all()
     assert (p.confidence == 0).all() and (p.panoptic == 0).all() and p.segments == []
     assert p.scores.shape == (5, *rgb.shape[:2]) and not p.scores.any()
-    assert s.engine.last_num_crops == 0
+    assert p.counts["crops"] == 0
 
 
 def test_exactly_one_valid_proposal_works(tmp_path, rgb):
@@ -257,7 +257,7 @@ def test_exactly_one_valid_proposal_works(tmp_path, rgb):
     assert top2[0] > top2[1]
     s.update_config(ovseg__mask_threshold=float((top2[0] + top2[1]) / 2))
     p = s.predict(rgb, scores=True)
-    assert e.last_num_crops == 1
+    assert p.counts["crops"] == 1
     assert p.semantic.min() >= 0 and p.semantic.max() < 5
     np.testing.assert_array_equal(p.semantic, p.scores.argmax(0))
 
@@ -285,7 +285,7 @@ def test_onnxruntime_runs_both_graphs_like_torch(tmp_path, seg, rgb):
     """Both image graphs (proposals, CLIP crops) exported to ONNX and run in ONNX Runtime
     give torch's outputs; the frame's labels agree."""
     s = load_segmenter(tiny_cfg(tmp_path / "text", backend="onnxruntime",
-                                engine_cache_dir=str(tmp_path / "cache")))
+                                graph_cache_dir=str(tmp_path / "cache")))
     e, ref = s.engine, seg.engine
     image, x = e.preprocess(rgb)
     with torch.no_grad():

@@ -200,9 +200,9 @@ def test_pickled_objects_are_refused(tmp_path):
 
 
 def test_weights_tool_convert_keeps_the_inference_keys_and_the_engine_loads_them(tmp_path):
-    """`ovseg-weights convert --engine ovseg` (weights_store.convert) uses the engine's
+    """`ovseg-weights convert --engine ovseg` (ovseg_ros.weights.convert) uses the engine's
     checkpoint_layout / is_inference_key: the converted file drops criterion.* and loads."""
-    from ovseg_ros.weights_store import convert
+    from ovseg_ros.weights.convert import convert
 
     src, dst = tmp_path / "released.pth", tmp_path / "ovseg.safetensors"
     sd = write_ovseg_checkpoint(tiny(), src, seed=2)

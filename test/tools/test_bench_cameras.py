@@ -9,7 +9,7 @@ pytest.importorskip("torch")
 
 
 def test_camera_scaling_tiny(tmp_path):
-    from ovseg_ros.testing.presets import TINY_PROXYCLIP
+    from ovseg_ros.presets import TINY_PROXYCLIP
     from ovseg_ros.tools.bench import camera_scaling, markdown_section
 
     res = camera_scaling(dict(TINY_PROXYCLIP, num_threads=1, precision="fp32",

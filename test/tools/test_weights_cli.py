@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from ovseg_ros.config import make_config
 from ovseg_ros.registry import get_engine
 from ovseg_ros.tools.weights_cli import main
-from ovseg_ros.weights_store import manifest_path
+from ovseg_ros.weights.files import manifest_path
 
 TINY = {
     "fcclip": {"engine": "fcclip", "fcclip.clip_model": "ovseg-tiny-ConvNeXt",
@@ -166,7 +166,7 @@ def test_verify_finds_a_corrupted_byte(tmp_path, capsys):
 def test_verify_checks_keys_against_the_engine(tmp_path, capsys):
     """A file whose manifest matches it (hash, key count) but whose keys no longer fit the
     engine: verify says which keys."""
-    from ovseg_ros.weights_store import sha256_of
+    from ovseg_ros.weights.files import sha256_of
 
     dst = _converted(tmp_path, capsys)
     from safetensors.torch import load_file
@@ -421,3 +421,23 @@ def test_unpack_refuses_what_is_not_a_bundle(tmp_path, capsys):
         tar.add(f, arcname="a.txt")
     assert main(["unpack", str(bad), str(tmp_path / "d")]) == 1
     assert "not a weights bundle" in capsys.readouterr().err
+
+
+def test_architecture_without_weights_is_quiet_and_leaves_the_root_logger(caplog):
+    """open_clip's "initialized randomly" warning is dropped while an architecture is built
+    (its weights come later), by a filter: the root logger's level is never changed, and
+    other records still pass."""
+    import logging
+
+    from ovseg_ros.weights import clip_architecture
+
+    root = logging.getLogger()
+    level = root.level
+    with caplog.at_level(logging.WARNING):
+        model = clip_architecture("ovseg-tiny-ViT", key_prefix="ovseg", meta=False)
+        logging.warning("a record of someone else")
+    assert root.level == level and not root.filters
+    assert next(model.parameters()).device.type == "cpu"
+    messages = [r.getMessage() for r in caplog.records]
+    assert "a record of someone else" in messages
+    assert not [m for m in messages if "initialized randomly" in m]

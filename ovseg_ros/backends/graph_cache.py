@@ -1,4 +1,5 @@
-"""On-disk cache of exported ONNX graphs and TensorRT engines.
+"""On-disk cache of exported ONNX graphs and TensorRT plans (what TensorRT calls an
+"engine"; in this project "engine" means a segmentation method only).
 
 A cached artifact is one or more files (``<name>.onnx`` and perhaps its
 external-data file, or ``<name>.engine``) plus a metadata sidecar
@@ -9,7 +10,7 @@ never overwrites a build that is still valid for another setting.
 
 Reading a cached artifact validates it against its sidecar; a missing
 sidecar, a key that differs from the requested one, a truncated file or a
-checksum mismatch raise :class:`EngineCacheError` naming the file, the problem
+checksum mismatch raise :class:`GraphCacheError` naming the file, the problem
 and the fix (delete the file or set ``force_rebuild: true``). A damaged cache
 is never silently rebuilt over: the user should learn that their disk or
 their copy went wrong.
@@ -31,8 +32,8 @@ METADATA_VERSION = 1
 _CHUNK = 1 << 20
 
 
-class EngineCacheError(RuntimeError):
-    """A cached ONNX file or TensorRT engine is unusable; the message says why and how to fix."""
+class GraphCacheError(RuntimeError):
+    """A cached ONNX file or TensorRT plan is unusable; the message says why and how to fix."""
 
 
 def _canonical(value: Any) -> Any:
@@ -83,7 +84,7 @@ class CacheKey:
     ``graph_settings`` the engine settings baked into the graph as constants
     (given by the engine's ExportSpec); ``input_shape`` uses -1 for a
     dynamic batch; ``extra`` holds kind-specific facts (opset and exporter
-    for ONNX; GPU name, compute capability and TensorRT version for engines).
+    for ONNX; GPU name, compute capability and TensorRT version for TensorRT plans).
     """
 
     kind: str
@@ -123,7 +124,7 @@ def _differences(expected: Mapping[str, Any], found: Mapping[str, Any], prefix: 
     return out
 
 
-class EngineCache:
+class GraphCache:
     """A directory of cached artifacts with validated metadata sidecars."""
 
     def __init__(self, directory: os.PathLike | str):
@@ -143,7 +144,7 @@ class EngineCache:
     def lookup(self, key: CacheKey, suffix: str) -> Optional[Path]:
         """Path of a valid cached artifact, or None when none was built yet.
 
-        Raises EngineCacheError when files exist but are damaged or belong to
+        Raises GraphCacheError when files exist but are damaged or belong to
         another key.
         """
         main = self.artifact_path(key, suffix)
@@ -158,46 +159,46 @@ class EngineCache:
         main = self.artifact_path(key, suffix)
         meta_path = self.metadata_path(key)
         if not main.exists():
-            raise EngineCacheError(f"cached {key.kind} file {main} is missing but its metadata "
+            raise GraphCacheError(f"cached {key.kind} file {main} is missing but its metadata "
                                    f"{meta_path} exists; {self._fix_hint(main)}")
         if not meta_path.exists():
-            raise EngineCacheError(f"cached {key.kind} file {main} has no metadata file "
+            raise GraphCacheError(f"cached {key.kind} file {main} has no metadata file "
                                    f"{meta_path}, so it cannot be checked; {self._fix_hint(main)}")
         try:
             meta = json.loads(meta_path.read_text())
             if not isinstance(meta, dict):
                 raise ValueError("top level is not an object")
         except (OSError, ValueError) as exc:
-            raise EngineCacheError(f"metadata file {meta_path} is unreadable or not valid JSON "
+            raise GraphCacheError(f"metadata file {meta_path} is unreadable or not valid JSON "
                                    f"({exc}); {self._fix_hint(main)}") from exc
         if meta.get("metadata_version") != METADATA_VERSION:
-            raise EngineCacheError(f"metadata file {meta_path} has version "
+            raise GraphCacheError(f"metadata file {meta_path} has version "
                                    f"{meta.get('metadata_version')!r}, this ovseg_ros writes "
                                    f"{METADATA_VERSION}; {self._fix_hint(main)}")
         found_key = meta.get("key")
         wanted_key = key.as_dict()
         if found_key != wanted_key:
             diffs = _differences(wanted_key, found_key if isinstance(found_key, dict) else {})
-            raise EngineCacheError(f"cached {key.kind} file {main} was built for another "
+            raise GraphCacheError(f"cached {key.kind} file {main} was built for another "
                                    f"setting ({'; '.join(diffs) or 'key differs'}); "
                                    f"{self._fix_hint(main)}")
         files = meta.get("files")
         if not isinstance(files, dict) or main.name not in files:
-            raise EngineCacheError(f"metadata file {meta_path} does not list {main.name}; "
+            raise GraphCacheError(f"metadata file {meta_path} does not list {main.name}; "
                                    f"{self._fix_hint(main)}")
         for name, info in files.items():
             path = self.directory / name
             if not path.exists():
-                raise EngineCacheError(f"cached file {path} listed in {meta_path} is missing; "
+                raise GraphCacheError(f"cached file {path} listed in {meta_path} is missing; "
                                        f"{self._fix_hint(main)}")
             size = path.stat().st_size
             if size != info.get("size"):
-                raise EngineCacheError(f"cached file {path} has {size} bytes, its metadata says "
+                raise GraphCacheError(f"cached file {path} has {size} bytes, its metadata says "
                                        f"{info.get('size')} (truncated or partly written?); "
                                        f"{self._fix_hint(main)}")
             digest = file_sha256(path)
             if digest != info.get("sha256"):
-                raise EngineCacheError(f"cached file {path} fails its SHA-256 check (corrupt on "
+                raise GraphCacheError(f"cached file {path} fails its SHA-256 check (corrupt on "
                                        f"disk or changed after it was written); "
                                        f"{self._fix_hint(main)}")
         return meta
@@ -248,5 +249,5 @@ class EngineCache:
             m.unlink()
 
 
-__all__ = ["EngineCacheError", "CacheKey", "EngineCache", "weights_hash", "file_sha256",
+__all__ = ["GraphCacheError", "CacheKey", "GraphCache", "weights_hash", "file_sha256",
            "METADATA_VERSION"]

@@ -12,15 +12,17 @@ and the config key to change. Nothing falls back silently to random weights.
 """
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .config import ConfigError
+from ..config import ConfigError
+from .errors import WeightsError
+from .files import file_fingerprint, resolve_path
+from .tiny import register_tiny_models_if_named
 
 log = logging.getLogger(__name__)
 
@@ -28,36 +30,11 @@ log = logging.getLogger(__name__)
 RANDOM_SEED = 0
 
 
-class WeightsError(RuntimeError):
-    """Weights cannot be loaded; the message says which model, which file/tag, which setting."""
-
-
 @dataclass(frozen=True)
 class LoadedModel:
     model: torch.nn.Module
     identity: str        # for cache keys: model name + tag / file fingerprint / random seed
     random: bool
-
-
-def resolve_path(path: str, weights_dir: str = "") -> Path:
-    """A checkpoint path: '~' expanded; relative paths are looked up in weights_dir."""
-    p = Path(os.path.expanduser(path))
-    if not p.is_absolute() and weights_dir:
-        p = Path(os.path.expanduser(weights_dir)) / p
-    return p
-
-
-def file_fingerprint(path: Path, chunk: int = 1 << 22) -> str:
-    """Size plus a SHA-256 of the first and last 4 MiB: identifies a checkpoint without
-    reading hundreds of megabytes at every start."""
-    size = path.stat().st_size
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        h.update(f.read(chunk))
-        if size > chunk:
-            f.seek(max(size - chunk, chunk))
-            h.update(f.read(chunk))
-    return f"{size}-{h.hexdigest()[:20]}"
 
 
 def _seeded():
@@ -73,70 +50,41 @@ def _random_hint() -> str:
            "and flagged random_weights.)"
 
 
-#: names of the tiny random-weight test models start with these (open_clip names use '-',
-#: timm names '_'); see ovseg_ros/testing/tiny_models.py
-TINY_MODEL_PREFIXES = ("ovseg-tiny-", "ovseg_tiny_")
+class _DropRandomInitWarning(logging.Filter):
+    """Drops open_clip's "No pretrained weights loaded ... initialized randomly" record
+    (logged on the root logger) and nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("No pretrained weights loaded for model")
 
 
-def register_tiny_models_if_named(model_name: str) -> None:
-    """Register the tiny test models, only when ``model_name`` is one of them.
-
-    The one place production code reaches ``ovseg_ros.testing``: configs such as
-    config/demo_tiny.yaml name a tiny model, and open_clip / timm must know it
-    before it is built. Any other name leaves the registries of open_clip and
-    timm untouched.
-    """
-    if str(model_name).startswith(TINY_MODEL_PREFIXES):
-        from .testing import tiny_models  # noqa: F401  (registers on import)
-
-
-#: file at the root of a weights bundle (``ovseg-weights pack``; docs/weights.md)
-BUNDLE_MANIFEST = "ovseg_bundle.json"
+@contextlib.contextmanager
+def _no_random_init_warning():
+    """While building an architecture whose weights come later (or never: a layout), without
+    touching the root logger's level, which other threads' records go through too."""
+    root, drop = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
-def is_bundle(weights_dir: str) -> bool:
-    """True when ``weights_dir`` is an unpacked weights bundle."""
-    return bool(weights_dir) and (Path(os.path.expanduser(weights_dir)) / BUNDLE_MANIFEST).is_file()
-
-
-def offline_if_bundle(weights_dir: str) -> bool:
-    """With ``weights_dir`` holding a bundle, switch huggingface_hub to offline mode.
-
-    A bundle carries every file its preset needs, so nothing may reach for the
-    network (an air-gapped robot would otherwise wait on connection timeouts).
-    huggingface_hub reads HF_HUB_OFFLINE once, at import, so an imported module
-    is switched too. Returns whether the bundle was found.
-    """
-    if not is_bundle(weights_dir):
-        return False
-    if os.environ.get("HF_HUB_OFFLINE") != "1":
-        log.info("weights_dir %s is a weights bundle: HF_HUB_OFFLINE=1", weights_dir)
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    import sys
-
-    constants = sys.modules.get("huggingface_hub.constants")
-    if constants is not None:
-        constants.HF_HUB_OFFLINE = True
-    return True
-
-
-def clip_architecture(model_name: str, key_prefix: str):
-    """The open_clip model ``model_name`` without weights, on the meta device (nothing
-    allocated): its parameter names and shapes."""
+def clip_architecture(model_name: str, key_prefix: str, meta: bool = True):
+    """The open_clip model ``model_name`` without pretrained weights: on the meta device
+    (nothing allocated: its parameter names and shapes) or, with ``meta=False``, randomly
+    initialised on the CPU for a checkpoint to fill."""
     import open_clip
 
     register_tiny_models_if_named(model_name)
     if model_name not in open_clip.list_models():
         raise ConfigError(f"config key '{key_prefix}.clip_model': unknown open_clip model "
                           f"{model_name!r} (see open_clip.list_models())")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)   # open_clip warns "initialized randomly": no weights is the point
-    try:
+    with _no_random_init_warning():
+        if not meta:
+            return open_clip.create_model(model_name, pretrained=None)
         with torch.device("meta"):
             return open_clip.create_model(model_name, pretrained=None, device="meta")
-    finally:
-        root.setLevel(level)
 
 
 def _check_file(path: Path, model: str, key: str) -> None:
@@ -152,7 +100,6 @@ def create_clip(model_name: str, pretrained: str, checkpoint: str, *, random_ini
     import open_clip
 
     register_tiny_models_if_named(model_name)
-    offline_if_bundle(weights_dir)
     if model_name not in open_clip.list_models():
         raise ConfigError(f"config key '{key_prefix}.clip_model': unknown open_clip model "
                           f"{model_name!r} (see open_clip.list_models())")
@@ -197,7 +144,6 @@ def create_vfm(model_name: str, checkpoint: str, *, random_init: bool, weights_d
     import timm
 
     register_tiny_models_if_named(model_name)
-    offline_if_bundle(weights_dir)
     arch = model_name.split(".", 1)[0]
     if not timm.is_model(arch):
         raise ConfigError(f"config key '{key_prefix}.vfm_model': unknown timm model "
@@ -238,21 +184,4 @@ def create_vfm(model_name: str, checkpoint: str, *, random_init: bool, weights_d
     return LoadedModel(model.eval(), f"{model_name}|timm-pretrained", False)
 
 
-def load_state_dict_file(path: Path) -> dict:
-    """A state dict from a safetensors or torch file (weights_only=True), unwrapped."""
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        sd = load_file(str(path), device="cpu")
-    else:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    for key in ("state_dict", "model"):
-        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
-            sd = sd[key]
-    return {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
-
-
-__all__ = ["WeightsError", "LoadedModel", "create_clip", "create_vfm", "resolve_path",
-           "file_fingerprint", "load_state_dict_file", "RANDOM_SEED", "TINY_MODEL_PREFIXES",
-           "register_tiny_models_if_named", "BUNDLE_MANIFEST", "is_bundle", "offline_if_bundle",
-           "clip_architecture"]
+__all__ = ["LoadedModel", "create_clip", "create_vfm", "clip_architecture", "RANDOM_SEED"]

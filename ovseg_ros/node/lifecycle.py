@@ -1,24 +1,20 @@
-"""The ovseg_ros ROS 2 node: camera images in, label images out.
+"""OvsegNode: parameters, lifecycle transitions, interfaces and services.
 
-    ovseg_node --ros-args --params-file config/ovseg.yaml
-    python -m ovseg_ros.node --ros-args -p engine:=proxyclip -r image:=/camera/image_raw
-    python -m ovseg_ros.node --ros-args -p "cameras:=[front, left]"
-
-A lifecycle node: *configure* loads the model (the slow part), *activate*
-starts processing, *deactivate* stops without unloading, *cleanup* unloads.
-With ``autostart`` (default true) it configures and activates itself, so it
-also works as a plain node. The engine is used only through the public API
+A lifecycle node: *configure* loads the model (the slow part) and creates the
+topics, *activate* starts processing (and enables the lifecycle publishers),
+*deactivate* stops without unloading, *cleanup* removes the topics and frees the
+model. With ``autostart`` (default true) it configures and activates itself, so
+it also works as a plain node. The engine is used only through the public API
 (``load_segmenter`` / ``prepare_vocabulary`` / ``apply_vocabulary`` /
 ``predict_batch``), so any registered engine plugs in by the ``engine`` parameter.
 
 Cameras: one loaded model serves every camera named by ``cameras``; camera
-``c`` has its own relative topics (``c/image`` in, ``c/semantic`` ... out), one
-``vocabulary`` topic and one ``set_vocabulary`` service serve them all.
+``c`` has its own relative topics (``c/image`` in, ``c/semantic`` ... out,
+``camera.py``), one ``vocabulary`` topic and one ``set_vocabulary`` service serve
+them all.
 
-Threading: subscription callbacks only store the newest frame of their camera
-(FrameQueues); one worker thread takes the waiting frame of every camera
-(round robin), converts them, runs them through ``predict_batch`` (one
-vocabulary version per batch) and publishes. ``set_vocabulary`` runs in its own
+Threading: subscription callbacks only store frames; the worker thread
+(``worker.py``) segments and publishes. ``set_vocabulary`` runs in its own
 callback group: it encodes the new vocabulary while the worker keeps going with
 the old one, swaps one reference (from the next batch on, for every camera),
 and answers. Runtime parameter changes are queued and applied by the worker
@@ -27,54 +23,32 @@ between two batches.
 from __future__ import annotations
 
 import dataclasses
-import faulthandler
-import logging
-import os
-import signal
-import sys
+import gc
 import threading
 import time
-import traceback
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
-import rclpy
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.event_handler import SubscriptionEventCallbacks
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_srvs.srv import SetBool
 
-from .config import SCHEMA, ConfigError, make_config
-from .core.products import build_products
-from .core.vocabulary import VocabularyError
-from .ros import diagnostics as diag
-from .ros import messages as build
-from .ros.image_conv import ImageConversionError, compressed_to_rgb, image_to_rgb
-from .ros.params import declare_schema_parameters, descriptor, read_schema_parameters
-from .ros.qos import input_qos, latched_qos, output_qos, service_qos
-from .runtime.cameras import (PER_CAMERA_KEYS, StallWatch, camera_label, topic_prefix,
-                              validate_camera_names)
-from .runtime.frames import FrameQueues
-from .runtime.stats import RateStats
+from ..config import SCHEMA, ConfigError, make_config
+from ..core.camera_outputs import CameraOutputs
+from ..core.vocabulary import VocabularyError
+from ..ros import diagnostics as diag
+from ..ros import messages as build
+from ..ros.params import declare_schema_parameters, descriptor, read_schema_parameters
+from ..ros.qos import latched_qos, service_qos
+from ..runtime.cameras import PER_CAMERA_KEYS, validate_camera_names
+from ..runtime.frames import FrameQueues
+from .camera import Camera
+from .worker import Worker
 
 NODE_NAME = "ovseg_node"
-# Output topic names, relative to the camera's prefix (so a namespace moves them all). The
-# camera_info re-stamped with each result gets its own name because `camera_info` is the input.
-TOPICS = {"semantic": "semantic", "panoptic": "panoptic", "segments": "segments",
-          "colored": "colored", "confidence": "confidence", "camera_info": "camera_info_out"}
 VOCABULARY_TOPIC = "vocabulary"
 DIAGNOSTICS_TOPIC = "/diagnostics"
-MAX_CAMERA_FRAMES = 16     # camera_info cache size per camera (distinct frame_ids)
 NO_IMAGE_WARN_AFTER = 5.0   # seconds without any frame after activation before we say so
-# Process exit (SIGINT): how long the frame in flight and running callbacks may finish.
-# Bounded so the node always exits within seconds (launch escalates to SIGTERM after 5 s).
-EXIT_WORKER_TIMEOUT = 3.0
-EXIT_CALLBACK_TIMEOUT = 1.0
-# executor threads: inputs, set_vocabulary (may encode for seconds), enable, and the
-# default group (lifecycle and parameter services, diagnostics and stall timers)
-EXECUTOR_THREADS = 4
 
 
 def _reserved_camera_names() -> set:
@@ -82,34 +56,7 @@ def _reserved_camera_names() -> set:
     return {name.split(".")[0] for name in SCHEMA} | {"qos_overrides", "use_sim_time"}
 
 
-class _Camera:
-    """One camera's topics, settings, counters and stall watch."""
-
-    def __init__(self, name: str, settings: Dict[str, Any], input_timeout: float):
-        self.name = name
-        self.prefix = topic_prefix(name)
-        self.label = camera_label(name)
-        self.reliability = settings["image_reliability"]
-        self.depth = settings["image_depth"]
-        self.compressed = settings["subscribe_compressed"]
-        self.image_topic = ""
-        self.stats = RateStats()
-        self.stall = StallWatch(input_timeout)
-        self.camera_infos: Dict[str, CameraInfo] = {}
-        self.pubs: Dict[str, Any] = {}
-        self.subs: List[Any] = []
-        self.last_frame_time: Optional[float] = None
-        self.bad_inputs = 0
-        self.errors = 0
-        #: the outputs built and published for the last frame (those with subscribers)
-        self.outputs_published = ""
-        self.last_problem: Optional[tuple] = None    # (monotonic time, text)
-
-    def problem(self, text: str) -> None:
-        self.last_problem = (time.monotonic(), text)
-
-
-class OvsegNode(LifecycleNode):
+class OvsegNode(Worker, LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         declare_schema_parameters(self)
@@ -130,7 +77,7 @@ class OvsegNode(LifecycleNode):
         self._stop = threading.Event()
         self._pending: Dict[str, Any] = {}
         self._pending_lock = threading.Lock()
-        self._cameras: Dict[str, _Camera] = {}
+        self._cameras: Dict[str, Camera] = {}
         self._activated_at: Optional[float] = None
         self._errors = 0
         self._vocab_changes = 0
@@ -180,7 +127,7 @@ class OvsegNode(LifecycleNode):
 
     # --- lifecycle ----------------------------------------------------------------------
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        from . import load_segmenter
+        from .. import load_segmenter
 
         values = read_schema_parameters(self)
         try:
@@ -192,6 +139,7 @@ class OvsegNode(LifecycleNode):
             self._load_error = f"{type(exc).__name__}: {exc}"
             self.get_logger().error(f"configure failed, model not loaded: {self._load_error}")
             self._segmenter = None
+            gc.collect()   # what a half-built model left behind
             return TransitionCallbackReturn.FAILURE
         self._load_error = None
         info = self._segmenter.describe()
@@ -203,7 +151,10 @@ class OvsegNode(LifecycleNode):
                 "running with RANDOM WEIGHTS (random_init: true): labels are meaningless; "
                 "set random_init: false and provide pretrained weights for real output")
         timeout = float(self._cfg["input_timeout"])
-        self._cameras = {c: _Camera(c, settings[c], timeout) for c in self._camera_names}
+        self._cameras = {c: Camera(c, settings[c], timeout) for c in self._camera_names}
+        alpha = float(self.get_parameter("overlay_alpha").value)
+        for cam in self._cameras.values():
+            cam.outputs = CameraOutputs(cam.name, overlay_alpha=alpha)
         self._create_interfaces()
         self._publish_vocabulary(self._segmenter.vocabulary)
         return TransitionCallbackReturn.SUCCESS
@@ -213,9 +164,7 @@ class OvsegNode(LifecycleNode):
         self._frames = FrameQueues(self._camera_names, capacity)
         for cam in self._cameras.values():
             cam.stall.reset()
-        self._stop.clear()
-        self._worker = threading.Thread(target=self._work, name="ovseg_worker", daemon=True)
-        self._worker.start()
+        self._start_worker()
         self._activated_at = time.monotonic()
         self._active = True
         for cam in self._cameras.values():
@@ -224,66 +173,45 @@ class OvsegNode(LifecycleNode):
                 f"{cam.depth})" + (f" and {cam.image_topic}/compressed" if cam.compressed else "")
                 + ("; process_every_frame (queue %d)" % capacity if capacity > 1 else
                    "; latest frame only"))
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_activate(state)    # enables the lifecycle publishers
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
         self._stop_worker()
-        return TransitionCallbackReturn.SUCCESS
+        return super().on_deactivate(state)  # disables the lifecycle publishers
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_interfaces()
-        self._segmenter = None
+        self._free_model()
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
         self._stop_worker()
         self._destroy_interfaces()
-        self._segmenter = None
+        self._free_model()
         return TransitionCallbackReturn.SUCCESS
 
-    def _stop_worker(self, timeout: float = 30.0) -> None:
-        self._stop.set()
-        if self._frames is not None:
-            self._frames.close()
-        if self._worker is not None:
-            self._worker.join(timeout=timeout)   # daemon: a late frame never blocks the exit
-            self._worker = None
+    def _free_model(self) -> None:
+        """Drop every reference to the Segmenter (and its torch modules): the cameras'
+        latest frames hold predictions, the frame queues hold images; then collect, so the
+        memory goes back before a new configure loads the next model (docs/node.md)."""
+        self._segmenter = None
+        self._frames = None
+        for cam in self._cameras.values():
+            cam.outputs = None
+        gc.collect()
 
     # --- topics and services ---------------------------------------------------------------
     def _create_interfaces(self) -> None:
-        from ovseg_ros.msg import Segments, Vocabulary
+        from ovseg_ros.msg import Vocabulary
         from ovseg_ros.srv import SetVocabulary
 
-        q = output_qos()
         for cam in self._cameras.values():
-            p = cam.prefix
-            qos_in = input_qos(cam.reliability, cam.depth)
-            events = SubscriptionEventCallbacks(
-                incompatible_qos=lambda info, cam=cam: self._on_incompatible_qos(cam, info))
-            cam.image_topic = self.resolve_topic_name(p + "image")
-            cam.subs.append(self.create_subscription(
-                Image, p + "image", lambda m, cam=cam: self._on_frame(cam, "image", m), qos_in,
-                event_callbacks=events, callback_group=self._input_group))
-            if cam.compressed:
-                # image_transport's naming: <base topic>/compressed, following any remap
-                cam.subs.append(self.create_subscription(
-                    CompressedImage, cam.image_topic + "/compressed",
-                    lambda m, cam=cam: self._on_frame(cam, "compressed", m), qos_in,
-                    event_callbacks=events, callback_group=self._input_group))
-            # camera_info is tiny; best effort matches reliable and best-effort drivers alike
-            cam.subs.append(self.create_subscription(
-                CameraInfo, p + "camera_info", lambda m, cam=cam: self._on_camera_info(cam, m),
-                input_qos("best_effort", 5), callback_group=self._input_group))
-            cam.pubs = {
-                "semantic": self.create_publisher(Image, p + TOPICS["semantic"], q),
-                "panoptic": self.create_publisher(Image, p + TOPICS["panoptic"], q),
-                "colored": self.create_publisher(Image, p + TOPICS["colored"], q),
-                "confidence": self.create_publisher(Image, p + TOPICS["confidence"], q),
-                "segments": self.create_publisher(Segments, p + TOPICS["segments"], q),
-                "camera_info": self.create_publisher(CameraInfo, p + TOPICS["camera_info"], q),
-            }
+            cam.create_interfaces(self, on_frame=self._on_frame,
+                                  on_camera_info=lambda cam, msg: cam.store_camera_info(msg),
+                                  on_incompatible_qos=self._on_incompatible_qos,
+                                  group=self._input_group)
         self._vocab_pub = self.create_publisher(Vocabulary, VOCABULARY_TOPIC, latched_qos())
         self._srv_vocab = self.create_service(SetVocabulary, "set_vocabulary",
                                               self._on_set_vocabulary, qos_profile=service_qos(),
@@ -296,12 +224,7 @@ class OvsegNode(LifecycleNode):
 
     def _destroy_interfaces(self) -> None:
         for cam in self._cameras.values():
-            for s in cam.subs:
-                self.destroy_subscription(s)
-            cam.subs = []
-            for p in cam.pubs.values():
-                self.destroy_publisher(p)
-            cam.pubs = {}
+            cam.destroy_interfaces(self)
         if self._vocab_pub is not None:
             self.destroy_publisher(self._vocab_pub)
             self._vocab_pub = None
@@ -312,7 +235,7 @@ class OvsegNode(LifecycleNode):
             self.destroy_timer(self._stall_timer)
             self._stall_timer = None
 
-    def _on_incompatible_qos(self, cam: _Camera, info) -> None:
+    def _on_incompatible_qos(self, cam: Camera, info) -> None:
         text = (f"a publisher on {cam.image_topic} has incompatible QoS (policy "
                 f"{info.last_policy_kind}): nothing will arrive. Camera drivers usually publish "
                 "best effort; keep image_reliability: best_effort (see docs/node.md)")
@@ -320,7 +243,7 @@ class OvsegNode(LifecycleNode):
         self._problems.report(f"qos:{cam.name}", text)
 
     # --- callbacks: store only ----------------------------------------------------------------
-    def _on_frame(self, cam: _Camera, kind: str, msg) -> None:
+    def _on_frame(self, cam: Camera, kind: str, msg) -> None:
         frames = self._frames
         if not (self._active and self._enabled) or frames is None:
             return
@@ -332,12 +255,6 @@ class OvsegNode(LifecycleNode):
         cam.last_frame_time = now
         if not frames.put(cam.name, (kind, msg, now)):
             cam.stats.record_drop(now)
-
-    def _on_camera_info(self, cam: _Camera, msg: CameraInfo) -> None:
-        infos = cam.camera_infos
-        if msg.header.frame_id not in infos and len(infos) >= MAX_CAMERA_FRAMES:
-            infos.pop(next(iter(infos)))
-        infos[msg.header.frame_id] = msg
 
     def _check_stalls(self) -> None:
         if not (self._active and self._enabled):
@@ -431,116 +348,6 @@ class OvsegNode(LifecycleNode):
                 self._pending.update(engine_changes)
         return SetParametersResult(successful=True)
 
-    # --- the worker ---------------------------------------------------------------------------
-    def _work(self) -> None:
-        while not self._stop.is_set():
-            batch = self._frames.get_batch(timeout=0.2)
-            if not batch:
-                continue
-            self._apply_pending()
-            try:
-                self._process_batch(batch)
-            except Exception as exc:   # keep running: report, then take the next frames
-                if not self.context.ok():   # SIGINT shut ROS down under the frames in flight
-                    break
-                self._errors += 1
-                self._problems.report("error", f"processing failed: {type(exc).__name__}: "
-                                      f"{exc}\n{traceback.format_exc(limit=4)}")
-
-    def _apply_pending(self) -> None:
-        with self._pending_lock:
-            changes, self._pending = self._pending, {}
-        if changes and self._segmenter is not None:
-            try:
-                self._cfg = self._segmenter.update_config(**changes)
-                self.get_logger().info(f"runtime settings applied: {changes}")
-            except ConfigError as exc:
-                self._problems.report("parameter", f"runtime settings not applied: {exc}")
-
-    def _convert(self, cam: _Camera, kind: str, msg):
-        max_px = self._cfg["max_input_pixels"]
-        try:
-            return image_to_rgb(msg, max_px) if kind == "image" else compressed_to_rgb(msg, max_px)
-        except ImageConversionError as exc:
-            topic = cam.image_topic + ("/compressed" if kind == "compressed" else "")
-            text = f"dropped a frame on {topic}: {exc}"
-            cam.bad_inputs += 1
-            cam.problem(text)
-            self._problems.report(f"input:{exc.code}:{cam.name}", text)
-            return None
-
-    def _process_batch(self, batch) -> None:
-        """Segment the waiting frame of each camera in one predict_batch call (one vocabulary
-        version for all of them) and publish each camera's outputs on its own topics."""
-        items = []
-        for name, (kind, msg, t_received) in batch:
-            cam = self._cameras[name]
-            rgb = self._convert(cam, kind, msg)
-            if rgb is not None:
-                items.append((cam, msg, rgb, t_received))
-        if not items:
-            return
-        seg = self._segmenter
-        t0 = time.monotonic()
-        try:
-            preds = seg.predict_batch([it[2] for it in items])
-        except Exception as exc:
-            if not self.context.ok():
-                raise
-            if len(items) == 1:
-                self._frame_failed(items[0][0], exc)
-                return
-            # one camera's frame must not cost the others theirs: one at a time
-            preds = []
-            for cam, _, rgb, _ in items:
-                try:
-                    preds.append(seg.predict(rgb))
-                except Exception as exc1:
-                    if not self.context.ok():
-                        raise
-                    self._frame_failed(cam, exc1)
-                    preds.append(None)
-        t_inf = time.monotonic() - t0
-        self._batches += 1
-        if len(items) > 1:
-            self._batched_frames += len(items)
-        for (cam, msg, rgb, t_received), pred in zip(items, preds):
-            if pred is not None:
-                self._publish_outputs(cam, msg.header, rgb, pred)
-                cam.stats.record(time.monotonic() - t_received, t_inf)
-
-    def _frame_failed(self, cam: _Camera, exc: Exception) -> None:
-        cam.errors += 1
-        self._errors += 1
-        text = (f"processing a frame of camera {cam.label} failed: {type(exc).__name__}: {exc}\n"
-                f"{traceback.format_exc(limit=4)}")
-        cam.problem(text)
-        self._problems.report(f"error:{cam.name}", text)
-
-    def _publish_outputs(self, cam: _Camera, header, rgb, pred) -> None:
-        """One output path (ovseg_ros.core.products): what bag inference and ovseg-segment
-        write is what the node publishes.
-
-        Lazy, like image_proc: an output nobody subscribes to is neither built nor
-        published (the colour overlay is the costliest product; every image is a copy
-        per message), and the next frame after a subscriber appears has it."""
-        wanted = {key for key in ("semantic", "panoptic", "segments", "colored", "confidence")
-                  if cam.pubs[key].get_subscription_count() > 0}
-        if not self.get_parameter("publish_confidence").value:
-            wanted.discard("confidence")
-        cam.outputs_published = ",".join(sorted(wanted))
-        if wanted:
-            products = build_products(
-                pred, rgb, pred.vocabulary,
-                overlay_alpha=float(self.get_parameter("overlay_alpha").value),
-                random_weights=pred.random_weights, colored="colored" in wanted,
-                confidence="confidence" in wanted)
-            for key, msg in build.product_messages(products, header, wanted).items():
-                cam.pubs[key].publish(msg)
-        info = cam.camera_infos.get(header.frame_id)
-        if info is not None:
-            cam.pubs["camera_info"].publish(build.camera_info_for(info, header))
-
     # --- vocabulary and diagnostics -------------------------------------------------------------
     def _publish_vocabulary(self, state) -> None:
         seg = self._segmenter
@@ -558,11 +365,11 @@ class OvsegNode(LifecycleNode):
     def _recent_within(self) -> float:
         return max(5.0, 2 * self._diag_timer.timer_period_ns / 1e9)
 
-    def _no_image_yet(self, cam: _Camera) -> bool:
+    def _no_image_yet(self, cam: Camera) -> bool:
         return (self._active and self._enabled and cam.last_frame_time is None
                 and time.monotonic() - (self._activated_at or 0) > NO_IMAGE_WARN_AFTER)
 
-    def camera_status(self, cam: _Camera):
+    def camera_status(self, cam: Camera):
         """One DiagnosticStatus per camera: its rates, drops, bad inputs and stall state."""
         snap = cam.stats.snapshot()
         frames = self._frames
@@ -665,102 +472,3 @@ class OvsegNode(LifecycleNode):
         return diag.status_msg(f"{self.get_name()}: segmentation",
                                self.get_fully_qualified_name(), level, message, values)
 
-
-def main(args=None) -> int:
-    """Run the node until SIGINT (or ROS shutdown); the process exit code is the result.
-
-    Ends the process with os._exit, after the ROS-level cleanup, without deleting the
-    DDS participant: with FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA, Fast DDS 3.2.2 can
-    deadlock while deleting a participant (TCPChannelResourceBasic::disconnect waits for a
-    mutex that a TCP reader thread holds while blocked in recv() on an idle connection;
-    eProsima/Fast-DDS PR #6066). It did so in the test suite, inside Python's exit
-    (garbage collection of the rcl node, holding the GIL, so nothing in Python could
-    break out). The publishers, subscriptions and services are destroyed first, so peers
-    see them go at once; the kernel closes the sockets when the process ends.
-    """
-    # `kill -USR1 <pid>` dumps every thread's stack to stderr (the node log): what the test
-    # harness does before it SIGKILLs a node that did not stop, so a hang shows where it is
-    if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
-    code = 1
-    try:
-        code = _run(args)
-    except BaseException:   # a bug in the cleanup itself: still exit, and say why
-        traceback.print_exc()
-    finally:
-        _exit_process(code)
-    return code   # not reached
-
-
-def _ignore_further_interrupts() -> None:
-    """From the start of the exit on, SIGINT and SIGTERM only say that the node is already
-    stopping: terminals and ``ros2 launch`` signal the whole process group, so a second
-    Ctrl-C (or launch's SIGTERM) often lands in the cleanup, where a KeyboardInterrupt
-    would abort the worker join or destroy_service and turn a clean exit into exit code 1."""
-    def note(signum, frame):
-        try:
-            os.write(2, b"ovseg_node: already shutting down\n")
-        except OSError:
-            pass
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            signal.signal(sig, note)
-        except (ValueError, OSError):   # not the main thread: nothing to protect there
-            pass
-
-
-def _run(args) -> int:
-    rclpy.init(args=args)
-    node = None
-    executor = None
-    code = 0
-    try:
-        node = OvsegNode()
-        if node.get_parameter("autostart").value:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.get_logger().fatal("autostart: configure failed (see the error above); "
-                                        "exiting")
-                return 1
-            node.trigger_activate()
-        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception as exc:   # e.g. a params-file value of the wrong type
-        print(f"ovseg_node: {type(exc).__name__}: {exc}", file=sys.stderr)
-        code = 1
-    finally:
-        _ignore_further_interrupts()
-        if node is not None:
-            node._exiting = True
-            node._active = False
-            node._stop_worker(timeout=EXIT_WORKER_TIMEOUT)
-        if executor is not None:
-            # no new callbacks; running ones get a moment, and the pool threads are not
-            # joined (os._exit ends them), so a callback that blocks cannot hold the exit
-            executor.shutdown(timeout_sec=EXIT_CALLBACK_TIMEOUT, wait_for_threads=False)
-        if node is not None:
-            # The rcl node handle stays in use until os._exit, so rclpy defers its deletion
-            # (and with it the DDS participant's, see main) past destroy_node, which still
-            # destroys every publisher, subscription, service and timer: peers see them go
-            # at once. Only the node name ages out of their graph, with the DDS lease (20 s).
-            node.handle.__enter__()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return code
-
-
-def _exit_process(code: int) -> None:
-    """Flush what was logged, then end the process without Python's finalisation."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):   # closed or broken pipe: nothing left to save
-            pass
-    os._exit(code)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

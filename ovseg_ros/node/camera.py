@@ -16,7 +16,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..core.camera_outputs import CameraOutputs
 from ..core.outputs import outputs_for
-from ..ros.qos import input_qos, output_qos
+from ..ros.qos import camera_info_qos, input_qos, output_qos
 from ..runtime.cameras import StallWatch, camera_label, topic_prefix
 from ..runtime.stats import RateStats
 
@@ -80,10 +80,9 @@ class Camera:
                 CompressedImage, self.image_topic + "/compressed",
                 lambda m: on_frame(self, "compressed", m), qos_in,
                 event_callbacks=events, callback_group=group))
-        # camera_info is tiny; best effort matches reliable and best-effort drivers alike
         self.subs.append(node.create_subscription(
             CameraInfo, p + "camera_info", lambda m: on_camera_info(self, m),
-            input_qos("best_effort", 5), callback_group=group))
+            camera_info_qos(), callback_group=group))
         q = output_qos()
         # depth and embeddings rows come with the 3D and embedding outputs
         self.pubs = {o.key: node.create_lifecycle_publisher(message_class(o.msg_type),

@@ -41,7 +41,9 @@ from ..ros import messages as build
 from ..ros.params import declare_schema_parameters, descriptor, read_schema_parameters
 from ..ros.qos import latched_qos, service_qos
 from ..runtime.cameras import PER_CAMERA_KEYS, validate_camera_names
+from ..runtime import health
 from ..runtime.frames import FrameQueues
+from ..runtime.problems import ProblemLog
 from .camera import Camera
 from .worker import Worker
 
@@ -65,7 +67,7 @@ class OvsegNode(Worker, LifecycleNode):
             list(self.get_parameter("cameras").value or []), _reserved_camera_names())
         self._declare_camera_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._problems = diag.ProblemLog(lambda text: self.get_logger().warning(text))
+        self._problems = ProblemLog(lambda text: self.get_logger().warning(text))
         self._segmenter = None
         self._cfg = None
         self._load_error: Optional[str] = None
@@ -369,106 +371,61 @@ class OvsegNode(Worker, LifecycleNode):
         return (self._active and self._enabled and cam.last_frame_time is None
                 and time.monotonic() - (self._activated_at or 0) > NO_IMAGE_WARN_AFTER)
 
-    def camera_status(self, cam: Camera):
-        """One DiagnosticStatus per camera: its rates, drops, bad inputs and stall state."""
-        snap = cam.stats.snapshot()
+    def _camera_facts(self, cam: Camera, now: float) -> health.CameraFacts:
         frames = self._frames
-        now = time.monotonic()
-        values: Dict[str, Any] = {
-            "camera": cam.label, "topic": cam.image_topic,
-            "fps": snap["fps"], "latency_ms": snap["latency_ms"],
-            "latency_max_ms": snap["latency_max_ms"], "inference_ms": snap["inference_ms"],
-            "frames_received": frames.received[cam.name] if frames is not None else 0,
-            "frames_processed": cam.stats.processed,
-            "frames_dropped": frames.dropped[cam.name] if frames is not None else 0,
-            "drop_rate": snap["drop_rate"],
-            "bad_inputs": cam.bad_inputs, "errors": cam.errors,
-            "stalled": cam.stall.stalled,
-            "last_frame_age_s": (now - cam.last_frame_time) if cam.last_frame_time else -1.0,
-            "image_reliability": cam.reliability, "image_depth": cam.depth,
-            "subscribe_compressed": cam.compressed,
-            # lazy outputs: only those with subscribers are built (empty before a frame)
-            "outputs_published": cam.outputs_published,
-        }
-        level, message = diag.OK, "processing" if self._active else "not active"
-        if cam.stall.stalled:
-            level = diag.WARN
-            message = (f"input stalled: no frame on {cam.image_topic} for "
-                       f"{now - cam.stall.stalled_since:.1f} s (input_timeout "
-                       f"{cam.stall.timeout:g} s)")
-        elif self._no_image_yet(cam):
-            level = diag.WARN
-            message = (f"no image received on {cam.image_topic} yet "
-                       f"({self.count_publishers(cam.image_topic)} publishers)")
-        elif cam.last_problem and now - cam.last_problem[0] <= self._recent_within():
-            level, message = diag.WARN, f"recent problem: {cam.last_problem[1]}"
-        values["last_problem"] = cam.last_problem[1] if cam.last_problem else ""
-        return diag.status_msg(f"{self.get_name()}: camera {cam.label}",
-                               self.get_fully_qualified_name(), level, message, values)
+        waiting = self._no_image_yet(cam)
+        stalled_since = cam.stall.stalled_since if cam.stall.stalled else None
+        return health.CameraFacts(
+            label=cam.label, topic=cam.image_topic, rates=cam.stats.snapshot(),
+            processed=cam.stats.processed,
+            received=frames.received[cam.name] if frames is not None else 0,
+            dropped=frames.dropped[cam.name] if frames is not None else 0,
+            bad_inputs=cam.bad_inputs, errors=cam.errors,
+            stalled_for=None if stalled_since is None else now - stalled_since,
+            stall_timeout=cam.stall.timeout,
+            last_frame_age=(now - cam.last_frame_time) if cam.last_frame_time else -1.0,
+            waiting=waiting,
+            publishers=self.count_publishers(cam.image_topic) if waiting else 0,
+            settings={"image_reliability": cam.reliability, "image_depth": cam.depth,
+                      "subscribe_compressed": cam.compressed},
+            outputs_published=cam.outputs_published,
+            last_problem=(now - cam.last_problem[0], cam.last_problem[1])
+            if cam.last_problem else None)
 
-    def diagnostic_status(self):
+    def _node_facts(self) -> health.NodeFacts:
         seg = self._segmenter
-        cams = list(self._cameras.values())
-        frames = self._frames
-        done = [c.stats.snapshot() for c in cams]
-        processed = sum(c.stats.processed for c in cams)
-        values: Dict[str, Any] = {
-            "state": "active" if self._active else ("inactive" if seg else "unconfigured"),
-            "enabled": self._enabled,
-            "cameras": len(self._camera_names),
-            "fps": sum(s["fps"] for s in done),
-            "latency_ms": (sum(s["latency_ms"] * c.stats.processed for s, c in zip(done, cams))
-                           / processed) if processed else 0.0,
-            "latency_max_ms": max([s["latency_max_ms"] for s in done], default=0.0),
-            "inference_ms": max([s["inference_ms"] for s in done], default=0.0),
-            "frames_received": frames.total_received if frames is not None else 0,
-            "frames_processed": processed,
-            "frames_dropped": frames.total_dropped if frames is not None else 0,
-            "drop_rate": sum(s["drop_rate"] for s in done),
-            "bad_inputs": self._problems.count_prefix("input:"),
-            "vocabulary_rejected": self._problems.counts.get("vocabulary", 0),
-            "vocabulary_changes": self._vocab_changes,
-            "errors": self._errors,
-            "batches": self._batches, "frames_batched": self._batched_frames,
-            "stalled_cameras": ",".join(c.label for c in cams if c.stall.stalled),
-            "mode": "process_every_frame" if self._cfg and self._cfg["process_every_frame"]
-            else "latest_frame",
-        }
+        model: Dict[str, Any] = {}
         if seg is not None:
             info = seg.describe()
-            values.update({"engine": info.get("engine"), "backend": info.get("backend"),
-                           "device": info.get("device"), "precision": info.get("precision"),
-                           "weights": "RANDOM WEIGHTS" if seg.random_weights else "pretrained",
-                           "vocabulary_version": seg.vocabulary.version,
-                           "num_classes": seg.vocabulary.num_classes})
-        level, message = diag.OK, "processing"
-        recent = self._problems.recent(within=self._recent_within())
-        stalled = [c for c in cams if c.stall.stalled]
-        waiting = [c for c in cams if self._no_image_yet(c)]
-        if seg is None:
-            level = diag.ERROR
-            message = f"model not loaded: {self._load_error}" if self._load_error \
-                else "unconfigured (call lifecycle configure, or set autostart: true)"
-        elif not self._active:
-            message = "inactive (lifecycle): model loaded, not processing"
-        elif not self._enabled:
-            message = "paused by the enable service"
-        elif stalled:
-            level = diag.WARN
-            message = "input stalled: " + ", ".join(
-                f"{c.image_topic} (camera {c.label})" for c in stalled)
-        elif waiting:
-            level = diag.WARN
-            message = ("no image received on " + ", ".join(
-                f"{c.image_topic} ({self.count_publishers(c.image_topic)} publishers)"
-                for c in waiting) + " yet: check the remap, QoS (image_reliability) and "
-                "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA")
-        if seg is not None and recent is not None and level == diag.OK:
-            level, message = diag.WARN, f"recent problem ({recent[0]}): {recent[1]}"
-        if seg is not None and seg.random_weights:
-            level = max(level, diag.WARN)
-            message = "RANDOM WEIGHTS (labels are meaningless); " + message
-        values["last_problem"] = self._problems.last[2] if self._problems.last else ""
-        return diag.status_msg(f"{self.get_name()}: segmentation",
-                               self.get_fully_qualified_name(), level, message, values)
+            model = {"engine": info.get("engine"), "backend": info.get("backend"),
+                     "device": info.get("device"), "precision": info.get("precision"),
+                     "vocabulary_version": seg.vocabulary.version,
+                     "num_classes": seg.vocabulary.num_classes}
+        problems = self._problems
+        return health.NodeFacts(
+            active=self._active, enabled=self._enabled, loaded=seg is not None,
+            load_error=self._load_error, model=model,
+            random_weights=bool(seg is not None and seg.random_weights),
+            counters={"bad_inputs": problems.count_prefix("input:"),
+                      "vocabulary_rejected": problems.counts.get("vocabulary", 0),
+                      "vocabulary_changes": self._vocab_changes, "errors": self._errors,
+                      "batches": self._batches, "frames_batched": self._batched_frames},
+            mode="process_every_frame" if self._cfg and self._cfg["process_every_frame"]
+            else "latest_frame",
+            recent_problem=problems.recent(within=self._recent_within()),
+            last_problem=problems.last[2] if problems.last else "")
 
+    def camera_status(self, cam: Camera):
+        """One DiagnosticStatus per camera (the policy: runtime/health.py)."""
+        result = health.camera_health(self._camera_facts(cam, time.monotonic()),
+                                      active=self._active, recent_within=self._recent_within())
+        return diag.status_msg(f"{self.get_name()}: camera {cam.label}",
+                               self.get_fully_qualified_name(), result)
+
+    def diagnostic_status(self):
+        """The node's DiagnosticStatus (the policy: runtime/health.py)."""
+        now = time.monotonic()
+        result = health.node_health(self._node_facts(),
+                                    [self._camera_facts(c, now) for c in self._cameras.values()])
+        return diag.status_msg(f"{self.get_name()}: segmentation",
+                               self.get_fully_qualified_name(), result)

@@ -22,6 +22,8 @@ between two batches.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import gc
 import threading
@@ -51,6 +53,18 @@ NODE_NAME = "ovseg_node"
 VOCABULARY_TOPIC = "vocabulary"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 NO_IMAGE_WARN_AFTER = 5.0   # seconds without any frame after activation before we say so
+
+
+def _return_freed_heap() -> None:
+    """Give the heap freed by the model back to the system: glibc keeps freed blocks in its
+    arenas, so without a trim the process RSS barely drops after cleanup (docs/node.md,
+    "Memory"). Other C libraries have no malloc_trim and return memory their own way."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _reserved_camera_names() -> set:
@@ -203,6 +217,7 @@ class OvsegNode(Worker, LifecycleNode):
         for cam in self._cameras.values():
             cam.outputs = None
         gc.collect()
+        _return_freed_heap()
 
     # --- topics and services ---------------------------------------------------------------
     def _create_interfaces(self) -> None:

@@ -176,6 +176,10 @@ class OvsegNode(Worker, LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        # the lifecycle publishers first: the worker's first frame must find them enabled
+        result = super().on_activate(state)
+        if result != TransitionCallbackReturn.SUCCESS:
+            return result
         capacity = self._cfg["max_queue"] if self._cfg["process_every_frame"] else 1
         self._frames = FrameQueues(self._camera_names, capacity)
         for cam in self._cameras.values():
@@ -189,12 +193,12 @@ class OvsegNode(Worker, LifecycleNode):
                 f"{cam.depth})" + (f" and {cam.image_topic}/compressed" if cam.compressed else "")
                 + ("; process_every_frame (queue %d)" % capacity if capacity > 1 else
                    "; latest frame only"))
-        return super().on_activate(state)    # enables the lifecycle publishers
+        return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
-        self._stop_worker()
-        return super().on_deactivate(state)  # disables the lifecycle publishers
+        self._stop_worker()                  # no frame in flight: then disable the publishers
+        return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._destroy_interfaces()

@@ -159,8 +159,8 @@ class NodeUnderTest:
         Before the SIGKILL the node gets SIGUSR1, which makes it dump all thread stacks
         into its log (faulthandler, registered in ovseg_ros.node.main): a hang says where.
         With OVSEG_TEST_GDB=1 (and gdb installed) the native stacks of all threads go to
-        <log>.gdb.txt first: how the Fast DDS shutdown deadlock (ovseg_ros/node/process.py, main) was
-        found."""
+        <log>.gdb.txt first: how the Fast DDS shutdown deadlock (ovseg_ros/node/process.py)
+        was found."""
         if self.alive():
             self.proc.send_signal(signal.SIGINT)
             try:

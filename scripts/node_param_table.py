@@ -2,7 +2,9 @@
 """Print (or --update) the node parameter table of docs/node.md from ovseg_ros.config.SCHEMA.
 
     python scripts/node_param_table.py            # print the markdown table
-    python scripts/node_param_table.py --update   # rewrite it between the markers in docs/node.md
+    python scripts/node_param_table.py --outputs  # the output table (ovseg_ros.core.outputs)
+    python scripts/node_param_table.py --update   # rewrite both between their markers in
+                                                  # docs/node.md
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 BEGIN, END = "<!-- param-table:begin -->", "<!-- param-table:end -->"
+OUT_BEGIN, OUT_END = "<!-- output-table:begin -->", "<!-- output-table:end -->"
 
 
 def _fmt(v) -> str:
@@ -48,19 +51,25 @@ def table() -> str:
     return "\n".join(rows)
 
 
+def _replace(content: str, begin: str, end: str, text: str) -> str:
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{begin}\n{text}\n{end}{tail}"
+
+
 def main(argv=None) -> int:
+    from ovseg_ros.core.outputs import markdown_table
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--update", action="store_true", help="rewrite docs/node.md in place")
+    ap.add_argument("--outputs", action="store_true", help="print the output table instead")
     args = ap.parse_args(argv)
-    text = table()
     if not args.update:
-        print(text)
+        print(markdown_table() if args.outputs else table())
         return 0
     doc = ROOT / "docs" / "node.md"
-    content = doc.read_text()
-    head, rest = content.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    doc.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    content = _replace(doc.read_text(), BEGIN, END, table())
+    doc.write_text(_replace(content, OUT_BEGIN, OUT_END, markdown_table()))
     print(f"updated {doc}")
     return 0
 

@@ -34,7 +34,7 @@ os.environ["OVSEG_TEST_DOMAIN_ID"] = str(DOMAIN_ID)
 os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
 # Fast DDS's default transports (UDP + shared memory): the test frames are small
 # (< 512 KiB, which best effort delivers reliably), and LARGE_DATA's TCP transport
-# in Fast DDS 3.2.2 can deadlock when a participant is deleted (ovseg_ros/node.py,
+# in Fast DDS 3.2.2 can deadlock when a participant is deleted (ovseg_ros/node/process.py,
 # main), which made node tests hang or miss discovery now and then.
 TRANSPORTS = os.environ.get("OVSEG_TEST_FASTDDS_TRANSPORTS", "DEFAULT")
 os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = TRANSPORTS
@@ -159,8 +159,8 @@ class NodeUnderTest:
         Before the SIGKILL the node gets SIGUSR1, which makes it dump all thread stacks
         into its log (faulthandler, registered in ovseg_ros.node.main): a hang says where.
         With OVSEG_TEST_GDB=1 (and gdb installed) the native stacks of all threads go to
-        <log>.gdb.txt first: how the Fast DDS shutdown deadlock (ovseg_ros/node.py, main) was
-        found."""
+        <log>.gdb.txt first: how the Fast DDS shutdown deadlock (ovseg_ros/node/process.py)
+        was found."""
         if self.alive():
             self.proc.send_signal(signal.SIGINT)
             try:

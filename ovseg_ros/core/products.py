@@ -19,11 +19,12 @@ areas and boxes are measured on the resized panoptic map.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Collection, List, Optional, Sequence
 
 import numpy as np
 
 from . import palette
+from .outputs import PRODUCT_KEYS, check_keys
 from .types import UNLABELED, Prediction
 
 #: the banner drawn across overlays made with random weights
@@ -134,12 +135,16 @@ def _segments(pred: Prediction, panoptic: np.ndarray, names: Sequence[str],
 
 
 def build_products(pred: Prediction, rgb: np.ndarray, names: Sequence[str], *,
-                   overlay_alpha: float, random_weights: bool, colored: bool = True,
-                   confidence: bool = True) -> FrameProducts:
+                   overlay_alpha: float, random_weights: bool,
+                   wanted: Optional[Collection[str]] = None, depth=None) -> FrameProducts:
     """Everything published for one frame, at the size of ``rgb`` (see the module doc).
 
-    ``names``: the vocabulary's class names (``pred.vocabulary``); ``colored`` /
-    ``confidence`` false skip building those products (None)."""
+    ``names``: the vocabulary's class names (``pred.vocabulary``). ``wanted``: keys of the
+    outputs table (``core/outputs.py``) to build, None for every one; ``colored`` and
+    ``confidence`` not wanted stay None (the costly ones), ``semantic``, ``panoptic`` and
+    ``segments`` are always built (the others derive from them). ``depth`` (a registered
+    depth frame) is accepted for the 3D rows and not used yet."""
+    wanted = PRODUCT_KEYS if wanted is None else check_keys(wanted)
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"rgb must be an H x W x 3 uint8 image, got {rgb.shape} {rgb.dtype}")
@@ -151,11 +156,11 @@ def build_products(pred: Prediction, rgb: np.ndarray, names: Sequence[str], *,
     pan_src = np.asarray(pred.panoptic, dtype=np.int32)
     pan = _resize(pan_src, size, nearest=True)
     conf = None
-    if confidence:
+    if "confidence" in wanted:
         conf = _resize(np.asarray(pred.confidence, dtype=np.float32), size, nearest=False)
     segments = _segments(pred, pan, names, resized=pan.shape != pan_src.shape)
     col = None
-    if colored:
+    if "colored" in wanted:
         col = overlay_u16(rgb, sem, overlay_alpha, n)
         if random_weights:
             col = draw_banner(col, RANDOM_WEIGHTS_BANNER)

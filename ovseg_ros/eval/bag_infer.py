@@ -3,15 +3,14 @@
 The output bag holds every original message unchanged plus, for each image
 message (same bag timestamp and header as the image, so stamps match):
 
-    <prefix>/semantic   sensor_msgs/Image 16UC1 (65535 = unlabelled)
-    <prefix>/panoptic   sensor_msgs/Image 32SC1 (0 = no segment)
-    <prefix>/colored    sensor_msgs/Image rgb8 overlay (stable colour per class id,
-                        RANDOM WEIGHTS banner with random weights)
-    <prefix>/segments   ovseg_ros/msg/Segments
+    <prefix>/<topic>    one topic per row of the outputs table (``core/outputs.py``)
+                        whose needs a bag meets: semantic (16UC1, 65535 = unlabelled),
+                        panoptic (32SC1, 0 = no segment), confidence (32FC1), colored
+                        (rgb8 overlay, RANDOM WEIGHTS banner with random weights), segments
     <prefix>/vocabulary ovseg_ros/msg/Vocabulary (once, before the first result; latched QoS)
 
-The products are built by ``ovseg_ros.core.products.build_products``, the function
-the node publishes from, so the bag holds what the live node would publish.
+The products are built by ``ovseg_ros.core.camera_outputs.CameraOutputs``, the output
+path the node publishes from, so the bag holds what the live node would publish.
 Frames are processed in bag order, one by one, none dropped; with the same
 engine and weights the output is the same on every run. The bag is written
 under ``<out>.partial`` and renamed when complete.
@@ -22,7 +21,8 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from ..core.products import build_products
+from ..core.camera_outputs import CameraOutputs
+from ..core.outputs import outputs_for
 from .bags import (COMPRESSED_TYPE, IMAGE_TYPE, BagError, bag_storage, check_topic, frame_rgb,
                    Frame, latched_qos, make_typestore, numpy_to_image, open_reader,
                    rename_storage_files, stamp_ns, storage_plugin)
@@ -30,7 +30,9 @@ from .bags import (COMPRESSED_TYPE, IMAGE_TYPE, BagError, bag_storage, check_top
 #: older name, kept for callers of this module
 _rename_storage_files = rename_storage_files
 
-OUTPUT_TOPICS = ("semantic", "panoptic", "colored", "segments", "vocabulary")
+#: the rows a bag gets: no depth or embeddings input yet, and camera_info stays the input's
+BAG_OUTPUTS = outputs_for(depth=False, embeddings=False, camera_info=False)
+OUTPUT_TOPICS = tuple(o.topic for o in BAG_OUTPUTS) + ("vocabulary",)
 SEGMENTS_TYPE = "ovseg_ros/msg/Segments"
 VOCABULARY_TYPE = "ovseg_ros/msg/Vocabulary"
 
@@ -59,6 +61,15 @@ def segments_msg(store, products, header):
                             segments=segs)
 
 
+def _bag_message(store, products, row, header):
+    """The rosbags message of one output row (the node's ``product_messages`` twin)."""
+    if row.encoding:
+        return numpy_to_image(store, getattr(products, row.key), row.encoding, header)
+    if row.key == "segments":
+        return segments_msg(store, products, header)
+    raise BagError(f"bag inference cannot write output {row.key!r} ({row.msg_type}) yet")
+
+
 def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
               prefix: str = "/ovseg", storage: Optional[str] = None, overwrite: bool = False,
               limit: Optional[int] = None, overlay_alpha: float = 0.5,
@@ -73,7 +84,8 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
     if out_path.exists() and not overwrite:
         raise BagError(f"output {out_path} exists; pass --overwrite or choose another path")
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-    out_topics = {name: f"{prefix}/{name}" for name in OUTPUT_TOPICS}
+    out_topics = {o.key: f"{prefix}/{o.topic}" for o in BAG_OUTPUTS}
+    out_topics["vocabulary"] = f"{prefix}/vocabulary"
     store = make_typestore()
     reader = open_reader(in_path)
     tmp = out_path.with_name(out_path.name + ".partial")
@@ -104,15 +116,18 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
                     conn_map[c.id] = writer.add_connection(c.topic, c.msgtype, typestore=store,
                                                            **kw)
             out_conn = {}
+            msgtypes = {o.key: o.msg_type for o in BAG_OUTPUTS}
+            msgtypes["vocabulary"] = VOCABULARY_TYPE
             for name, topic in out_topics.items():
-                msgtype = {"segments": SEGMENTS_TYPE, "vocabulary": VOCABULARY_TYPE}.get(
-                    name, IMAGE_TYPE)
+                msgtype = msgtypes[name]
                 qos = [latched_qos()] if name == "vocabulary" else []
                 out_conn[name] = writer.add_connection(topic, msgtype, typestore=store,
                                                        offered_qos_profiles=qos)
             vocab = segmenter.vocabulary
             engine_name = str(segmenter.describe().get("engine", segmenter.config["engine"]))
             done = 0
+            outputs = CameraOutputs(image_topic, overlay_alpha=overlay_alpha)
+            wanted = {o.key for o in BAG_OUTPUTS}
             bar = tqdm(total=total if limit is None else min(total, limit), disable=not progress,
                        desc="bag inference", unit="img")
 
@@ -134,13 +149,10 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
                 if done == 0:
                     put("vocabulary", vocabulary_msg(store, vocab, hdr, engine_name,
                                                      pred.random_weights), VOCABULARY_TYPE, t)
-                # the node's output path (core/products.py): same rules, same images
-                prod = build_products(pred, rgb, pred.vocabulary, overlay_alpha=overlay_alpha,
-                                      random_weights=pred.random_weights, confidence=False)
-                put("semantic", numpy_to_image(store, prod.semantic, "16UC1", hdr), IMAGE_TYPE, t)
-                put("panoptic", numpy_to_image(store, prod.panoptic, "32SC1", hdr), IMAGE_TYPE, t)
-                put("colored", numpy_to_image(store, prod.colored, "rgb8", hdr), IMAGE_TYPE, t)
-                put("segments", segments_msg(store, prod, hdr), SEGMENTS_TYPE, t)
+                # the node's output path (core/camera_outputs.py): same rules, same images
+                prod = outputs.process(pred, rgb, hdr.stamp, wanted=wanted)
+                for o in BAG_OUTPUTS:
+                    put(o.key, _bag_message(store, prod, o, hdr), o.msg_type, t)
                 done += 1
                 bar.update(1)
             bar.close()

@@ -271,14 +271,23 @@ def make_qos(reliability: str = "reliable", durability: str = "volatile", depth:
     return Qos(hist, int(depth), rel, dur, inf, inf, QosLiveliness.AUTOMATIC, inf, False)
 
 
+def qos_from_spec(spec):
+    """A rosbags Qos from a row of the node's QoS table (``runtime/qos_table.py``)."""
+    return make_qos(spec.reliability, spec.durability, spec.depth, spec.history)
+
+
 def latched_qos():
-    """Transient-local, reliable, depth 1: how the node publishes `vocabulary`."""
-    return make_qos("reliable", "transient_local", 1)
+    """How the node publishes `vocabulary` (transient local, reliable, depth 1)."""
+    from ..runtime.qos_table import LATCHED
+
+    return qos_from_spec(LATCHED)
 
 
 def output_qos():
-    """Reliable, volatile, depth 5: how the node publishes its images and segments."""
-    return make_qos("reliable", "volatile", 5)
+    """How the node publishes every output of the outputs table (reliable, volatile, 5)."""
+    from ..runtime.qos_table import OUTPUT
+
+    return qos_from_spec(OUTPUT)
 
 
 def playback_image_qos():
@@ -312,7 +321,8 @@ def qos_from_profile(profile):
 __all__ = ["BagError", "Frame", "make_typestore", "find_msg_dir", "image_to_numpy", "to_rgb",
            "numpy_to_image", "label_to_classes", "open_reader", "check_topic", "iter_frames",
            "frame_rgb", "stamp_ns", "storage_plugin", "bag_storage", "latched_qos",
-           "make_qos", "output_qos", "playback_image_qos", "qos_from_profile", "INFINITE_NS",
+           "make_qos", "qos_from_spec", "output_qos", "playback_image_qos", "qos_from_profile",
+           "INFINITE_NS",
            "write_image_bag", "rename_storage_files",
            "LABEL_ENCODINGS", "RGB_ENCODINGS", "IMAGE_TYPE", "COMPRESSED_TYPE"]
 

@@ -28,11 +28,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional, Tuple
 
-import yaml
 
-from ..core.class_names import ClassList, load_class_file
+from ..core.class_names import ClassList
+from .engine_args import (CliError, classes_arg, engine_config, load_engine_from,  # noqa: F401
+                          parse_overrides)
 from .bag_sources import SEGMENTS_TYPE, BagTopics, bag_targets, check_encodings, iter_synced
 from .bags import BagError, COMPRESSED_TYPE, IMAGE_TYPE, frame_rgb
 from .datasets import DatasetError, folder, open_dataset, LAYOUTS
@@ -43,10 +44,6 @@ from .runner import EvalItem, dataset_items, finish, open_state, run_evaluation,
 from .state import EvalState, StateError
 
 PROG = "ovseg-eval"
-
-
-class CliError(ValueError):
-    """A command-line argument is wrong."""
 
 
 # --- shared helpers -----------------------------------------------------------------------------
@@ -60,16 +57,6 @@ def parse_shard(text: str) -> Tuple[int, int]:
     return i, n
 
 
-def parse_overrides(items: Sequence[str]) -> dict:
-    out = {}
-    for item in items or ():
-        if "=" not in item:
-            raise CliError(f"--set expects key=value, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
-
-
 def check_counts(args) -> None:
     """--limit 0 used to run and report "nothing was evaluated" (or write an empty bag)."""
     if getattr(args, "limit", None) is not None and args.limit < 1:
@@ -80,46 +67,9 @@ def check_counts(args) -> None:
         raise CliError(f"--samples must be >= 0, got {args.samples}")
 
 
-def engine_config(config: Optional[str], sets: Sequence[str], ctx=None):
-    """The validated engine config from --config/--set; under torchrun ``device: cuda`` becomes
-    ``cuda:<LOCAL_RANK>``. Cheap: no model is built."""
-    from ..config import make_config
-    from .distributed import rank_device
-
-    overrides = {k.replace(".", "__"): v for k, v in parse_overrides(sets).items()}
-    cfg = make_config(config if config else None, **overrides)
-    if ctx is not None and rank_device(cfg["device"], ctx) != cfg["device"]:
-        cfg = cfg.replace(device=rank_device(cfg["device"], ctx))
-    return cfg
-
-
 def load_engine(args, classes: Optional[ClassList], ctx=None):
     """The segmenter from --config/--set, with the evaluated classes as its vocabulary."""
     return load_engine_from(engine_config(args.config, args.set, ctx), classes)
-
-
-def load_engine_from(cfg, classes):
-    """The segmenter of a validated config; ``classes``: a ClassList, a class file / bundled
-    list name, or None (the config's vocabulary)."""
-    from .. import load_segmenter
-
-    if isinstance(classes, str):
-        classes = _classes(classes, None, "")
-    seg = load_segmenter(cfg)
-    if classes is not None:
-        seg.set_vocabulary(list(classes.names), list(classes.is_thing) if classes.is_thing
-                           else None)
-    return seg
-
-
-def _classes(arg: Optional[str], default: Optional[str], what: str) -> ClassList:
-    name = arg or default
-    if not name:
-        raise CliError(f"{what} needs --classes (a bundled list such as ade150, or a file)")
-    try:
-        return load_class_file(name)
-    except ValueError as exc:   # the message already names the file and line
-        raise CliError(str(exc)) from exc
 
 
 # --- sources ------------------------------------------------------------------------------------
@@ -204,7 +154,7 @@ def _evaluate(args, classes: ClassList, items: Iterable[EvalItem], source: dict,
 
 
 def cmd_bag(args) -> int:
-    classes = _classes(args.classes, None, "bag evaluation")
+    classes = classes_arg(args.classes, None, "bag evaluation")
     if not (args.label_topic or args.panoptic_topic):
         raise CliError("bag evaluation needs --label-topic (class ids) and/or --panoptic-topic "
                        "with --segments-topic")
@@ -244,7 +194,7 @@ def cmd_dataset(args) -> int:
     if args.kind == "folder":
         if not (args.images and args.labels):
             raise CliError("--kind folder needs --images DIR and --labels DIR")
-        classes = _classes(args.classes, None, "--kind folder")
+        classes = classes_arg(args.classes, None, "--kind folder")
         ds = folder(Path(args.images), Path(args.labels), classes,
                     ignore_index=None if args.ignore_index < 0 else args.ignore_index,
                     reduce_zero_label=args.reduce_zero_label)
@@ -256,7 +206,7 @@ def cmd_dataset(args) -> int:
             raise CliError(f"--kind {args.kind} needs --root DIR")
         ds = open_dataset(args.kind, Path(args.root), args.split)
         if args.classes:   # other names (synonyms, prompts) for the same classes
-            classes = _classes(args.classes, None, "")
+            classes = classes_arg(args.classes, None, "")
             if len(classes) != len(ds.classes):
                 raise CliError(f"--classes {args.classes} has {len(classes)} classes but "
                                f"{args.kind} has {len(ds.classes)}")
@@ -281,7 +231,7 @@ def cmd_infer_bag(args) -> int:
 
     from .bag_infer import OUTPUT_TOPICS
 
-    classes = _classes(args.classes, None, "") if args.classes else None
+    classes = classes_arg(args.classes, None, "") if args.classes else None
     # cheap checks first: a topic typo must not wait for (or read as) a model loading error
     require_topics(Path(args.bag), [("image", args.image_topic, (IMAGE_TYPE, COMPRESSED_TYPE))])
     check_output_bag(Path(args.bag), Path(args.out), args.overwrite)
@@ -301,7 +251,7 @@ def cmd_infer_bags(args) -> int:
     from . import multi_bag as MB
 
     if args.classes:
-        _classes(args.classes, None, "")
+        classes_arg(args.classes, None, "")
     bags = MB.expand_bags(args.bags)
     if args.workers < 1:
         raise CliError(f"--workers must be >= 1, got {args.workers}")

@@ -88,7 +88,7 @@ class _Worker:
     """One engine, many bags (lives in a worker process or a torchrun rank)."""
 
     def __init__(self, engine_args: dict, ctx=None):
-        from .cli import engine_config, load_engine_from
+        from .engine_args import engine_config, load_engine_from
 
         self.opts = engine_args
         cfg = engine_config(engine_args["config"], engine_args["set"], ctx)
@@ -165,7 +165,7 @@ def run_rank(jobs: Sequence[BagJob], engine_args: dict, ctx) -> Optional[List[di
 
     from . import distributed as D
 
-    from .cli import engine_config
+    from .engine_args import engine_config
 
     mine = [j for j in jobs if j.index % ctx.world == ctx.rank]
     D.init(ctx, engine_config(engine_args["config"], engine_args["set"], ctx)["device"])

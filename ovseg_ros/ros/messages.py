@@ -11,6 +11,7 @@ from typing import Collection, Dict, List, Optional, Sequence
 
 from sensor_msgs.msg import CameraInfo, RegionOfInterest
 
+from ..core.outputs import OUTPUTS
 from ..core.types import VocabularyState
 from .image_conv import array_to_image
 
@@ -49,25 +50,25 @@ def camera_info_for(info: CameraInfo, header) -> CameraInfo:
 def product_messages(products, header, keys: Optional[Collection[str]] = None
                      ) -> Dict[str, object]:
     """The node's messages of one frame from ``ovseg_ros.core.products.FrameProducts``
-    (the one output path shared with bag inference and ovseg-segment): keys
-    ``semantic``, ``panoptic``, ``segments`` and, when built, ``colored`` and
-    ``confidence``; only those in ``keys`` when given. Every message carries ``header``."""
+    (the one output path shared with bag inference and ovseg-segment): one per row of the
+    outputs table (``core/outputs.py``) that the products hold, only those in ``keys``
+    when given. Every message carries ``header``."""
+    out: Dict[str, object] = {}
+    for row in OUTPUTS:
+        if keys is not None and row.key not in keys:
+            continue
+        if row.encoding:
+            array = getattr(products, row.key, None)
+            if array is not None:      # colored / confidence when built
+                out[row.key] = array_to_image(array, row.encoding, header)
+        elif row.key == "segments":
+            out["segments"] = segments_msg(products, header)
+    return out
+
+
+def segments_msg(products, header):
     from ovseg_ros.msg import Segment, Segments
 
-    def want(key: str) -> bool:
-        return keys is None or key in keys
-
-    out: Dict[str, object] = {}
-    if want("semantic"):
-        out["semantic"] = array_to_image(products.semantic, "16UC1", header)
-    if want("panoptic"):
-        out["panoptic"] = array_to_image(products.panoptic, "32SC1", header)
-    if products.colored is not None and want("colored"):
-        out["colored"] = array_to_image(products.colored, "rgb8", header)
-    if products.confidence is not None and want("confidence"):
-        out["confidence"] = array_to_image(products.confidence, "32FC1", header)
-    if not want("segments"):
-        return out
     msg = Segments()
     msg.header = header
     msg.vocabulary_version = int(products.vocabulary_version)
@@ -77,8 +78,7 @@ def product_messages(products, header, keys: Optional[Collection[str]] = None
                                                   width=s["bbox"][2], height=s["bbox"][3],
                                                   do_rectify=False))
                     for s in products.segments]
-    out["segments"] = msg
-    return out
+    return msg
 
 
 def class_map_text(names: Sequence[str]) -> str:

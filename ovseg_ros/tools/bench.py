@@ -710,7 +710,7 @@ def node_overhead(args, argv) -> int:
 
 
 # --- several cameras, one model (``--cameras``; ovseg_ros/tools/bench_cameras.py) -----------------
-# What a multi-camera node does each round (ovseg_ros/node.py): the waiting frame of every
+# What a multi-camera node does each round (ovseg_ros/node/worker.py): the waiting frame of every
 # camera goes through one Segmenter.predict_batch call. The alternative is one single-camera
 # node per camera: N models sharing the device, together at best one model predicting the
 # N frames one after the other.

@@ -6,7 +6,7 @@ single-camera runs of the same model.
         --random-init --cameras 1,2,4 --size 640x480 --iters 5
     ovseg-bench ... --cameras 2,4                               # the same, as a bench section
 
-What a multi-camera node does each round (``ovseg_ros/node.py``): the waiting
+What a multi-camera node does each round (``ovseg_ros/node/worker.py``): the waiting
 frame of every camera goes through one ``Segmenter.predict_batch`` call. The
 alternative is one single-camera node per camera, i.e. N models each running
 ``predict`` on its own camera; on one device they share the compute, so their

@@ -31,7 +31,10 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-TOPICS = ("semantic", "panoptic", "segments", "colored", "confidence")
+from ..core.outputs import keys_for
+
+#: the node's per-frame image and segment outputs (core/outputs.py; camera_info is a copy)
+TOPICS = keys_for(camera_info=False)
 
 
 def synthetic_prediction(h: int, w: int, num_classes: int, regions: int = 24, seed: int = 0):
@@ -143,11 +146,10 @@ def measure(sizes: Sequence[str], iters: int = 50, num_classes: int = 150,
                 t0 = time.perf_counter()
                 frame = image_to_rgb(msg, max_pixels=w * h)
                 t1 = time.perf_counter()
-                # the node's rule (node.py _publish_outputs): subscribed outputs only
+                # the node's rule (node/worker.py _publish_outputs): subscribed outputs only
                 wanted = {t for t in TOPICS if pubs[t].get_subscription_count() > 0}
                 prod = build_products(pred, frame, pred.vocabulary, overlay_alpha=0.5,
-                                      random_weights=True, colored="colored" in wanted,
-                                      confidence="confidence" in wanted)
+                                      random_weights=True, wanted=wanted)
                 t2 = time.perf_counter()
                 msgs = product_messages(prod, Header(frame_id="camera"), wanted)
                 t3 = time.perf_counter()

@@ -36,18 +36,15 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..core.outputs import outputs_for
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 NAMESPACE = "/demo"
-OUTPUT_TOPICS = {   # node topic (relative to the namespace) -> message type
-    "semantic": "sensor_msgs/msg/Image",
-    "panoptic": "sensor_msgs/msg/Image",
-    "colored": "sensor_msgs/msg/Image",
-    "confidence": "sensor_msgs/msg/Image",
-    "segments": "ovseg_ros/msg/Segments",
-    "camera_info_out": "sensor_msgs/msg/CameraInfo",
-    "vocabulary": "ovseg_ros/msg/Vocabulary",
-    "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray",
-}
+# node topic (relative to the namespace) -> message type: the camera's outputs
+# (core/outputs.py, no depth or embeddings in the demo) and the node's own topics
+OUTPUT_TOPICS = {o.topic: o.msg_type for o in outputs_for(depth=False, embeddings=False)}
+OUTPUT_TOPICS.update({"vocabulary": "ovseg_ros/msg/Vocabulary",
+                      "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray"})
 SECOND_VOCABULARY = ["person", "cat", "cup,mug", "rocket", "motorcycle", "sky", "grass", "floor"]
 RANDOM_BANNER = ("RANDOM WEIGHTS: no pretrained weights on disk, running the tiny random-weight "
                  "preset (config/demo_tiny.yaml); labels are meaningless")

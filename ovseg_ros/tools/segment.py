@@ -29,6 +29,8 @@ import numpy as np
 from ..core.types import UNLABELED
 
 PROG = "ovseg-segment"
+#: what the PNGs and the panoptic JSON are made of (keys of core/outputs.py)
+SEGMENT_OUTPUTS = frozenset({"semantic", "panoptic", "segments", "colored"})
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
@@ -108,7 +110,7 @@ def segment_all(seg, inputs: Sequence[str], out: Path, *, panoptic: bool = False
                 every: int = 1, alpha: float = 0.5, progress: bool = True) -> dict:
     from tqdm import tqdm
 
-    from ..core.products import build_products
+    from ..core.camera_outputs import CameraOutputs
     from ..eval.datasets import panoptic_id_to_rgb
 
     vocab = seg.vocabulary
@@ -117,6 +119,8 @@ def segment_all(seg, inputs: Sequence[str], out: Path, *, panoptic: bool = False
     annotations = []
     n = 0
     seen: set = set()
+    # one output path for the run, as the node has one per camera
+    outputs = CameraOutputs("segment", overlay_alpha=alpha)
     for name, rgb in tqdm(iter_inputs(inputs, every), disable=not progress, unit="img",
                           desc="segment"):
         if name in seen:   # e.g. a/photo.jpg and b/photo.jpg: the second would overwrite the first
@@ -124,9 +128,8 @@ def segment_all(seg, inputs: Sequence[str], out: Path, *, panoptic: bool = False
                                   "with separate --out directories (or pass their parent folder)")
         seen.add(name)
         pred = seg.predict(rgb)
-        # the node's output path (core/products.py): same label rule, overlay and banner
-        prod = build_products(pred, rgb, pred.vocabulary, overlay_alpha=alpha,
-                              random_weights=pred.random_weights, confidence=False)
+        # the node's output path (core/camera_outputs.py): same label rule, overlay, banner
+        prod = outputs.process(pred, rgb, name, wanted=SEGMENT_OUTPUTS)
         _write_png(out / f"{name}_semantic.png", prod.semantic)
         _write_png(out / f"{name}_overlay.png", prod.colored)
         if panoptic:

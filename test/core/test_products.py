@@ -71,9 +71,12 @@ def test_random_weights_banner_and_optional_products():
                                                                RANDOM_WEIGHTS_BANNER))
     assert (flagged.colored != plain.colored).any()
     bare = build_products(pred, rgb, NAMES, overlay_alpha=0.5, random_weights=True,
-                          colored=False, confidence=False)
+                          wanted={"semantic", "segments"})
     assert bare.colored is None and bare.confidence is None
     np.testing.assert_array_equal(bare.semantic, plain.semantic)
+    with pytest.raises(ValueError, match="unknown output keys.*'colour'"):
+        build_products(pred, rgb, NAMES, overlay_alpha=0.5, random_weights=True,
+                       wanted={"semantic", "colour"})
 
 
 def test_products_at_the_camera_resolution():

@@ -84,6 +84,34 @@ def test_qos_from_rclpy_profile_matches_the_node_publishers():
     assert qos_from_profile(prof) == latched_qos()
 
 
+def test_every_row_of_the_qos_table_is_the_same_for_the_node_and_a_bag():
+    """One QoS table (runtime/qos_table.py): the rclpy profile the node uses and the
+    profile a bag records are built from the same row."""
+    pytest.importorskip("rclpy")
+    from rclpy.duration import Duration
+    from rclpy.qos import LivelinessPolicy
+
+    from ovseg_ros.eval.bags import qos_from_profile, qos_from_spec
+    from ovseg_ros.ros.qos import profile
+    from ovseg_ros.runtime import qos_table
+
+    rows = [qos_table.INPUT, qos_table.CAMERA_INFO, qos_table.OUTPUT, qos_table.LATCHED,
+            qos_table.SERVICE, qos_table.input_spec("reliable", 3)]
+    inf = Duration(nanoseconds=9_223_372_036_854_775_807)
+    for row in rows:
+        prof = profile(row)
+        prof.deadline = prof.lifespan = prof.liveliness_lease_duration = inf
+        prof.liveliness = LivelinessPolicy.AUTOMATIC
+        recorded = _as_dict(qos_from_spec(row))
+        assert _as_dict(qos_from_profile(prof)) == recorded, row
+        assert (recorded["reliability"], recorded["durability"], recorded["history"]) == \
+            (row.reliability, row.durability, row.history)
+    with pytest.raises(ValueError, match="reliability must be one of"):
+        qos_table.input_spec("sometimes")
+    with pytest.raises(ValueError, match="depth must be >= 1, got 0"):
+        qos_table.OUTPUT.with_depth(0)
+
+
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_write_image_bag_records_qos(tmp_path, storage):
     from ovseg_ros.eval.bags import playback_image_qos, write_image_bag

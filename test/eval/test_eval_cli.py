@@ -136,7 +136,7 @@ def test_bag_to_bag(work):
     img = "sensor_msgs/msg/Image"
     assert topics == {
         "/camera/image": (img, 5), "/camera/labels": (img, 5), "/ovseg/semantic": (img, 5),
-        "/ovseg/panoptic": (img, 5), "/ovseg/colored": (img, 5),
+        "/ovseg/panoptic": (img, 5), "/ovseg/colored": (img, 5), "/ovseg/confidence": (img, 5),
         "/ovseg/segments": ("ovseg_ros/msg/Segments", 5),
         "/ovseg/vocabulary": ("ovseg_ros/msg/Vocabulary", 1)}
     store = B.make_typestore()
@@ -153,6 +153,10 @@ def test_bag_to_bag(work):
             assert msg.encoding == "32SC1"
         elif conn.topic == "/ovseg/colored":
             assert msg.encoding == "rgb8"
+        elif conn.topic == "/ovseg/confidence":
+            assert msg.encoding == "32FC1"
+            i = [B.stamp_ns(msg.header) == _frame(k)[0] for k in range(5)].index(True)
+            assert np.array_equal(B.image_to_numpy(msg), seg.predict(_frame(i)[1]).confidence)
         elif conn.topic == "/ovseg/segments":
             assert len(msg.segments) >= 1 and msg.segments[0].class_name in ("person", "sky",
                                                                               "floor")
@@ -162,7 +166,8 @@ def test_bag_to_bag(work):
     reader.close()
     inputs = stamps["/camera/image"]
     assert all(t == s for t, s in inputs)         # written with receive time = stamp
-    for topic in ("/ovseg/semantic", "/ovseg/panoptic", "/ovseg/colored", "/ovseg/segments"):
+    for topic in ("/ovseg/semantic", "/ovseg/panoptic", "/ovseg/colored", "/ovseg/confidence",
+                  "/ovseg/segments"):
         assert stamps[topic] == inputs, topic     # same bag times and header stamps
     assert stamps["/ovseg/vocabulary"] == inputs[:1]
     # deterministic: a second run (sqlite3 this time) writes the same labels

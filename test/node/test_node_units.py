@@ -11,7 +11,7 @@ from std_msgs.msg import Header  # noqa: E402
 
 from ovseg_ros.config import SCHEMA, SCHEMA_LIST  # noqa: E402
 from ovseg_ros.core.types import UNLABELED, Prediction, Segment  # noqa: E402
-from ovseg_ros.ros.diagnostics import ProblemLog  # noqa: E402
+from ovseg_ros.runtime.problems import ProblemLog  # noqa: E402
 from ovseg_ros.ros.params import descriptor  # noqa: E402
 
 

@@ -1,0 +1,143 @@
+"""The node's worker thread: take the waiting frames, convert, ``predict_batch``, publish.
+
+Subscription callbacks only store the newest frame of their camera (FrameQueues);
+this thread takes the waiting frame of every camera (round robin), converts them,
+runs them through ``predict_batch`` (one vocabulary version per batch), hands each
+result to its camera's output path (``core/camera_outputs.py``) and publishes.
+Runtime parameter changes are queued by the parameter callback and applied here,
+between two batches.
+
+``Worker`` is a mixin of ``OvsegNode`` (``lifecycle.py``): it reads the node's
+segmenter, frame queues, cameras and problem log, which the lifecycle creates.
+"""
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+
+from ..config import ConfigError
+from ..ros import messages as build
+from ..ros.image_conv import ImageConversionError, compressed_to_rgb, image_to_rgb
+from .camera import Camera
+
+
+class Worker:
+    def _start_worker(self) -> None:
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="ovseg_worker", daemon=True)
+        self._worker.start()
+
+    def _stop_worker(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._frames is not None:
+            self._frames.close()
+        if self._worker is not None:
+            self._worker.join(timeout=timeout)   # daemon: a late frame never blocks the exit
+            self._worker = None
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            batch = self._frames.get_batch(timeout=0.2)
+            if not batch:
+                continue
+            self._apply_pending()
+            try:
+                self._process_batch(batch)
+            except Exception as exc:   # keep running: report, then take the next frames
+                if not self.context.ok():   # SIGINT shut ROS down under the frames in flight
+                    break
+                self._errors += 1
+                self._problems.report("error", f"processing failed: {type(exc).__name__}: "
+                                      f"{exc}\n{traceback.format_exc(limit=4)}")
+
+    def _apply_pending(self) -> None:
+        with self._pending_lock:
+            changes, self._pending = self._pending, {}
+        if changes and self._segmenter is not None:
+            try:
+                self._cfg = self._segmenter.update_config(**changes)
+                self.get_logger().info(f"runtime settings applied: {changes}")
+            except ConfigError as exc:
+                self._problems.report("parameter", f"runtime settings not applied: {exc}")
+
+    def _convert(self, cam: Camera, kind: str, msg):
+        max_px = self._cfg["max_input_pixels"]
+        try:
+            return image_to_rgb(msg, max_px) if kind == "image" else compressed_to_rgb(msg, max_px)
+        except ImageConversionError as exc:
+            topic = cam.image_topic + ("/compressed" if kind == "compressed" else "")
+            text = f"dropped a frame on {topic}: {exc}"
+            cam.bad_inputs += 1
+            cam.problem(text)
+            self._problems.report(f"input:{exc.code}:{cam.name}", text)
+            return None
+
+    def _process_batch(self, batch) -> None:
+        """Segment the waiting frame of each camera in one predict_batch call (one vocabulary
+        version for all of them) and publish each camera's outputs on its own topics."""
+        items = []
+        for name, (kind, msg, t_received) in batch:
+            cam = self._cameras[name]
+            rgb = self._convert(cam, kind, msg)
+            if rgb is not None:
+                items.append((cam, msg, rgb, t_received))
+        if not items:
+            return
+        seg = self._segmenter
+        t0 = time.monotonic()
+        try:
+            preds = seg.predict_batch([it[2] for it in items])
+        except Exception as exc:
+            if not self.context.ok():
+                raise
+            if len(items) == 1:
+                self._frame_failed(items[0][0], exc)
+                return
+            # one camera's frame must not cost the others theirs: one at a time
+            preds = []
+            for cam, _, rgb, _ in items:
+                try:
+                    preds.append(seg.predict(rgb))
+                except Exception as exc1:
+                    if not self.context.ok():
+                        raise
+                    self._frame_failed(cam, exc1)
+                    preds.append(None)
+        t_inf = time.monotonic() - t0
+        self._batches += 1
+        if len(items) > 1:
+            self._batched_frames += len(items)
+        for (cam, msg, rgb, t_received), pred in zip(items, preds):
+            if pred is not None:
+                self._publish_outputs(cam, msg.header, rgb, pred)
+                cam.stats.record(time.monotonic() - t_received, t_inf)
+
+    def _frame_failed(self, cam: Camera, exc: Exception) -> None:
+        cam.errors += 1
+        self._errors += 1
+        text = (f"processing a frame of camera {cam.label} failed: {type(exc).__name__}: {exc}\n"
+                f"{traceback.format_exc(limit=4)}")
+        cam.problem(text)
+        self._problems.report(f"error:{cam.name}", text)
+
+    def _publish_outputs(self, cam: Camera, header, rgb, pred) -> None:
+        """One output path (``ovseg_ros.core.camera_outputs``): what bag inference and
+        ovseg-segment write is what the node publishes.
+
+        Lazy, like image_proc: an output nobody subscribes to is neither built nor
+        published (the colour overlay is the costliest product; every image is a copy
+        per message), and the next frame after a subscriber appears has it."""
+        wanted = {key for key, pub in cam.pubs.items()
+                  if key != "camera_info" and pub.get_subscription_count() > 0}
+        if not self.get_parameter("publish_confidence").value:
+            wanted.discard("confidence")
+        cam.outputs_published = ",".join(sorted(wanted))
+        if wanted:
+            cam.outputs.overlay_alpha = float(self.get_parameter("overlay_alpha").value)
+            products = cam.outputs.process(pred, rgb, header.stamp, wanted=wanted)
+            for key, msg in build.product_messages(products, header, wanted).items():
+                cam.pubs[key].publish(msg)
+        info = cam.camera_infos.get(header.frame_id)
+        if info is not None:
+            cam.pubs["camera_info"].publish(build.camera_info_for(info, header))

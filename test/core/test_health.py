@@ -1,0 +1,80 @@
+"""The node's diagnostics policy (ovseg_ros/runtime/health.py), without DDS: facts in,
+level, message and key/values out."""
+from __future__ import annotations
+
+from ovseg_ros.runtime.health import (ERROR, OK, WARN, CameraFacts, NodeFacts, camera_health,
+                                      node_health)
+
+RATES = {"fps": 10.0, "latency_ms": 50.0, "latency_max_ms": 80.0, "inference_ms": 40.0,
+         "drop_rate": 1.0}
+
+
+def _cam(label="front", **kw) -> CameraFacts:
+    base = dict(label=label, topic=f"/{label}/image", rates=RATES, processed=10, received=12,
+                dropped=2)
+    base.update(kw)
+    return CameraFacts(**base)
+
+
+def _node(**kw) -> NodeFacts:
+    base = dict(active=True, enabled=True, loaded=True,
+                model={"engine": "proxyclip", "num_classes": 3},
+                counters={"errors": 0, "batches": 5})
+    base.update(kw)
+    return NodeFacts(**base)
+
+
+def test_a_healthy_camera_and_node_are_ok_with_their_counters():
+    cam = camera_health(_cam(settings={"image_depth": 1}), active=True, recent_within=5.0)
+    assert (cam.level, cam.message) == (OK, "processing")
+    assert cam.values["frames_dropped"] == 2 and cam.values["image_depth"] == 1
+    assert cam.values["stalled"] is False and cam.values["last_problem"] == ""
+    node = node_health(_node(), [_cam("a"), _cam("b", processed=30, rates={**RATES,
+                                                                         "latency_ms": 10.0})])
+    assert (node.level, node.message) == (OK, "processing")
+    v = node.values
+    assert v["state"] == "active" and v["cameras"] == 2 and v["fps"] == 20.0
+    assert v["latency_ms"] == (50.0 * 10 + 10.0 * 30) / 40     # weighted by frames processed
+    assert v["frames_received"] == 24 and v["engine"] == "proxyclip"
+    assert v["weights"] == "pretrained" and v["batches"] == 5
+
+
+def test_stall_waiting_and_recent_problems_warn_in_that_order():
+    stalled = _cam(stalled_for=3.0, stall_timeout=2.0, waiting=True, publishers=1)
+    r = camera_health(stalled, active=True, recent_within=5.0)
+    assert r.level == WARN and r.message == ("input stalled: no frame on /front/image for 3.0 s "
+                                             "(input_timeout 2 s)")
+    r = camera_health(_cam(waiting=True, publishers=0), active=True, recent_within=5.0)
+    assert r.level == WARN and r.message == "no image received on /front/image yet (0 publishers)"
+    r = camera_health(_cam(last_problem=(1.0, "bad encoding")), active=True, recent_within=5.0)
+    assert r.level == WARN and r.message == "recent problem: bad encoding"
+    old = camera_health(_cam(last_problem=(9.0, "bad encoding")), active=True,
+                        recent_within=5.0)
+    assert old.level == OK and old.values["last_problem"] == "bad encoding"
+
+
+def test_node_waiting_points_to_the_readme_not_to_large_data():
+    r = node_health(_node(), [_cam(waiting=True, publishers=2)])
+    assert r.level == WARN
+    assert r.message.startswith("no image received on /front/image (2 publishers) yet")
+    assert 'README, "Nothing arrives?' in r.message and "LARGE_DATA" not in r.message
+    r = node_health(_node(), [_cam(stalled_for=1.0), _cam("b", stalled_for=2.0)])
+    assert r.message == "input stalled: /front/image (camera front), /b/image (camera b)"
+    assert r.values["stalled_cameras"] == "front,b"
+
+
+def test_node_states_and_random_weights():
+    r = node_health(_node(loaded=False, active=False, load_error="WeightsError: missing"), [])
+    assert (r.level, r.message) == (ERROR, "model not loaded: WeightsError: missing")
+    assert r.values["state"] == "unconfigured" and "engine" not in r.values
+    r = node_health(_node(loaded=False, active=False), [])
+    assert r.level == ERROR and r.message.startswith("unconfigured")
+    r = node_health(_node(active=False), [_cam(stalled_for=1.0)])
+    assert (r.level, r.values["state"]) == (OK, "inactive")      # not active: no stall warning
+    r = node_health(_node(enabled=False), [])
+    assert r.message == "paused by the enable service"
+    r = node_health(_node(recent_problem=("input:size:", "too big")), [])
+    assert (r.level, r.message) == (WARN, "recent problem (input:size:): too big")
+    r = node_health(_node(random_weights=True), [])
+    assert r.level == WARN and r.message == "RANDOM WEIGHTS (labels are meaningless); processing"
+    assert r.values["weights"] == "RANDOM WEIGHTS"

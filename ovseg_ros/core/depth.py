@@ -105,10 +105,10 @@ class Intrinsics:
         if p.size != 12 or k.size != 9:
             raise DepthError(f"camera_info P must have 12 and K 9 values, got {p.size} and "
                              f"{k.size}", code="intrinsics")
-        if np.all(np.nan_to_num(p) == 0):
+        if np.all(p == 0):
             m, src = k, "K"
             fx, fy, cx, cy = m[0], m[4], m[2], m[5]
-            if np.all(np.nan_to_num(k) == 0):
+            if np.all(k == 0):
                 raise DepthError("camera_info P and K are all zeros (camera not calibrated)",
                                  code="intrinsics")
         else:
@@ -190,7 +190,8 @@ def depth_to_metres(raw: np.ndarray, encoding: str, *, max_range: float = DEFAUL
                     f"16UC1 depth has a median of {med:g} (millimetres by REP 118, i.e. "
                     f"{med:g} mm): below {MIN_PLAUSIBLE_MEDIAN_MM:g} mm, the values look like "
                     "metres; publish millimetres in 16UC1 or metres in 32FC1", code="units")
-        m = raw.astype(np.float32) * np.float32(1e-3)
+        # a division (correctly rounded), not * 1e-3: the same float as a 32FC1 publisher's
+        m = raw.astype(np.float32) / np.float32(1000.0)
         m[zero] = np.nan
     elif encoding == "32FC1":
         m = np.array(raw, dtype=np.float32, copy=True)

@@ -143,12 +143,14 @@ def _segments(pred: Prediction, panoptic: np.ndarray, names: Sequence[str],
 def build_products(pred: Prediction, rgb: np.ndarray, names: Sequence[str], *,
                    overlay_alpha: float, random_weights: bool, colored: bool = True,
                    confidence: bool = True, depth=None,
-                   wanted: Optional[Collection[str]] = None) -> FrameProducts:
+                   wanted: Optional[Collection[str]] = None,
+                   cloud_stride: int = 1) -> FrameProducts:
     """Everything published for one frame, at the size of ``rgb`` (see the module doc).
 
     ``names``: the vocabulary's class names (``pred.vocabulary``); ``colored`` /
     ``confidence`` false skip building those products (None). ``depth``: a registered
-    ``DepthFrame`` for the 3D products (``wanted``: their output keys, None = all)."""
+    ``DepthFrame`` for the 3D products (``wanted``: their output keys, None = all;
+    ``cloud_stride``: keep every n-th row and column of the organised cloud)."""
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"rgb must be an H x W x 3 uint8 image, got {rgb.shape} {rgb.dtype}")
@@ -171,7 +173,7 @@ def build_products(pred: Prediction, rgb: np.ndarray, names: Sequence[str], *,
     products = FrameProducts(semantic=sem, panoptic=pan, confidence=conf, segments=segments,
                              colored=col, vocabulary_version=int(pred.vocabulary_version),
                              random_weights=bool(random_weights))
-    build_3d(products, depth, wanted, rgb=rgb)
+    build_3d(products, depth, wanted, rgb=rgb, stride=cloud_stride)
     return products
 
 

@@ -10,6 +10,17 @@ message (same bag timestamp and header as the image, so stamps match):
     <prefix>/segments   ovseg_ros/msg/Segments
     <prefix>/vocabulary ovseg_ros/msg/Vocabulary (once, before the first result; latched QoS)
 
+and, when the bag has a registered depth topic for the image topic (``<ns>/depth`` and
+``<ns>/camera_info`` beside ``<ns>/<image>``, or ``depth_topic`` / ``camera_info_topic``;
+eval/bag_depth.py pairs them by stamp within ``depth_slop``):
+
+    <prefix>/points       sensor_msgs/PointCloud2 (x, y, z, rgb, label, instance)
+    <prefix>/segments_3d  ovseg_ros/msg/Segments3D
+    <prefix>/markers      visualization_msgs/MarkerArray
+
+Frames without a depth partner, or whose depth is refused (core/depth.py), get no 3D
+messages; they are counted under ``depth`` in the result, by reason.
+
 The products are built by ``ovseg_ros.core.products.build_products``, the function
 the node publishes from, so the bag holds what the live node would publish.
 Frames are processed in bag order, one by one, none dropped; with the same
@@ -22,7 +33,10 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
+from ..core.markers import MarkerPlanner
 from ..core.products import build_products
+from . import bags_3d
+from .bag_depth import BagDepth
 from .bags import (COMPRESSED_TYPE, IMAGE_TYPE, BagError, bag_storage, check_topic, frame_rgb,
                    Frame, latched_qos, make_typestore, numpy_to_image, open_reader,
                    rename_storage_files, stamp_ns, storage_plugin)
@@ -62,7 +76,9 @@ def segments_msg(store, products, header):
 def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
               prefix: str = "/ovseg", storage: Optional[str] = None, overwrite: bool = False,
               limit: Optional[int] = None, overlay_alpha: float = 0.5,
-              progress: bool = True) -> dict:
+              progress: bool = True, depth_topic: Optional[str] = None,
+              camera_info_topic: Optional[str] = None, depth_slop: float = 0.02,
+              cloud_stride: int = 1) -> dict:
     """Run ``segmenter`` over every image of ``image_topic``; returns counts per topic."""
     from rosbags.rosbag2 import Writer
     from tqdm import tqdm
@@ -77,9 +93,14 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
     store = make_typestore()
     reader = open_reader(in_path)
     tmp = out_path.with_name(out_path.name + ".partial")
-    counts = {t: 0 for t in out_topics.values()}
+    depth_src = None
     try:
         img_conns = check_topic(reader, image_topic, (IMAGE_TYPE, COMPRESSED_TYPE), "image")
+        depth_src = BagDepth.open(in_path, reader, image_topic, depth_topic, camera_info_topic,
+                                  depth_slop)
+        if depth_src is not None:
+            out_topics.update({name: f"{prefix}/{name}" for name in bags_3d.OUTPUT_TOPICS_3D})
+        counts = {t: 0 for t in out_topics.values()}
         clash = sorted({c.topic for c in reader.connections} & set(out_topics.values()))
         if clash:
             raise BagError(f"the input bag already has output topics {clash}; choose another "
@@ -105,11 +126,12 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
                                                            **kw)
             out_conn = {}
             for name, topic in out_topics.items():
-                msgtype = {"segments": SEGMENTS_TYPE, "vocabulary": VOCABULARY_TYPE}.get(
-                    name, IMAGE_TYPE)
+                msgtype = {"segments": SEGMENTS_TYPE, "vocabulary": VOCABULARY_TYPE,
+                           **bags_3d.OUTPUT_TYPES_3D}.get(name, IMAGE_TYPE)
                 qos = [latched_qos()] if name == "vocabulary" else []
                 out_conn[name] = writer.add_connection(topic, msgtype, typestore=store,
                                                        offered_qos_profiles=qos)
+            markers = MarkerPlanner(prefix.strip("/") or "ovseg")
             vocab = segmenter.vocabulary
             engine_name = str(segmenter.describe().get("engine", segmenter.config["engine"]))
             done = 0
@@ -135,12 +157,18 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
                     put("vocabulary", vocabulary_msg(store, vocab, hdr, engine_name,
                                                      pred.random_weights), VOCABULARY_TYPE, t)
                 # the node's output path (core/products.py): same rules, same images
+                depth = depth_src.frame_for(msg.header, rgb.shape) if depth_src else None
                 prod = build_products(pred, rgb, pred.vocabulary, overlay_alpha=overlay_alpha,
-                                      random_weights=pred.random_weights, confidence=False)
+                                      random_weights=pred.random_weights, confidence=False,
+                                      depth=depth, cloud_stride=cloud_stride)
                 put("semantic", numpy_to_image(store, prod.semantic, "16UC1", hdr), IMAGE_TYPE, t)
                 put("panoptic", numpy_to_image(store, prod.panoptic, "32SC1", hdr), IMAGE_TYPE, t)
                 put("colored", numpy_to_image(store, prod.colored, "rgb8", hdr), IMAGE_TYPE, t)
                 put("segments", segments_msg(store, prod, hdr), SEGMENTS_TYPE, t)
+                if depth is not None:
+                    for name, msgtype, m in bags_3d.messages_3d(store, prod, hdr, depth.stamp,
+                                                                markers):
+                        put(name, m, msgtype, t)
                 done += 1
                 bar.update(1)
             bar.close()
@@ -151,13 +179,18 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
         writer.close()
     finally:
         reader.close()
+        if depth_src is not None:
+            depth_src.close()
     # rosbag2 names the storage files after the directory: give them the final name (and fix
     # the metadata) while the bag is still <out>.partial, then rename the directory
     _rename_storage_files(tmp, tmp.name, out_path.name)
     if out_path.exists():
         shutil.rmtree(out_path)
     tmp.rename(out_path)
-    return {"frames": done, "topics": counts, "output": str(out_path)}
+    out = {"frames": done, "topics": counts, "output": str(out_path)}
+    if depth_src is not None:
+        out["depth"] = depth_src.summary()
+    return out
 
 
 __all__ = ["infer_bag", "OUTPUT_TOPICS", "vocabulary_msg", "segments_msg"]

@@ -39,6 +39,9 @@ CLOUD_DTYPE = np.dtype({"names": [f[0] for f in CLOUD_FIELDS],
 ERODE_PX = 3
 #: an eroded mask with fewer valid points than this falls back to the full mask
 MIN_ERODED_POINTS = 20
+#: quantiles of larger segments come from a regular subsample of about this many points
+#: (every k-th in raster order: a 1-in-k grid of the surface, not a random draw)
+STATS_MAX_POINTS = 8192
 
 
 @lru_cache(maxsize=8)
@@ -125,38 +128,53 @@ def segment_stats(xyz: np.ndarray, panoptic: np.ndarray, *, erode_px: int = EROD
     since masks and depth edges never line up exactly); a segment whose eroded mask has
     fewer than ``min_eroded`` valid points (small or thin) uses its full mask
     (``eroded`` false). size: 95th minus 5th percentile per axis of the full mask's valid
-    points; valid_points, depth_min and depth_max are of the full mask."""
+    points; valid_points, depth_min and depth_max are of the full mask. Quantiles of a
+    segment with more than STATS_MAX_POINTS points use every k-th of its points (raster
+    order), so the cost per segment is bounded (a 640x480 segment: k = 38)."""
     pan = np.asarray(panoptic)
-    z = xyz[..., 2]
-    valid = np.isfinite(z) & (pan > 0)
-    idx = np.flatnonzero(valid)
-    if idx.size == 0:
+    top = int(pan.max()) if pan.size else 0
+    if top <= 0:
         return []
-    ids = pan.reshape(-1)[idx].astype(np.int64)
-    inner = _interior(pan, erode_px).reshape(-1)[idx] if erode_px > 0 else np.ones_like(
-        idx, bool)
-    # one sort: key 2 id for interior points, 2 id + 1 for boundary ones, so each segment is
-    # one run of the sorted points with its interior points first
-    key = 2 * ids + (~inner)
-    if key.max() < (1 << 16):
-        key = key.astype(np.uint16)              # numpy's stable sort is a radix sort here
-    order = np.argsort(key, kind="stable")
-    flat = idx[order]
+    inner = _interior(pan, erode_px) if erode_px > 0 else np.ones(pan.shape, bool)
+    # one sort of the key image: 2 id for interior pixels, 2 id + 1 for boundary ones, so
+    # each segment is one run of the sorted pixels with its interior first; pixels without
+    # depth or segment get key 0 or 1 (segment 0) and are skipped after the sort
+    kt = np.uint16 if 2 * top + 1 < (1 << 16) else np.int64   # uint16: a radix sort
+    key = np.where(pan > 0, pan, 0).astype(kt) * kt(2) + (~inner).astype(kt)
+    key[~np.isfinite(xyz[..., 2])] = 0
+    key = key.reshape(-1)
+    counts = np.bincount(key, minlength=2 * top + 2)
+    skip = int(counts[0] + counts[1])
+    if skip == key.size:
+        return []
+    flat = np.argsort(key, kind="stable")[skip:]
     cols = [xyz[..., a].reshape(-1)[flat] for a in range(3)]   # contiguous per axis
-    counts = np.bincount(key[order], minlength=2 * int(ids.max()) + 2)
+    counts[:2] = 0
     starts = np.concatenate([[0], np.cumsum(counts)])
+    present = np.flatnonzero(counts[0::2] + counts[1::2])
+    # depth range of every segment at once (segments are consecutive runs)
+    seg_starts = starts[2 * present]
+    zmin = np.minimum.reduceat(cols[2], seg_starts)
+    zmax = np.maximum.reduceat(cols[2], seg_starts)
     out = []
-    for sid in np.flatnonzero(counts[0::2] + counts[1::2]).tolist():
+    for j, sid in enumerate(present.tolist()):
         a, m, b = int(starts[2 * sid]), int(starts[2 * sid + 1]), int(starts[2 * sid + 2])
         eroded = m - a >= min_eroded
-        core_end = m if eroded else b
-        centroid = [_quantiles(c[a:core_end], (0.5,))[0] for c in cols]
-        lo_hi = [_quantiles(c[a:b], (0.05, 0.95)) for c in cols]
-        zmin, zmax = _quantiles(cols[2][a:b], (0.0, 1.0))
+        core = slice(a, m if eroded else b)
+        centroid = [_quantiles(_sample(c[core]), (0.5,))[0] for c in cols]
+        lo_hi = [_quantiles(_sample(c[a:b]), (0.05, 0.95)) for c in cols]
         out.append({"id": int(sid), "centroid": centroid,
                     "size": [hi - lo for lo, hi in lo_hi], "valid_points": b - a,
-                    "depth_min": zmin, "depth_max": zmax, "eroded": bool(eroded)})
+                    "depth_min": float(zmin[j]), "depth_max": float(zmax[j]),
+                    "eroded": bool(eroded)})
     return out
+
+
+def _sample(values: np.ndarray) -> np.ndarray:
+    """At most about STATS_MAX_POINTS evenly spaced values (raster order within a segment's
+    interior and boundary runs): a large segment's quantiles from a regular subsample."""
+    step = -(-values.size // STATS_MAX_POINTS)
+    return values[::step] if step > 1 else values
 
 
 def _quantiles(values: np.ndarray, qs) -> List[float]:

@@ -88,6 +88,8 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
         raise BagError("the output bag must differ from the input bag")
     if out_path.exists() and not overwrite:
         raise BagError(f"output {out_path} exists; pass --overwrite or choose another path")
+    if cloud_stride < 1:
+        raise BagError(f"cloud_stride must be >= 1, got {cloud_stride}")
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
     out_topics = {name: f"{prefix}/{name}" for name in OUTPUT_TOPICS}
     store = make_typestore()

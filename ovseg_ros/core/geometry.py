@@ -148,45 +148,48 @@ def segment_stats(xyz: np.ndarray, panoptic: np.ndarray, *, erode_px: int = EROD
     if skip == key.size:
         return []
     flat = np.argsort(key, kind="stable")[skip:]
-    cols = [xyz[..., a].reshape(-1)[flat] for a in range(3)]   # contiguous per axis
+    pts = np.empty((3, flat.size), np.float32)                  # one contiguous row per axis
+    for a in range(3):
+        np.take(xyz[..., a].reshape(-1), flat, out=pts[a])
     counts[:2] = 0
     starts = np.concatenate([[0], np.cumsum(counts)])
     present = np.flatnonzero(counts[0::2] + counts[1::2])
     # depth range of every segment at once (segments are consecutive runs)
     seg_starts = starts[2 * present]
-    zmin = np.minimum.reduceat(cols[2], seg_starts)
-    zmax = np.maximum.reduceat(cols[2], seg_starts)
+    zmin = np.minimum.reduceat(pts[2], seg_starts)
+    zmax = np.maximum.reduceat(pts[2], seg_starts)
     out = []
     for j, sid in enumerate(present.tolist()):
         a, m, b = int(starts[2 * sid]), int(starts[2 * sid + 1]), int(starts[2 * sid + 2])
         eroded = m - a >= min_eroded
-        core = slice(a, m if eroded else b)
-        centroid = [_quantiles(_sample(c[core]), (0.5,))[0] for c in cols]
-        lo_hi = [_quantiles(_sample(c[a:b]), (0.05, 0.95)) for c in cols]
-        out.append({"id": int(sid), "centroid": centroid,
-                    "size": [hi - lo for lo, hi in lo_hi], "valid_points": b - a,
+        (centroid,) = _quantiles(_sample(pts[:, a:m if eroded else b]), (0.5,))
+        lo, hi = _quantiles(_sample(pts[:, a:b]), (0.05, 0.95))
+        out.append({"id": int(sid), "centroid": [float(v) for v in centroid],
+                    "size": [float(v) for v in hi - lo], "valid_points": b - a,
                     "depth_min": float(zmin[j]), "depth_max": float(zmax[j]),
                     "eroded": bool(eroded)})
     return out
 
 
 def _sample(values: np.ndarray) -> np.ndarray:
-    """At most about STATS_MAX_POINTS evenly spaced values (raster order within a segment's
-    interior and boundary runs): a large segment's quantiles from a regular subsample."""
-    step = -(-values.size // STATS_MAX_POINTS)
-    return values[::step] if step > 1 else values
+    """At most about STATS_MAX_POINTS evenly spaced columns of a 3 x n block (raster order
+    within a segment's interior and boundary runs): a large segment's quantiles from a
+    regular subsample."""
+    step = -(-values.shape[1] // STATS_MAX_POINTS)
+    return values[:, ::step] if step > 1 else values
 
 
-def _quantiles(values: np.ndarray, qs) -> List[float]:
-    """Quantiles with numpy's default (linear) interpolation, from one partition."""
-    n = values.size
+def _quantiles(values: np.ndarray, qs) -> List[np.ndarray]:
+    """Per-row quantiles of a 3 x n block with numpy's default (linear) interpolation, from
+    one partition of all three rows."""
+    n = values.shape[1]
     pos = [q * (n - 1) for q in qs]
     kth = sorted({int(np.floor(p)) for p in pos} | {int(np.ceil(p)) for p in pos})
-    part = np.partition(values, kth)
+    part = np.partition(values, kth, axis=1)
     out = []
     for p in pos:
         lo, hi = int(np.floor(p)), int(np.ceil(p))
-        out.append(float(part[lo] + (part[hi] - part[lo]) * (p - lo)))
+        out.append(part[:, lo] + (part[:, hi] - part[:, lo]) * np.float32(p - lo))
     return out
 
 

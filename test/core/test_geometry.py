@@ -148,3 +148,13 @@ def test_marker_plan_ids_colours_and_deletions():
     assert p2.delete_ids == [3] and not p2.delete_all
     p3 = planner.plan(prod.segments_3d, 4)       # new vocabulary: everything goes first
     assert p3.delete_all and p3.delete_ids == []
+
+
+def test_a_frame_filling_segment_is_measured_from_its_subsample():
+    m = np.full((S.HEIGHT, S.WIDTH), 3.0, np.float32)
+    pan = np.ones(m.shape, np.int32)
+    (s,) = G.segment_stats(G.backproject(m, INTR), pan)
+    assert s["valid_points"] == m.size > 10 * G.STATS_MAX_POINTS
+    np.testing.assert_allclose(s["centroid"], [0.0, 0.0, 3.0], atol=0.01)
+    np.testing.assert_allclose(s["size"][:2], [0.9 * S.WIDTH * 3 / S.FX,
+                                               0.9 * S.HEIGHT * 3 / S.FY], rtol=0.02)

@@ -28,13 +28,28 @@ and their class file ``labelled_bag_classes.txt`` (line i = class id i):
         --label-topic /synthetic/labels --classes data/sample/labelled_bag_classes.txt \
         --config config/demo_tiny.yaml --out out/eval_sample
 
+A third bag (``rgbd_bag``) is a SYNTHETIC RGB-D sequence with exact geometry
+(ovseg_ros/testing/rgbd_scene.py: a wall, a floor and three boards, known K), the depth
+registered to colour with the same stamps (an aligned driver), for the 3D outputs:
+
+    /rgbd/image_raw    sensor_msgs/Image       rgb8   640x480
+    /rgbd/depth        sensor_msgs/Image       16UC1  millimetres (registered)
+    /rgbd/depth_32f    sensor_msgs/Image       32FC1  metres, the same depth
+    /rgbd/camera_info  sensor_msgs/CameraInfo  plumb_bob, D = 0
+    /rgbd/labels       sensor_msgs/Image       16UC1  class id per pixel
+
+with its ground truth ``rgbd_bag_truth.json`` (camera, classes, board centres per frame)
+and class file ``rgbd_bag_classes.txt``:
+
+    ovseg-eval infer-bag --bag data/sample/rgbd_bag --image-topic /rgbd/image_raw ...
+
 Every topic records the QoS it is offered with (offered_qos_profiles, as
 rosbag2 does): reliable, so `ros2 bag play` repeats every frame and a
 best-effort subscriber matches too. Cached: a manifest records the script's
 hash and settings; up-to-date bags are not rewritten (use --force).
 
     python scripts/make_sample_bag.py [--out data/sample/sample_bag] [--force]
-        [--labelled-only]
+        [--labelled-only | --rgbd-only]
 """
 from __future__ import annotations
 
@@ -62,7 +77,9 @@ CAMERAS = {   # name: (width, height, encoding, frame_id, with compressed topic)
 SYNTH_CLASSES = ("sky", "grass", "road", "building", "tree")
 SYNTH_FRAMES = 6
 SYNTH_SIZE = (320, 240)
-SETTINGS = {"photos": PHOTOS, "frames_per_photo": FRAMES_PER_PHOTO, "rate_hz": RATE_HZ,
+RGBD_FRAMES = 6
+SETTINGS = {"rgbd_frames": RGBD_FRAMES,
+            "photos": PHOTOS, "frames_per_photo": FRAMES_PER_PHOTO, "rate_hz": RATE_HZ,
             "cameras": {k: list(v) for k, v in CAMERAS.items()},
             "synthetic": {"classes": SYNTH_CLASSES, "frames": SYNTH_FRAMES,
                           "size": SYNTH_SIZE}}
@@ -168,6 +185,71 @@ def write_labelled_bag(out: Path) -> dict:
     return {"/synthetic/image_raw": SYNTH_FRAMES, "/synthetic/labels": SYNTH_FRAMES}
 
 
+def write_rgbd_bag(out: Path) -> dict:
+    """The SYNTHETIC RGB-D bag (MCAP), its ground truth and class file."""
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    sys.path.insert(0, str(ROOT))
+    from ovseg_ros.core import image_codec
+    from ovseg_ros.eval.bags import playback_image_qos
+    from ovseg_ros.testing import rgbd_scene as S
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+    T = ts.types
+    Header, Time = T["std_msgs/msg/Header"], T["builtin_interfaces/msg/Time"]
+    Image, CInfo, ROI = T["sensor_msgs/msg/Image"], T["sensor_msgs/msg/CameraInfo"], \
+        T["sensor_msgs/msg/RegionOfInterest"]
+    if out.exists():
+        shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = 1_700_000_200 * 10**9
+    qos = [playback_image_qos()]
+    topics = {"image": ("/rgbd/image_raw", "sensor_msgs/msg/Image"),
+              "depth": ("/rgbd/depth", "sensor_msgs/msg/Image"),
+              "depth_32f": ("/rgbd/depth_32f", "sensor_msgs/msg/Image"),
+              "info": ("/rgbd/camera_info", "sensor_msgs/msg/CameraInfo"),
+              "labels": ("/rgbd/labels", "sensor_msgs/msg/Image")}
+    k = S.camera_k()
+    p = np.concatenate([k, np.zeros((3, 1))], axis=1)
+
+    def image(header, arr, enc):
+        step, data = image_codec.encode(arr, enc)
+        return Image(header=header, height=arr.shape[0], width=arr.shape[1], encoding=enc,
+                     is_bigendian=0, step=step, data=np.frombuffer(data, np.uint8))
+
+    writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP)
+    writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    with writer:
+        conns = {key: writer.add_connection(topic, mt, typestore=ts, offered_qos_profiles=qos)
+                 for key, (topic, mt) in topics.items()}
+        for i in range(RGBD_FRAMES):
+            rgb, mm, sem, _, _ = S.render(i)
+            t = t0 + int(i * 1e9 / RATE_HZ)
+            header = Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9),
+                            frame_id="rgbd_color_optical")
+            info = CInfo(header=header, height=S.HEIGHT, width=S.WIDTH,
+                         distortion_model="plumb_bob", d=np.zeros(5), k=k.reshape(-1),
+                         r=np.eye(3).reshape(-1), p=p.reshape(-1), binning_x=0, binning_y=0,
+                         roi=ROI(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+            msgs = {"image": image(header, rgb, "rgb8"), "depth": image(header, mm, "16UC1"),
+                    "depth_32f": image(header, S.depth_32f(mm), "32FC1"), "info": info,
+                    "labels": image(header, sem, "16UC1")}
+            for key, msg in msgs.items():
+                writer.write(conns[key], t, ts.serialize_cdr(msg, topics[key][1]))
+    (out.parent / (out.name + "_truth.json")).write_text(
+        json.dumps(S.ground_truth(RGBD_FRAMES), indent=1))
+    (out.parent / (out.name + "_classes.txt")).write_text(
+        "# SYNTHETIC RGB-D scenes (scripts/make_sample_bag.py): line i = class id i\n"
+        + "\n".join(S.CLASSES) + "\n")
+    return {topic: RGBD_FRAMES for topic, _ in topics.values()}
+
+
+def rgbd_path(out: Path) -> Path:
+    """The RGB-D bag beside the sample bag (data/sample/rgbd_bag)."""
+    return out.parent / "rgbd_bag"
+
+
 def script_hash() -> str:
     return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
 
@@ -179,7 +261,7 @@ def labelled_path(out: Path) -> Path:
 
 def is_up_to_date(out: Path, bags=None) -> bool:
     manifest = out.parent / (out.name + ".json")
-    bags = bags if bags is not None else (out, labelled_path(out))
+    bags = bags if bags is not None else (out, labelled_path(out), rgbd_path(out))
     if not all((b / "metadata.yaml").exists() for b in bags) or not manifest.exists():
         return False
     try:
@@ -271,15 +353,24 @@ def main(argv=None) -> int:
     ap.add_argument("--force", action="store_true", help="rewrite even if up to date")
     ap.add_argument("--labelled-only", action="store_true",
                     help="write only the SYNTHETIC labelled bag (next to --out)")
+    ap.add_argument("--rgbd-only", action="store_true",
+                    help="write only the SYNTHETIC RGB-D bag (next to --out)")
     args = ap.parse_args(argv)
     out = args.out.resolve()
     labelled = labelled_path(out)
-    bags = (labelled,) if args.labelled_only else (out, labelled)
+    if args.rgbd_only:
+        counts = write_rgbd_bag(rgbd_path(out))
+        print(f"wrote {rgbd_path(out)}: " + ", ".join(f"{k}: {v}" for k, v in
+                                                     sorted(counts.items())))
+        return 0
+    bags = (labelled,) if args.labelled_only else (out, labelled, rgbd_path(out))
     if not args.force and is_up_to_date(out, bags):
         print("sample bags up to date: " + ", ".join(str(b) for b in bags))
         return 0
     counts = {} if args.labelled_only else write_bag(out)
     counts.update(write_labelled_bag(labelled))
+    if not args.labelled_only:
+        counts.update(write_rgbd_bag(rgbd_path(out)))
     size = sum(p.stat().st_size for b in bags for p in b.rglob("*") if p.is_file())
     manifest = {"script_hash": script_hash(), "settings": SETTINGS, "messages": counts,
                 "bytes": size, "bags": [b.name for b in bags]}

@@ -24,10 +24,12 @@ class LatestFrame:
 
 
 class CameraOutputs:
-    def __init__(self, name: str, *, overlay_alpha: float):
+    def __init__(self, name: str, *, overlay_alpha: float, cloud_stride: int = 1):
         self.name = name
         #: read for every frame, so a runtime change applies from the next frame on
         self.overlay_alpha = float(overlay_alpha)
+        #: keep every n-th row and column of the labelled cloud (its bandwidth)
+        self.cloud_stride = int(cloud_stride)
         self.latest: Optional[LatestFrame] = None
 
     def process(self, pred: Prediction, rgb: np.ndarray, stamp, *,
@@ -36,7 +38,8 @@ class CameraOutputs:
         the outputs table, None for all), remembered as ``latest``."""
         products = build_products(pred, rgb, pred.vocabulary, wanted=wanted,
                                   overlay_alpha=self.overlay_alpha,
-                                  random_weights=pred.random_weights, depth=depth)
+                                  random_weights=pred.random_weights, depth=depth,
+                                  cloud_stride=self.cloud_stride)
         self.latest = LatestFrame(stamp, products, pred)
         return products
 

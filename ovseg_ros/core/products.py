@@ -11,6 +11,10 @@ live node publishes:
     segments    dicts: id, class_id, class_name, is_thing, score, area, bbox [x, y, w, h]
     colored     H x W x 3 rgb8 overlay (stable colour per class id, core/palette.py),
                 with a RANDOM WEIGHTS banner when the weights are random; or None
+    cloud       labelled point cloud (core/geometry.py CLOUD_DTYPE) or None
+    segments_3d dicts: id, class_id, class_name, is_thing, score, centroid [x, y, z],
+                size [x, y, z], valid_points, depth_min, depth_max; or None
+                (both only with ``depth``, a registered DepthFrame: core/products_3d.py)
 
 H x W is the size of ``rgb`` (the camera image): label maps computed at another
 size are resized with nearest neighbour, the confidence bilinearly, and segment
@@ -25,6 +29,7 @@ import numpy as np
 
 from . import palette
 from .outputs import PRODUCT_KEYS, check_keys
+from .products_3d import build_3d
 from .types import UNLABELED, Prediction
 
 #: the banner drawn across overlays made with random weights
@@ -40,6 +45,8 @@ class FrameProducts:
     colored: Optional[np.ndarray]
     vocabulary_version: int
     random_weights: bool
+    cloud: Optional[np.ndarray] = None
+    segments_3d: Optional[List[dict]] = None
 
     @property
     def size(self):
@@ -136,14 +143,17 @@ def _segments(pred: Prediction, panoptic: np.ndarray, names: Sequence[str],
 
 def build_products(pred: Prediction, rgb: np.ndarray, names: Sequence[str], *,
                    overlay_alpha: float, random_weights: bool,
-                   wanted: Optional[Collection[str]] = None, depth=None) -> FrameProducts:
+                   wanted: Optional[Collection[str]] = None, depth=None,
+                   cloud_stride: int = 1) -> FrameProducts:
     """Everything published for one frame, at the size of ``rgb`` (see the module doc).
 
     ``names``: the vocabulary's class names (``pred.vocabulary``). ``wanted``: keys of the
     outputs table (``core/outputs.py``) to build, None for every one; ``colored`` and
     ``confidence`` not wanted stay None (the costly ones), ``semantic``, ``panoptic`` and
-    ``segments`` are always built (the others derive from them). ``depth`` (a registered
-    depth frame) is accepted for the 3D rows and not used yet."""
+    ``segments`` are always built (the others derive from them). ``depth``: a registered
+    ``DepthFrame`` for the 3D products (``points``, ``segments_3d``, ``markers``;
+    ``core/products_3d.py``); ``cloud_stride``: keep every n-th row and column of the
+    organised cloud."""
     wanted = PRODUCT_KEYS if wanted is None else check_keys(wanted)
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -164,9 +174,11 @@ def build_products(pred: Prediction, rgb: np.ndarray, names: Sequence[str], *,
         col = overlay_u16(rgb, sem, overlay_alpha, n)
         if random_weights:
             col = draw_banner(col, RANDOM_WEIGHTS_BANNER)
-    return FrameProducts(semantic=sem, panoptic=pan, confidence=conf, segments=segments,
-                         colored=col, vocabulary_version=int(pred.vocabulary_version),
-                         random_weights=bool(random_weights))
+    products = FrameProducts(semantic=sem, panoptic=pan, confidence=conf, segments=segments,
+                             colored=col, vocabulary_version=int(pred.vocabulary_version),
+                             random_weights=bool(random_weights))
+    build_3d(products, depth, wanted, rgb=rgb, stride=cloud_stride)
+    return products
 
 
 __all__ = ["FrameProducts", "build_products", "semantic_u16", "draw_banner", "overlay_u16",

@@ -9,6 +9,18 @@ message (same bag timestamp and header as the image, so stamps match):
                         (rgb8 overlay, RANDOM WEIGHTS banner with random weights), segments
     <prefix>/vocabulary ovseg_ros/msg/Vocabulary (once, before the first result; latched QoS)
 
+and, when the bag has a registered depth topic for the image topic (``<ns>/depth`` and
+``<ns>/camera_info`` beside ``<ns>/<image>``, or ``depth_topic`` / ``camera_info_topic``;
+eval/bag_depth.py pairs them by stamp within ``depth_slop``), the outputs table's depth
+rows:
+
+    <prefix>/points       sensor_msgs/PointCloud2 (x, y, z, rgb, label, instance)
+    <prefix>/segments_3d  ovseg_ros/msg/Segments3D
+    <prefix>/markers      visualization_msgs/MarkerArray
+
+Frames without a depth partner, or whose depth is refused (core/depth.py), get no 3D
+messages; they are counted under ``depth`` in the result, by reason.
+
 The products are built by ``ovseg_ros.core.camera_outputs.CameraOutputs``, the output
 path the node publishes from, so the bag holds what the live node would publish.
 Frames are processed in bag order, one by one, none dropped; with the same
@@ -22,7 +34,10 @@ from pathlib import Path
 from typing import Optional
 
 from ..core.camera_outputs import CameraOutputs
+from ..core.markers import MarkerPlanner
 from ..core.outputs import outputs_for
+from . import bags_3d
+from .bag_depth import BagDepth
 from .bags import (COMPRESSED_TYPE, IMAGE_TYPE, BagError, bag_storage, check_topic, frame_rgb,
                    Frame, latched_qos, make_typestore, numpy_to_image, open_reader,
                    rename_storage_files, stamp_ns, storage_plugin)
@@ -30,7 +45,8 @@ from .bags import (COMPRESSED_TYPE, IMAGE_TYPE, BagError, bag_storage, check_top
 #: older name, kept for callers of this module
 _rename_storage_files = rename_storage_files
 
-#: the rows a bag gets: no depth or embeddings input yet, and camera_info stays the input's
+#: the rows every bag gets (camera_info stays the input's); the depth rows are added when
+#: the bag has registered depth for the image topic
 BAG_OUTPUTS = outputs_for(depth=False, embeddings=False, camera_info=False)
 OUTPUT_TOPICS = tuple(o.topic for o in BAG_OUTPUTS) + ("vocabulary",)
 SEGMENTS_TYPE = "ovseg_ros/msg/Segments"
@@ -73,7 +89,9 @@ def _bag_message(store, products, row, header):
 def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
               prefix: str = "/ovseg", storage: Optional[str] = None, overwrite: bool = False,
               limit: Optional[int] = None, overlay_alpha: float = 0.5,
-              progress: bool = True) -> dict:
+              progress: bool = True, depth_topic: Optional[str] = None,
+              camera_info_topic: Optional[str] = None, depth_slop: float = 0.02,
+              cloud_stride: int = 1) -> dict:
     """Run ``segmenter`` over every image of ``image_topic``; returns counts per topic."""
     from rosbags.rosbag2 import Writer
     from tqdm import tqdm
@@ -83,15 +101,21 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
         raise BagError("the output bag must differ from the input bag")
     if out_path.exists() and not overwrite:
         raise BagError(f"output {out_path} exists; pass --overwrite or choose another path")
+    if cloud_stride < 1:
+        raise BagError(f"cloud_stride must be >= 1, got {cloud_stride}")
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-    out_topics = {o.key: f"{prefix}/{o.topic}" for o in BAG_OUTPUTS}
-    out_topics["vocabulary"] = f"{prefix}/vocabulary"
     store = make_typestore()
     reader = open_reader(in_path)
     tmp = out_path.with_name(out_path.name + ".partial")
-    counts = {t: 0 for t in out_topics.values()}
+    depth_src = None
     try:
         img_conns = check_topic(reader, image_topic, (IMAGE_TYPE, COMPRESSED_TYPE), "image")
+        depth_src = BagDepth.open(in_path, reader, image_topic, depth_topic, camera_info_topic,
+                                  depth_slop)
+        rows = outputs_for(depth=depth_src is not None, embeddings=False, camera_info=False)
+        out_topics = {o.key: f"{prefix}/{o.topic}" for o in rows}
+        out_topics["vocabulary"] = f"{prefix}/vocabulary"
+        counts = {t: 0 for t in out_topics.values()}
         clash = sorted({c.topic for c in reader.connections} & set(out_topics.values()))
         if clash:
             raise BagError(f"the input bag already has output topics {clash}; choose another "
@@ -116,7 +140,7 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
                     conn_map[c.id] = writer.add_connection(c.topic, c.msgtype, typestore=store,
                                                            **kw)
             out_conn = {}
-            msgtypes = {o.key: o.msg_type for o in BAG_OUTPUTS}
+            msgtypes = {o.key: o.msg_type for o in rows}
             msgtypes["vocabulary"] = VOCABULARY_TYPE
             for name, topic in out_topics.items():
                 msgtype = msgtypes[name]
@@ -126,8 +150,10 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
             vocab = segmenter.vocabulary
             engine_name = str(segmenter.describe().get("engine", segmenter.config["engine"]))
             done = 0
-            outputs = CameraOutputs(image_topic, overlay_alpha=overlay_alpha)
-            wanted = {o.key for o in BAG_OUTPUTS}
+            outputs = CameraOutputs(image_topic, overlay_alpha=overlay_alpha,
+                                    cloud_stride=cloud_stride)
+            markers = MarkerPlanner(prefix.strip("/") or "ovseg")
+            wanted = {o.key for o in rows}
             bar = tqdm(total=total if limit is None else min(total, limit), disable=not progress,
                        desc="bag inference", unit="img")
 
@@ -150,9 +176,14 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
                     put("vocabulary", vocabulary_msg(store, vocab, hdr, engine_name,
                                                      pred.random_weights), VOCABULARY_TYPE, t)
                 # the node's output path (core/camera_outputs.py): same rules, same images
-                prod = outputs.process(pred, rgb, hdr.stamp, wanted=wanted)
+                depth = depth_src.frame_for(msg.header, rgb.shape) if depth_src else None
+                prod = outputs.process(pred, rgb, hdr.stamp, wanted=wanted, depth=depth)
                 for o in BAG_OUTPUTS:
                     put(o.key, _bag_message(store, prod, o, hdr), o.msg_type, t)
+                if depth is not None:
+                    for name, msgtype, m in bags_3d.messages_3d(store, prod, hdr, depth.stamp,
+                                                                markers):
+                        put(name, m, msgtype, t)
                 done += 1
                 bar.update(1)
             bar.close()
@@ -163,13 +194,18 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
         writer.close()
     finally:
         reader.close()
+        if depth_src is not None:
+            depth_src.close()
     # rosbag2 names the storage files after the directory: give them the final name (and fix
     # the metadata) while the bag is still <out>.partial, then rename the directory
     _rename_storage_files(tmp, tmp.name, out_path.name)
     if out_path.exists():
         shutil.rmtree(out_path)
     tmp.rename(out_path)
-    return {"frames": done, "topics": counts, "output": str(out_path)}
+    out = {"frames": done, "topics": counts, "output": str(out_path)}
+    if depth_src is not None:
+        out["depth"] = depth_src.summary()
+    return out
 
 
 __all__ = ["infer_bag", "OUTPUT_TOPICS", "vocabulary_msg", "segments_msg"]

@@ -240,9 +240,14 @@ def cmd_infer_bag(args) -> int:
     seg = load_engine(args, classes)
     info = infer_bag(seg, Path(args.bag), Path(args.out), args.image_topic, prefix=args.prefix,
                      storage=args.storage, overwrite=args.overwrite, limit=args.limit,
-                     progress=not args.quiet)
+                     progress=not args.quiet, depth_topic=args.depth_topic,
+                     camera_info_topic=args.camera_info_topic, depth_slop=args.depth_slop,
+                     cloud_stride=args.cloud_stride)
     print(f"wrote {info['output']}: {info['frames']} frames; topics: "
           + ", ".join(f"{t} ({n})" for t, n in info["topics"].items()))
+    if "depth" in info:
+        print("depth: " + ", ".join(f"{k} {v}" for k, v in info["depth"].items()
+                                    if k != "refused_first"))
     return 0
 
 
@@ -417,6 +422,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--limit", type=int, help="stop after this many images")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--depth-topic", help="registered depth of the image topic (default: "
+                   "<ns>/depth beside <ns>/<image> when the bag has it); adds points, "
+                   "segments_3d and markers")
+    p.add_argument("--camera-info-topic", help="its camera_info (default: <ns>/camera_info)")
+    p.add_argument("--depth-slop", type=float, default=0.02,
+                   help="largest depth-to-colour stamp difference paired, seconds")
+    p.add_argument("--cloud-stride", type=int, default=1,
+                   help="keep every n-th row and column of the organised cloud")
     p.set_defaults(func=cmd_infer_bag)
 
     p = sub.add_parser("infer-bags", help="bag -> bag over many bags with a bounded number of "

@@ -12,6 +12,17 @@ For each image (or video frame) ``<name>``, under ``--out``:
 
 plus ``panoptic.json`` (COCO panoptic style: categories = the vocabulary,
 annotations with segments_info) with --panoptic, and ``vocabulary.json``.
+With ``--depth FILE`` (one image input; the depth registered to it: a 16-bit PNG in mm,
+or .npy / .tiff in float metres or uint16 mm) and its intrinsics (``--fx --fy --cx --cy``
+or ``--camera-info`` YAML), also
+
+    <name>_cloud.ply         the labelled cloud's valid points (binary PLY: x y z, red green
+                             blue, label = class id, instance = panoptic segment id)
+    <name>_segments_3d.json  the segments located in 3D (centroid, size, depth range)
+
+    ovseg-segment --config cfg.yaml --vocab chair table -- rgb.png --depth depth.png \
+        --fx 615 --fy 615 --cx 320 --cy 240
+
 Video frames are named ``<video stem>/frame_<index>``; ``--every N`` keeps
 every N-th frame. Files are written under temporary names and renamed.
 """
@@ -107,11 +118,15 @@ def _write_json(path: Path, data) -> None:
 
 
 def segment_all(seg, inputs: Sequence[str], out: Path, *, panoptic: bool = False,
-                every: int = 1, alpha: float = 0.5, progress: bool = True) -> dict:
+                every: int = 1, alpha: float = 0.5, progress: bool = True,
+                depth: Optional[dict] = None) -> dict:
+    """``depth``: ``tools/depth_files.load_depth`` arguments (path and intrinsics) for the
+    single image input, or None."""
     from tqdm import tqdm
 
     from ..core.camera_outputs import CameraOutputs
     from ..eval.datasets import panoptic_id_to_rgb
+    from .depth_files import load_depth, write_ply
 
     vocab = seg.vocabulary
     categories = [{"id": i, "name": syns[0], "synonyms": list(syns), "isthing": int(t)}
@@ -128,8 +143,16 @@ def segment_all(seg, inputs: Sequence[str], out: Path, *, panoptic: bool = False
                                   "with separate --out directories (or pass their parent folder)")
         seen.add(name)
         pred = seg.predict(rgb)
+        dframe = load_depth(colour_size=rgb.shape[:2], **depth) if depth else None
         # the node's output path (core/camera_outputs.py): same label rule, overlay, banner
-        prod = outputs.process(pred, rgb, name, wanted=SEGMENT_OUTPUTS)
+        wanted = SEGMENT_OUTPUTS | ({"points", "segments_3d"} if dframe is not None else set())
+        prod = outputs.process(pred, rgb, name, wanted=wanted, depth=dframe)
+        if dframe is not None:
+            write_ply(out / f"{name}_cloud.ply", prod.cloud)
+            _write_json(out / f"{name}_segments_3d.json",
+                        {"frame": "camera optical (x right, y down, z forward), metres",
+                         "intrinsics": dframe.intrinsics.__dict__,
+                         "depth": dframe.stats.as_dict(), "segments": prod.segments_3d})
         _write_png(out / f"{name}_semantic.png", prod.semantic)
         _write_png(out / f"{name}_overlay.png", prod.colored)
         if panoptic:
@@ -167,7 +190,33 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--every", type=int, default=1, help="video: keep every N-th frame")
     ap.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
     ap.add_argument("--quiet", action="store_true")
+    d = ap.add_argument_group("depth (one image input): labelled cloud (PLY) and 3D segments")
+    d.add_argument("--depth", help="registered depth: 16-bit PNG (mm), .npy or .tiff "
+                   "(float metres or uint16 mm)")
+    for k in ("fx", "fy", "cx", "cy"):
+        d.add_argument(f"--{k}", type=float, help="intrinsics of the (rectified) image, pixels")
+    d.add_argument("--camera-info", help="camera_info YAML (camera_calibration format)")
+    d.add_argument("--depth-rectified", action="store_true",
+                   help="the images are rectified although the camera_info has distortion")
     return ap
+
+
+def _depth_args(args) -> Optional[dict]:
+    """load_depth's arguments, checked before the engine loads."""
+    intr = [args.fx, args.fy, args.cx, args.cy]
+    if not args.depth:
+        if any(v is not None for v in intr) or args.camera_info:
+            raise SegmentCliError("--fx/--fy/--cx/--cy/--camera-info need --depth")
+        return None
+    one = len(args.inputs) == 1 and Path(args.inputs[0]).suffix.lower() in IMAGE_SUFFIXES
+    if not one:
+        raise SegmentCliError("--depth needs exactly one image input (the colour image the "
+                              "depth is registered to)")
+    if not Path(args.depth).expanduser().is_file():
+        raise SegmentCliError(f"depth file {args.depth} does not exist")
+    return {"path": Path(args.depth).expanduser(), "fx": args.fx, "fy": args.fy, "cx": args.cx,
+            "cy": args.cy, "camera_info": Path(args.camera_info) if args.camera_info else None,
+            "rectified": args.depth_rectified}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -178,8 +227,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from ..segmenter import InputError
 
     args = build_parser().parse_args(argv)
+    from ..core.depth import DepthError
+
     errors: list = [SegmentCliError, CliError, ConfigError, VocabularyError, InputError,
-                    FileNotFoundError]
+                    FileNotFoundError, DepthError]
     try:
         from ..weights import WeightsError
         errors.append(WeightsError)
@@ -197,11 +248,13 @@ def main(argv: Optional[List[str]] = None) -> int:
             classes = load_class_file(args.classes) if args.classes else None
         except ValueError as exc:    # a malformed line; the message names file and line
             raise SegmentCliError(str(exc)) from exc
+        depth = _depth_args(args)
         seg = load_engine(args, classes)
         if args.vocab:
             seg.set_vocabulary(args.vocab)
         info = segment_all(seg, args.inputs, Path(args.out), panoptic=args.panoptic,
-                           every=args.every, alpha=args.alpha, progress=not args.quiet)
+                           every=args.every, alpha=args.alpha, progress=not args.quiet,
+                           depth=depth)
     except tuple(errors) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

@@ -118,6 +118,24 @@ class WindowStitch:
         return torch.matmul(self.ay, torch.matmul(blocks, self.ax_t))
 
 
+    def segment_means(self, blocks: torch.Tensor, panoptic, segments) -> torch.Tensor:
+        """E x (R gh) x (C gw) block features -> N x E: the mean of the stitched (frame-size)
+        features over each segment's pixels, without forming the E x H x W volume.
+
+        The stitch is linear, so the mean over a mask is ``<Ay.T @ mask @ Ax, M_e> / area``
+        per channel; ``Ay.T @ mask @ Ax`` is formed on the segment's bounding box only.
+        ``scale`` is folded into ``ay``: the result carries it (callers normalise)."""
+        weights = []
+        for seg in segments:
+            x, y, w, h = seg.bbox
+            mask = torch.from_numpy(panoptic[y:y + h, x:x + w] == seg.id).to(self.ay)
+            pooled = self.ay[y:y + h].t() @ (mask @ self.ax_t[:, x:x + w].t())
+            weights.append(pooled.flatten() / max(int(seg.area), 1))
+        if not weights:
+            return blocks.new_zeros((0, blocks.shape[0]))
+        return torch.stack(weights) @ blocks.flatten(1).t()
+
+
 class StitchCache:
     """A few operators by layout: frames of one camera share one."""
 

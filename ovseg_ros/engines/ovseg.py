@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -75,6 +76,34 @@ def mask_boxes(bin_masks: torch.Tensor) -> torch.Tensor:
     boxes = torch.stack([x1, y1, x2, y2], 1)
     empty = ~cols.any(1)
     return torch.where(empty[:, None], torch.zeros_like(boxes), boxes)
+
+
+def segment_embeddings(crop_embed: torch.Tensor, masks: torch.Tensor, panoptic: np.ndarray,
+                       segments) -> Dict[int, np.ndarray]:
+    """Segment id -> L2-normalised mean of the masked-crop CLIP embeddings (N x D, rows of
+    the N cropped proposals, masks N x h x w their probabilities), each weighted by how much
+    of its mask falls on the segment. The segments come from the per-pixel classes, not from
+    single proposals, so a segment pools the proposals that cover it."""
+    h, w = masks.shape[-2:]
+    if panoptic.shape != (h, w):
+        panoptic = cv2.resize(panoptic, (w, h), interpolation=cv2.INTER_NEAREST)
+    unit = F.normalize(crop_embed.float(), dim=-1)
+    out = {}
+    for seg in segments:
+        m = panoptic == seg.id
+        ys, xs = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+        if ys.size == 0:     # lost at the proposals' resolution: the nearest pixel's weights
+            x, y, bw, bh = seg.bbox
+            cy = min(h - 1, int((y + bh / 2) * h / panoptic.shape[0]))
+            cx = min(w - 1, int((x + bw / 2) * w / panoptic.shape[1]))
+            weight = masks[:, cy, cx].float()
+        else:
+            y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
+            crop = torch.from_numpy(m[y0:y1, x0:x1]).to(masks.device, torch.float32)
+            weight = (masks[:, y0:y1, x0:x1].float() * crop).sum((1, 2))
+        v = weight @ unit if float(weight.sum()) > 0 else unit.mean(0)
+        out[seg.id] = F.normalize(v, dim=-1).cpu().numpy().astype(np.float32)
+    return out
 
 
 def clip_fill_and_norm(dtype=torch.float32, device="cpu"):
@@ -352,8 +381,10 @@ class OVSegEngine(OpenClipText, Engine):
                 timer("crops")
                 return self._unlabelled(rgb, vocab, scores, timer, t_start)
             batch = self.crops(image, bin_masks[valid])
+            masks_of_crops = masks[valid]                  # the crops' proposals, N x h x w
             timer("crops")
-            clip = clip_probabilities(self.clip_embeddings(batch), text, vocab.synonym_class, k)
+            crop_embed = self.clip_embeddings(batch)
+            clip = clip_probabilities(crop_embed, text, vocab.synonym_class, k)
             timer("clip")
             weight = self.cfg["ovseg.clip_ensemble_weight"]
             if weight > 0:
@@ -367,9 +398,14 @@ class OVSegEngine(OpenClipText, Engine):
         panoptic, segments = semantic_to_panoptic(semantic, conf, vocab.is_thing,
                                                   self.cfg["ovseg.min_thing_area"])
         timer("panoptic")
+        embeddings = None
+        if self.embeddings_enabled:
+            embeddings = segment_embeddings(crop_embed, masks_of_crops, panoptic, segments)
+            timer("embeddings")
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
-        return self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings)
+        return self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings,
+                                    embeddings=embeddings)
 
     def _semantic(self, mask_cls: torch.Tensor, masks: torch.Tensor, original: Tuple[int, int],
                   want_scores: bool):
@@ -416,5 +452,5 @@ class OVSegEngine(OpenClipText, Engine):
         return info
 
 
-__all__ = ["OVSegEngine", "mask_boxes", "masked_crops", "clip_fill_and_norm",
+__all__ = ["OVSegEngine", "mask_boxes", "masked_crops", "clip_fill_and_norm", "segment_embeddings",
            "head_probabilities", "clip_probabilities", "ensemble", "TEMPERATURE"]

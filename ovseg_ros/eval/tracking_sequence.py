@@ -20,7 +20,7 @@ dilation, a split of an object into two segments, or a merge of touching objects
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Set, Tuple
+from typing import Dict, List, Sequence, Set, Tuple
 
 import cv2
 import numpy as np
@@ -119,20 +119,26 @@ def _bbox(mask: np.ndarray) -> Tuple[int, int, int, int]:
     return int(x), int(y), int(bw), int(bh)
 
 
-def frame_segments(instances: np.ndarray, classes: Dict[int, int], rng=None
+def frame_segments(instances: np.ndarray, classes: Dict[int, int], rng=None, *,
+                   keep_ids: bool = False, is_thing: Sequence[bool] = IS_THING
                    ) -> Tuple[np.ndarray, List[Segment]]:
-    """(panoptic, segments) of a ground-truth frame with frame-local ids in a random order,
-    the way an engine numbers its segments (the tracker must not see the true ids)."""
+    """(panoptic, segments) of a ground-truth frame. By default the ids are frame-local and
+    in a random order, the way an engine numbers its segments (the tracker must not see
+    the true ids); ``keep_ids`` keeps the instance ids (the ground truth itself)."""
     ids = [i for i in np.unique(instances).tolist() if i]
-    order = (rng or np.random.default_rng(0)).permutation(len(ids)) + 1
-    panoptic = np.zeros_like(instances)
+    if keep_ids:
+        order = ids
+    else:
+        order = ((rng or np.random.default_rng(0)).permutation(len(ids)) + 1).tolist()
+    panoptic = instances.astype(np.int32) if keep_ids else np.zeros_like(instances, np.int32)
     segments = []
-    for inst_id, seg_id in zip(ids, order.tolist()):
+    for inst_id, seg_id in zip(ids, order):
         m = instances == inst_id
-        panoptic[m] = seg_id
+        if not keep_ids:
+            panoptic[m] = seg_id
         cls = classes[inst_id]
-        segments.append(Segment(id=seg_id, class_id=cls, is_thing=IS_THING[cls], score=1.0,
-                                area=int(m.sum()), bbox=_bbox(m)))
+        segments.append(Segment(id=seg_id, class_id=cls, is_thing=bool(is_thing[cls]),
+                                score=1.0, area=int(m.sum()), bbox=_bbox(m)))
     return panoptic, segments
 
 

@@ -145,6 +145,17 @@ def shifted_overlap(track_mask: np.ndarray, track_box: Tuple[int, int, int, int]
     return int(np.count_nonzero(a & b))
 
 
+def _predicted_full_box(track: "_Track") -> Tuple[float, float, float, float]:
+    """The track's last whole box moved by the prediction, grown by 2 px plus a quarter of
+    the predicted travel: the speed estimate is off by some pixels a frame, and the error
+    grows with the frames the object was cut or hidden."""
+    steps = track.full_age + 1
+    mx, my = np.round(track.velocity * steps)
+    margin = 2 + 0.25 * float(np.hypot(*track.velocity)) * steps
+    x, y, w, h = track.full_bbox
+    return (x + mx - margin, y + my - margin, w + 2 * margin, h + 2 * margin)
+
+
 def _edge_step(start0: int, size0: int, start1: int, size1: int) -> float:
     """The larger move of the two edges of a box along one axis."""
     low, high = start1 - start0, (start1 + size1) - (start0 + size0)
@@ -268,23 +279,32 @@ class Tracker:
             self._names = names
         return names
 
-    def _affinity(self, track: _Track, det: _Detection) -> float:
-        s = self.settings
+    @staticmethod
+    def _search_boxes(track: _Track) -> np.ndarray:
+        """3 x 4 (x0, y0, x1, y1) boxes where the track's object can be now: its last box
+        where it was, moved by the prediction, and the predicted whole box with margin."""
         steps = track.misses + 1
-        shift = (int(round(track.velocity[0] * steps)), int(round(track.velocity[1] * steps)))
-        # the prediction, or no motion at all (an object that stopped)
-        total = max(shifted_iou(track.mask, track.bbox, track.area, move, det.mask, det.seg.bbox,
-                                det.seg.area) for move in {shift, (0, 0)})
-        if track.full_mask is not None and total < _AMODAL_WEIGHT:
-            steps = track.full_age + 1
-            move = (int(round(track.velocity[0] * steps)), int(round(track.velocity[1] * steps)))
-            # the predicted whole box, grown by a quarter of the predicted travel: the speed
-            # estimate is off by some pixels a frame, the error grows with the frames hidden
-            margin = 2 + 0.25 * float(np.hypot(*track.velocity)) * steps
-            x, y, w, h = track.full_bbox
-            covered = box_coverage((x + move[0] - margin, y + move[1] - margin,
-                                    w + 2 * margin, h + 2 * margin), det.seg.bbox)
-            total = max(total, _AMODAL_WEIGHT * covered)
+        shift = np.round(track.velocity * steps)
+        x, y, w, h = track.bbox
+        boxes = [(x, y, x + w, y + h), (x + shift[0], y + shift[1], x + w + shift[0],
+                                        y + h + shift[1])]
+        full = _predicted_full_box(track)
+        boxes.append((full[0], full[1], full[0] + full[2], full[1] + full[3]))
+        return np.array(boxes, np.float64)
+
+    def _affinity(self, track: _Track, det: _Detection, may_overlap: bool) -> float:
+        s = self.settings
+        total = 0.0
+        if may_overlap:
+            steps = track.misses + 1
+            shift = (int(round(track.velocity[0] * steps)),
+                     int(round(track.velocity[1] * steps)))
+            # the prediction, or no motion at all (an object that stopped)
+            total = max(shifted_iou(track.mask, track.bbox, track.area, move, det.mask,
+                                    det.seg.bbox, det.seg.area) for move in {shift, (0, 0)})
+            if total < _AMODAL_WEIGHT:
+                total = max(total, _AMODAL_WEIGHT * box_coverage(_predicted_full_box(track),
+                                                                 det.seg.bbox))
         weight = 1.0
         if s.depth_weight > 0 and track.centroid is not None and det.centroid is not None:
             dist = float(np.linalg.norm(track.centroid - det.centroid))
@@ -303,12 +323,26 @@ class Tracker:
         if not dets or not self._tracks:
             return {}
         s = self.settings
+        # which pairs can overlap at all, from boxes (one vectorised test): the mask IoU of
+        # the others is 0, and without a 3D or embedding cue they cannot match
+        d = np.array([(x, y, x + w, y + h) for x, y, w, h in (t.seg.bbox for t in dets)],
+                     np.float64)[:, None, None, :]
+        t = np.stack([self._search_boxes(tr) for tr in self._tracks])[None]
+        overlap = ((np.minimum(d[..., 2], t[..., 2]) > np.maximum(d[..., 0], t[..., 0]))
+                   & (np.minimum(d[..., 3], t[..., 3]) > np.maximum(d[..., 1], t[..., 1])))
+        overlap = overlap.any(-1)
+        candidate = overlap.copy()
+        if s.depth_weight > 0 or s.embedding_weight > 0:
+            det_cue = np.array([d.centroid is not None or d.embedding is not None
+                                for d in dets])
+            track_cue = np.array([t.centroid is not None or t.embedding is not None
+                                  for t in self._tracks])
+            candidate |= det_cue[:, None] & track_cue[None, :]
         aff = np.full((len(dets), len(self._tracks)), -_INFEASIBLE)
-        for di, det in enumerate(dets):
-            for ti, track in enumerate(self._tracks):
-                a = self._affinity(track, det)
-                if a >= s.min_affinity and a > 0:
-                    aff[di, ti] = a
+        for di, ti in zip(*np.nonzero(candidate)):
+            a = self._affinity(self._tracks[ti], dets[di], bool(overlap[di, ti]))
+            if a >= s.min_affinity and a > 0:
+                aff[di, ti] = a
         rows, cols = linear_sum_assignment(-aff)
         return {int(r): int(c) for r, c in zip(rows, cols) if aff[r, c] > -_INFEASIBLE}
 

@@ -341,12 +341,15 @@ class FCClipEngine(OpenClipText, Engine):
         """Segment id -> L2-normalised mean of its queries' normalised mask-pooled CLIP
         embeddings (Q x D; one query for a thing, the merged ones for stuff): the vectors
         the out-of-vocabulary classifier takes the cosine of, so they are in the text space."""
+        if not owners:
+            return {}
         unit = F.normalize(clip_embed.float(), dim=-1)
-        out = {}
-        for sid, qs in owners.items():
-            v = F.normalize(unit[qs].mean(0), dim=-1)
-            out[sid] = v.cpu().numpy().astype(np.float32)
-        return out
+        ids = list(owners)
+        pool = torch.zeros((len(ids), unit.shape[0]), dtype=unit.dtype, device=unit.device)
+        for row, sid in enumerate(ids):
+            pool[row, owners[sid]] = 1.0 / len(owners[sid])
+        rows = F.normalize(pool @ unit, dim=-1).cpu().numpy().astype(np.float32)
+        return dict(zip(ids, rows))
 
     def preprocess(self, rgb: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """HxWx3 uint8 -> 1x3xhxw float in [0, 1] resized like the reference (PIL bilinear)."""

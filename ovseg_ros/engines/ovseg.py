@@ -85,25 +85,31 @@ def segment_embeddings(crop_embed: torch.Tensor, masks: torch.Tensor, panoptic: 
     of its mask falls on the segment. The segments come from the per-pixel classes, not from
     single proposals, so a segment pools the proposals that cover it."""
     h, w = masks.shape[-2:]
+    sy, sx = h / panoptic.shape[0], w / panoptic.shape[1]
     if panoptic.shape != (h, w):
         panoptic = cv2.resize(panoptic, (w, h), interpolation=cv2.INTER_NEAREST)
+    if not segments:
+        return {}
     unit = F.normalize(crop_embed.float(), dim=-1)
-    out = {}
+    flat = masks.float()
+    weights = []
     for seg in segments:
-        m = panoptic == seg.id
-        ys, xs = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
-        if ys.size == 0:     # lost at the proposals' resolution: the nearest pixel's weights
-            x, y, bw, bh = seg.bbox
-            cy = min(h - 1, int((y + bh / 2) * h / panoptic.shape[0]))
-            cx = min(w - 1, int((x + bw / 2) * w / panoptic.shape[1]))
-            weight = masks[:, cy, cx].float()
-        else:
-            y0, y1, x0, x1 = ys[0], ys[-1] + 1, xs[0], xs[-1] + 1
-            crop = torch.from_numpy(m[y0:y1, x0:x1]).to(masks.device, torch.float32)
-            weight = (masks[:, y0:y1, x0:x1].float() * crop).sum((1, 2))
-        v = weight @ unit if float(weight.sum()) > 0 else unit.mean(0)
-        out[seg.id] = F.normalize(v, dim=-1).cpu().numpy().astype(np.float32)
-    return out
+        # the segment's box at the proposals' resolution (1 px of slack for the rounding)
+        x, y, bw, bh = seg.bbox
+        x0, y0 = max(0, int(x * sx) - 1), max(0, int(y * sy) - 1)
+        x1, y1 = min(w, int(np.ceil((x + bw) * sx)) + 1), min(h, int(np.ceil((y + bh) * sy)) + 1)
+        m = torch.from_numpy(panoptic[y0:y1, x0:x1] == seg.id).to(flat.device, flat.dtype)
+        if float(m.sum()) > 0:
+            weights.append(flat[:, y0:y1, x0:x1].reshape(flat.shape[0], -1) @ m.flatten())
+        else:   # lost at the proposals' resolution: the weights at the box centre
+            cy, cx = min(h - 1, int((y + bh / 2) * sy)), min(w - 1, int((x + bw / 2) * sx))
+            weights.append(flat[:, cy, cx])
+    pool = torch.stack(weights)                                   # S x N
+    empty = pool.sum(1, keepdim=True) <= 0
+    # a segment no proposal covers at all: the mean crop embedding, not a zero vector
+    pool = torch.where(empty, torch.ones_like(pool), pool)
+    rows = F.normalize(pool @ unit, dim=-1).cpu().numpy().astype(np.float32)
+    return {seg.id: rows[i] for i, seg in enumerate(segments)}
 
 
 def clip_fill_and_norm(dtype=torch.float32, device="cpu"):

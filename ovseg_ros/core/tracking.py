@@ -27,6 +27,7 @@ bag->bag inference and ``ovseg-segment`` publish the same ids.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Deque, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -150,10 +151,11 @@ def _predicted_full_box(track: "_Track") -> Tuple[float, float, float, float]:
     the predicted travel: the speed estimate is off by some pixels a frame, and the error
     grows with the frames the object was cut or hidden."""
     steps = track.full_age + 1
-    mx, my = np.round(track.velocity * steps)
-    margin = 2 + 0.25 * float(np.hypot(*track.velocity)) * steps
+    vx, vy = float(track.velocity[0]), float(track.velocity[1])
+    margin = 2 + 0.25 * math.hypot(vx, vy) * steps
     x, y, w, h = track.full_bbox
-    return (x + mx - margin, y + my - margin, w + 2 * margin, h + 2 * margin)
+    return (x + round(vx * steps) - margin, y + round(vy * steps) - margin, w + 2 * margin,
+            h + 2 * margin)
 
 
 def _edge_step(start0: int, size0: int, start1: int, size1: int) -> float:
@@ -280,19 +282,17 @@ class Tracker:
         return names
 
     @staticmethod
-    def _search_boxes(track: _Track) -> np.ndarray:
-        """3 x 4 (x0, y0, x1, y1) boxes where the track's object can be now: its last box
-        where it was, moved by the prediction, and the predicted whole box with margin."""
+    def _search_boxes(track: _Track, full: Tuple[float, float, float, float]) -> list:
+        """3 boxes (x0, y0, x1, y1) where the track's object can be now: its last box
+        where it was, moved by the prediction, and the predicted whole box ``full``."""
         steps = track.misses + 1
-        shift = np.round(track.velocity * steps)
+        dx, dy = round(float(track.velocity[0]) * steps), round(float(track.velocity[1]) * steps)
         x, y, w, h = track.bbox
-        boxes = [(x, y, x + w, y + h), (x + shift[0], y + shift[1], x + w + shift[0],
-                                        y + h + shift[1])]
-        full = _predicted_full_box(track)
-        boxes.append((full[0], full[1], full[0] + full[2], full[1] + full[3]))
-        return np.array(boxes, np.float64)
+        return [(x, y, x + w, y + h), (x + dx, y + dy, x + w + dx, y + h + dy),
+                (full[0], full[1], full[0] + full[2], full[1] + full[3])]
 
-    def _affinity(self, track: _Track, det: _Detection, may_overlap: bool) -> float:
+    def _affinity(self, track: _Track, det: _Detection, may_overlap: bool,
+                  full: Tuple[float, float, float, float]) -> float:
         s = self.settings
         total = 0.0
         if may_overlap:
@@ -303,8 +303,7 @@ class Tracker:
             total = max(shifted_iou(track.mask, track.bbox, track.area, move, det.mask,
                                     det.seg.bbox, det.seg.area) for move in {shift, (0, 0)})
             if total < _AMODAL_WEIGHT:
-                total = max(total, _AMODAL_WEIGHT * box_coverage(_predicted_full_box(track),
-                                                                 det.seg.bbox))
+                total = max(total, _AMODAL_WEIGHT * box_coverage(full, det.seg.bbox))
         weight = 1.0
         if s.depth_weight > 0 and track.centroid is not None and det.centroid is not None:
             dist = float(np.linalg.norm(track.centroid - det.centroid))
@@ -327,7 +326,9 @@ class Tracker:
         # the others is 0, and without a 3D or embedding cue they cannot match
         d = np.array([(x, y, x + w, y + h) for x, y, w, h in (t.seg.bbox for t in dets)],
                      np.float64)[:, None, None, :]
-        t = np.stack([self._search_boxes(tr) for tr in self._tracks])[None]
+        fulls = [_predicted_full_box(tr) for tr in self._tracks]
+        t = np.array([self._search_boxes(tr, f) for tr, f in zip(self._tracks, fulls)],
+                     np.float64)[None]
         overlap = ((np.minimum(d[..., 2], t[..., 2]) > np.maximum(d[..., 0], t[..., 0]))
                    & (np.minimum(d[..., 3], t[..., 3]) > np.maximum(d[..., 1], t[..., 1])))
         overlap = overlap.any(-1)
@@ -340,7 +341,7 @@ class Tracker:
             candidate |= det_cue[:, None] & track_cue[None, :]
         aff = np.full((len(dets), len(self._tracks)), -_INFEASIBLE)
         for di, ti in zip(*np.nonzero(candidate)):
-            a = self._affinity(self._tracks[ti], dets[di], bool(overlap[di, ti]))
+            a = self._affinity(self._tracks[ti], dets[di], bool(overlap[di, ti]), fulls[ti])
             if a >= s.min_affinity and a > 0:
                 aff[di, ti] = a
         rows, cols = linear_sum_assignment(-aff)

@@ -132,3 +132,19 @@ def test_cli_synthetic_and_bag_agree(frames, tmp_path, capsys):
 def test_cli_errors(argv, message, tmp_path, capsys):
     assert main(["tracking", *argv, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_sample_script_writes_bag_classes_and_occlusions(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "scripts/make_tracking_sequence.py", "--out",
+                          str(tmp_path), "--frames", "40"], cwd=root, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "tracking_bag" / "metadata.yaml").is_file()
+    assert (tmp_path / "tracking_bag_classes.txt").read_text().splitlines()[-1] == "floor\tstuff"
+    occl = json.loads((tmp_path / "tracking_bag_occlusions.json").read_text())
+    assert 3 in set().union(*map(set, occl.values())), "the square's occlusion is listed"

@@ -115,6 +115,41 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
     _P("cuda_graphs", "bool", False, "torch backend on CUDA: capture the image path as a CUDA "
        "graph per input shape and replay it (fixed crop sizes; removes kernel-launch "
        "overhead). Requires device cuda."),
+    # --- segment embeddings and tracking (docs/node.md "Tracking, embeddings and locate") ---
+    _P("embeddings.enabled", "bool", False, "Give every segment an L2-normalised embedding in "
+       "the engine's CLIP text space (Prediction.embeddings; the segment_embeddings topic and "
+       "the locate service need it). ProxyCLIP: mean dense CLIP feature over the segment; "
+       "FC-CLIP/MAFT+: the query's mask-pooled CLIP embedding; OVSeg: the masked-crop CLIP "
+       "embeddings weighted by mask overlap. Off: nothing is computed."),
+    _P("tracking.enabled", "bool", False, "Give thing segments persistent ids across frames "
+       "(per camera; ids above 65535). Stuff segments get class-derived ids (class id + 1) "
+       "when on."),
+    _P("tracking.min_hits", "int", 1, "Frames a new object must be matched in before its track "
+       "is born and published (tentative objects get no segment id, panoptic 0).",
+       min=1, max=100),
+    _P("tracking.max_misses", "int", 10, "Frames a track may go unmatched (occlusion, missed "
+       "detection) before it dies; a reappearing object within this keeps its id.",
+       min=0, max=10000),
+    _P("tracking.min_affinity", "float", 0.1, "Smallest association affinity (weighted mean of "
+       "mask IoU, 3D proximity and embedding cosine, minus the class-change penalty) accepted "
+       "as a match.", min=0.0, max=1.0),
+    _P("tracking.class_change_penalty", "float", 0.5, "Subtracted from the affinity of a track "
+       "and a segment of different classes (1 = never match across classes).",
+       min=0.0, max=1.0),
+    _P("tracking.depth_weight", "float", 1.0, "Weight of the 3D cue (1 - centroid distance / "
+       "tracking.depth_distance) when centroids come with the frame; mask IoU weighs 1.",
+       min=0.0, max=100.0),
+    _P("tracking.depth_distance", "float", 0.5, "3D centroid distance [m] at which the 3D cue "
+       "reaches 0.", min=1e-3, max=100.0),
+    _P("tracking.embedding_weight", "float", 1.0, "Weight of the embedding cue (cosine of the "
+       "segment embeddings, clipped at 0) when embeddings are on; mask IoU weighs 1.",
+       min=0.0, max=100.0),
+    _P("tracking.reset_gap", "float", 2.0, "A stamp gap longer than this [s], or a stamp going "
+       "backwards (camera restart, bag loop), resets the camera's tracks.", min=0.0,
+       max=86400.0),
+    _P("tracking.label_smoothing", "int", 0, "Temporal label smoothing: a track's class is the "
+       "score-weighted vote over its last N frames (segments and semantic pixels relabelled); "
+       "0 = off.", min=0, max=1000),
     # --- ROS node -------------------------------------------------------------------
     _P("cameras", "str_list", [""], "Cameras served by this node (one loaded model): camera "
        "'c' reads c/image (+ c/image/compressed, c/camera_info) and publishes c/semantic, "

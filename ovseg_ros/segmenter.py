@@ -5,6 +5,7 @@
     pred = seg.predict(rgb)                        # HxWx3 uint8 RGB
     pred.semantic, pred.confidence, pred.panoptic, pred.segments
     seg.predict(rgb, scores=True).scores          # C x H x W, only when asked
+    seg.locate("red mug", frames, top_k=3)        # open-set query over remembered frames
 
 The Segmenter owns the applied vocabulary (text embeddings from the cache) and
 hands it to the engine with every frame. A vocabulary change builds a new
@@ -84,6 +85,7 @@ class Segmenter:
         # encoded only on first use, so a caller's own set_vocabulary never waits
         # for the encoding of a default it is about to replace.
         self._default_vocab = self._parse(cfg["vocabulary"], cfg["vocabulary_is_thing"] or None)
+        self._locator = None   # core.locate.Locator, built on the first locate()
 
     # --- vocabulary -------------------------------------------------------------------
     @property
@@ -175,6 +177,25 @@ class Segmenter:
         with self._timing_lock:
             seconds, self._text_encode_s = self._text_encode_s, 0.0
         return seconds
+
+    # --- open-set queries ------------------------------------------------------------------
+    def locate(self, query: str, frames, top_k: int = 5, camera: str = "") -> list:
+        """Segments of remembered frames that match free text, best first.
+
+        ``frames``: camera name -> ``core.locate.LocateFrame`` (its latest frame) or None
+        (no frame yet). The query is encoded like a vocabulary class (same encoder,
+        templates and disk cache; an LRU in front answers repeated queries) and scored
+        by cosine against the frames' segment embeddings. The vocabulary stays as it is
+        and the image model does not run. Raises ``core.locate.LocateError`` on bad input
+        (empty, > 200 characters or binary query; top_k outside 1..100; unknown camera; no
+        frame yet; embeddings off)."""
+        from .core.locate import LocateError, Locator
+
+        if not self.config["embeddings.enabled"]:
+            raise LocateError("locate needs segment embeddings: set embeddings.enabled to true")
+        if self._locator is None:
+            self._locator = Locator(lambda text: self._text.embed_synonyms([text])[0].numpy())
+        return self._locator.locate(query, frames, top_k=top_k, camera=camera)
 
     # --- runtime settings -----------------------------------------------------------------
     def update_config(self, **changes: Any) -> Config:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 PRESETS = {
-    # the test/demo preset (ovseg_ros/testing/presets.py)
+    # the test/demo preset (ovseg_ros/presets.py)
     "tiny": {"proxyclip.clip_model": "ovseg-tiny-ViT",
              "proxyclip.vfm_model": "ovseg_tiny_vit_patch8", "proxyclip.short_side": 112,
              "proxyclip.crop_size": 112, "proxyclip.stride": 56},

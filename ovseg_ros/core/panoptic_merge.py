@@ -18,7 +18,7 @@ Segment ids start at 1 in query order; 0 = no segment.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -49,17 +49,21 @@ def _bbox(mask: np.ndarray) -> Tuple[int, int, int, int]:
 
 
 def merge_segments(scores: torch.Tensor, labels: torch.Tensor, mask_probs: torch.Tensor,
-                   is_thing: Sequence[bool], overlap_threshold: float
-                   ) -> Tuple[np.ndarray, List[Segment]]:
+                   is_thing: Sequence[bool], overlap_threshold: float,
+                   with_queries: bool = False):
     """Steps 2-4 for the kept queries: scores N, labels N (class ids), mask_probs
     N x H x W sigmoid probabilities -> (H x W int32 panoptic ids, segments).
 
     A merged stuff segment's score is the best score among its queries.
+    ``with_queries``: a third element, segment id -> the indices (into the N kept
+    queries) that made it (segment embeddings pool their queries' CLIP embeddings).
     """
     h, w = mask_probs.shape[-2:]
     panoptic = torch.zeros((h, w), dtype=torch.int32, device=mask_probs.device)
+    queries: Dict[int, List[int]] = {}
     if mask_probs.shape[0] == 0:
-        return panoptic.cpu().numpy(), []
+        return (panoptic.cpu().numpy(), [], queries) if with_queries else \
+            (panoptic.cpu().numpy(), [])
     owner = (scores.view(-1, 1, 1) * mask_probs).argmax(0)
     segs = []                      # [id, class, is_thing, score]
     stuff_ids = {}
@@ -80,11 +84,13 @@ def merge_segments(scores: torch.Tensor, labels: torch.Tensor, mask_probs: torch
             seg = segs[stuff_ids[cls]]
             panoptic[mask] = seg[0]
             seg[3] = max(seg[3], score)
+            queries[seg[0]].append(k)
             continue
         seg_id = len(segs) + 1
         if not thing:
             stuff_ids[cls] = len(segs)
         panoptic[mask] = seg_id
+        queries[seg_id] = [k]
         segs.append([seg_id, cls, thing, score])
     pan = panoptic.cpu().numpy()
     areas = np.bincount(pan.ravel(), minlength=len(segs) + 1)
@@ -92,7 +98,7 @@ def merge_segments(scores: torch.Tensor, labels: torch.Tensor, mask_probs: torch
     for seg_id, cls, thing, score in segs:
         segments.append(Segment(id=seg_id, class_id=cls, is_thing=thing, score=score,
                                 area=int(areas[seg_id]), bbox=_bbox(pan == seg_id)))
-    return pan, segments
+    return (pan, segments, queries) if with_queries else (pan, segments)
 
 
 def panoptic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor,

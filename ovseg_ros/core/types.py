@@ -84,6 +84,8 @@ class Prediction:
                 class's synonyms), only when asked: ``predict(rgb, scores=True)``; else None
     panoptic:   HxW int32 segment ids (0 = no segment)
     segments:   one Segment per id in ``panoptic``
+    embeddings: segment id -> float32 (D,) L2-normalised embedding in the engine's CLIP
+                text space, only with ``embeddings.enabled`` (else None)
     """
 
     semantic: np.ndarray
@@ -98,6 +100,7 @@ class Prediction:
     timings: Dict[str, float] = field(default_factory=dict)  # seconds per stage
     #: engine-specific counts of this frame's work (OVSeg: "crops", proposals sent to CLIP)
     counts: Dict[str, int] = field(default_factory=dict)
+    embeddings: Optional[Dict[int, np.ndarray]] = None
 
     def __post_init__(self):
         if self.confidence is None:

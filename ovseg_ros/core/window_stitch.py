@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -101,6 +102,7 @@ class WindowStitch:
         self._col_of = [xs.index((w[2], w[3])) for w in windows]
         self.ay = (ay * float(scale)).to(device)          # H x R*gh, the scale folded in
         self.ax_t = ax.t().contiguous().to(device)        # C*gw x W
+        self._np = None                                    # CPU copies for segment_means
 
     def block_matrix(self, low: torch.Tensor) -> torch.Tensor:
         """n_windows x S x gh x gw window logits -> S x (R gh) x (C gw)."""
@@ -116,6 +118,31 @@ class WindowStitch:
     def __call__(self, blocks: torch.Tensor) -> torch.Tensor:
         """S x (R gh) x (C gw) block matrices (``block_matrix``) -> S x H x W logits."""
         return torch.matmul(self.ay, torch.matmul(blocks, self.ax_t))
+
+
+    def segment_means(self, blocks: torch.Tensor, panoptic, segments) -> torch.Tensor:
+        """E x (R gh) x (C gw) block features -> N x E: the mean of the stitched (frame-size)
+        features over each segment's pixels, without forming the E x H x W volume.
+
+        The stitch is linear, so the mean over a mask is ``<Ay.T @ mask @ Ax, M_e> / area``
+        per channel; ``Ay.T @ mask @ Ax`` is formed on the segment's bounding box only, in
+        numpy on the CPU (where the masks are): these are many tiny products, which a
+        multi-threaded torch runtime makes wait on its thread barriers (100x slower on a
+        loaded 2-core machine, docs/benchmarks/tracking.md). One product on the features'
+        device follows. ``scale`` is folded into ``ay``: the result carries it (callers
+        normalise)."""
+        if self._np is None:
+            self._np = (self.ay.cpu().numpy(), self.ax_t.t().contiguous().cpu().numpy())
+        ay, ax = self._np
+        weights = np.empty((len(segments), ay.shape[1] * ax.shape[1]), np.float32)
+        for i, seg in enumerate(segments):
+            x, y, w, h = seg.bbox
+            mask = (panoptic[y:y + h, x:x + w] == seg.id).astype(np.float32)
+            pooled = ay[y:y + h].T @ (mask @ ax[x:x + w])
+            weights[i] = pooled.ravel() / max(int(seg.area), 1)
+        if not len(segments):
+            return blocks.new_zeros((0, blocks.shape[0]))
+        return torch.from_numpy(weights).to(blocks.device, blocks.dtype) @ blocks.flatten(1).t()
 
 
 class StitchCache:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -63,12 +63,18 @@ class Engine(ABC):
         (``ovseg_ros.core.postprocess``); ``Prediction.scores`` only when ``scores``."""
 
     def make_prediction(self, semantic, confidence, scores, panoptic, segments,
-                        vocab: VocabularyState, timings: dict) -> Prediction:
+                        vocab: VocabularyState, timings: dict,
+                        embeddings: Optional[Dict[int, np.ndarray]] = None) -> Prediction:
         """A Prediction stamped with this engine's name, weights state and the vocabulary used."""
         return Prediction(semantic=semantic, confidence=confidence, scores=scores,
                           panoptic=panoptic, segments=segments, vocabulary=vocab.names,
                           vocabulary_version=vocab.version, random_weights=self.random_weights,
-                          engine=self.name, timings=timings)
+                          engine=self.name, timings=timings, embeddings=embeddings)
+
+    @property
+    def embeddings_enabled(self) -> bool:
+        """``embeddings.enabled``: segment embeddings are computed only then (zero cost off)."""
+        return bool(self.cfg["embeddings.enabled"])
 
     def predict_batch(self, rgbs: List[np.ndarray], vocab: VocabularyState,
                       scores: bool = False) -> List[Prediction]:

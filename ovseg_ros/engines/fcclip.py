@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -320,12 +320,31 @@ class FCClipEngine(OpenClipText, Engine):
         kept = [self._upsample(mask_logits[idx[i:i + chunk]], resized, original).sigmoid()
                 for i in range(0, idx.numel(), chunk)]
         kept = torch.cat(kept, 0) if kept else torch.zeros((0, h, w), device=mask_logits.device)
-        panoptic, segments = merge_segments(q_scores[idx], labels[idx], kept, vocab.is_thing,
-                                            self.cfg[f"{g}.overlap_threshold"])
+        panoptic, segments, owners = merge_segments(
+            q_scores[idx], labels[idx], kept, vocab.is_thing, self.cfg[f"{g}.overlap_threshold"],
+            with_queries=True)
         semantic = apply_prob_thd(sem.labels, sem.confidence, self.cfg["prob_thd"])
+        # segment id -> indices of the queries that made it (into all Q queries)
+        owners = {sid: idx[qs].tolist() for sid, qs in owners.items()}
         return (semantic.to(torch.int32).cpu().numpy(), sem.confidence.cpu().numpy(),
                 sem.scores.cpu().numpy() if sem.scores is not None else None, panoptic,
-                segments)
+                segments, owners)
+
+    @staticmethod
+    def segment_embeddings(clip_embed: torch.Tensor, owners: Dict[int, List[int]]
+                           ) -> Dict[int, np.ndarray]:
+        """Segment id -> L2-normalised mean of its queries' normalised mask-pooled CLIP
+        embeddings (Q x D; one query for a thing, the merged ones for stuff): the vectors
+        the out-of-vocabulary classifier takes the cosine of, so they are in the text space."""
+        if not owners:
+            return {}
+        unit = F.normalize(clip_embed.float(), dim=-1)
+        ids = list(owners)
+        pool = torch.zeros((len(ids), unit.shape[0]), dtype=unit.dtype, device=unit.device)
+        for row, sid in enumerate(ids):
+            pool[row, owners[sid]] = 1.0 / len(owners[sid])
+        rows = F.normalize(pool @ unit, dim=-1).cpu().numpy().astype(np.float32)
+        return dict(zip(ids, rows))
 
     def preprocess(self, rgb: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
         """HxWx3 uint8 -> 1x3xhxw float in [0, 1] resized like the reference (PIL bilinear)."""
@@ -351,12 +370,17 @@ class FCClipEngine(OpenClipText, Engine):
         with torch.no_grad():
             mask_cls = self.classify(outs, vocab)[0]
             timer("classify")
-            semantic, conf, volume, panoptic, segments = self._postprocess(
+            semantic, conf, volume, panoptic, segments, owners = self._postprocess(
                 mask_cls, outs[0][0], vocab, resized, rgb.shape[:2], scores=scores)
-        timer("post")
+            timer("post")
+            embeddings = None
+            if self.embeddings_enabled:
+                embeddings = self.segment_embeddings(outs[2][0], owners)
+                timer("embeddings")
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
-        return self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings)
+        return self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings,
+                                    embeddings=embeddings)
 
     def describe(self) -> dict:
         info = super().describe()

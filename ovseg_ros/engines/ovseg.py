@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,40 @@ def mask_boxes(bin_masks: torch.Tensor) -> torch.Tensor:
     boxes = torch.stack([x1, y1, x2, y2], 1)
     empty = ~cols.any(1)
     return torch.where(empty[:, None], torch.zeros_like(boxes), boxes)
+
+
+def segment_embeddings(crop_embed: torch.Tensor, masks: torch.Tensor, panoptic: np.ndarray,
+                       segments) -> Dict[int, np.ndarray]:
+    """Segment id -> L2-normalised mean of the masked-crop CLIP embeddings (N x D, rows of
+    the N cropped proposals, masks N x h x w their probabilities), each weighted by how much
+    of its mask falls on the segment. The segments come from the per-pixel classes, not from
+    single proposals, so a segment pools the proposals that cover it."""
+    h, w = masks.shape[-2:]
+    sy, sx = h / panoptic.shape[0], w / panoptic.shape[1]
+    if panoptic.shape != (h, w):
+        panoptic = cv2.resize(panoptic, (w, h), interpolation=cv2.INTER_NEAREST)
+    if not segments:
+        return {}
+    unit = F.normalize(crop_embed.float(), dim=-1)
+    flat = masks.float()
+    weights = []
+    for seg in segments:
+        # the segment's box at the proposals' resolution (1 px of slack for the rounding)
+        x, y, bw, bh = seg.bbox
+        x0, y0 = max(0, int(x * sx) - 1), max(0, int(y * sy) - 1)
+        x1, y1 = min(w, int(np.ceil((x + bw) * sx)) + 1), min(h, int(np.ceil((y + bh) * sy)) + 1)
+        m = torch.from_numpy(panoptic[y0:y1, x0:x1] == seg.id).to(flat.device, flat.dtype)
+        if float(m.sum()) > 0:
+            weights.append(flat[:, y0:y1, x0:x1].reshape(flat.shape[0], -1) @ m.flatten())
+        else:   # lost at the proposals' resolution: the weights at the box centre
+            cy, cx = min(h - 1, int((y + bh / 2) * sy)), min(w - 1, int((x + bw / 2) * sx))
+            weights.append(flat[:, cy, cx])
+    pool = torch.stack(weights)                                   # S x N
+    empty = pool.sum(1, keepdim=True) <= 0
+    # a segment no proposal covers at all: the mean crop embedding, not a zero vector
+    pool = torch.where(empty, torch.ones_like(pool), pool)
+    rows = F.normalize(pool @ unit, dim=-1).cpu().numpy().astype(np.float32)
+    return {seg.id: rows[i] for i, seg in enumerate(segments)}
 
 
 def clip_fill_and_norm(dtype=torch.float32, device="cpu"):
@@ -333,8 +368,10 @@ class OVSegEngine(OpenClipText, Engine):
                 pred.counts["crops"] = 0
                 return pred
             batch = self.crops(image, bin_masks[valid])
+            masks_of_crops = masks[valid]                  # the crops' proposals, N x h x w
             timer("crops")
-            clip = clip_probabilities(self.clip_embeddings(batch), text, vocab.synonym_class, k)
+            crop_embed = self.clip_embeddings(batch)
+            clip = clip_probabilities(crop_embed, text, vocab.synonym_class, k)
             timer("clip")
             weight = self.cfg["ovseg.clip_ensemble_weight"]
             if weight > 0:
@@ -348,9 +385,14 @@ class OVSegEngine(OpenClipText, Engine):
         panoptic, segments = semantic_to_panoptic(semantic, conf, vocab.is_thing,
                                                   self.cfg["ovseg.min_thing_area"])
         timer("panoptic")
+        embeddings = None
+        if self.embeddings_enabled:
+            embeddings = segment_embeddings(crop_embed, masks_of_crops, panoptic, segments)
+            timer("embeddings")
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
-        pred = self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings)
+        pred = self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings,
+                                    embeddings=embeddings)
         pred.counts["crops"] = n_valid   # proposals sent to CLIP (benchmark, reference check)
         return pred
 
@@ -399,5 +441,5 @@ class OVSegEngine(OpenClipText, Engine):
         return info
 
 
-__all__ = ["OVSegEngine", "mask_boxes", "masked_crops", "clip_fill_and_norm",
+__all__ = ["OVSegEngine", "mask_boxes", "masked_crops", "clip_fill_and_norm", "segment_embeddings",
            "head_probabilities", "clip_probabilities", "ensemble", "TEMPERATURE"]

@@ -167,15 +167,29 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         t0 = time.perf_counter()
         low = torch.einsum("behw,se->bshw", feats, emb.to(feats.device, torch.float32))
         timings["text"] = timings.get("text", 0.0) + time.perf_counter() - t0
-        (top, left) = frame["pad"][2], frame["pad"][0]
-        layout = Layout(grid=tuple(low.shape[-2:]), padded=tuple(frame["crops"].shape[-2:]),
-                        pad_top_left=(top, left), windows=tuple(frame["windows"]),
-                        resized=frame["resized"], size=frame["size"])
-        stitch = self._stitch.get(layout, scale, low.device)
+        stitch = self._stitch.get(self._layout(frame, low), scale, low.device)
         blocks = stitch.block_matrix(low)
         del low
         for s0 in range(0, blocks.shape[0], chunk):
             yield stitch(blocks[s0:s0 + chunk])
+
+    @staticmethod
+    def _layout(frame: dict, low: torch.Tensor) -> Layout:
+        (top, left) = frame["pad"][2], frame["pad"][0]
+        return Layout(grid=tuple(low.shape[-2:]), padded=tuple(frame["crops"].shape[-2:]),
+                      pad_top_left=(top, left), windows=tuple(frame["windows"]),
+                      resized=frame["resized"], size=frame["size"])
+
+    def _segment_embeddings(self, frame: dict, feats: torch.Tensor, panoptic: np.ndarray,
+                            segments) -> dict:
+        """Segment id -> the L2-normalised mean of the stitched dense CLIP features over the
+        segment (the features the class logits are cosines of, so the embedding lives in the
+        text space); through the frame's stitch operator, never at full resolution."""
+        feats = feats.float()
+        stitch = self._stitch.get(self._layout(frame, feats), 1.0, feats.device)
+        means = stitch.segment_means(stitch.block_matrix(feats), panoptic, segments)
+        rows = torch.nn.functional.normalize(means, dim=-1).cpu().numpy().astype(np.float32)
+        return {seg.id: rows[i] for i, seg in enumerate(segments)}
 
     def _chunk_size(self, frame: dict, num_synonyms: int) -> int:
         # 4 Mi values (16 MiB) a chunk: at 640 x 480 that is 13 synonyms, which stays in
@@ -218,8 +232,13 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         panoptic, segments = semantic_to_panoptic(
             semantic_np, conf_np, vocab.is_thing, self.cfg["proxyclip.min_thing_area"])
         timings["post"] = time.perf_counter() - t0 - (timings.get("text", 0.0) - t_text0)
+        embeddings = None
+        if self.embeddings_enabled:
+            t1 = time.perf_counter()
+            embeddings = self._segment_embeddings(frame, feats, panoptic, segments)
+            timings["embeddings"] = time.perf_counter() - t1
         return self.make_prediction(semantic_np, conf_np, scores_np, panoptic, segments, vocab,
-                                    timings)
+                                    timings, embeddings=embeddings)
 
     def predict(self, rgb: np.ndarray, vocab: VocabularyState, scores: bool = False
                 ) -> Prediction:

@@ -21,6 +21,13 @@ image's size, bilinear to the input size; the label is the argmax. The
 reference has no panoptic output in this configuration: panoptic ids come from
 the project's semantic -> panoptic heuristic (core/panoptic_heuristic.py).
 
+Zero crops (no proposal above the threshold): as the reference's own branch for that
+case, the head's scores alone, head^(1-w), over every proposal's soft mask; with w = 0
+(CLIP only) there are no scores and the frame is unlabelled.
+
+Input normalisation: the reference's arithmetic, (k - mean) / std on the 0..255 values
+(``models/ovseg.normalise_unit_image``); the mask crops amplify a 1-ulp difference.
+
 Synonyms: each class takes the largest logit among its synonyms, in both stages.
 """
 from __future__ import annotations
@@ -347,15 +354,22 @@ class OVSegEngine(OpenClipText, Engine):
             n_valid = int(valid.sum())
             #: proposals sent to CLIP in the last frame (for the benchmark and logs)
             self.last_num_crops = n_valid
-            if n_valid == 0:
-                # nothing proposed anywhere (the reference crashes here)
-                timer("crops")
-                return self._unlabelled(rgb, vocab, scores, timer, t_start)
-            batch = self.crops(image, bin_masks[valid])
-            timer("crops")
-            clip = clip_probabilities(self.clip_embeddings(batch), text, vocab.synonym_class, k)
-            timer("clip")
             weight = self.cfg["ovseg.clip_ensemble_weight"]
+            if n_valid == 0:
+                timer("crops")
+                if weight == 0:
+                    # CLIP scores only, and no proposal has any: every score is 0 (the
+                    # reference's argmax then names class 0; here nothing is labelled)
+                    return self._unlabelled(rgb, vocab, scores, timer, t_start)
+                # the reference's branch for "no crop" (clip_cls is None): every proposal
+                # keeps CLIP's neutral score 1, i.e. head^(1-w) over all proposals
+                clip = head.new_zeros((0, k))
+            else:
+                batch = self.crops(image, bin_masks[valid])
+                timer("crops")
+                clip = clip_probabilities(self.clip_embeddings(batch), text,
+                                          vocab.synonym_class, k)
+            timer("clip")
             if weight > 0:
                 mask_cls = ensemble(head, clip, valid, weight)
             else:

@@ -61,6 +61,18 @@ class OVSegWeights(nn.Module):
         self.clip_adapter = ClipAdapterWeights(clip_model)
 
 
+def normalise_unit_image(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+                         ) -> torch.Tensor:
+    """Images in [0, 1] (k / 255 for uint8 values k) -> (k - mean) / std with mean and std on
+    the 0..255 scale: the reference's arithmetic, bit for bit.
+
+    The reference normalises the 0..255 values. ``(x - mean / 255) / (std / 255)`` is the
+    same formula but rounds differently (up to 1 ulp); OVSeg's binarised mask crops turn
+    that into several % of changed labels on some photos. ``(k / 255) * 255`` gives ``k``
+    back exactly in float32 for every k in 0..255, so the graph keeps its [0, 1] input."""
+    return (images * 255.0 - mean) / std
+
+
 class ProposalImageModel(nn.Module):
     """The first image graph (what the backend runs for the proposal stage).
 
@@ -73,17 +85,15 @@ class ProposalImageModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
-        # (x * 255 - mean) / std == (x - mean / 255) / (std / 255)
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1) / 255.0,
-                             False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1) / 255.0,
-                             False)
+        # mean/std on the 0..255 scale, float32, as the reference's detectron2 buffers
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
         #: optional callable(stage_name) after each stage (the engine's timer); None when
         #: tracing/exporting
         self.stage_hook: Optional[Callable[[str], None]] = None
 
     def forward(self, images: torch.Tensor):
-        x = (images - self.pixel_mean) / self.pixel_std
+        x = normalise_unit_image(images, self.pixel_mean, self.pixel_std)
         h, w = x.shape[-2:]
         # zero padding after normalisation, bottom/right (detectron2's ImageList)
         x = F.pad(x, (0, (-w) % SIZE_DIVISIBILITY, 0, (-h) % SIZE_DIVISIBILITY))
@@ -155,5 +165,6 @@ def load_ovseg_checkpoint(path: Path, weights: OVSegWeights, *, setting: str) ->
 
 
 __all__ = ["OVSegWeights", "ClipAdapterWeights", "ProposalImageModel", "is_inference_key",
+           "normalise_unit_image",
            "check_state", "load_ovseg_checkpoint", "PIXEL_MEAN", "PIXEL_STD", "CLIP_MEAN",
            "CLIP_STD", "SIZE_DIVISIBILITY"]

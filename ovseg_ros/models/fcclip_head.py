@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .pixel_decoder import MSDeformAttnPixelDecoder
+from .normalise import normalise_unit_image
 from .precision import fp32_region, matmul_weights_to
 from .classifier import mask_pooling
 from .transformer_decoder import MultiScaleMaskedTransformerDecoder
@@ -26,6 +27,10 @@ from .transformer_decoder import MultiScaleMaskedTransformerDecoder
 #: OpenAI CLIP normalisation (the reference's PIXEL_MEAN/STD divided by 255)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+#: the reference configs' PIXEL_MEAN/STD on 0..255 (FC-CLIP and MAFT+ eval configs): the
+#: values the image is normalised with (models/normalise.py)
+PIXEL_MEAN_255 = (122.7709383, 116.7460125, 104.09373615)
+PIXEL_STD_255 = (68.5005327, 66.6321579, 70.32316305)
 SIZE_DIVISIBILITY = 32
 
 
@@ -133,8 +138,8 @@ class FCCLIPImageModel(nn.Module):
         self.visual = visual
         self.head = head
         self.dense_output = dense_output
-        self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN_255).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD_255).view(1, 3, 1, 1), False)
         #: optional callable(stage_name) invoked after each stage (the engine's timer);
         #: None while tracing/exporting
         self.stage_hook: Optional[Callable[[str], None]] = None
@@ -158,7 +163,7 @@ class FCCLIPImageModel(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor):
-        x = (images - self.pixel_mean) / self.pixel_std
+        x = normalise_unit_image(images, self.pixel_mean, self.pixel_std)
         h, w = x.shape[-2:]
         # zero padding *after* normalisation, bottom/right, as detectron2's ImageList
         x = F.pad(x, (0, (-w) % SIZE_DIVISIBILITY, 0, (-h) % SIZE_DIVISIBILITY))
@@ -182,5 +187,6 @@ class FCCLIPImageModel(nn.Module):
 
 
 __all__ = ["HeadSpec", "FCCLIPHead", "FCCLIPHeadWeights", "FCCLIPImageModel", "CLIP_MEAN",
-           "CLIP_STD", "SIZE_DIVISIBILITY", "convnext_clip_features", "clip_head",
+           "CLIP_STD", "PIXEL_MEAN_255", "PIXEL_STD_255", "SIZE_DIVISIBILITY",
+           "convnext_clip_features", "clip_head",
            "check_convnext_visual"]

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..weights import WeightsError, load_state_dict_file
 from .maskformer_head import OpenVocabMaskFormerHead, ProposalHeadSpec
+from .normalise import normalise_unit_image
 from .swin import SwinSpec, SwinTransformer
 
 log = logging.getLogger(__name__)
@@ -59,18 +60,6 @@ class OVSegWeights(nn.Module):
         self.backbone = SwinTransformer(swin)
         self.sem_seg_head = OpenVocabMaskFormerHead(head)
         self.clip_adapter = ClipAdapterWeights(clip_model)
-
-
-def normalise_unit_image(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
-                         ) -> torch.Tensor:
-    """Images in [0, 1] (k / 255 for uint8 values k) -> (k - mean) / std with mean and std on
-    the 0..255 scale: the reference's arithmetic, bit for bit.
-
-    The reference normalises the 0..255 values. ``(x - mean / 255) / (std / 255)`` is the
-    same formula but rounds differently (up to 1 ulp); OVSeg's binarised mask crops turn
-    that into several % of changed labels on some photos. ``(k / 255) * 255`` gives ``k``
-    back exactly in float32 for every k in 0..255, so the graph keeps its [0, 1] input."""
-    return (images * 255.0 - mean) / std
 
 
 class ProposalImageModel(nn.Module):

@@ -233,3 +233,31 @@ def test_non_convnext_clip_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="fcclip.clip_model.*not a ConvNeXt CLIP"):
         load_segmenter(tiny_cfg(tmp_path, **{"fcclip.clip_model": "ovseg-tiny-ViT"}))
+
+
+def test_image_is_normalised_as_the_reference_does(seg):
+    """What the ConvNeXt stem receives equals the reference's (k - PIXEL_MEAN) / PIXEL_STD on
+    the 0..255 values k (the eval configs' numbers), bit for bit, on a photo."""
+    import skimage.data
+
+    from ovseg_ros.models.fcclip_head import PIXEL_MEAN_255, PIXEL_STD_255
+
+    e = seg.engine
+    x, (h, w) = e.preprocess(skimage.data.coffee())
+    k = (x[0] * 255).round().to(torch.uint8)                      # the resized uint8 frame
+    official = (k - torch.Tensor(PIXEL_MEAN_255).view(-1, 1, 1)) \
+        / torch.Tensor(PIXEL_STD_255).view(-1, 1, 1)
+    seen = []
+    hook = e.image_model.visual.trunk.stem.register_forward_pre_hook(
+        lambda m, a: seen.append(a[0]))
+    try:
+        with torch.no_grad():
+            e.image_model(x)
+    finally:
+        hook.remove()
+    assert torch.equal(seen[0][0, :, :h, :w], official)
+    # the former arithmetic (mean and std divided by 255) is not bit-exact on this photo
+    from ovseg_ros.models.fcclip_head import CLIP_MEAN, CLIP_STD
+
+    former = (x[0] - torch.tensor(CLIP_MEAN).view(-1, 1, 1)) / torch.tensor(CLIP_STD).view(-1, 1, 1)
+    assert not torch.equal(former, official)

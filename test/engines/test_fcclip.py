@@ -261,3 +261,16 @@ def test_image_is_normalised_as_the_reference_does(seg):
 
     former = (x[0] - torch.tensor(CLIP_MEAN).view(-1, 1, 1)) / torch.tensor(CLIP_STD).view(-1, 1, 1)
     assert not torch.equal(former, official)
+
+
+def test_semantic_masks_are_resized_before_the_sigmoid(seg):
+    """FC-CLIP's eval configs run panoptic inference, so the reference resizes the mask
+    logits to the input (sem_seg_postprocess_before_inference) before the sigmoid."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(7, 6, 8, generator=g) * 8
+    resized, original = (22, 30), (37, 51)
+    up = F.interpolate(logits[None], scale_factor=4, mode="bilinear", align_corners=False)
+    up = F.interpolate(up[..., :22, :30], size=original, mode="bilinear", align_corners=False)[0]
+    got = seg.engine._semantic_masks(logits, resized, original)
+    torch.testing.assert_close(got, up.sigmoid())
+    assert not torch.allclose(got, up.sigmoid().sigmoid())

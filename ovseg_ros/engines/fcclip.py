@@ -128,6 +128,10 @@ class FCClipEngine(OpenClipText, Engine):
     group = "fcclip"
     #: whether the image path also returns dense CLIP embeddings (MAFT+)
     dense_output = False
+    #: bf16/fp16: only the ConvNeXt trunk's matmuls (FCCLIPImageModel.set_weight_dtype)
+    precision_stages = (("backbone", True), ("pixel_decoder", False),
+                        ("transformer_decoder", False), ("clip_pool", False),
+                        ("classify", False), ("post", False))
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)

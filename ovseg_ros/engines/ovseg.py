@@ -153,6 +153,9 @@ class OVSegEngine(OpenClipText, Engine):
     name = "ovseg"
     default_templates = "vild14"
     group = "ovseg"
+    #: bf16/fp16 runs both image graphs (Swin + head, the crops' CLIP) under autocast
+    precision_stages = (("preprocess", False), ("proposals", True), ("crops", False),
+                        ("clip", True), ("ensemble", False), ("post", False))
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)

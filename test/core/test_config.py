@@ -107,3 +107,16 @@ def test_auto_precision_resolves_to_what_the_hardware_runs_fast(monkeypatch):
     assert make_config()["precision"] == "fp32"                       # emulated bf16 is slower
     # the resolved value survives a round trip (Config.replace re-validates)
     assert make_config(precision="bf16").replace(prob_thd=0.5)["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("engine", ["ovseg", "fcclip", "maftplus"])
+def test_auto_precision_is_fp32_for_engines_whose_labels_move(monkeypatch, engine):
+    """OVSeg and MAFT+ lost labels in bf16 against fp32 (and FC-CLIP shares MAFT+'s path
+    without an end-to-end measurement): auto keeps them fp32, explicit bf16 still works."""
+    import ovseg_ros.config as config
+
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: True)
+    assert make_config(engine=engine)["precision"] == "fp32"
+    assert make_config(engine=engine, device="cuda")["precision"] == "fp32"
+    assert make_config(engine=engine, precision="bf16")["precision"] == "bf16"
+    assert make_config(engine="proxyclip")["precision"] == "bf16"

@@ -191,3 +191,14 @@ def test_semantic_scores_follow_the_eval_config_order(tmp_path, variant):
     assert (sig_first - resize_first).abs().max() > 1e-3       # the orders differ here
     expected = sig_first if variant == "semantic" else resize_first
     torch.testing.assert_close(torch.from_numpy(volume), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_describe_names_the_precision_of_each_stage(tmp_path):
+    s = load_segmenter(_cfg(tmp_path, precision="bf16"))
+    stages = s.describe()["stage_precision"]
+    assert stages["backbone"] == "bf16"
+    assert all(stages[k] == "fp32" for k in ("pixel_decoder", "transformer_decoder",
+                                             "clip_pool", "classify", "post", "text"))
+    # auto resolves to fp32 for MAFT+ (its labels move in bf16): every stage fp32
+    auto = load_segmenter(_cfg(tmp_path, precision="auto")).describe()
+    assert auto["precision"] == "fp32" and set(auto["stage_precision"].values()) == {"fp32"}

@@ -631,6 +631,9 @@ class OvsegNode(LifecycleNode):
             info = seg.describe()
             values.update({"engine": info.get("engine"), "backend": info.get("backend"),
                            "device": info.get("device"), "precision": info.get("precision"),
+                           # which stages run in that precision (the rest stay fp32)
+                           "stage_precision": ", ".join(
+                               f"{k}={v}" for k, v in info.get("stage_precision", {}).items()),
                            "weights": "RANDOM WEIGHTS" if seg.random_weights else "pretrained",
                            "vocabulary_version": seg.vocabulary.version,
                            "num_classes": seg.vocabulary.num_classes})

@@ -60,6 +60,7 @@ if str(ROOT) not in sys.path:
 import ovseg_ros.testing.tiny_models  # noqa: E402,F401  (registers ovseg-tiny-ConvNeXt)
 from ovseg_ros import load_segmenter  # noqa: E402
 from ovseg_ros.models.fcclip_head import clip_head  # noqa: E402
+from ovseg_ros.testing.maftplus import dense_map_and_outputs  # noqa: E402
 
 CLASSES = ["person", "sky", "tree", "grass", "building", "road", "cat", "cup", "table",
            "rocket", "water", "wall", "floor", "car", "face", "hair"]
@@ -104,18 +105,6 @@ def sem_seg_postprocess(result, img_size, output_height, output_width):
     result = result[:, : img_size[0], : img_size[1]].expand(1, -1, -1, -1)
     return F.interpolate(result, size=(output_height, output_width), mode="bilinear",
                          align_corners=False)[0]
-
-
-def dense_and_outputs(engine, x):
-    seen = []
-    hook = engine.image_model.visual.trunk.norm_pre.register_forward_hook(
-        lambda m, a, out: seen.append(out))
-    try:
-        with torch.no_grad():
-            outs = engine.image_model(x)
-    finally:
-        hook.remove()
-    return seen[-1], outs
 
 
 def reference_semantic(funcs, mask_cls, mask_logits, resized, original, threads):
@@ -163,7 +152,7 @@ def run(args) -> dict:
           f"{'margin':>9} {'floor':>9} {'per-pixel labels':>16}")
     for name, rgb in photos().items():
         x, resized = eng.preprocess(rgb)
-        dense, outs = dense_and_outputs(eng, x)
+        dense, outs = dense_map_and_outputs(eng, x)
         with torch.no_grad():
             img_feat = funcs["visual_prediction_forward_convnext"](fake, dense)
             ours_pix = clip_head(eng.image_model.visual, dense.permute(0, 2, 3, 1))

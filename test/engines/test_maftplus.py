@@ -118,18 +118,7 @@ def test_maftplus_scores_come_from_cdt_classifier_and_void_from_head(maft):
 
 
 # --- fidelity to the reference's code paths -------------------------------------------------------
-def _dense_map(eng, x):
-    """The stride-32 CLIP map (norm_pre output) the image model builds for ``x``."""
-    seen = []
-    hook = eng.image_model.visual.trunk.norm_pre.register_forward_hook(
-        lambda m, a, out: seen.append(out))
-    try:
-        with torch.no_grad():
-            outs = eng.image_model(x)
-    finally:
-        hook.remove()
-    return seen[-1], outs
-
+from ovseg_ros.testing.maftplus import dense_map_and_outputs  # noqa: E402
 
 def test_cdt_sees_the_reference_reshape_by_default_and_per_pixel_on_request(maft, tmp_path):
     """Reference (MAFT_Plus.visual_prediction_forward_convnext): x.reshape(B*h*w, C) of the
@@ -137,7 +126,7 @@ def test_cdt_sees_the_reference_reshape_by_default_and_per_pixel_on_request(maft
     eng = maft.engine
     assert maft.config["maftplus.cdt_per_pixel"] is False
     x = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(3))
-    dense, outs = _dense_map(eng, x)
+    dense, outs = dense_map_and_outputs(eng, x)
     b, c, h, w = dense.shape
     visual = eng.image_model.visual
     with torch.no_grad():
@@ -150,7 +139,7 @@ def test_cdt_sees_the_reference_reshape_by_default_and_per_pixel_on_request(maft
     assert (per_pixel - reference).abs().max() > 1e-2          # the two forms really differ
 
     other = load_segmenter(_cfg(tmp_path, **{"maftplus.cdt_per_pixel": True}))
-    dense2, outs2 = _dense_map(other.engine, x)
+    dense2, outs2 = dense_map_and_outputs(other.engine, x)
     torch.testing.assert_close(dense2, dense)                  # same seeded weights
     torch.testing.assert_close(outs2[3], per_pixel, rtol=1e-5, atol=1e-6)
     assert other.engine._model_id() != eng._model_id()

@@ -15,15 +15,41 @@ What it does:
 3. loads the same checkpoint's inference keys into the reference model with
    ``strict=True`` (missing / unexpected keys and shape mismatches are reported: the
    proof that the released layout is what our modules read);
-4. runs both in fp32 on the CPU, eval mode, on real photographs of several aspect
-   ratios (scikit-image's data images, resized by both sides exactly as detectron2's
-   ResizeShortestEdge(640, 2560) does: PIL bilinear on uint8), and reports per image
-   the share of pixels whose label agrees, the largest difference of the per-pixel
-   normalised class scores, the largest difference of the text embeddings, and the
-   number of proposals sent to CLIP.
+4. runs both in fp32 on the CPU, eval mode, on the four comparison photos (scikit-image's
+   coffee, astronaut, chelsea and a 512x256 portrait crop of astronaut). Both start from
+   the uint8 photo: the reference gets it resized as detectron2's ResizeShortestEdge(640,
+   2560) does (PIL bilinear on uint8) as its uint8 ``image`` tensor and normalises it
+   itself (``(x - pixel_mean) / pixel_std`` on 0..255); the engine gets the photo. Per
+   photo it reports
+   * raw agreement: the share of pixels whose label is the reference's;
+   * margin-aware agreement: a differing pixel also counts when the reference's own
+     per-pixel normalised scores of the two labels are closer than the reference's
+     1-thread vs 2-thread score noise on that photo (a tie the official code itself
+     does not decide reproducibly);
+   * the noise floor: the reference's own label agreement, 1 thread vs 2 threads;
+   * the largest difference of the normalised class scores, the number of proposals
+     sent to CLIP, and (first photo) every stage fed identical inputs, starting with
+     the normalised input tensor itself, which must be bit-identical.
 
-Exit status 0 when the keys match and every image reaches ``--min-agreement``
-(default 0.999), 1 otherwise.
+Exit status 0 when the keys match, the normalised input is bit-identical, and every
+photo's raw agreement reaches ``--min-agreement`` (default 0.999) or the reference's own
+noise floor, whichever is lower, with a margin-aware agreement of 100 %; 1 otherwise.
+
+WHY AN EARLIER VERSION REPORTED 100 %. Two blind spots. (1) Its per-stage check gave
+each side its own input normalisation (ours divided by 255 first, the reference
+normalised the 0..255 values: up to 1 ulp apart) and reported relative differences of
+about 1e-6 at every stage, which read as ordinary rounding; nothing compared the
+normalised tensor itself. (2) Its end-to-end check cannot see a 1-ulp input change with
+these random parity weights: all 20 proposals are sent to CLIP on every photo, almost no
+pixel's sigmoid sits within rounding of the 0.4 crop threshold, and the few classes
+present are far from ties, so the old arithmetic still agreed on >= 99.9996 % of the
+pixels of every photo, with sharp (mask gain 30) and with soft (gain 3) masks alike
+(re-run of the old code, fp32, 1 thread). Label agreement on random weights bounds how
+far two implementations are apart only where labels are sensitive; the bit-exact check
+of the normalised input (first line of the stage table, and
+``test_proposal_input_is_normalised_as_the_reference_does``) is what catches it, and
+the official code's own 1- vs 2-thread agreement is printed beside every figure so a
+difference is read against the reference's own noise.
 
 Nothing of the reference is part of this repository; it is imported at run time from
 a checkout (a directory holding its ``open_vocab_seg/`` and ``third_party/CLIP/``), e.g.::
@@ -409,23 +435,47 @@ def resize_like_detectron2(rgb: np.ndarray, short: int, max_size: int) -> np.nda
 
 
 def test_images() -> Dict[str, np.ndarray]:
+    """The four comparison photos (uint8 RGB, as the cameras deliver them)."""
     import skimage.data as data
 
     astro = data.astronaut()
-    cam = data.camera()
     return {
-        "astronaut 512x512": astro,
-        "astronaut portrait 512x256": np.ascontiguousarray(astro[:, 128:384]),
         "coffee 400x600": data.coffee(),
+        "astronaut 512x512": astro,
         "chelsea 300x451": data.chelsea(),
-        "rocket 427x640": data.rocket(),
-        "camera (grey) 512x512": np.stack([cam] * 3, -1),
-        "hubble 872x1000": data.hubble_deep_field(),
+        "portrait 512x256": np.ascontiguousarray(astro[:, 128:384]),
     }
+
+
+def reference_scores(ref, inp, threads: int) -> torch.Tensor:
+    """The reference's K x H x W semantic scores with ``threads`` torch threads."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            return ref([inp])[0]["sem_seg"]
+    finally:
+        torch.set_num_threads(before)
+
+
+def normalised(scores: torch.Tensor) -> torch.Tensor:
+    return scores / scores.sum(0, keepdim=True).clamp_min(1e-12)
+
+
+def margin_agreement(ours: np.ndarray, ref_norm: torch.Tensor, margin: float) -> float:
+    """Share of pixels with our label, or a label whose reference score is within
+    ``margin`` of the reference's best (the reference does not decide it reproducibly)."""
+    best = ref_norm.max(0).values
+    mine = ref_norm.gather(0, torch.from_numpy(ours.astype(np.int64))[None])[0]
+    return float(((best - mine) <= margin).float().mean())
 
 
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
+    import os
+
+    print(f"CPU fp32, ours {args.threads} thread(s), reference 1 and 2 threads; load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     torch.manual_seed(args.seed)
     tmpdir = tempfile.TemporaryDirectory(prefix="ovseg_cmp_")
     tmp = Path(tmpdir.name)
@@ -463,28 +513,33 @@ def run(args) -> dict:
     print(f"per stage on {first[0]} (max |diff| / max |reference|, or absolute):")
     for k, v in results["stages"].items():
         print(f"    {k:>24}: {v:.2e}")
-    print(f"{'image':>28} {'resized':>10} {'crops':>5} {'classes':>7} {'agreement':>10} "
-          f"{'score diff':>10}")
+    print(f"{'image':>20} {'resized':>10} {'crops':>5} {'classes':>7} {'raw':>9} "
+          f"{'margin':>9} {'floor':>9} {'score diff':>10} {'noise':>9}")
     for name, rgb in test_images().items():
         h, w = rgb.shape[:2]
         resized = resize_like_detectron2(rgb, engine.cfg["ovseg.short_side"],
                                          engine.cfg["ovseg.max_size"])
         inp = {"image": torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))),
                "height": h, "width": w, "meta": {"dataset_name": "cmp"}}
-        with torch.no_grad():
-            r = ref([inp])[0]["sem_seg"]
-        pred = seg.predict(rgb, scores=True) if _takes_scores(seg) else seg.predict(rgb)
+        r = reference_scores(ref, inp, 1)
+        r2 = reference_scores(ref, inp, 2)
+        pred = seg.predict(rgb, scores=True)
         ref_labels = r.argmax(0).numpy()
         agree = float((pred.semantic == ref_labels).mean())
-        ref_norm = (r / r.sum(0, keepdim=True).clamp_min(1e-12)).numpy()
-        diff = float(np.abs(pred.scores - ref_norm).max()) if pred.scores is not None else None
-        results["images"][name] = {"agreement": agree, "score_max_abs_diff": diff,
+        floor = float((r2.argmax(0).numpy() == ref_labels).mean())
+        ref_norm = normalised(r)
+        noise = float((normalised(r2) - ref_norm).abs().max())
+        margin = margin_agreement(pred.semantic, ref_norm, noise)
+        diff = float(np.abs(pred.scores - ref_norm.numpy()).max())
+        results["images"][name] = {"agreement": agree, "margin_agreement": margin,
+                                   "noise_floor": floor, "reference_score_noise": noise,
+                                   "score_max_abs_diff": diff,
                                    "resized": list(resized.shape[:2]),
                                    "crops": int(pred.counts["crops"]),
                                    "classes_present": int(len(np.unique(ref_labels)))}
-        print(f"{name:>28} {resized.shape[0]:>4}x{resized.shape[1]:<5} "
-              f"{pred.counts['crops']:>5} {len(np.unique(ref_labels)):>7} {agree:>10.6f} "
-              f"{diff:>10.2e}")
+        print(f"{name:>20} {resized.shape[0]:>4}x{resized.shape[1]:<5} "
+              f"{pred.counts['crops']:>5} {len(np.unique(ref_labels)):>7} {agree:>9.4%} "
+              f"{margin:>9.4%} {floor:>9.4%} {diff:>10.2e} {noise:>9.2e}", flush=True)
     tmpdir.cleanup()
     return results
 
@@ -495,14 +550,18 @@ def stage_diffs(ref, engine, rgb: np.ndarray) -> Dict[str, float]:
     and CLIP embeddings of the same proposals (absolute differences for those three)."""
     from ovseg_ros.engines.fcclip import _StageTimer
 
+    from ovseg_ros.models.normalise import normalise_unit_image
+
     image, x = engine.preprocess(rgb)
     out: Dict[str, float] = {}
     with torch.no_grad():
-        xr = (image[None] - ref.pixel_mean) / ref.pixel_std
+        # the reference's own input: the uint8 frame, normalised on 0..255 by its buffers
+        xr = (image.to(torch.uint8)[None] - ref.pixel_mean) / ref.pixel_std
+        xo = normalise_unit_image(x, engine.image_model.pixel_mean, engine.image_model.pixel_std)
+        out["normalised input (abs, must be 0)"] = float((xr - xo).abs().max())
         xr = F.pad(xr, (0, (-xr.shape[-1]) % 32, 0, (-xr.shape[-2]) % 32))
-        xo = (x - engine.image_model.pixel_mean) / engine.image_model.pixel_std
-        xo = F.pad(xo, (0, (-xo.shape[-1]) % 32, 0, (-xo.shape[-2]) % 32))
-        fr, fo = ref.backbone(xr), engine.weights.backbone(xo)
+        # every stage below gets the same input on both sides
+        fr, fo = ref.backbone(xr), engine.weights.backbone(xr)
         for k in fr:
             out[f"swin {k}"] = float((fr[k] - fo[k]).abs().max() / fr[k].abs().max())
         head = ref.sem_seg_head(fr)
@@ -519,12 +578,6 @@ def stage_diffs(ref, engine, rgb: np.ndarray) -> Dict[str, float]:
         emb = ref.clip_adapter.get_image_features(regions, region_masks)
         out["CLIP embeddings (abs)"] = float((emb - engine.clip_embeddings(crops)).abs().max())
     return out
-
-
-def _takes_scores(seg) -> bool:
-    import inspect
-
-    return "scores" in inspect.signature(seg.predict).parameters
 
 
 def main(argv=None) -> int:
@@ -550,18 +603,26 @@ def main(argv=None) -> int:
     bad = []
     if any(results["keys"].values()):
         bad.append("state_dict keys differ")
+    if results.get("stages", {}).get("normalised input (abs, must be 0)", 0.0) != 0.0:
+        bad.append("the normalised input differs from the reference's")
     for name, r in results["images"].items():
-        if r["agreement"] < args.min_agreement:
-            bad.append(f"{name}: label agreement {r['agreement']:.6f} < {args.min_agreement}")
+        need = min(args.min_agreement, r["noise_floor"])
+        if r["agreement"] < need:
+            bad.append(f"{name}: raw agreement {r['agreement']:.6f} < {need:.6f}")
+        if r["margin_agreement"] < 1.0:
+            bad.append(f"{name}: margin-aware agreement {r['margin_agreement']:.6f} < 1")
     results["failures"] = bad
+    import os
+
     results["settings"] = {"seed": args.seed, "threads": args.threads, "precision": "fp32",
+                           "load_average_end": os.getloadavg(),
                            "device": "cpu", "mask_threshold": args.mask_threshold,
                            "ensemble_weight": args.ensemble_weight,
                            "mask_gain": args.mask_gain, "noise": args.noise, **TINY}
     for b in bad:
         print("FAIL:", b)
-    print("PASS: keys identical, every image agrees on >= "
-          f"{args.min_agreement:.3%} of pixels" if not bad else f"FAIL: {len(bad)} check(s)")
+    print("PASS: keys identical, input bit-identical, every photo at >= min(--min-agreement, "
+          "noise floor) raw and 100 % margin-aware" if not bad else f"FAIL: {len(bad)} check(s)")
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0 if not bad else 1

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -87,10 +87,26 @@ class Engine(ABC):
         """Take new values of runtime-changeable settings (thresholds)."""
         self.cfg = cfg
 
+    #: (stage, runs in the configured precision on the eager torch backend) in pipeline
+    #: order; False: the stage stays fp32 whatever ``precision`` says
+    precision_stages: Tuple[Tuple[str, bool], ...] = (("image", True),)
+
+    def stage_precision(self) -> Dict[str, str]:
+        """The arithmetic each stage runs in, for diagnostics and benchmarks. Exported
+        graphs (onnxruntime, tensorrt) run their whole image graph in ``precision``; the
+        text tower is fp32 always."""
+        prec = self.cfg["precision"]
+        eager = self.cfg["backend"] == "torch"
+        out = {name: (prec if (low or not eager) else "fp32")
+               for name, low in self.precision_stages}
+        out["text"] = "fp32"
+        return out
+
     def describe(self) -> dict:
         """Facts for logs and diagnostics (model names, device, precision, weights state)."""
         return {"engine": self.name, "device": self.cfg["device"],
                 "precision": self.cfg["precision"], "backend": self.cfg["backend"],
+                "stage_precision": self.stage_precision(),
                 "random_weights": self.random_weights}
 
 

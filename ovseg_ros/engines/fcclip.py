@@ -129,6 +129,10 @@ class FCClipEngine(OpenClipText, Engine):
     group = "fcclip"
     #: whether the image path also returns dense CLIP embeddings (MAFT+)
     dense_output = False
+    #: bf16/fp16: only the ConvNeXt trunk's matmuls (FCCLIPImageModel.set_weight_dtype)
+    precision_stages = (("backbone", True), ("pixel_decoder", False),
+                        ("transformer_decoder", False), ("clip_pool", False),
+                        ("classify", False), ("post", False))
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -149,7 +153,8 @@ class FCClipEngine(OpenClipText, Engine):
 
         self.tokenizer = open_clip.get_tokenizer(self.clip_model_name)
         self.image_model = FCCLIPImageModel(self.clip_model.visual, self.head,
-                                            dense_output=self.dense_output).eval()
+                                            dense_output=self.dense_output,
+                                            **self._image_model_options(cfg)).eval()
         self.image_model.to(self.device)
         # cast_weights: an eager bf16 backend stores the ConvNeXt trunk's weights in bf16
         # once; the head stays fp32 (FCCLIPImageModel.set_weight_dtype)
@@ -178,6 +183,11 @@ class FCClipEngine(OpenClipText, Engine):
     @classmethod
     def _make_head(cls, spec: HeadSpec, cfg: Config) -> torch.nn.Module:
         return FCCLIPHeadWeights(spec)
+
+    @classmethod
+    def _image_model_options(cls, cfg: Config) -> dict:
+        """Extra keyword arguments of FCCLIPImageModel for this engine."""
+        return {}
 
     def _build_head(self) -> torch.nn.Module:
         return self._make_head(self.spec, self.cfg)
@@ -293,16 +303,36 @@ class FCClipEngine(OpenClipText, Engine):
             timer("image_model")
         return tuple(o.float() for o in outs)
 
-    def _upsample(self, logits: torch.Tensor, resized: Tuple[int, int],
-                  original: Tuple[int, int]) -> torch.Tensor:
-        """N x h4 x w4 mask logits -> N x H x W: up to the padded input, crop the padding,
-        resize to the original image (the reference's sem_seg_postprocess)."""
+    @staticmethod
+    def _to_padded(logits: torch.Tensor) -> torch.Tensor:
+        """N x h4 x w4 -> 1 x N x Hp x Wp: bilinear up to the padded input."""
         hp, wp = logits.shape[-2] * 4, logits.shape[-1] * 4
-        x = F.interpolate(logits[None], size=(hp, wp), mode="bilinear", align_corners=False)
+        return F.interpolate(logits[None], size=(hp, wp), mode="bilinear", align_corners=False)
+
+    @staticmethod
+    def _to_original(x: torch.Tensor, resized: Tuple[int, int], original: Tuple[int, int]
+                     ) -> torch.Tensor:
+        """1 x N x Hp x Wp -> N x H x W: crop the padding, bilinear to the original image
+        (detectron2's sem_seg_postprocess)."""
         x = x[..., :resized[0], :resized[1]]
         if tuple(resized) != tuple(original):
             x = F.interpolate(x, size=original, mode="bilinear", align_corners=False)
         return x[0]
+
+    def _upsample(self, logits: torch.Tensor, resized: Tuple[int, int],
+                  original: Tuple[int, int]) -> torch.Tensor:
+        """N x h4 x w4 mask logits -> N x H x W: up to the padded input, crop the padding,
+        resize to the original image (the reference's sem_seg_postprocess)."""
+        return self._to_original(self._to_padded(logits), resized, original)
+
+    def _semantic_masks(self, logits: torch.Tensor, resized: Tuple[int, int],
+                        original: Tuple[int, int]) -> torch.Tensor:
+        """N x h4 x w4 mask logits -> N x H x W mask probabilities for the semantic sum.
+
+        FC-CLIP's eval configs turn panoptic inference on, which makes the reference
+        resize the mask logits to the input first (sem_seg_postprocess_before_inference)
+        and take the sigmoid there."""
+        return self._upsample(logits, resized, original).sigmoid()
 
     def _postprocess(self, mask_cls: torch.Tensor, mask_logits: torch.Tensor,
                      vocab: VocabularyState, resized, original, scores: bool = False):
@@ -312,8 +342,8 @@ class FCClipEngine(OpenClipText, Engine):
         chunk = max(1, _UPSAMPLE_BUDGET // max(1, h * w * 4))
         # class scores normalised per pixel (the argmax is the reference's semantic label),
         # in class chunks: no K x H x W volume unless asked (core/postprocess.py)
-        sem = mask_semantic(probs, lambda i0, i1: self._upsample(
-            mask_logits[i0:i1], resized, original).sigmoid(), (h, w), scores=scores,
+        sem = mask_semantic(probs, lambda i0, i1: self._semantic_masks(
+            mask_logits[i0:i1], resized, original), (h, w), scores=scores,
             budget=chunk * h * w)
         keep, q_scores, labels = select_queries(mask_cls, self.cfg[f"{g}.object_mask_threshold"])
         idx = torch.nonzero(keep).flatten()

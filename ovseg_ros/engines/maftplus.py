@@ -6,7 +6,12 @@ Inference differs from FC-CLIP in the vocabulary path only:
   * the text classifier (void row included) first passes the Content-Dependent
     Transfer: it cross-attends over the image's stride-32 CLIP embeddings
     (models/cdt.py), giving a per-image classifier (not re-normalised, as the
-    reference).
+    reference). The dense embeddings it attends over are the reference's channel-major
+    reshape of the CLIP map (``maftplus.cdt_per_pixel: false``, what the released
+    weights were trained with; models/fcclip_head.dense_vectors);
+  * semantic labels with the semantic checkpoint (``cdt_variant: semantic``): sigmoid of
+    the masks at the padded size, class scores resized afterwards (its eval config);
+    the panoptic variant resizes the mask logits first, as FC-CLIP.
 Defaults: 100 queries, object threshold 0.2, overlap 0.7. The checkpoint holds
 the head, ``cdt.*`` and the fine-tuned ``backbone.clip_model.visual.*``.
 """
@@ -41,8 +46,23 @@ class MAFTPlusEngine(FCClipEngine):
         teacher ``backbone_t.*`` are dropped."""
         return maftplus_inference_key(key)
 
+    @classmethod
+    def _image_model_options(cls, cfg: Config) -> dict:
+        return {"dense_per_pixel": cfg["maftplus.cdt_per_pixel"]}
+
     def _model_id(self) -> str:
-        return super()._model_id() + f"-cdt-{self.cfg['maftplus.cdt_variant']}"
+        form = "pixel" if self.cfg["maftplus.cdt_per_pixel"] else "ref"
+        return super()._model_id() + f"-cdt-{self.cfg['maftplus.cdt_variant']}-{form}"
+
+    def _semantic_masks(self, logits: torch.Tensor, resized, original) -> torch.Tensor:
+        """The semantic checkpoint's eval config (semantic inference only) keeps the masks
+        at the padded size: sigmoid there, and the class scores are resized afterwards.
+        Resizing is linear, so resizing each query's sigmoid mask gives the same scores
+        (to rounding) without a K-class volume. The panoptic config resizes the logits
+        first, as FC-CLIP does."""
+        if self.cfg["maftplus.cdt_variant"] != "semantic":
+            return super()._semantic_masks(logits, resized, original)
+        return self._to_original(self._to_padded(logits).sigmoid(), resized, original)
 
     def classify(self, outputs: Tuple[torch.Tensor, ...], vocab: VocabularyState) -> torch.Tensor:
         _, class_embed, clip_embed, dense_embed = outputs

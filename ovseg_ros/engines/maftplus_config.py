@@ -16,6 +16,11 @@ PARAMS = (
               "Content-Dependent Transfer form: 'semantic' (LN(t + Linear(attn)), maftp_l.pth) or "
               "'panoptic' (t + LN(Linear(attn)), maftp_l_pano.pth).",
               choices=("semantic", "panoptic")),
+    ParamSpec("maftplus.cdt_per_pixel", "bool", False,
+              "How the CDT sees the image: false (the released weights' form) reshapes the "
+              "stride-32 CLIP map channel-major as the reference code does, which scrambles "
+              "channels and positions; true projects each pixel's own features (moves 2-4 % of "
+              "semantic labels with the released weights, docs/fcclip.md)."),
     ParamSpec("maftplus.short_side", "int", 800, "Resize short side to this.", min=32, max=4096),
     ParamSpec("maftplus.max_size", "int", 1333,
               "Cap of the long side after resizing.", min=32, max=8192),

@@ -21,6 +21,13 @@ image's size, bilinear to the input size; the label is the argmax. The
 reference has no panoptic output in this configuration: panoptic ids come from
 the project's semantic -> panoptic heuristic (core/panoptic_heuristic.py).
 
+Zero crops (no proposal above the threshold): as the reference's own branch for that
+case, the head's scores alone, head^(1-w), over every proposal's soft mask; with w = 0
+(CLIP only) there are no scores and the frame is unlabelled.
+
+Input normalisation: the reference's arithmetic, (k - mean) / std on the 0..255 values
+(``models/ovseg.normalise_unit_image``); the mask crops amplify a 1-ulp difference.
+
 Synonyms: each class takes the largest logit among its synonyms, in both stages.
 """
 from __future__ import annotations
@@ -182,6 +189,9 @@ class OVSegEngine(OpenClipText, Engine):
     name = "ovseg"
     default_templates = "vild14"
     group = "ovseg"
+    #: bf16/fp16 runs both image graphs (Swin + head, the crops' CLIP) under autocast
+    precision_stages = (("preprocess", False), ("proposals", True), ("crops", False),
+                        ("clip", True), ("ensemble", False), ("post", False))
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
@@ -361,19 +371,26 @@ class OVSegEngine(OpenClipText, Engine):
             bin_masks = masks > self.cfg["ovseg.mask_threshold"]
             valid = bin_masks.flatten(1).any(1)
             n_valid = int(valid.sum())
-            if n_valid == 0:
-                # nothing proposed anywhere (the reference crashes here)
-                timer("crops")
-                pred = self._unlabelled(rgb, vocab, scores, timer, t_start)
-                pred.counts["crops"] = 0
-                return pred
-            batch = self.crops(image, bin_masks[valid])
-            masks_of_crops = masks[valid]                  # the crops' proposals, N x h x w
-            timer("crops")
-            crop_embed = self.clip_embeddings(batch)
-            clip = clip_probabilities(crop_embed, text, vocab.synonym_class, k)
-            timer("clip")
             weight = self.cfg["ovseg.clip_ensemble_weight"]
+            crop_embed = masks_of_crops = None
+            if n_valid == 0:
+                timer("crops")
+                if weight == 0:
+                    # CLIP scores only, and no proposal has any: every score is 0 (the
+                    # reference's argmax then names class 0; here nothing is labelled)
+                    pred = self._unlabelled(rgb, vocab, scores, timer, t_start)
+                    pred.counts["crops"] = 0
+                    return pred
+                # the reference's branch for "no crop" (clip_cls is None): every proposal
+                # keeps CLIP's neutral score 1, i.e. head^(1-w) over all proposals
+                clip = head.new_zeros((0, k))
+            else:
+                batch = self.crops(image, bin_masks[valid])
+                masks_of_crops = masks[valid]              # the crops' proposals, N x h x w
+                timer("crops")
+                crop_embed = self.clip_embeddings(batch)
+                clip = clip_probabilities(crop_embed, text, vocab.synonym_class, k)
+            timer("clip")
             if weight > 0:
                 mask_cls = ensemble(head, clip, valid, weight)
             else:
@@ -387,7 +404,9 @@ class OVSegEngine(OpenClipText, Engine):
         timer("panoptic")
         embeddings = None
         if self.embeddings_enabled:
-            embeddings = segment_embeddings(crop_embed, masks_of_crops, panoptic, segments)
+            # segments are embedded through the CLIP crops; without any crop there is none
+            embeddings = ({} if crop_embed is None else
+                          segment_embeddings(crop_embed, masks_of_crops, panoptic, segments))
             timer("embeddings")
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start

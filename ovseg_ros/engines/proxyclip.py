@@ -52,6 +52,9 @@ from .base import Engine, OpenClipText, graph_settings
 class ProxyCLIPEngine(OpenClipText, Engine):
     name = "proxyclip"
     default_templates = "imagenet80"
+    #: bf16/fp16: the CLIP and DINO trunks' matmuls (residual streams fp32); the proxy
+    #: attention, CLIP's head after it and the cosines stay fp32 (set_weight_dtype)
+    precision_stages = (("trunks", True), ("proxy_attention_head", False), ("post", False))
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)

@@ -20,6 +20,7 @@ from torch import nn
 
 from ..core.stage_timing import mark
 from .pixel_decoder import MSDeformAttnPixelDecoder
+from .normalise import normalise_unit_image
 from .precision import fp32_region, matmul_weights_to
 from .classifier import mask_pooling
 from .transformer_decoder import MultiScaleMaskedTransformerDecoder
@@ -27,6 +28,10 @@ from .transformer_decoder import MultiScaleMaskedTransformerDecoder
 #: OpenAI CLIP normalisation (the reference's PIXEL_MEAN/STD divided by 255)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+#: the reference configs' PIXEL_MEAN/STD on 0..255 (FC-CLIP and MAFT+ eval configs): the
+#: values the image is normalised with (models/normalise.py)
+PIXEL_MEAN_255 = (122.7709383, 116.7460125, 104.09373615)
+PIXEL_STD_255 = (68.5005327, 66.6321579, 70.32316305)
 SIZE_DIVISIBILITY = 32
 
 
@@ -99,6 +104,16 @@ def clip_head(visual: nn.Module, pooled: torch.Tensor) -> torch.Tensor:
     return x.reshape(*lead, x.shape[-1])
 
 
+def dense_vectors(dense: torch.Tensor, per_pixel: bool) -> torch.Tensor:
+    """B x C x h x w -> B x h x w x C vectors for CLIP's head: each pixel's channels
+    (``per_pixel``), or the reference MAFT+'s plain reshape of the channel-major map
+    (row i of the flattened map is elements i*C .. i*C+C-1 of each image's C*h*w values)."""
+    if per_pixel:
+        return dense.permute(0, 2, 3, 1)
+    b, c, h, w = dense.shape
+    return dense.reshape(b, h, w, c)
+
+
 def check_convnext_visual(visual: nn.Module, model_name: str) -> Tuple[int, int, int, int]:
     """res2..res5 channel widths of a ConvNeXt CLIP tower, or a clear error."""
     trunk = getattr(visual, "trunk", None)
@@ -125,17 +140,26 @@ class FCCLIPImageModel(nn.Module):
       mask_logits  B x Q x Hp/4 x Wp/4  (Hp, Wp = H, W padded up to a multiple of 32)
       class_embed  B x Q x D            in-vocabulary query embeddings (before the cosine)
       clip_embed   B x Q x D            CLIP embeddings of each mask (out-of-vocabulary branch)
-      dense_embed  B x D x Hp/32 x Wp/32  CLIP embedding of every stride-32 pixel
-                                          (only with ``dense_output``, for MAFT+)
+      dense_embed  B x D x Hp/32 x Wp/32  CLIP embeddings of the stride-32 map (only with
+                                          ``dense_output``, for MAFT+'s CDT)
+
+    ``dense_per_pixel`` picks how the dense map reaches CLIP's head. MAFT+'s reference
+    (``visual_prediction_forward_convnext``) reshapes the B x C x h x w map to
+    (B*h*w) x C without moving the channels last, so each "pixel" it projects is C
+    consecutive values of the channel-major map (a scrambled mix of channels and
+    positions); the released MAFT+ weights were trained on that. False (default)
+    reproduces it; True projects each pixel's own C-vector (the evident intent).
     """
 
-    def __init__(self, visual: nn.Module, head: FCCLIPHeadWeights, dense_output: bool = False):
+    def __init__(self, visual: nn.Module, head: FCCLIPHeadWeights, dense_output: bool = False,
+                 dense_per_pixel: bool = False):
         super().__init__()
         self.visual = visual
         self.head = head
         self.dense_output = dense_output
-        self.register_buffer("pixel_mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), False)
-        self.register_buffer("pixel_std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), False)
+        self.dense_per_pixel = dense_per_pixel
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN_255).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD_255).view(1, 3, 1, 1), False)
 
     def _stage(self, name: str) -> None:
         mark(name)   # the engine's timer, when the call runs inside its stage_timer
@@ -155,7 +179,7 @@ class FCCLIPImageModel(nn.Module):
         return self
 
     def forward(self, images: torch.Tensor):
-        x = (images - self.pixel_mean) / self.pixel_std
+        x = normalise_unit_image(images, self.pixel_mean, self.pixel_std)
         h, w = x.shape[-2:]
         # zero padding *after* normalisation, bottom/right, as detectron2's ImageList
         x = F.pad(x, (0, (-w) % SIZE_DIVISIBILITY, 0, (-h) % SIZE_DIVISIBILITY))
@@ -173,11 +197,13 @@ class FCCLIPImageModel(nn.Module):
             if not self.dense_output:
                 self._stage("clip_pool")
                 return mask_logits, class_embed, clip_embed
-            dense_embed = clip_head(self.visual, dense.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            dense_embed = clip_head(self.visual, dense_vectors(dense, self.dense_per_pixel))
+            dense_embed = dense_embed.permute(0, 3, 1, 2)
             self._stage("clip_pool")
             return mask_logits, class_embed, clip_embed, dense_embed
 
 
 __all__ = ["HeadSpec", "FCCLIPHead", "FCCLIPHeadWeights", "FCCLIPImageModel", "CLIP_MEAN",
-           "CLIP_STD", "SIZE_DIVISIBILITY", "convnext_clip_features", "clip_head",
+           "CLIP_STD", "PIXEL_MEAN_255", "PIXEL_STD_255", "SIZE_DIVISIBILITY",
+           "convnext_clip_features", "clip_head", "dense_vectors",
            "check_convnext_visual"]

@@ -28,6 +28,7 @@ from ..core.stage_timing import mark
 from ..weights import WeightsError
 from ..weights.state_dict import inference_part, read_state_dict
 from .maskformer_head import OpenVocabMaskFormerHead, ProposalHeadSpec
+from .normalise import normalise_unit_image
 from .swin import SwinSpec, SwinTransformer
 
 log = logging.getLogger(__name__)
@@ -75,14 +76,12 @@ class ProposalImageModel(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.sem_seg_head = sem_seg_head
-        # (x * 255 - mean) / std == (x - mean / 255) / (std / 255)
-        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1) / 255.0,
-                             False)
-        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1) / 255.0,
-                             False)
+        # mean/std on the 0..255 scale, float32, as the reference's detectron2 buffers
+        self.register_buffer("pixel_mean", torch.tensor(PIXEL_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(PIXEL_STD).view(1, 3, 1, 1), False)
 
     def forward(self, images: torch.Tensor):
-        x = (images - self.pixel_mean) / self.pixel_std
+        x = normalise_unit_image(images, self.pixel_mean, self.pixel_std)
         h, w = x.shape[-2:]
         # zero padding after normalisation, bottom/right (detectron2's ImageList)
         x = F.pad(x, (0, (-w) % SIZE_DIVISIBILITY, 0, (-h) % SIZE_DIVISIBILITY))
@@ -131,5 +130,6 @@ def load_ovseg_checkpoint(path: Path, weights: OVSegWeights, *, setting: str) ->
 
 
 __all__ = ["OVSegWeights", "ClipAdapterWeights", "ProposalImageModel", "is_inference_key",
+           "normalise_unit_image",
            "check_state", "load_ovseg_checkpoint", "PIXEL_MEAN", "PIXEL_STD", "CLIP_MEAN",
            "CLIP_STD", "SIZE_DIVISIBILITY"]

@@ -418,6 +418,9 @@ class OvsegNode(Worker, LifecycleNode):
             info = seg.describe()
             model = {"engine": info.get("engine"), "backend": info.get("backend"),
                      "device": info.get("device"), "precision": info.get("precision"),
+                     # which stages run in that precision (the rest stay fp32)
+                     "stage_precision": ", ".join(
+                         f"{k}={v}" for k, v in info.get("stage_precision", {}).items()),
                      "vocabulary_version": seg.vocabulary.version,
                      "num_classes": seg.vocabulary.num_classes}
         problems = self._problems

@@ -300,6 +300,8 @@ def run_case(case: Case, rgb: np.ndarray, args, baseline: Optional[np.ndarray]) 
             rec.update(measure_text(seg, case.config))
         else:
             seg = load_segmenter(case.config)
+        # which arithmetic each stage ran in (the resolved precision, per stage)
+        rec["stage_precision"] = seg.describe().get("stage_precision", {})
         pred = seg.predict(rgb)
     except Exception as exc:  # a case that cannot run is reported, the others still run
         rec["error"] = f"{type(exc).__name__}: {exc}"
@@ -428,6 +430,8 @@ def markdown(report: Dict[str, Any]) -> str:
         ach = r.get("achieved_gflops")
         pct = r.get("ceiling_pct")
         stages = ", ".join(f"{k} {v:.0f}" for k, v in r["stages_ms"].items() if k != "total")
+        low = [k for k, p in r.get("stage_precision", {}).items() if p != "fp32"]
+        stages += f"; in {r['precision']}: {', '.join(low)}" if low else "; all fp32"
         lines.append(
             f"| {r['preset']} | {r['backend']} | {r['precision']} | {r['size']} | "
             f"{'random' if r.get('random_weights') else 'pretrained'} | {r['fps']:.2f} | "

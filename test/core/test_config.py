@@ -116,3 +116,16 @@ def test_deprecated_engine_cache_dir_is_read_as_graph_cache_dir(tmp_path):
     assert cfg["graph_cache_dir"] == str(tmp_path) and "engine_cache_dir" not in cfg.values
     with pytest.raises(ConfigError, match="keep only 'graph_cache_dir'"):
         make_config({"engine_cache_dir": "/a", "graph_cache_dir": "/b"})
+
+
+@pytest.mark.parametrize("engine", ["ovseg", "fcclip", "maftplus"])
+def test_auto_precision_is_fp32_for_engines_whose_labels_move(monkeypatch, engine):
+    """OVSeg and MAFT+ lost labels in bf16 against fp32 (and FC-CLIP shares MAFT+'s path
+    without an end-to-end measurement): auto keeps them fp32, explicit bf16 still works."""
+    import ovseg_ros.config as config
+
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: True)
+    assert make_config(engine=engine)["precision"] == "fp32"
+    assert make_config(engine=engine, device="cuda")["precision"] == "fp32"
+    assert make_config(engine=engine, precision="bf16")["precision"] == "bf16"
+    assert make_config(engine="proxyclip")["precision"] == "bf16"

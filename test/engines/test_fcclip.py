@@ -233,3 +233,44 @@ def test_non_convnext_clip_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="fcclip.clip_model.*not a ConvNeXt CLIP"):
         load_segmenter(tiny_cfg(tmp_path, **{"fcclip.clip_model": "ovseg-tiny-ViT"}))
+
+
+def test_image_is_normalised_as_the_reference_does(seg):
+    """What the ConvNeXt stem receives equals the reference's (k - PIXEL_MEAN) / PIXEL_STD on
+    the 0..255 values k (the eval configs' numbers), bit for bit, on a photo."""
+    import skimage.data
+
+    from ovseg_ros.models.fcclip_head import PIXEL_MEAN_255, PIXEL_STD_255
+
+    e = seg.engine
+    x, (h, w) = e.preprocess(skimage.data.coffee())
+    k = (x[0] * 255).round().to(torch.uint8)                      # the resized uint8 frame
+    official = (k - torch.Tensor(PIXEL_MEAN_255).view(-1, 1, 1)) \
+        / torch.Tensor(PIXEL_STD_255).view(-1, 1, 1)
+    seen = []
+    hook = e.image_model.visual.trunk.stem.register_forward_pre_hook(
+        lambda m, a: seen.append(a[0]))
+    try:
+        with torch.no_grad():
+            e.image_model(x)
+    finally:
+        hook.remove()
+    assert torch.equal(seen[0][0, :, :h, :w], official)
+    # the former arithmetic (mean and std divided by 255) is not bit-exact on this photo
+    from ovseg_ros.models.fcclip_head import CLIP_MEAN, CLIP_STD
+
+    former = (x[0] - torch.tensor(CLIP_MEAN).view(-1, 1, 1)) / torch.tensor(CLIP_STD).view(-1, 1, 1)
+    assert not torch.equal(former, official)
+
+
+def test_semantic_masks_are_resized_before_the_sigmoid(seg):
+    """FC-CLIP's eval configs run panoptic inference, so the reference resizes the mask
+    logits to the input (sem_seg_postprocess_before_inference) before the sigmoid."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(7, 6, 8, generator=g) * 8
+    resized, original = (22, 30), (37, 51)
+    up = F.interpolate(logits[None], scale_factor=4, mode="bilinear", align_corners=False)
+    up = F.interpolate(up[..., :22, :30], size=original, mode="bilinear", align_corners=False)[0]
+    got = seg.engine._semantic_masks(logits, resized, original)
+    torch.testing.assert_close(got, up.sigmoid())
+    assert not torch.allclose(got, up.sigmoid().sigmoid())

@@ -115,3 +115,79 @@ def test_maftplus_scores_come_from_cdt_classifier_and_void_from_head(maft):
     p_void = in_logits.softmax(-1)[:, -1:]
     expected = torch.cat([out_logits[:, :-1].softmax(-1) * (1 - p_void), p_void], -1)
     torch.testing.assert_close(got[0], expected + 1e-8, atol=1e-5, rtol=1e-4)
+
+
+# --- fidelity to the reference's code paths -------------------------------------------------------
+from ovseg_ros.testing.maftplus import dense_map_and_outputs  # noqa: E402
+
+def test_cdt_sees_the_reference_reshape_by_default_and_per_pixel_on_request(maft, tmp_path):
+    """Reference (MAFT_Plus.visual_prediction_forward_convnext): x.reshape(B*h*w, C) of the
+    B x C x h x w map, CLIP's head, reshape(B, h, w, D), permute to B x D x h x w."""
+    eng = maft.engine
+    assert maft.config["maftplus.cdt_per_pixel"] is False
+    x = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(3))
+    dense, outs = dense_map_and_outputs(eng, x)
+    b, c, h, w = dense.shape
+    visual = eng.image_model.visual
+    with torch.no_grad():
+        y = visual.head(visual.trunk.head(dense.reshape(b * h * w, c)[..., None, None]))
+        reference = y.reshape(b, h, w, y.shape[-1]).permute(0, 3, 1, 2)
+        per_pixel = visual.head(visual.trunk.head(
+            dense.permute(0, 2, 3, 1).reshape(-1, c)[..., None, None]))
+        per_pixel = per_pixel.reshape(b, h, w, -1).permute(0, 3, 1, 2)
+    torch.testing.assert_close(outs[3], reference, rtol=1e-5, atol=1e-6)
+    assert (per_pixel - reference).abs().max() > 1e-2          # the two forms really differ
+
+    other = load_segmenter(_cfg(tmp_path, **{"maftplus.cdt_per_pixel": True}))
+    dense2, outs2 = dense_map_and_outputs(other.engine, x)
+    torch.testing.assert_close(dense2, dense)                  # same seeded weights
+    torch.testing.assert_close(outs2[3], per_pixel, rtol=1e-5, atol=1e-6)
+    assert other.engine._model_id() != eng._model_id()
+
+
+def _volume(probs, masks):
+    sem = torch.einsum("qc,qhw->chw", probs, masks)
+    return sem / sem.sum(0, keepdim=True)
+
+
+def _orders(logits, resized, original):
+    """(sigmoid at the padded size then resize, resize the logits then sigmoid)."""
+    up = F.interpolate(logits[None], scale_factor=4, mode="bilinear", align_corners=False)
+    up = up[..., :resized[0], :resized[1]]
+
+    def to_original(t):
+        return F.interpolate(t, size=original, mode="bilinear", align_corners=False)[0]
+    return to_original(up.sigmoid()), to_original(up).sigmoid()
+
+
+@pytest.mark.parametrize("variant", ["semantic", "panoptic"])
+def test_semantic_scores_follow_the_eval_config_order(tmp_path, variant):
+    """MAFT+'s semantic eval config: sigmoid at the padded size, class scores resized
+    afterwards; its panoptic config (like FC-CLIP's): logits resized first."""
+    s = load_segmenter(_cfg(tmp_path, **{"maftplus.cdt_variant": variant}))
+    eng = s.engine
+    vocab = s.vocabulary
+    g = torch.Generator().manual_seed(5)
+    q, k = 100, vocab.num_classes
+    logits = torch.randn(q, 6, 8, generator=g) * 8             # sharp masks: the order matters
+    mask_cls = torch.randn(q, k + 1, generator=g) * 3
+    resized, original = (22, 30), (37, 51)
+    with torch.no_grad():
+        _, _, volume, *_ = eng._postprocess(mask_cls, logits, vocab, resized, original,
+                                              scores=True)
+    probs = mask_cls.softmax(-1)[:, :-1]
+    sig_first, resize_first = (_volume(probs, m) for m in _orders(logits, resized, original))
+    assert (sig_first - resize_first).abs().max() > 1e-3       # the orders differ here
+    expected = sig_first if variant == "semantic" else resize_first
+    torch.testing.assert_close(torch.from_numpy(volume), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_describe_names_the_precision_of_each_stage(tmp_path):
+    s = load_segmenter(_cfg(tmp_path, precision="bf16"))
+    stages = s.describe()["stage_precision"]
+    assert stages["backbone"] == "bf16"
+    assert all(stages[k] == "fp32" for k in ("pixel_decoder", "transformer_decoder",
+                                             "clip_pool", "classify", "post", "text"))
+    # auto resolves to fp32 for MAFT+ (its labels move in bf16): every stage fp32
+    auto = load_segmenter(_cfg(tmp_path, precision="auto")).describe()
+    assert auto["precision"] == "fp32" and set(auto["stage_precision"].values()) == {"fp32"}

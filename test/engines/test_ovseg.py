@@ -13,7 +13,7 @@ from ovseg_ros.core.types import UNLABELED
 from ovseg_ros.engines.ovseg import (TEMPERATURE, clip_fill_and_norm, clip_probabilities,
                                      ensemble, head_probabilities, mask_boxes, masked_crops)
 from ovseg_ros.models.mask_adapted_clip import MaskPromptedViT
-from ovseg_ros.models.ovseg import CLIP_MEAN, CLIP_STD
+from ovseg_ros.models.ovseg import CLIP_MEAN, CLIP_STD, normalise_unit_image
 
 torch.set_num_threads(1)
 
@@ -235,14 +235,73 @@ def test_synonyms_take_the_max_with_real_text_embeddings(seg):
 
 
 # --- proposal counts the reference crashes on ---------------------------------------------------
-def test_no_valid_proposal_gives_an_unlabelled_frame(tmp_path, rgb):
+def test_no_valid_proposal_labels_from_the_head_alone(tmp_path, rgb):
+    """The reference's branch for "no crop": CLIP's scores are all 1, so the ensemble is
+    head^(1-w) over every proposal, summed with the soft masks (no crop reaches CLIP)."""
     s = load_segmenter(tiny_cfg(tmp_path))
+    e = s.engine
     s.update_config(ovseg__mask_threshold=1.0)     # sigmoid never exceeds 1: nothing cropped
+    p = s.predict(rgb, scores=True)
+    assert p.counts["crops"] == 0
+    # the expected labels, built here from the proposal stage's outputs by the formula
+    image, x = e.preprocess(rgb)
+    from ovseg_ros.engines.fcclip import _StageTimer
+
+    mask_logits, class_embed = e.proposals(x, _StageTimer(e.device))
+    v = s.vocabulary
+    masks = e.mask_probabilities(mask_logits[0], tuple(image.shape[-2:]))
+    head = head_probabilities(class_embed[0], v.embeddings.float(),
+                              e.weights.clip_adapter.non_object_embedding, v.synonym_class,
+                              v.num_classes)
+    w = e.cfg["ovseg.clip_ensemble_weight"]
+    sem = torch.einsum("qc,qhw->chw", head.pow(1 - w), masks)
+    sem = F.interpolate(sem[None], size=rgb.shape[:2], mode="bilinear", align_corners=False)[0]
+    expected = sem.argmax(0).numpy()
+    assert (p.semantic != UNLABELED).all()
+    assert (p.semantic == expected).mean() > 0.999
+    assert len(np.unique(p.semantic)) > 1 or len(np.unique(expected)) == 1
+    assert p.scores.any()
+
+
+def test_no_valid_proposal_with_clip_only_weight_is_unlabelled(tmp_path, rgb):
+    s = load_segmenter(tiny_cfg(tmp_path))
+    s.update_config(ovseg__mask_threshold=1.0, ovseg__clip_ensemble_weight=0.0)
     p = s.predict(rgb, scores=True)
     assert (p.semantic == UNLABELED).all()
     assert (p.confidence == 0).all() and (p.panoptic == 0).all() and p.segments == []
     assert p.scores.shape == (5, *rgb.shape[:2]) and not p.scores.any()
     assert p.counts["crops"] == 0
+
+
+def test_proposal_input_is_normalised_as_the_reference_does(seg):
+    """The proposal graph's normalised tensor equals the reference's
+    (uint8 -> float - mean) / std on the 0..255 scale, bit for bit, on a photo."""
+    import skimage.data
+
+    from ovseg_ros.models.ovseg import PIXEL_MEAN, PIXEL_STD
+
+    e = seg.engine
+    photo = skimage.data.coffee()
+    image, x = e.preprocess(photo)
+    # the engine resizes like the reference first; compare on the same resized frame
+    resized = np.ascontiguousarray(image.to(torch.uint8).permute(1, 2, 0).numpy())
+    official = (torch.as_tensor(resized.transpose(2, 0, 1))
+                - torch.Tensor(PIXEL_MEAN).view(-1, 1, 1)) / torch.Tensor(PIXEL_STD).view(-1, 1, 1)
+    seen = []
+    hook = e.weights.backbone.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    try:
+        from ovseg_ros.engines.fcclip import _StageTimer
+
+        e.proposals(x, _StageTimer(e.device))
+    finally:
+        hook.remove()
+    h, w = resized.shape[:2]
+    assert torch.equal(seen[0][0, :, :h, :w], official)      # what Swin receives
+    assert torch.equal(normalise_unit_image(x, e.image_model.pixel_mean,
+                                            e.image_model.pixel_std)[0], official)
+    # the former order (divide by 255 first) is not bit-exact on this photo
+    mean, std = torch.tensor(PIXEL_MEAN).view(-1, 1, 1), torch.tensor(PIXEL_STD).view(-1, 1, 1)
+    assert not torch.equal((x[0] - mean / 255.0) / (std / 255.0), official)
 
 
 def test_exactly_one_valid_proposal_works(tmp_path, rgb):

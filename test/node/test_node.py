@@ -281,6 +281,7 @@ def test_hostile_inputs_never_stop_the_node(system):
     assert int(values["bad_inputs"]) >= 9
     assert values["weights"] == "RANDOM WEIGHTS" and "RANDOM WEIGHTS" in st.message
     assert values["engine"] == "proxyclip" and values["device"] == "cpu"
+    assert "text=fp32" in values["stage_precision"]      # which stage ran in which precision
     assert int(values["frames_processed"]) > 0
     # a good frame was processed just now (inside the 5 s window): its latency is measured
     # and contains its inference time

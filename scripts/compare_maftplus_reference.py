@@ -1,0 +1,212 @@
+#!/usr/bin/env python3
+"""Compare MAFT+'s Content-Dependent Transfer and semantic inference with the reference
+(jiaosiyu1999/MAFT-Plus), on the four comparison photos.
+
+What it does, per photo (scikit-image's coffee, astronaut, chelsea and a 512x256 portrait
+crop of astronaut; each starts as the uint8 photo and goes through the engine's resize
+and the reference's normalisation, which is bit-exact with it, see models/normalise.py):
+
+1. runs OUR image graph (tiny ConvNeXt CLIP, seeded random weights, fp32, CPU) and
+   keeps the stride-32 CLIP map it builds (``norm_pre`` output, the reference's
+   ``clip_vis_dense``);
+2. feeds that map to the REFERENCE's ``MAFT_Plus.visual_prediction_forward_convnext``
+   (its source, taken from ``maft/maft_plus.py`` at run time and run as written) and to
+   the reference's ``ContentDependentTransfer`` module (``strict=True`` load of OUR
+   ``cdt`` weights: the names are the checkpoint's); compares the image features and the
+   transferred classifier with ours, in the default form (``maftplus.cdt_per_pixel:
+   false``) and in the per-pixel form (the size of the difference that option makes);
+3. runs the reference's ``MAFT_Plus.semantic_inference`` (source, as written) at the
+   padded size and detectron2's ``sem_seg_postprocess`` (crop, bilinear resize; a
+   stand-in, below) on our class logits and mask logits, and compares the labels with
+   the engine's ``predict``: raw agreement, margin-aware agreement (a differing pixel
+   counts when the reference's normalised scores of the two labels are closer than the
+   reference's own 1-thread vs 2-thread score noise) and that noise floor itself.
+
+The class logits (cosines, void) come from our engine in both columns: they are checked
+against the reference formula by test/engines/test_maftplus.py. Exit status 0 when the
+CDT features match to 1e-4 (relative) and every photo's labels agree at least as well
+as the reference agrees with itself across thread counts, 100 % margin-aware.
+
+The reference is imported at run time from a checkout (a directory holding ``maft/``)::
+
+    git -C <mirror of jiaosiyu1999/MAFT-Plus> archive HEAD maft | tar -x -C /tmp/maft_ref
+    python scripts/compare_maftplus_reference.py --reference-dir /tmp/maft_ref
+
+STAND-IN NOTICE. detectron2 is not installable here; ``maft/maft_plus.py`` is not
+imported (its imports need detectron2): the two methods are read from its source with
+``ast`` and executed with ``torch`` and ``F`` in scope. ``sem_seg_postprocess`` is
+written here (crop the padding, bilinear resize, as detectron2). The package
+``__init__`` files of ``maft`` are not executed (bare packages).
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import ovseg_ros.testing.tiny_models  # noqa: E402,F401  (registers ovseg-tiny-ConvNeXt)
+from ovseg_ros import load_segmenter  # noqa: E402
+from ovseg_ros.models.fcclip_head import clip_head  # noqa: E402
+from ovseg_ros.testing.maftplus import dense_map_and_outputs  # noqa: E402
+
+CLASSES = ["person", "sky", "tree", "grass", "building", "road", "cat", "cup", "table",
+           "rocket", "water", "wall", "floor", "car", "face", "hair"]
+BARE = ("maft", "maft.modeling", "maft.modeling.maft", "maft.modeling.transformer_decoder")
+
+
+def photos():
+    import skimage.data as data
+
+    astro = data.astronaut()
+    return {"coffee": data.coffee(), "astronaut": astro, "chelsea": data.chelsea(),
+            "portrait 512x256": np.ascontiguousarray(astro[:, 128:384])}
+
+
+def import_reference(ref_dir: Path):
+    src = ref_dir / "maft" / "maft_plus.py"
+    if not src.is_file():
+        raise SystemExit(f"--reference-dir {ref_dir} holds no maft/maft_plus.py; extract one "
+                         "with `git -C <mirror> archive HEAD maft | tar -x -C <dir>`")
+    for name in BARE:
+        mod = types.ModuleType(name)
+        mod.__path__ = [str(ref_dir / name.replace(".", "/"))]
+        sys.modules[name] = mod
+    sys.path.insert(0, str(ref_dir))
+    cdt = importlib.import_module("maft.modeling.maft.content_dependent_transfer")
+    tree = ast.parse(src.read_text())
+    wanted = {"visual_prediction_forward_convnext", "semantic_inference"}
+    funcs = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name in wanted and node.name not in funcs:
+            ns = {"torch": torch, "F": F}
+            exec(compile(ast.Module([node], []), str(src), "exec"), ns)  # the reference's code
+            funcs[node.name] = ns[node.name]
+    missing = wanted - set(funcs)
+    if missing:
+        raise SystemExit(f"{src} has no {sorted(missing)}")
+    return cdt.ContentDependentTransfer, funcs
+
+
+def sem_seg_postprocess(result, img_size, output_height, output_width):
+    """STAND-IN for detectron2's: crop the padding, bilinear resize."""
+    result = result[:, : img_size[0], : img_size[1]].expand(1, -1, -1, -1)
+    return F.interpolate(result, size=(output_height, output_width), mode="bilinear",
+                         align_corners=False)[0]
+
+
+def reference_semantic(funcs, mask_cls, mask_logits, resized, original, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        up = F.interpolate(mask_logits[None], scale_factor=4, mode="bilinear",
+                           align_corners=False)[0]
+        r = funcs["semantic_inference"](None, mask_cls, up)
+        return sem_seg_postprocess(r, resized, *original)
+    finally:
+        torch.set_num_threads(before)
+
+
+def normalised(r):
+    return r / r.sum(0, keepdim=True).clamp_min(1e-12)
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    print(f"CPU fp32, ours {args.threads} thread(s), reference 1 and 2 threads; load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
+    ref_cdt_cls, funcs = import_reference(args.reference_dir.resolve())
+    base = {"engine": "maftplus", "random_init": True, "precision": "fp32", "text_cache_dir": "",
+            "maftplus.clip_model": "ovseg-tiny-ConvNeXt", "vocabulary": CLASSES,
+            "maftplus.cdt_variant": args.variant}
+    seg = load_segmenter(base)
+    per_pixel = load_segmenter(dict(base, **{"maftplus.cdt_per_pixel": True}))
+    eng = seg.engine
+    # the panoptic variant starts as an identity transfer; random values make it act
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(args.seed)
+        for m in (eng.head.cdt, per_pixel.engine.head.cdt):
+            for p in m.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * p.shape[-1] ** -0.5)
+            g.manual_seed(args.seed)
+    ref_cdt = ref_cdt_cls(d_model=eng.spec.clip_embedding_dim, nhead=8,
+                          panoptic_on=args.variant == "panoptic").eval()
+    ref_cdt.load_state_dict(eng.head.cdt.state_dict(), strict=True)
+    fake = types.SimpleNamespace(backbone=types.SimpleNamespace(
+        clip_model=types.SimpleNamespace(visual=eng.image_model.visual)))
+    classifier = eng._classifier(seg.vocabulary)
+    results = {"variant": args.variant, "photos": {}}
+    print(f"{'photo':>18} {'feat diff':>9} {'cdt diff':>9} {'per-pixel Δ':>11} {'raw':>9} "
+          f"{'margin':>9} {'floor':>9} {'per-pixel labels':>16}")
+    for name, rgb in photos().items():
+        x, resized = eng.preprocess(rgb)
+        dense, outs = dense_map_and_outputs(eng, x)
+        with torch.no_grad():
+            img_feat = funcs["visual_prediction_forward_convnext"](fake, dense)
+            ours_pix = clip_head(eng.image_model.visual, dense.permute(0, 2, 3, 1))
+            ours_pix = ours_pix.permute(0, 3, 1, 2)
+            t_ref = ref_cdt(img_feat, classifier)
+            t_ours = eng.head.cdt(outs[3], classifier)
+            feat = float((outs[3] - img_feat).abs().max() / img_feat.abs().max())
+            cdt = float((t_ours - t_ref).abs().max() / t_ref.abs().max())
+            pix = float((ours_pix - img_feat).abs().max())
+            mask_cls = eng.classify(outs, seg.vocabulary)[0]
+            r1 = reference_semantic(funcs, mask_cls, outs[0][0], resized, rgb.shape[:2], 1)
+            r2 = reference_semantic(funcs, mask_cls, outs[0][0], resized, rgb.shape[:2], 2)
+        labels = r1.argmax(0)
+        ours = torch.from_numpy(seg.predict(rgb).semantic.astype(np.int64))
+        other = torch.from_numpy(per_pixel.predict(rgb).semantic.astype(np.int64))
+        n1, n2 = normalised(r1), normalised(r2)
+        noise = float((n1 - n2).abs().max())
+        gap = n1.max(0).values - n1.gather(0, ours[None])[0]
+        row = {"feature_rel_diff": feat, "cdt_rel_diff": cdt, "per_pixel_feature_abs_diff": pix,
+               "raw": float((ours == labels).float().mean()),
+               "margin": float((gap <= noise).float().mean()),
+               "floor": float((r2.argmax(0) == labels).float().mean()),
+               "per_pixel_labels_equal": float((other == labels).float().mean()),
+               "classes_present": int(labels.unique().numel())}
+        results["photos"][name] = row
+        print(f"{name:>18} {feat:>9.1e} {cdt:>9.1e} {pix:>11.3f} {row['raw']:>9.4%} "
+              f"{row['margin']:>9.4%} {row['floor']:>9.4%} {row['per_pixel_labels_equal']:>16.4%}",
+              flush=True)
+    results["load_average_end"] = os.getloadavg()
+    return results
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reference-dir", required=True, type=Path)
+    ap.add_argument("--variant", choices=("semantic", "panoptic"), default="semantic")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    res = run(args)
+    bad = [f"{n}: {k} {r[k]:.3e}" for n, r in res["photos"].items()
+           for k in ("feature_rel_diff", "cdt_rel_diff") if r[k] > 1e-4]
+    bad += [f"{n}: raw {r['raw']:.6f} < floor {r['floor']:.6f}" for n, r in res["photos"].items()
+            if r["raw"] < min(0.999, r["floor"])]
+    bad += [f"{n}: margin-aware {r['margin']:.6f} < 1" for n, r in res["photos"].items()
+            if r["margin"] < 1.0]
+    for b in bad:
+        print("FAIL:", b)
+    print("PASS" if not bad else f"FAIL: {len(bad)} check(s)")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1))
+    return 0 if not bad else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

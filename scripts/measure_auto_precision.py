@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""bf16 against fp32, per engine, on the comparison photos: the evidence ``precision: auto``
+is decided on (``ovseg_ros.config.AUTO_LOW_PRECISION``).
+
+For each engine the same weights are loaded twice (``precision: fp32`` and ``bf16``, torch
+backend, CPU) and every photo runs through both: the share of pixels whose label agrees
+(raw, no margin), the seconds per frame of each, and which precision each stage ran in
+(``Segmenter.describe()['stage_precision']``). The machine line names the CPU, the
+threads, the load average and the fp32/bf16 matmul ceiling measured in the same run.
+
+Weights: the calibrated parity weights of the comparison scripts, so the labels vary
+over each photo (random weights give one class everywhere, which agrees 100 % in any
+arithmetic):
+
+* ovseg: ``scripts/compare_ovseg_reference.py``'s (released layout, small Swin / head /
+  mask-adapted ViT, seeded noise 2.0, mask-embedding gain 30);
+* proxyclip: the published architecture (CLIP B/16 + DINO B/8, sliding 336 windows),
+  seeded random weights, as ``scripts/compare_reference.py`` compares them.
+
+FC-CLIP and MAFT+ have no end-to-end parity weights here (their comparison is module by
+module); MAFT+ in bf16 kept 96.5-98.3 % of the official fp32 labels in semantic mode,
+so both stay fp32 under ``auto`` and are not measured by this script.
+
+    python scripts/measure_auto_precision.py --threads 2 --json /tmp/auto_precision.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import ovseg_ros.testing.tiny_models  # noqa: E402,F401  (registers the tiny open_clip configs)
+from ovseg_ros import load_segmenter  # noqa: E402
+from ovseg_ros.testing.ovseg_checkpoint import released_state_dict  # noqa: E402
+from ovseg_ros.tools.bench import cpu_model, matmul_ceiling  # noqa: E402
+
+#: the comparison scripts' vocabulary (compare_ovseg_reference.CLASSES)
+CLASSES = ["person", "sky", "tree", "grass", "building", "road", "cat", "cup", "table",
+           "rocket", "water", "wall", "floor", "car", "face", "hair"]
+OVSEG_TINY = {"ovseg.swin_model": "ovseg_tiny_swin", "ovseg.head_size": "tiny",
+              "ovseg.clip_model": "ovseg-tiny-ViT-14", "ovseg.num_queries": 20}
+
+
+def photos():
+    import skimage.data as data
+
+    astro = data.astronaut()
+    return {"coffee": data.coffee(), "astronaut": astro, "chelsea": data.chelsea(),
+            "portrait 512x256": np.ascontiguousarray(astro[:, 128:384])}
+
+
+def ovseg_config(tmp: Path, seed: int = 0, noise: float = 2.0, gain: float = 30.0) -> dict:
+    base = {"engine": "ovseg", "backend": "torch", "text_cache_dir": "", **OVSEG_TINY}
+    state = released_state_dict(dict(base, random_init=True), seed=seed, scale=noise)
+    for k in ("weight", "bias"):
+        state[f"sem_seg_head.predictor.mask_embed.layers.2.{k}"] *= gain
+    path = tmp / "ovseg_parity.pth"
+    torch.save({"model": state}, str(path))
+    return dict(base, **{"ovseg.checkpoint": str(path)})
+
+
+def engine_configs(tmp: Path) -> dict:
+    return {"ovseg": ovseg_config(tmp),
+            "proxyclip": {"engine": "proxyclip", "random_init": True, "text_cache_dir": ""}}
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    ceil = {d: matmul_ceiling(d, "cpu") for d in ("fp32", "bf16")}
+    machine = {"cpu": cpu_model(), "threads": args.threads, "load_average": os.getloadavg(),
+               "matmul_gflops": ceil}
+    print(f"machine: {machine['cpu']}, {args.threads} threads, load average "
+          f"{' '.join(f'{v:.2f}' for v in machine['load_average'])}, matmul ceiling fp32 "
+          f"{ceil['fp32']:.0f} / bf16 {ceil['bf16']:.0f} GFLOP/s", flush=True)
+    out = {"machine": machine, "engines": {}}
+    with tempfile.TemporaryDirectory(prefix="auto_precision_") as tmp:
+        for name, cfg in engine_configs(Path(tmp)).items():
+            if args.engine and name not in args.engine:
+                continue
+            segs = {p: load_segmenter(dict(cfg, precision=p, vocabulary=CLASSES,
+                                           num_threads=args.threads))
+                    for p in ("fp32", "bf16")}
+            rows = {}
+            for photo, rgb in photos().items():
+                got = {}
+                for prec, seg in segs.items():
+                    seg.predict(rgb)                                  # warm-up
+                    t0 = time.perf_counter()
+                    labels = seg.predict(rgb).semantic
+                    got[prec] = (labels, time.perf_counter() - t0)
+                agree = float((got["fp32"][0] == got["bf16"][0]).mean())
+                rows[photo] = {"agreement": agree, "fp32_s": got["fp32"][1],
+                               "bf16_s": got["bf16"][1]}
+                print(f"{name:>10} {photo:>18}: labels {100 * agree:7.3f} % of fp32, "
+                      f"fp32 {got['fp32'][1]:.2f} s, bf16 {got['bf16'][1]:.2f} s", flush=True)
+            out["engines"][name] = {
+                "photos": rows, "worst": min(r["agreement"] for r in rows.values()),
+                "stage_precision": {p: s.describe().get("stage_precision")
+                                    for p, s in segs.items()}}
+            stages = out["engines"][name]["stage_precision"]["bf16"]
+            print(f"{name:>10} stages with precision bf16: {stages}", flush=True)
+    out["machine"]["load_average_end"] = os.getloadavg()
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--engine", action="append", choices=("ovseg", "proxyclip"))
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args(argv)
+    out = run(args)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -95,8 +95,9 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
        "(meaningful with a background class first in the vocabulary).", min=0.0, max=1.0,
        runtime=True),
     # --- input --------------------------------------------------------------------
-    _P("max_input_pixels", "int", 4096 * 4096, "Largest image (width*height) accepted.",
-       min=1, max=1 << 31),
+    _P("max_input_pixels", "int", 4096 * 4096, "Largest image (width*height) accepted; a "
+       "larger one is refused (InputLimitError naming the shape and this limit). Other shapes "
+       "are clamped by the engine's resize limits, not refused.", min=1, max=1 << 31),
     # --- engine groups (declared by each engine; see ovseg_ros/registry.py) ---------
     *engine_params(),
     # --- acceleration ---------------------------------------------------------------

@@ -31,6 +31,27 @@ class InputError(ValueError):
     """The image handed to predict() cannot be segmented; the message says why."""
 
 
+class InputLimitError(InputError):
+    """A frame refused because it exceeds a configured limit.
+
+    Carries the facts, independent of where the frame came from: ``shape`` (height,
+    width), ``setting`` (the config key), ``limit`` (its value) and ``value`` (the
+    frame's measure of the same quantity). The message states all four, so a log line
+    of it is enough to decide whether to raise the limit or fix the camera.
+
+    Refused: frames above ``max_input_pixels`` (before any work). Shapes within it are
+    never refused for their aspect ratio: each engine's resize clamps what it produces
+    (``proxyclip.max_windows`` / ``max_resized_pixels``, ``<engine>.max_size``) and says
+    so in ``Prediction.notes`` (docs/node.md, "Bounded work per frame")."""
+
+    def __init__(self, shape: Tuple[int, int], setting: str, limit: int, value: int,
+                 unit: str = "pixels"):
+        self.shape, self.setting, self.limit, self.value = tuple(shape), setting, limit, value
+        h, w = self.shape
+        super().__init__(f"image {w}x{h} (height {h}, width {w}) has {value} {unit}, above "
+                         f"{setting}={limit}")
+
+
 def validate_rgb(rgb: Any, max_pixels: int) -> np.ndarray:
     """Check an HxWx3 uint8 frame; return it C-contiguous. Raises InputError."""
     if not isinstance(rgb, np.ndarray):
@@ -43,7 +64,7 @@ def validate_rgb(rgb: Any, max_pixels: int) -> np.ndarray:
     if h == 0 or w == 0:
         raise InputError(f"image is empty ({w}x{h})")
     if h * w > max_pixels:
-        raise InputError(f"image {w}x{h} has {h * w} pixels, above max_input_pixels={max_pixels}")
+        raise InputLimitError((h, w), "max_input_pixels", max_pixels, h * w)
     return np.ascontiguousarray(rgb)
 
 
@@ -203,5 +224,5 @@ def load_segmenter(config: Union[None, str, Path, Mapping[str, Any], Config] = N
     return Segmenter(cfg, engine, TextEmbedder.for_engine(engine, cfg))
 
 
-__all__ = ["Segmenter", "PendingVocabulary", "load_segmenter", "InputError", "VocabularyError",
-           "validate_rgb"]
+__all__ = ["Segmenter", "PendingVocabulary", "load_segmenter", "InputError", "InputLimitError",
+           "VocabularyError", "validate_rgb"]

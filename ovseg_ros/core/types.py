@@ -84,6 +84,10 @@ class Prediction:
                 class's synonyms), only when asked: ``predict(rgb, scores=True)``; else None
     panoptic:   HxW int32 segment ids (0 = no segment)
     segments:   one Segment per id in ``panoptic``
+    notes:      what a limit changed in this frame's processing, one line each, each
+                starting "clamped by <setting>=<limit>:" (e.g. an elongated frame resized
+                smaller than the engine's short side to stay within proxyclip.max_windows);
+                empty for an ordinary frame
     """
 
     semantic: np.ndarray
@@ -96,6 +100,12 @@ class Prediction:
     confidence: Optional[np.ndarray] = None
     scores: Optional[np.ndarray] = None
     timings: Dict[str, float] = field(default_factory=dict)  # seconds per stage
+    notes: Tuple[str, ...] = ()
+
+    @property
+    def clamped(self) -> bool:
+        """True when a limit scaled this frame below the engine's nominal resize."""
+        return any(n.startswith("clamped by ") for n in self.notes)
 
     def __post_init__(self):
         if self.confidence is None:

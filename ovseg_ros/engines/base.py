@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import numpy as np
 import torch
@@ -63,12 +63,14 @@ class Engine(ABC):
         (``ovseg_ros.core.postprocess``); ``Prediction.scores`` only when ``scores``."""
 
     def make_prediction(self, semantic, confidence, scores, panoptic, segments,
-                        vocab: VocabularyState, timings: dict) -> Prediction:
-        """A Prediction stamped with this engine's name, weights state and the vocabulary used."""
+                        vocab: VocabularyState, timings: dict,
+                        notes: Tuple[str, ...] = ()) -> Prediction:
+        """A Prediction stamped with this engine's name, weights state and the vocabulary used;
+        ``notes`` says which limits changed the frame's processing (a clamped resize)."""
         return Prediction(semantic=semantic, confidence=confidence, scores=scores,
                           panoptic=panoptic, segments=segments, vocabulary=vocab.names,
                           vocabulary_version=vocab.version, random_weights=self.random_weights,
-                          engine=self.name, timings=timings)
+                          engine=self.name, timings=timings, notes=tuple(notes))
 
     def predict_batch(self, rgbs: List[np.ndarray], vocab: VocabularyState,
                       scores: bool = False) -> List[Prediction]:

@@ -28,6 +28,7 @@ from ..config import Config, ConfigError
 from ..core.class_names import COCO_STUFF_NAMES, COCO_THING_NAMES
 from ..core.panoptic_merge import merge_segments, select_queries
 from ..core.postprocess import apply_prob_thd, mask_semantic
+from ..core.resize_bounds import BoundedSize, shortest_edge
 from ..core.types import Prediction, VocabularyState
 from ..models.checkpoint import fcclip_inference_key, layout_of, load_reference_checkpoint
 from ..models.fcclip_head import (FCCLIPHeadWeights, FCCLIPImageModel, HeadSpec,
@@ -46,13 +47,16 @@ _UPSAMPLE_BUDGET = 1 << 24
 
 def resize_shortest_edge(h: int, w: int, short: int, max_size: int) -> Tuple[int, int]:
     """detectron2's ResizeShortestEdge size: short side -> ``short``, long side capped at
-    ``max_size``, rounded half up."""
-    scale = short / min(h, w)
-    nh, nw = h * scale, w * scale
-    if max(nh, nw) > max_size:
-        scale = max_size / max(nh, nw)
-        nh, nw = nh * scale, nw * scale
-    return int(nh + 0.5), int(nw + 0.5)
+    ``max_size``, rounded half up; no side below 1 pixel (core/resize_bounds.py)."""
+    return shortest_edge(h, w, short, max_size, setting="max_size").size
+
+
+def bounded_resize(cfg: Config, group: str, h: int, w: int) -> BoundedSize:
+    """The resize of an h x w frame under ``<group>.short_side`` / ``<group>.max_size``
+    (FC-CLIP, MAFT+, OVSeg): at most short_side x max_size pixels whatever the shape, and
+    a note when a side had to be raised to 1 pixel."""
+    return shortest_edge(h, w, cfg[f"{group}.short_side"], cfg[f"{group}.max_size"],
+                         setting=f"{group}.max_size")
 
 
 def is_seen_class(synonyms, seen_names=None) -> bool:
@@ -337,8 +341,7 @@ class FCClipEngine(OpenClipText, Engine):
         from PIL import Image
 
         h, w = rgb.shape[:2]
-        nh, nw = resize_shortest_edge(h, w, self.cfg[f"{self.group}.short_side"],
-                                      self.cfg[f"{self.group}.max_size"])
+        nh, nw = bounded_resize(self.cfg, self.group, h, w).size
         if (nh, nw) != (h, w):
             rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
         x = torch.from_numpy(np.array(rgb, copy=True)).to(self.device)
@@ -361,7 +364,9 @@ class FCClipEngine(OpenClipText, Engine):
         timer("post")
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
-        return self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings)
+        return self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings,
+                                    notes=bounded_resize(self.cfg, self.group,
+                                                         *rgb.shape[:2]).notes)
 
     def describe(self) -> dict:
         info = super().describe()
@@ -372,5 +377,5 @@ class FCClipEngine(OpenClipText, Engine):
         return info
 
 
-__all__ = ["FCClipEngine", "resize_shortest_edge", "is_seen_class", "class_max",
+__all__ = ["FCClipEngine", "resize_shortest_edge", "bounded_resize", "is_seen_class", "class_max",
            "geometric_ensemble"]

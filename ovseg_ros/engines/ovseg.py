@@ -48,7 +48,7 @@ from ..registry import get_backend, register_engine
 from ..weights import (RANDOM_SEED, WeightsError, clip_architecture, file_fingerprint,
                        register_tiny_models_if_named, resolve_path)
 from .base import Engine, OpenClipText, graph_settings
-from .fcclip import _StageTimer, class_max, resize_shortest_edge
+from .fcclip import _StageTimer, bounded_resize, class_max
 
 log = logging.getLogger(__name__)
 
@@ -282,8 +282,7 @@ class OVSegEngine(OpenClipText, Engine):
         from PIL import Image
 
         h, w = rgb.shape[:2]
-        nh, nw = resize_shortest_edge(h, w, self.cfg["ovseg.short_side"],
-                                      self.cfg["ovseg.max_size"])
+        nh, nw = bounded_resize(self.cfg, "ovseg", h, w).size
         if (nh, nw) != (h, w):
             rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
         x = torch.from_numpy(np.array(rgb, copy=True)).to(self.device)
@@ -369,7 +368,8 @@ class OVSegEngine(OpenClipText, Engine):
         timer("panoptic")
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
-        return self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings)
+        return self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings,
+                                    notes=bounded_resize(self.cfg, "ovseg", *rgb.shape[:2]).notes)
 
     def _semantic(self, mask_cls: torch.Tensor, masks: torch.Tensor, original: Tuple[int, int],
                   want_scores: bool):
@@ -402,7 +402,7 @@ class OVSegEngine(OpenClipText, Engine):
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
         return self.make_prediction(semantic, conf, volume, np.zeros((h, w), np.int32), [], vocab,
-                                timings)
+                                timings, notes=bounded_resize(self.cfg, "ovseg", h, w).notes)
 
     def describe(self) -> dict:
         info = super().describe()

@@ -36,7 +36,8 @@ from ..core.panoptic_heuristic import semantic_to_panoptic
 from ..core.postprocess import (apply_prob_thd, class_chunk, class_probabilities,
                                softmax_argmax)
 from ..core.preprocess import (centred_padding, pad_with_colour, resize_rgb, short_side_size,
-                               sliding_windows, to_tensor)
+                               sliding_windows, to_tensor, window_grid)
+from ..core.resize_bounds import BoundedSize, capped
 from ..core.window_stitch import Layout, StitchCache
 from ..core.types import Prediction, VocabularyState
 from ..models.proxyclip import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN,  # noqa: F401
@@ -109,28 +110,53 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         return self._tokenizer
 
     # --- image ----------------------------------------------------------------------------------
-    def window_layout(self, h: int, w: int):
-        """(resized h, w), windows, padding of one window, for a frame of size h x w."""
+    def resized_size(self, h: int, w: int) -> BoundedSize:
+        """The short-side resize of an h x w frame, scaled down (aspect kept) until it
+        needs at most ``max_windows`` sliding windows, or, without sliding windows, has at
+        most ``max_resized_pixels`` pixels: every input shape costs at most that."""
         pc = self.cfg.group("proxyclip")
-        rh, rw = short_side_size(h, w, pc["short_side"])
+        nominal = short_side_size(h, w, pc["short_side"])
         if pc["sliding_window"]:
-            windows = sliding_windows(rh, rw, pc["crop_size"], pc["stride"])
+            crop, stride, limit = pc["crop_size"], pc["stride"], pc["max_windows"]
+
+            def windows(rh: int, rw: int) -> int:
+                rows, cols = window_grid(rh, rw, crop, stride)
+                return rows * cols
+
+            return capped((h, w), nominal, lambda rh, rw: windows(rh, rw) <= limit,
+                          setting="proxyclip.max_windows", limit=limit, cost=windows,
+                          unit="windows")
+        limit = pc["max_resized_pixels"]
+        return capped((h, w), nominal, lambda rh, rw: rh * rw <= limit,
+                      setting="proxyclip.max_resized_pixels", limit=limit,
+                      cost=lambda rh, rw: rh * rw, unit="pixels")
+
+    def _layout(self, h: int, w: int):
+        bounded = self.resized_size(h, w)
+        rh, rw = bounded.size
+        if self.cfg["proxyclip.sliding_window"]:
+            windows = sliding_windows(rh, rw, self.cfg["proxyclip.crop_size"],
+                                      self.cfg["proxyclip.stride"])
         else:
             windows = [(0, rh, 0, rw)]
         wh, ww = windows[0][1] - windows[0][0], windows[0][3] - windows[0][2]
         pad = centred_padding(wh, ww, self.image_model.pad_multiple)
-        return (rh, rw), windows, pad
+        return (rh, rw), windows, pad, bounded.notes
+
+    def window_layout(self, h: int, w: int):
+        """(resized h, w), windows, padding of one window, for a frame of size h x w."""
+        return self._layout(h, w)[:3]
 
     @torch.inference_mode()
     def _frame_crops(self, rgb: np.ndarray) -> dict:
         """The padded windows of one frame and the layout to stitch them back."""
         h0, w0 = rgb.shape[:2]
-        (rh, rw), windows, pad = self.window_layout(h0, w0)
+        (rh, rw), windows, pad, notes = self._layout(h0, w0)
         img = to_tensor(resize_rgb(rgb, (rh, rw)))
         crops = torch.stack([img[:, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])
         crops = pad_with_colour(crops, pad, self._pad_colour)
         return {"size": (h0, w0), "resized": (rh, rw), "windows": windows, "pad": pad,
-                "crops": crops}
+                "crops": crops, "notes": notes}
 
     @torch.inference_mode()
     def _window_features(self, frames: List[dict], timings: dict) -> List[torch.Tensor]:
@@ -221,7 +247,7 @@ class ProxyCLIPEngine(OpenClipText, Engine):
             semantic_np, conf_np, vocab.is_thing, self.cfg["proxyclip.min_thing_area"])
         timings["post"] = time.perf_counter() - t0 - (timings.get("text", 0.0) - t_text0)
         return self.make_prediction(semantic_np, conf_np, scores_np, panoptic, segments, vocab,
-                                    timings)
+                                    timings, notes=frame["notes"])
 
     def predict(self, rgb: np.ndarray, vocab: VocabularyState, scores: bool = False
                 ) -> Prediction:
@@ -251,7 +277,9 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         info.update({"clip_model": pc["clip_model"], "clip_weights": self._clip_id,
                      "vfm_model": pc["vfm_model"], "vfm_weights": self._vfm_id,
                      "sliding_window": pc["sliding_window"], "crop_size": pc["crop_size"],
-                     "stride": pc["stride"], "short_side": pc["short_side"]})
+                     "stride": pc["stride"], "short_side": pc["short_side"],
+                     "max_windows": pc["max_windows"],
+                     "max_resized_pixels": pc["max_resized_pixels"]})
         info.update(self.backend.describe())
         return info
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ..backends.base import BackendSpec, ExportSpec, resolve_device
 from ..config import Config, ConfigError
 from ..core.class_names import COCO_STUFF_NAMES, COCO_THING_NAMES
-from ..core.panoptic_merge import merge_segments, select_queries
+from ..core.panoptic_merge import merge_segments_chunked, select_queries
 from ..core.postprocess import apply_prob_thd, mask_semantic
 from ..core.resize_bounds import BoundedSize, shortest_edge
 from ..core.types import Prediction, VocabularyState
@@ -326,11 +326,13 @@ class FCClipEngine(OpenClipText, Engine):
             budget=chunk * h * w)
         keep, q_scores, labels = select_queries(mask_cls, self.cfg[f"{g}.object_mask_threshold"])
         idx = torch.nonzero(keep).flatten()
-        kept = [self._upsample(mask_logits[idx[i:i + chunk]], resized, original).sigmoid()
-                for i in range(0, idx.numel(), chunk)]
-        kept = torch.cat(kept, 0) if kept else torch.zeros((0, h, w), device=mask_logits.device)
-        panoptic, segments = merge_segments(q_scores[idx], labels[idx], kept, vocab.is_thing,
-                                            self.cfg[f"{g}.overlap_threshold"])
+        # the kept queries' masks at the input's size, a chunk at a time: all at once were
+        # N x H x W (564 MB for 17 queries at 3840 x 2160)
+        panoptic, segments = merge_segments_chunked(
+            q_scores[idx], labels[idx],
+            lambda i0, i1: self._upsample(mask_logits[idx[i0:i1]], resized, original).sigmoid(),
+            (h, w), vocab.is_thing, self.cfg[f"{g}.overlap_threshold"], chunk=chunk,
+            device=mask_logits.device)
         semantic = apply_prob_thd(sem.labels, sem.confidence, self.cfg["prob_thd"])
         return (semantic.to(torch.int32).cpu().numpy(), sem.confidence.cpu().numpy(),
                 sem.scores.cpu().numpy() if sem.scores is not None else None, panoptic,

@@ -6,6 +6,7 @@
     ovseg-bench --preset proxyclip-tiny --vocab-sizes 10,150,847 --sizes 640x480 \\
                 --backends torch --precisions fp32 --iters 3  # the vocabulary axis
     ovseg-bench --node-overhead --sizes 640x480,1280x720      # the node's own work per frame
+    ovseg-bench --shapes --threads 2     # elongated, tiny and 4K frames next to 640x480
 
 Every case builds a Segmenter through the public API (``load_segmenter``),
 runs warm-up frames, then times ``predict`` on one synthetic frame. Reported
@@ -572,9 +573,17 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "--sizes (default 640x480,1280x720); needs rclpy")
     p.add_argument("--node-classes", type=int, default=150,
                    help="vocabulary size of the synthetic prediction for --node-overhead")
+    p.add_argument("--shapes", action="store_true",
+                   help="only time hostile frame shapes (elongated, tiny, 4K; or --sizes) "
+                        "next to 640x480 per preset (default: the tiny presets), with frame "
+                        "peak memory, model pixels and clamps (ovseg_ros/tools/bench_shapes.py)")
     args = p.parse_args(argv)
     if args.node_overhead:
         return node_overhead(args, argv)
+    if args.shapes:
+        from . import bench_shapes
+
+        return bench_shapes.run(args, argv if argv is not None else sys.argv[1:])
 
     import torch
 

@@ -12,12 +12,9 @@ resized to each shape, so every shape has the same content.
 """
 from __future__ import annotations
 
-import json
-import os
 import statistics
 import time
-from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
@@ -26,25 +23,25 @@ SHAPES = ("640x480", "1000x3", "3x1000", "4000x2", "2x4000", "1x1", "2x2", "3840
 TINY_PRESETS = ("proxyclip-tiny", "fcclip-tiny", "ovseg-tiny")
 
 
-def frame(width: int, height: int) -> np.ndarray:
+def frame(scene: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``scene`` (the benchmark's synthetic 640x480 frame) resized to width x height."""
     import cv2
 
-    from .bench import synthetic_frame
-
-    return cv2.resize(synthetic_frame(640, 480), (width, height), interpolation=cv2.INTER_AREA)
+    return cv2.resize(scene, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def measure(seg, width: int, height: int, iters: int) -> Dict[str, Any]:
-    from .bench import _status_kib, reset_peak_rss
-
-    rgb = frame(width, height)
+def measure(seg, rgb: np.ndarray, iters: int, reset_peak_rss: Callable[[], bool],
+            status_kib: Callable[[str], Optional[int]]) -> Dict[str, Any]:
+    """One preset at one frame: ``reset_peak_rss`` and ``status_kib`` are the benchmark's
+    peak-RSS helpers (ovseg_ros/tools/bench.py)."""
+    height, width = rgb.shape[:2]
     pixels: List[int] = []
     hook = seg.engine.image_model.register_forward_pre_hook(
         lambda _m, args: pixels.append(int(args[0].shape[0] * args[0].shape[-2] *
                                            args[0].shape[-1])))
     try:
         pred = seg.predict(rgb)                                   # warm-up
-        rss0 = _status_kib("VmRSS")
+        rss0 = status_kib("VmRSS")
         peak_ok = reset_peak_rss()
         pixels.clear()
         times = []
@@ -52,7 +49,7 @@ def measure(seg, width: int, height: int, iters: int) -> Dict[str, Any]:
             t0 = time.perf_counter()
             pred = seg.predict(rgb)
             times.append(time.perf_counter() - t0)
-        hwm = _status_kib("VmHWM")
+        hwm = status_kib("VmHWM")
     finally:
         hook.remove()
     row: Dict[str, Any] = {
@@ -85,49 +82,4 @@ def markdown(results: List[Dict[str, Any]], header: str) -> str:
     return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
 
 
-def run(args, argv) -> int:
-    import torch
-
-    from ..segmenter import load_segmenter
-    from .bench import _jsonable, build_config, machine_info, matmul_ceiling, parse_size
-
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    presets = args.preset or list(TINY_PRESETS)
-    shapes = [parse_size(s) for s in (args.sizes.split(",") if args.sizes else SHAPES)]
-    iters = args.iters or 3
-    machine = machine_info(args.device)
-    ceilings = {p: matmul_ceiling(p, args.device) for p in ("fp32", "bf16")}
-    load = os.getloadavg()[0]
-    header = (f"## Frame shapes: time and memory per frame\n\n"
-              f"Machine: {machine['cpu']}, {torch.get_num_threads()} threads, fp32, load "
-              f"average {load:.2f}; matmul ceiling fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 "
-              f"{ceilings['bf16']:.0f} GFLOP/s; medians of {iters} frames after one warm-up; "
-              "frame peak = process peak RSS during the frames minus RSS before them; process "
-              "peak = the peak RSS itself (models of the earlier presets included).")
-    print(header, flush=True)
-    results = []
-    for preset in presets:
-        seg = load_segmenter(build_config(preset, "torch", "fp32", args))
-        rows = []
-        for w, h in shapes:
-            rows.append(measure(seg, w, h, iters))
-            print(f"{preset} {rows[-1]}", flush=True)
-        worst = max(rows[1:] or rows, key=lambda r: r["ms"])
-        results.append({"preset": preset, "rows": rows, "worst": worst})
-        del seg
-    md = markdown(results, header)
-    print(md)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "shapes.json").write_text(json.dumps(_jsonable(
-        {"created_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
-         "threads": torch.get_num_threads(), "precision": "fp32", "loadavg": load,
-         "matmul_ceiling_gflops": ceilings, "command": " ".join(["ovseg-bench"] + list(argv or [])),
-         "results": results}), indent=2))
-    (out / "shapes.md").write_text(md)
-    print(f"wrote {out / 'shapes.json'} and {out / 'shapes.md'}")
-    return 0
-
-
-__all__ = ["SHAPES", "run", "measure", "frame"]
+__all__ = ["SHAPES", "TINY_PRESETS", "frame", "measure", "markdown"]

@@ -5,8 +5,8 @@ Measured in counts, not time: the pixels each frame sends through the image mode
 largest tensor any torch operation allocates while the frame is segmented (a dispatch
 mode that sees every op's outputs). Elongated (3x1000, 1000x3, 2x4000, 4000x2) and tiny
 (1x1, 2x2) frames stay within 4x a 640x480 frame's model input and largest tensor; a 4K
-frame's model input is bounded likewise and its largest tensor stays under the ceiling
-stated in docs/node.md. Every output is at the input's size, and the published products
+frame's and a 1x16384 frame's model input is bounded likewise and their largest tensor
+stays under the ceiling stated in docs/node.md; a longer side is refused. Every output is at the input's size, and the published products
 build for every shape.
 """
 from __future__ import annotations
@@ -95,10 +95,12 @@ def test_hostile_shapes_cost_at_most_4x_a_vga_frame(engine, baseline, shape):
     assert largest <= 4 * baseline[1], (name, shape, largest, baseline[1])
 
 
-def test_4k_frame_is_bounded_too(engine, baseline):
+@pytest.mark.parametrize("shape", [UHD, (1, 16384), (16384, 1)])
+def test_huge_frames_are_bounded_too(engine, baseline, shape):
+    # 4K, and the longest sides max_input_side accepts
     name, seg, seen = engine
-    pred, pixels, largest = _measure(seg, seen, UHD)
-    assert pred.semantic.shape == UHD
+    pred, pixels, largest = _measure(seg, seen, shape)
+    assert pred.semantic.shape == shape
     assert pixels <= 4 * baseline[0], (name, pixels, baseline[0])
     assert largest <= UHD_TENSOR_CEILING, (name, largest)
 
@@ -149,3 +151,13 @@ def test_refusal_names_shape_setting_and_limit(engine):
     assert err.limit == 1000 and err.value == 8000
     assert str(err) == ("image 4000x2 (height 2, width 4000) has 8000 pixels, above "
                         "max_input_pixels=1000")
+
+
+def test_a_side_above_max_input_side_is_refused(engine):
+    _, seg, _ = engine
+    with pytest.raises(InputLimitError) as info:
+        seg.predict_batch([_frame((2, 2)), _frame((1, 16385))])
+    err = info.value
+    assert err.shape == (1, 16385) and err.setting == "max_input_side"
+    assert err.limit == 16384 and err.value == 16385
+    assert "above max_input_side=16384" in str(err) and "16385x1" in str(err)

@@ -6,8 +6,9 @@ largest tensor any torch operation allocates while the frame is segmented (a dis
 mode that sees every op's outputs). Elongated (3x1000, 1000x3, 2x4000, 4000x2) and tiny
 (1x1, 2x2) frames stay within 4x a 640x480 frame's model input and largest tensor; a 4K
 frame's and a 1x16384 frame's model input is bounded likewise and their largest tensor
-stays under the ceiling stated in docs/node.md; a longer side is refused. Every output is at the input's size, and the published products
-build for every shape.
+stays under the ceiling stated in docs/node.md; a longer side is refused. Every output
+is at the input's size, the published products build for every shape, and a clamped
+frame batched with an ordinary one gives what it gives alone.
 """
 from __future__ import annotations
 
@@ -161,3 +162,16 @@ def test_a_side_above_max_input_side_is_refused(engine):
     assert err.shape == (1, 16385) and err.setting == "max_input_side"
     assert err.limit == 16384 and err.value == 16385
     assert "above max_input_side=16384" in str(err) and "16385x1" in str(err)
+
+
+def test_a_clamped_frame_in_a_batch_equals_it_alone(engine):
+    # the node batches the cameras' frames: a clamped frame next to an ordinary one
+    _, seg, _ = engine
+    frames = [_frame((60, 80)), _frame((3, 1000))]
+    batch = seg.predict_batch(frames)
+    for rgb, got in zip(frames, batch):
+        alone = seg.predict(rgb)
+        np.testing.assert_array_equal(got.semantic, alone.semantic)
+        assert got.notes == alone.notes
+    assert not batch[0].notes
+    assert bool(batch[1].notes) == (seg.config["engine"] == "proxyclip")

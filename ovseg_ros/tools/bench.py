@@ -775,7 +775,7 @@ def shapes(args, argv) -> int:
             rows.append(bench_shapes.measure(seg, bench_shapes.frame(scene, w, h), iters,
                                              reset_peak_rss, _status_kib))
             print(f"{preset} {rows[-1]}", flush=True)
-        worst = max(rows[1:] or rows, key=lambda r: r["ms"])
+        worst = max(rows[1:] or rows, key=lambda r: r["ms_min"])
         results.append({"preset": preset, "rows": rows, "worst": worst})
         del seg
         gc.collect()

@@ -20,8 +20,8 @@ __version__ = "0.1.0"
 from .config import Config, ConfigError, make_config  # noqa: E402
 from .core.types import UNLABELED, Prediction, Segment, VocabularyState  # noqa: E402
 from .core.vocabulary import VocabularyError  # noqa: E402
-from .segmenter import InputError, Segmenter, load_segmenter  # noqa: E402
+from .segmenter import InputError, InputLimitError, Segmenter, load_segmenter  # noqa: E402
 
 __all__ = ["load_segmenter", "Segmenter", "Prediction", "Segment", "VocabularyState", "Config",
-           "ConfigError", "VocabularyError", "InputError", "make_config", "UNLABELED",
-           "__version__"]
+           "ConfigError", "VocabularyError", "InputError", "InputLimitError", "make_config",
+           "UNLABELED", "__version__"]

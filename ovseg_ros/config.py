@@ -97,8 +97,13 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
        "(meaningful with a background class first in the vocabulary).", min=0.0, max=1.0,
        runtime=True),
     # --- input --------------------------------------------------------------------
-    _P("max_input_pixels", "int", 4096 * 4096, "Largest image (width*height) accepted.",
-       min=1, max=1 << 31),
+    _P("max_input_pixels", "int", 4096 * 4096, "Largest image (width*height) accepted; a "
+       "larger one is refused (InputLimitError naming the shape and this limit). Other shapes "
+       "are clamped by the engine's resize limits, not refused.", min=1, max=1 << 31),
+    _P("max_input_side", "int", 16384, "Longest image side (pixels) accepted; a longer one is "
+       "refused (InputLimitError). Work at the input's size along one axis grows with it "
+       "(ProxyCLIP's per-axis stitching maps: a 1x100000 frame cost 330 MB).",
+       min=1, max=1 << 20),
     # --- engine groups (declared by each engine; see ovseg_ros/registry.py) ---------
     *engine_params(),
     # --- acceleration ---------------------------------------------------------------

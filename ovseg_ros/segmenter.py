@@ -32,8 +32,32 @@ class InputError(ValueError):
     """The image handed to predict() cannot be segmented; the message says why."""
 
 
-def validate_rgb(rgb: Any, max_pixels: int) -> np.ndarray:
-    """Check an HxWx3 uint8 frame; return it C-contiguous. Raises InputError."""
+class InputLimitError(InputError):
+    """A frame refused because it exceeds a configured limit.
+
+    Carries the facts, independent of where the frame came from: ``shape`` (height,
+    width), ``setting`` (the config key), ``limit`` (its value) and ``value`` (the
+    frame's measure of the same quantity). The message states all four, so a log line
+    of it is enough to decide whether to raise the limit or fix the camera.
+
+    Refused: frames above ``max_input_pixels`` or with a side above ``max_input_side``
+    (before any work). Shapes within them are never refused for their aspect ratio:
+    each engine's resize clamps what it produces (``proxyclip.max_windows`` /
+    ``max_resized_pixels``, ``<engine>.max_size``) and says so in ``Prediction.notes``
+    (docs/node.md, "Bounded work per frame")."""
+
+    def __init__(self, shape: Tuple[int, int], setting: str, limit: int, value: int,
+                 unit: str = "pixels"):
+        self.shape, self.setting, self.limit, self.value = tuple(shape), setting, limit, value
+        h, w = self.shape
+        super().__init__(f"image {w}x{h} (height {h}, width {w}) has {value} {unit}, above "
+                         f"{setting}={limit}")
+
+
+def validate_rgb(rgb: Any, max_pixels: int, max_side: int = 0) -> np.ndarray:
+    """Check an HxWx3 uint8 frame; return it C-contiguous. Raises InputError, and
+    InputLimitError above ``max_pixels`` pixels or ``max_side`` pixels on a side (0: no
+    side check)."""
     if not isinstance(rgb, np.ndarray):
         raise InputError(f"image must be a numpy array, got {type(rgb).__name__}")
     if rgb.ndim != 3 or rgb.shape[2] != 3:
@@ -44,7 +68,10 @@ def validate_rgb(rgb: Any, max_pixels: int) -> np.ndarray:
     if h == 0 or w == 0:
         raise InputError(f"image is empty ({w}x{h})")
     if h * w > max_pixels:
-        raise InputError(f"image {w}x{h} has {h * w} pixels, above max_input_pixels={max_pixels}")
+        raise InputLimitError((h, w), "max_input_pixels", max_pixels, h * w)
+    if max_side and max(h, w) > max_side:
+        raise InputLimitError((h, w), "max_input_side", max_side, max(h, w),
+                              unit="pixels on its longest side")
     return np.ascontiguousarray(rgb)
 
 
@@ -151,7 +178,7 @@ class Segmenter:
     def predict(self, rgb: np.ndarray, scores: bool = False) -> Prediction:
         """Segment one frame; ``scores=True`` also returns the C x H x W class-probability
         volume (memory and time grow with the vocabulary; the node never asks)."""
-        rgb = validate_rgb(rgb, self.config["max_input_pixels"])
+        rgb = validate_rgb(rgb, self.config["max_input_pixels"], self.config["max_input_side"])
         pred = self.engine.predict(rgb, self.vocabulary, scores=scores)
         pred.timings["text_encode"] = self._take_text_encode_s()
         return pred
@@ -163,7 +190,8 @@ class Segmenter:
         Engines that can share one batch of the image model across frames do so
         (``Engine.predict_batch``); the result equals predicting one at a time.
         """
-        frames = [validate_rgb(rgb, self.config["max_input_pixels"]) for rgb in rgbs]
+        frames = [validate_rgb(rgb, self.config["max_input_pixels"], self.config["max_input_side"])
+                  for rgb in rgbs]
         vocab = self.vocabulary          # captured once: never two versions in one batch
         preds = self.engine.predict_batch(frames, vocab, scores=scores) if frames else []
         encode_s = self._take_text_encode_s()
@@ -252,4 +280,4 @@ def load_segmenter(config: Union[None, str, Path, Mapping[str, Any], Config] = N
 
 
 __all__ = ["Segmenter", "PendingVocabulary", "load_segmenter", "apply_process_settings",
-           "InputError", "VocabularyError", "validate_rgb"]
+           "InputError", "InputLimitError", "VocabularyError", "validate_rgb"]

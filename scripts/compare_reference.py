@@ -192,6 +192,8 @@ def build_ours(args, precision: str, cache_dir: str, classes):
            "proxyclip.vfm_checkpoint": args.vfm_checkpoint,
            "proxyclip.short_side": args.crop, "proxyclip.crop_size": args.crop,
            "proxyclip.stride": args.stride, "proxyclip.window_batch_size": args.window_batch,
+           # the reference slides over the whole resized frame: no window cap here
+           "proxyclip.max_windows": 4096,
            "precision": precision, "text_cache_dir": cache_dir, "vocabulary": classes,
            "num_threads": args.threads}
     return load_segmenter(cfg)

@@ -18,7 +18,7 @@ Segment ids start at 1 in query order; 0 = no segment.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -58,40 +58,81 @@ def merge_segments(scores: torch.Tensor, labels: torch.Tensor, mask_probs: torch
     ``with_queries``: a third element, segment id -> the indices (into the N kept
     queries) that made it (segment embeddings pool their queries' CLIP embeddings).
     """
-    h, w = mask_probs.shape[-2:]
-    panoptic = torch.zeros((h, w), dtype=torch.int32, device=mask_probs.device)
+    n = mask_probs.shape[0]
+    return merge_segments_chunked(scores, labels, lambda i0, i1: mask_probs[i0:i1],
+                                  tuple(mask_probs.shape[-2:]), is_thing, overlap_threshold,
+                                  chunk=max(1, n), device=mask_probs.device,
+                                  with_queries=with_queries)
+
+
+def merge_segments_chunked(scores: torch.Tensor, labels: torch.Tensor,
+                           mask_probs: Callable[[int, int], torch.Tensor], shape: Tuple[int, int],
+                           is_thing: Sequence[bool], overlap_threshold: float, *, chunk: int,
+                           device=None, with_queries: bool = False):
+    """``merge_segments`` with the N x H x W masks produced ``chunk`` queries at a time
+    (``mask_probs(i0, i1)``): memory is a chunk plus a few H x W planes, not N x H x W
+    (250 queries at 3840 x 2160 would be 8 GB). With more than one chunk each chunk is
+    produced twice: once for the per-pixel owner and the queries' own areas, once to
+    cut the segments. The owner is the first query of the largest score * mask, as
+    ``argmax`` over all queries at once gives, so the result does not depend on ``chunk``.
+    ``with_queries``: as in ``merge_segments``.
+    """
+    h, w = shape
+    n = int(scores.shape[0])
+    panoptic = torch.zeros((h, w), dtype=torch.int32, device=device)
     queries: Dict[int, List[int]] = {}
-    if mask_probs.shape[0] == 0:
+    if n == 0:
         return (panoptic.cpu().numpy(), [], queries) if with_queries else \
             (panoptic.cpu().numpy(), [])
-    owner = (scores.view(-1, 1, 1) * mask_probs).argmax(0)
+    ranges = [(i, min(n, i + chunk)) for i in range(0, n, chunk)]
+    cached = mask_probs(0, n) if len(ranges) == 1 else None
+
+    def probs(i0: int, i1: int) -> torch.Tensor:
+        return cached if cached is not None else mask_probs(i0, i1)
+
+    best = owner = None
+    for i0, i1 in ranges:
+        weighted = scores[i0:i1].view(-1, 1, 1) * probs(i0, i1)
+        index = weighted.argmax(0)                # the first maximum, as documented
+        value = weighted.gather(0, index[None])[0]
+        index += i0
+        del weighted
+        if best is None:
+            best, owner = value, index
+        else:
+            better = value > best        # strict: an earlier query keeps a tie, as argmax
+            best = torch.where(better, value, best)
+            owner = torch.where(better, index, owner)
     segs = []                      # [id, class, is_thing, score]
     stuff_ids = {}
-    for k in range(mask_probs.shape[0]):
-        cls = int(labels[k])
-        thing = bool(is_thing[cls])
-        won = owner == k
-        own = mask_probs[k] >= 0.5
-        mask_area = int(won.sum())
-        original_area = int(own.sum())
-        mask = won & own
-        if mask_area == 0 or original_area == 0 or not bool(mask.any()):
-            continue
-        if mask_area / original_area < overlap_threshold:
-            continue
-        score = float(scores[k])
-        if not thing and cls in stuff_ids:
-            seg = segs[stuff_ids[cls]]
-            panoptic[mask] = seg[0]
-            seg[3] = max(seg[3], score)
-            queries[seg[0]].append(k)
-            continue
-        seg_id = len(segs) + 1
-        if not thing:
-            stuff_ids[cls] = len(segs)
-        panoptic[mask] = seg_id
-        queries[seg_id] = [k]
-        segs.append([seg_id, cls, thing, score])
+    for i0, i1 in ranges:
+        m = probs(i0, i1)
+        for j in range(i1 - i0):
+            k = i0 + j
+            cls = int(labels[k])
+            thing = bool(is_thing[cls])
+            won = owner == k
+            own = m[j] >= 0.5
+            mask_area = int(won.sum())
+            original_area = int(own.sum())
+            mask = won & own
+            if mask_area == 0 or original_area == 0 or not bool(mask.any()):
+                continue
+            if mask_area / original_area < overlap_threshold:
+                continue
+            score = float(scores[k])
+            if not thing and cls in stuff_ids:
+                seg = segs[stuff_ids[cls]]
+                panoptic[mask] = seg[0]
+                seg[3] = max(seg[3], score)
+                queries[seg[0]].append(k)
+                continue
+            seg_id = len(segs) + 1
+            if not thing:
+                stuff_ids[cls] = len(segs)
+            panoptic[mask] = seg_id
+            queries[seg_id] = [k]
+            segs.append([seg_id, cls, thing, score])
     pan = panoptic.cpu().numpy()
     areas = np.bincount(pan.ravel(), minlength=len(segs) + 1)
     segments = []
@@ -113,4 +154,5 @@ def panoptic_inference(mask_cls: torch.Tensor, mask_pred: torch.Tensor,
                           overlap_threshold)
 
 
-__all__ = ["semantic_inference", "panoptic_inference", "select_queries", "merge_segments"]
+__all__ = ["semantic_inference", "panoptic_inference", "select_queries", "merge_segments",
+           "merge_segments_chunked"]

@@ -33,11 +33,16 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
 
 
+def window_grid(h: int, w: int, crop: int, stride: int) -> Tuple[int, int]:
+    """(rows, columns) of ``sliding_windows(h, w, crop, stride)``, without listing them."""
+    return (max(h - crop + stride - 1, 0) // stride + 1,
+            max(w - crop + stride - 1, 0) // stride + 1)
+
+
 def sliding_windows(h: int, w: int, crop: int, stride: int) -> List[Window]:
     """Windows covering an h x w image: a grid with the given stride whose last row and
     column are shifted back inside the image; every window is min(crop, h) x min(crop, w)."""
-    rows = max(h - crop + stride - 1, 0) // stride + 1
-    cols = max(w - crop + stride - 1, 0) // stride + 1
+    rows, cols = window_grid(h, w, crop, stride)
     out = []
     for r in range(rows):
         for c in range(cols):

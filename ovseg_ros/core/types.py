@@ -86,6 +86,10 @@ class Prediction:
     segments:   one Segment per id in ``panoptic``
     embeddings: segment id -> float32 (D,) L2-normalised embedding in the engine's CLIP
                 text space, only with ``embeddings.enabled`` (else None)
+    notes:      what a limit changed in this frame's processing, one line each, each
+                starting "clamped by <setting>=<limit>:" (e.g. an elongated frame resized
+                smaller than the engine's short side to stay within proxyclip.max_windows);
+                empty for an ordinary frame
     """
 
     semantic: np.ndarray
@@ -101,6 +105,12 @@ class Prediction:
     #: engine-specific counts of this frame's work (OVSeg: "crops", proposals sent to CLIP)
     counts: Dict[str, int] = field(default_factory=dict)
     embeddings: Optional[Dict[int, np.ndarray]] = None
+    notes: Tuple[str, ...] = ()
+
+    @property
+    def clamped(self) -> bool:
+        """True when a limit scaled this frame below the engine's nominal resize."""
+        return any(n.startswith("clamped by ") for n in self.notes)
 
     def __post_init__(self):
         if self.confidence is None:

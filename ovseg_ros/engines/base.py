@@ -64,12 +64,15 @@ class Engine(ABC):
 
     def make_prediction(self, semantic, confidence, scores, panoptic, segments,
                         vocab: VocabularyState, timings: dict,
-                        embeddings: Optional[Dict[int, np.ndarray]] = None) -> Prediction:
-        """A Prediction stamped with this engine's name, weights state and the vocabulary used."""
+                        embeddings: Optional[Dict[int, np.ndarray]] = None,
+                        notes: Tuple[str, ...] = ()) -> Prediction:
+        """A Prediction stamped with this engine's name, weights state and the vocabulary used;
+        ``notes`` says which limits changed the frame's processing (a clamped resize)."""
         return Prediction(semantic=semantic, confidence=confidence, scores=scores,
                           panoptic=panoptic, segments=segments, vocabulary=vocab.names,
                           vocabulary_version=vocab.version, random_weights=self.random_weights,
-                          engine=self.name, timings=timings, embeddings=embeddings)
+                          engine=self.name, timings=timings, embeddings=embeddings,
+                          notes=tuple(notes))
 
     @property
     def embeddings_enabled(self) -> bool:

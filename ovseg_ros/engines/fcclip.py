@@ -26,9 +26,10 @@ import torch.nn.functional as F
 from ..backends.base import BackendSpec, ExportSpec, resolve_device
 from ..config import Config, ConfigError
 from ..core.class_names import COCO_STUFF_NAMES, COCO_THING_NAMES
-from ..core.panoptic_merge import merge_segments, select_queries
+from ..core.panoptic_merge import merge_segments_chunked, select_queries
 from ..core.postprocess import apply_prob_thd, mask_semantic
 from ..core.stage_timing import stage_timer
+from ..core.resize_bounds import BoundedSize, shortest_edge
 from ..core.types import Prediction, VocabularyState
 from ..models.checkpoint import fcclip_inference_key, layout_of, load_reference_checkpoint
 from ..models.fcclip_head import (FCCLIPHeadWeights, FCCLIPImageModel, HeadSpec,
@@ -47,13 +48,16 @@ _UPSAMPLE_BUDGET = 1 << 24
 
 def resize_shortest_edge(h: int, w: int, short: int, max_size: int) -> Tuple[int, int]:
     """detectron2's ResizeShortestEdge size: short side -> ``short``, long side capped at
-    ``max_size``, rounded half up."""
-    scale = short / min(h, w)
-    nh, nw = h * scale, w * scale
-    if max(nh, nw) > max_size:
-        scale = max_size / max(nh, nw)
-        nh, nw = nh * scale, nw * scale
-    return int(nh + 0.5), int(nw + 0.5)
+    ``max_size``, rounded half up; no side below 1 pixel (core/resize_bounds.py)."""
+    return shortest_edge(h, w, short, max_size, setting="max_size").size
+
+
+def bounded_resize(cfg: Config, group: str, h: int, w: int) -> BoundedSize:
+    """The resize of an h x w frame under ``<group>.short_side`` / ``<group>.max_size``
+    (FC-CLIP, MAFT+, OVSeg): at most short_side x max_size pixels whatever the shape, and
+    a note when a side had to be raised to 1 pixel."""
+    return shortest_edge(h, w, cfg[f"{group}.short_side"], cfg[f"{group}.max_size"],
+                         setting=f"{group}.max_size")
 
 
 def is_seen_class(synonyms, seen_names=None) -> bool:
@@ -347,12 +351,13 @@ class FCClipEngine(OpenClipText, Engine):
             budget=chunk * h * w)
         keep, q_scores, labels = select_queries(mask_cls, self.cfg[f"{g}.object_mask_threshold"])
         idx = torch.nonzero(keep).flatten()
-        kept = [self._upsample(mask_logits[idx[i:i + chunk]], resized, original).sigmoid()
-                for i in range(0, idx.numel(), chunk)]
-        kept = torch.cat(kept, 0) if kept else torch.zeros((0, h, w), device=mask_logits.device)
-        panoptic, segments, owners = merge_segments(
-            q_scores[idx], labels[idx], kept, vocab.is_thing, self.cfg[f"{g}.overlap_threshold"],
-            with_queries=True)
+        # the kept queries' masks at the input's size, a chunk at a time: all at once were
+        # N x H x W (564 MB for 17 queries at 3840 x 2160)
+        panoptic, segments, owners = merge_segments_chunked(
+            q_scores[idx], labels[idx],
+            lambda i0, i1: self._upsample(mask_logits[idx[i0:i1]], resized, original).sigmoid(),
+            (h, w), vocab.is_thing, self.cfg[f"{g}.overlap_threshold"], chunk=chunk,
+            device=mask_logits.device, with_queries=True)
         semantic = apply_prob_thd(sem.labels, sem.confidence, self.cfg["prob_thd"])
         # segment id -> indices of the queries that made it (into all Q queries)
         owners = {sid: idx[qs].tolist() for sid, qs in owners.items()}
@@ -381,8 +386,7 @@ class FCClipEngine(OpenClipText, Engine):
         from PIL import Image
 
         h, w = rgb.shape[:2]
-        nh, nw = resize_shortest_edge(h, w, self.cfg[f"{self.group}.short_side"],
-                                      self.cfg[f"{self.group}.max_size"])
+        nh, nw = bounded_resize(self.cfg, self.group, h, w).size
         if (nh, nw) != (h, w):
             rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
         x = torch.from_numpy(np.array(rgb, copy=True)).to(self.device)
@@ -410,7 +414,9 @@ class FCClipEngine(OpenClipText, Engine):
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
         return self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings,
-                                    embeddings=embeddings)
+                                    embeddings=embeddings,
+                                    notes=bounded_resize(self.cfg, self.group,
+                                                         *rgb.shape[:2]).notes)
 
     def describe(self) -> dict:
         info = super().describe()
@@ -421,5 +427,5 @@ class FCClipEngine(OpenClipText, Engine):
         return info
 
 
-__all__ = ["FCClipEngine", "resize_shortest_edge", "is_seen_class", "class_max",
+__all__ = ["FCClipEngine", "resize_shortest_edge", "bounded_resize", "is_seen_class", "class_max",
            "geometric_ensemble"]

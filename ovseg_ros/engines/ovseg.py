@@ -57,7 +57,7 @@ from ..registry import get_backend, register_engine
 from ..weights import (RANDOM_SEED, WeightsError, clip_architecture, file_fingerprint,
                        resolve_path)
 from .base import Engine, OpenClipText, graph_settings
-from .fcclip import _StageTimer, class_max, resize_shortest_edge
+from .fcclip import _StageTimer, bounded_resize, class_max
 
 log = logging.getLogger(__name__)
 
@@ -312,8 +312,7 @@ class OVSegEngine(OpenClipText, Engine):
         from PIL import Image
 
         h, w = rgb.shape[:2]
-        nh, nw = resize_shortest_edge(h, w, self.cfg["ovseg.short_side"],
-                                      self.cfg["ovseg.max_size"])
+        nh, nw = bounded_resize(self.cfg, "ovseg", h, w).size
         if (nh, nw) != (h, w):
             rgb = np.asarray(Image.fromarray(rgb).resize((nw, nh), Image.BILINEAR))
         x = torch.from_numpy(np.array(rgb, copy=True)).to(self.device)
@@ -411,7 +410,8 @@ class OVSegEngine(OpenClipText, Engine):
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
         pred = self.make_prediction(semantic, conf, volume, panoptic, segments, vocab, timings,
-                                    embeddings=embeddings)
+                                    embeddings=embeddings,
+                                    notes=bounded_resize(self.cfg, "ovseg", *rgb.shape[:2]).notes)
         pred.counts["crops"] = n_valid   # proposals sent to CLIP (benchmark, reference check)
         return pred
 
@@ -446,7 +446,7 @@ class OVSegEngine(OpenClipText, Engine):
         timings = dict(timer.times)
         timings["total"] = time.perf_counter() - t_start
         return self.make_prediction(semantic, conf, volume, np.zeros((h, w), np.int32), [], vocab,
-                                timings)
+                                timings, notes=bounded_resize(self.cfg, "ovseg", h, w).notes)
 
     def describe(self) -> dict:
         info = super().describe()

@@ -36,7 +36,8 @@ from ..core.panoptic_heuristic import semantic_to_panoptic
 from ..core.postprocess import (apply_prob_thd, class_chunk, class_probabilities,
                                softmax_argmax)
 from ..core.preprocess import (centred_padding, pad_with_colour, resize_rgb, short_side_size,
-                               sliding_windows, to_tensor)
+                               sliding_windows, to_tensor, window_grid)
+from ..core.resize_bounds import BoundedSize, capped
 from ..core.window_stitch import Layout, StitchCache
 from ..core.types import Prediction, VocabularyState
 from ..models.proxyclip import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN,  # noqa: F401
@@ -110,28 +111,53 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         return self._tokenizer
 
     # --- image ----------------------------------------------------------------------------------
-    def window_layout(self, h: int, w: int):
-        """(resized h, w), windows, padding of one window, for a frame of size h x w."""
+    def resized_size(self, h: int, w: int) -> BoundedSize:
+        """The short-side resize of an h x w frame, scaled down (aspect kept) until it
+        needs at most ``max_windows`` sliding windows, or, without sliding windows, has at
+        most ``max_resized_pixels`` pixels: every input shape costs at most that."""
         pc = self.cfg.group("proxyclip")
-        rh, rw = short_side_size(h, w, pc["short_side"])
+        nominal = short_side_size(h, w, pc["short_side"])
         if pc["sliding_window"]:
-            windows = sliding_windows(rh, rw, pc["crop_size"], pc["stride"])
+            crop, stride, limit = pc["crop_size"], pc["stride"], pc["max_windows"]
+
+            def windows(rh: int, rw: int) -> int:
+                rows, cols = window_grid(rh, rw, crop, stride)
+                return rows * cols
+
+            return capped((h, w), nominal, lambda rh, rw: windows(rh, rw) <= limit,
+                          setting="proxyclip.max_windows", limit=limit, cost=windows,
+                          unit="windows")
+        limit = pc["max_resized_pixels"]
+        return capped((h, w), nominal, lambda rh, rw: rh * rw <= limit,
+                      setting="proxyclip.max_resized_pixels", limit=limit,
+                      cost=lambda rh, rw: rh * rw, unit="pixels")
+
+    def _bounded_layout(self, h: int, w: int):
+        bounded = self.resized_size(h, w)
+        rh, rw = bounded.size
+        if self.cfg["proxyclip.sliding_window"]:
+            windows = sliding_windows(rh, rw, self.cfg["proxyclip.crop_size"],
+                                      self.cfg["proxyclip.stride"])
         else:
             windows = [(0, rh, 0, rw)]
         wh, ww = windows[0][1] - windows[0][0], windows[0][3] - windows[0][2]
         pad = centred_padding(wh, ww, self.image_model.pad_multiple)
-        return (rh, rw), windows, pad
+        return (rh, rw), windows, pad, bounded.notes
+
+    def window_layout(self, h: int, w: int):
+        """(resized h, w), windows, padding of one window, for a frame of size h x w."""
+        return self._bounded_layout(h, w)[:3]
 
     @torch.inference_mode()
     def _frame_crops(self, rgb: np.ndarray) -> dict:
         """The padded windows of one frame and the layout to stitch them back."""
         h0, w0 = rgb.shape[:2]
-        (rh, rw), windows, pad = self.window_layout(h0, w0)
+        (rh, rw), windows, pad, notes = self._bounded_layout(h0, w0)
         img = to_tensor(resize_rgb(rgb, (rh, rw)))
         crops = torch.stack([img[:, y1:y2, x1:x2] for y1, y2, x1, x2 in windows])
         crops = pad_with_colour(crops, pad, self._pad_colour)
         return {"size": (h0, w0), "resized": (rh, rw), "windows": windows, "pad": pad,
-                "crops": crops}
+                "crops": crops, "notes": notes}
 
     @torch.inference_mode()
     def _window_features(self, frames: List[dict], timings: dict) -> List[torch.Tensor]:
@@ -170,14 +196,14 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         t0 = time.perf_counter()
         low = torch.einsum("behw,se->bshw", feats, emb.to(feats.device, torch.float32))
         timings["text"] = timings.get("text", 0.0) + time.perf_counter() - t0
-        stitch = self._stitch.get(self._layout(frame, low), scale, low.device)
+        stitch = self._stitch.get(self._stitch_layout(frame, low), scale, low.device)
         blocks = stitch.block_matrix(low)
         del low
         for s0 in range(0, blocks.shape[0], chunk):
             yield stitch(blocks[s0:s0 + chunk])
 
     @staticmethod
-    def _layout(frame: dict, low: torch.Tensor) -> Layout:
+    def _stitch_layout(frame: dict, low: torch.Tensor) -> Layout:
         (top, left) = frame["pad"][2], frame["pad"][0]
         return Layout(grid=tuple(low.shape[-2:]), padded=tuple(frame["crops"].shape[-2:]),
                       pad_top_left=(top, left), windows=tuple(frame["windows"]),
@@ -189,7 +215,7 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         segment (the features the class logits are cosines of, so the embedding lives in the
         text space); through the frame's stitch operator, never at full resolution."""
         feats = feats.float()
-        stitch = self._stitch.get(self._layout(frame, feats), 1.0, feats.device)
+        stitch = self._stitch.get(self._stitch_layout(frame, feats), 1.0, feats.device)
         means = stitch.segment_means(stitch.block_matrix(feats), panoptic, segments)
         rows = torch.nn.functional.normalize(means, dim=-1).cpu().numpy().astype(np.float32)
         return {seg.id: rows[i] for i, seg in enumerate(segments)}
@@ -241,7 +267,7 @@ class ProxyCLIPEngine(OpenClipText, Engine):
             embeddings = self._segment_embeddings(frame, feats, panoptic, segments)
             timings["embeddings"] = time.perf_counter() - t1
         return self.make_prediction(semantic_np, conf_np, scores_np, panoptic, segments, vocab,
-                                    timings, embeddings=embeddings)
+                                    timings, embeddings=embeddings, notes=frame["notes"])
 
     def predict(self, rgb: np.ndarray, vocab: VocabularyState, scores: bool = False
                 ) -> Prediction:
@@ -271,7 +297,9 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         info.update({"clip_model": pc["clip_model"], "clip_weights": self._clip_id,
                      "vfm_model": pc["vfm_model"], "vfm_weights": self._vfm_id,
                      "sliding_window": pc["sliding_window"], "crop_size": pc["crop_size"],
-                     "stride": pc["stride"], "short_side": pc["short_side"]})
+                     "stride": pc["stride"], "short_side": pc["short_side"],
+                     "max_windows": pc["max_windows"],
+                     "max_resized_pixels": pc["max_resized_pixels"]})
         info.update(self.backend.describe())
         return info
 

@@ -24,6 +24,15 @@ PARAMS = (
     ParamSpec("proxyclip.sliding_window", "bool", True,
               "Slide windows over the resized image; false = one window over the whole resized "
               "image (real-time mode)."),
+    ParamSpec("proxyclip.max_windows", "int", 8,
+              "Sliding windows per frame at most (4x a 640x480 frame's 2 at the defaults): a "
+              "frame whose resize needs more (an elongated one: 3x1000 -> 112x37333) is scaled "
+              "down, aspect kept, until it fits, and the Prediction notes the clamp.",
+              min=1, max=4096),
+    ParamSpec("proxyclip.max_resized_pixels", "int", 1 << 18,
+              "Without sliding windows: pixels of the resized frame (the one window) at most; "
+              "a larger one is scaled down, aspect kept, and the Prediction notes the clamp.",
+              min=256, max=1 << 26),
     ParamSpec("proxyclip.window_batch_size", "int", 8,
               "Windows run together in one batch.", min=1, max=256),
     ParamSpec("proxyclip.beta", "float", 1.2,

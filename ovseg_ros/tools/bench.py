@@ -6,6 +6,7 @@
     ovseg-bench --preset proxyclip-tiny --vocab-sizes 10,150,847 --sizes 640x480 \\
                 --backends torch --precisions fp32 --iters 3  # the vocabulary axis
     ovseg-bench --node-overhead --sizes 640x480,1280x720      # the node's own work per frame
+    ovseg-bench --shapes --threads 2     # elongated, tiny and 4K frames next to 640x480
 
 Every case builds a Segmenter through the public API (``load_segmenter``),
 runs warm-up frames, then times ``predict`` on one synthetic frame. Reported
@@ -549,9 +550,15 @@ def main(argv: Optional[List[str]] = None) -> int:
                         "--sizes (default 640x480,1280x720); needs rclpy")
     p.add_argument("--node-classes", type=int, default=150,
                    help="vocabulary size of the synthetic prediction for --node-overhead")
+    p.add_argument("--shapes", action="store_true",
+                   help="only time hostile frame shapes (elongated, tiny, 4K; or --sizes) "
+                        "next to 640x480 per preset (default: the tiny presets), with frame "
+                        "peak memory, model pixels and clamps (ovseg_ros/tools/bench_shapes.py)")
     args = p.parse_args(argv)
     if args.node_overhead:
         return node_overhead(args, argv)
+    if args.shapes:
+        return shapes(args, argv if argv is not None else sys.argv[1:])
 
     import torch
 
@@ -710,6 +717,56 @@ def node_overhead(args, argv) -> int:
              argv if argv is not None else sys.argv[1:])), "rows": rows}), indent=2))
     (out / "node_overhead.md").write_text(md)
     print(f"wrote {out / 'node_overhead.json'} and {out / 'node_overhead.md'}")
+    return 0
+
+
+# --- hostile frame shapes next to 640x480 (``--shapes``; ovseg_ros/tools/bench_shapes.py) --------
+def shapes(args, argv) -> int:
+    import torch
+
+    from ..segmenter import load_segmenter
+    from . import bench_shapes
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    presets = args.preset or list(bench_shapes.TINY_PRESETS)
+    sizes = [parse_size(s) for s in (args.sizes.split(",") if args.sizes
+                                     else bench_shapes.SHAPES)]
+    iters = args.iters or 3
+    machine = machine_info(args.device)
+    ceilings = {p: matmul_ceiling(p, args.device) for p in ("fp32", "bf16")}
+    load = os.getloadavg()[0]
+    header = (f"## Frame shapes: time and memory per frame\n\n"
+              f"Machine: {machine['cpu']}, {torch.get_num_threads()} threads, fp32, load "
+              f"average {load:.2f}; matmul ceiling fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 "
+              f"{ceilings['bf16']:.0f} GFLOP/s; medians of {iters} frames after one warm-up; "
+              "frame peak = process peak RSS during the frames minus RSS before them; process "
+              "peak = the peak RSS itself (models of the earlier presets included).")
+    print(header, flush=True)
+    scene = synthetic_frame(640, 480)
+    results = []
+    for preset in presets:
+        seg = load_segmenter(build_config(preset, "torch", "fp32", args))
+        rows = []
+        for w, h in sizes:
+            rows.append(bench_shapes.measure(seg, bench_shapes.frame(scene, w, h), iters,
+                                             reset_peak_rss, _status_kib))
+            print(f"{preset} {rows[-1]}", flush=True)
+        worst = max(rows[1:] or rows, key=lambda r: r["ms_min"])
+        results.append({"preset": preset, "rows": rows, "worst": worst})
+        del seg
+        gc.collect()
+    md = bench_shapes.markdown(results, header)
+    print(md)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "shapes.json").write_text(json.dumps(_jsonable(
+        {"created_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
+         "threads": torch.get_num_threads(), "precision": "fp32", "loadavg": load,
+         "matmul_ceiling_gflops": ceilings, "command": " ".join(["ovseg-bench", *argv]),
+         "results": results}), indent=2))
+    (out / "shapes.md").write_text(md)
+    print(f"wrote {out / 'shapes.json'} and {out / 'shapes.md'}")
     return 0
 
 

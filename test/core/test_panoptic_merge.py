@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from ovseg_ros.core.panoptic_merge import panoptic_inference, semantic_inference
+from ovseg_ros.core.panoptic_merge import (merge_segments, merge_segments_chunked,
+                                          panoptic_inference, semantic_inference)
 
 # classes: 0 person (thing), 1 sky (stuff), 2 car (thing); column 3 = void
 IS_THING = [True, False, True]
@@ -89,3 +90,26 @@ def test_semantic_inference_by_hand():
     expected = torch.stack([p[0, k] * s[0] + p[1, k] * s[1] for k in range(2)])[:, None]
     torch.testing.assert_close(out, expected)
     assert out.shape == (2, 1, 2)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7])
+def test_chunked_merge_equals_the_whole_merge(chunk):
+    # masks produced a few queries at a time (bounded memory at 4K) give the same panoptic
+    # image and segments, ties included (quantised masks make many equal scores)
+    g = torch.Generator().manual_seed(3)
+    n, h, w = 7, 23, 31
+    probs = (torch.rand((n, h, w), generator=g) * 4).round() / 4
+    scores = torch.tensor([0.9, 0.9, 0.5, 0.7, 0.9, 0.3, 0.6])
+    labels = torch.tensor([0, 1, 1, 2, 0, 1, 2])
+    is_thing = [True, False, False]
+    calls = []
+
+    def chunks(i0, i1):
+        calls.append(i1 - i0)
+        return probs[i0:i1]
+
+    whole = merge_segments(scores, labels, probs, is_thing, 0.3)
+    part = merge_segments_chunked(scores, labels, chunks, (h, w), is_thing, 0.3, chunk=chunk)
+    np.testing.assert_array_equal(part[0], whole[0])
+    assert part[1] == whole[1] and len(whole[1]) > 1
+    assert max(calls) <= chunk

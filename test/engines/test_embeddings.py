@@ -92,7 +92,7 @@ def test_proxyclip_embedding_is_the_mean_of_the_stitched_dense_features(configs,
     pred = seg.predict(rgb)
     frame = eng._frame_crops(rgb)
     feats = eng._window_features([frame], {})[0].float()
-    stitch = eng._stitch.get(eng._layout(frame, feats), 1.0, feats.device)
+    stitch = eng._stitch.get(eng._stitch_layout(frame, feats), 1.0, feats.device)
     full = stitch(stitch.block_matrix(feats))                      # E x H x W
     for s in pred.segments:
         mask = torch.from_numpy(pred.panoptic == s.id)

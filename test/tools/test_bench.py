@@ -111,3 +111,22 @@ def test_node_overhead_times_each_stage_with_a_listener(tmp_path):
     assert report["machine"]["cpu"] and "--node-overhead" in report["command"]
     md = (out / "node_overhead.md").read_text()
     assert f"| 64x48 | {every} | bgr8 | 12 |" in md and "listener process" in md
+
+
+def test_shapes_mode_reports_worst_shape_next_to_the_baseline(tmp_path):
+    out = tmp_path / "s"
+    assert bench.main(["--shapes", "--preset", "proxyclip-tiny", "--sizes", "64x48,1000x3,1x1",
+                       "--iters", "1", "--threads", "1", "--out", str(out)]) == 0
+    report = json.loads((out / "shapes.json").read_text())
+    assert report["machine"]["cpu"] and report["precision"] == "fp32"
+    assert set(report["matmul_ceiling_gflops"]) == {"fp32", "bf16"}
+    (res,) = report["results"]
+    rows = {r["shape"]: r for r in res["rows"]}
+    assert list(rows) == ["64x48", "1000x3", "1x1"]
+    # 1000 wide, 3 high: 112 x 37333 (666 windows) before the cap, 8 after, and noted
+    assert rows["1000x3"]["windows"] == 8 and rows["1000x3"]["model_pixels"] > 0
+    assert rows["1000x3"]["notes"][0].startswith("clamped by proxyclip.max_windows=8:")
+    assert rows["64x48"]["notes"] == [] and rows["1x1"]["windows"] == 1
+    assert res["worst"]["shape"] in ("1000x3", "1x1")
+    md = (out / "shapes.md").read_text()
+    assert "**worst:" in md and "clamped by proxyclip.max_windows=8" in md

@@ -35,8 +35,11 @@ def pointcloud2(cloud: np.ndarray, header) -> PointCloud2:
                       is_dense=not organised)
     msg.fields = [PointField(name=n, offset=o, datatype=dt, count=1)
                   for n, o, _, dt in CLOUD_FIELDS]
-    # array.array is taken as is by the generated setter (a list would be checked per byte)
-    msg.data = array.array("B", np.ascontiguousarray(cloud).view(np.uint8).tobytes())
+    # array.array is taken as is by the generated setter (a list would be checked per
+    # byte); frombytes of the array's buffer is the one copy
+    data = array.array("B")
+    data.frombytes(memoryview(np.ascontiguousarray(cloud).view(np.uint8).reshape(-1)))
+    msg.data = data
     return msg
 
 

@@ -10,7 +10,8 @@ published panoptic image (within 1 cm), the markers against segments_3d. Bad dep
 camera_info with zeros, NaN or distortion, none at all) must be refused with its reason in
 the camera's diagnostics while every 2D output still comes for that frame; a depth stream
 that stops leaves colour frames unpaired (counted, with the reason), and a depth stream at
-5x the colour rate pairs each colour frame with its own depth image.
+5x the colour rate pairs each colour frame with its own depth image; a vocabulary change
+clears the camera's markers (DELETEALL) before its new boxes.
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from ovseg_ros.core.markers import TEXT_ID_OFFSET  # noqa: E402
 from ovseg_ros.eval.bags_3d import cloud_from_msg  # noqa: E402
 from ovseg_ros.msg import Segments, Segments3D  # noqa: E402
 from ovseg_ros.ros.image_conv import array_to_image, image_to_array, rgb_to_image  # noqa: E402
+from ovseg_ros.srv import SetVocabulary  # noqa: E402
 from ovseg_ros.testing import rgbd_scene as scene  # noqa: E402
 
 NS = "/rgbd"
@@ -299,4 +301,15 @@ def test_depth_scenarios_in_sequence(rgbd):
     values, _ = rgbd.camera_diag(lambda v, s: int(v["depth_paired"]) >= paired0 + 3,
                                  "the fast depth stream paired")
     assert int(values["depth_dropped"]) >= 12
+
+    # 7. a vocabulary change: the camera's next markers start with a DELETEALL (ids and
+    #    colours now mean other classes), then the new boxes
+    srv = rgbd.client.node.create_client(SetVocabulary, "set_vocabulary")
+    resp = rgbd.client.call(srv, SetVocabulary.Request(classes=["wall", "floor", "box"]))
+    assert resp.success, resp.message
+    got = rgbd.frame(rgb, [_depth_16(mm)], depth_info=_info(_header(0)))
+    first = got["markers"].markers[0]
+    assert (first.action, first.ns) == (Marker.DELETEALL, "(unnamed)")
+    assert got["segments_3d"].vocabulary_version == resp.version
+    _check_3d(got, metres)
     assert rgbd.node.alive()

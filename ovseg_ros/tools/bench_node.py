@@ -222,9 +222,10 @@ def synthetic_depth_msg(h: int, w: int, header):
 
 
 def measure_3d(sizes: Sequence[str], iters: int = 50, regions: int = 20,
-               num_classes: int = 150) -> List[Dict]:
-    """Median milliseconds per 3D stage (beyond the 2D outputs) for each WxH size, with a
-    listener process subscribed to points, segments_3d and markers."""
+               num_classes: int = 150, strides: Sequence[int] = (1, 2)) -> List[Dict]:
+    """Median milliseconds per 3D stage (beyond the 2D outputs) for each WxH size and cloud
+    stride (``cloud_stride``), with a listener process subscribed to points, segments_3d
+    and markers."""
     import rclpy
     from std_msgs.msg import Header
 
@@ -243,7 +244,7 @@ def measure_3d(sizes: Sequence[str], iters: int = 50, regions: int = 20,
     rows = []
     try:
         proc = _listener(pubs, prefix, KEYS_3D)
-        for size in sizes:
+        for size, stride in ((sz, st) for sz in sizes for st in strides):
             w, h = (int(v) for v in size.lower().split("x"))
             header = Header(frame_id="camera")
             rgb = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -261,7 +262,7 @@ def measure_3d(sizes: Sequence[str], iters: int = 50, regions: int = 20,
                 depth = depth_frame_from_msg(depth_msg, colour_size=(h, w),
                                              colour_frame_id="camera", camera_info=info)
                 t1 = time.perf_counter()
-                build_3d(prod, depth, KEYS_3D, rgb=rgb)
+                build_3d(prod, depth, KEYS_3D, rgb=rgb, stride=stride)
                 t2 = time.perf_counter()
                 msgs = messages_3d(prod, header, KEYS_3D, planner, depth.stamp, 2.0)
                 t3 = time.perf_counter()
@@ -273,7 +274,8 @@ def measure_3d(sizes: Sequence[str], iters: int = 50, regions: int = 20,
                                     ("publish", t3, t4)):
                         stages[k].append((b - a) * 1e3)
             totals = [sum(v[i] for v in stages.values()) for i in range(iters)]
-            rows.append({"size": size, "segments": len(prod.segments_3d), "iters": iters,
+            rows.append({"size": size, "stride": stride, "segments": len(prod.segments_3d),
+                         "iters": iters,
                          **{f"{k}_ms": statistics.median(v) for k, v in stages.items()},
                          "total_ms": statistics.median(totals),
                          "total_p95_ms": sorted(totals)[int(0.95 * (len(totals) - 1))],
@@ -286,11 +288,11 @@ def measure_3d(sizes: Sequence[str], iters: int = 50, regions: int = 20,
 
 
 def table_3d(rows: List[Dict]) -> str:
-    lines = ["| input | 3D segments | depth ms | cloud + 3D segments ms | messages ms | "
-             "publish ms | total beyond 2D ms (p50) | (p95) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| input | cloud_stride | 3D segments | depth ms | cloud + 3D segments ms | "
+             "messages ms | publish ms | total beyond 2D ms (p50) | (p95) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['size']} | {r['segments']} | {r['depth_ms']:.2f} | "
+        lines.append(f"| {r['size']} | {r['stride']} | {r['segments']} | {r['depth_ms']:.2f} | "
                      f"{r['3d_ms']:.2f} | {r['messages_ms']:.2f} | {r['publish_ms']:.2f} | "
                      f"{r['total_ms']:.2f} | {r['total_p95_ms']:.2f} |")
     return "\n".join(lines)

@@ -7,6 +7,9 @@
         vocabulary:="[person, forklift, pallet, floor]"
     ros2 launch ovseg_ros ovseg.launch.py \
         cameras:="{front: /front/color/image_raw, left: /left/color/image_raw}"
+    ros2 launch ovseg_ros ovseg.launch.py image:=/camera/color/image_raw \
+        camera_info:=/camera/color/camera_info \
+        depth:=/camera/aligned_depth_to_color/image_raw
 
 Launch arguments (documented in docs/node.md):
   namespace    namespace of the node and all its topics/services ('' = root,
@@ -16,13 +19,19 @@ Launch arguments (documented in docs/node.md):
                directory (config:=config/demo_tiny.yaml works from anywhere)
   image        input image topic the node's `image` is remapped to
   camera_info  input camera_info topic the node's `camera_info` is remapped to
+  depth        registered depth topic (16UC1 mm / 32FC1 m, the colour image's size and
+               frame) the node's `depth` is remapped to; enables depth and the 3D outputs
+               ('' = no depth)
+  depth_camera_info  the depth's camera_info ('' = the camera_info beside the depth topic)
   engine       override the config's engine ('' = keep the config's)
   backend      override the config's backend ('' = keep)
   device       override the config's device, e.g. cuda ('' = keep)
   vocabulary   override the initial vocabulary, a YAML list ('' = keep)
   cameras      the node's cameras: a YAML list "[front, left]" (topics front/image,
                front/semantic, ...) or a mapping "{front: /cam_front/image_raw, ...}"
-               that also remaps each camera's image and camera_info ('' = keep)
+               that also remaps each camera's image and camera_info, or with depth
+               "{front: {image: /front/color/image_raw, depth:
+               /front/aligned_depth_to_color/image_raw}}" ('' = keep)
   use_sim_time use the /clock topic (bag playback)
   rviz         also start RViz with the package's config/ovseg.rviz (an error before
                anything starts when rviz2 is not installed)
@@ -46,13 +55,16 @@ ARGUMENTS = [
     ("config", "", "Params file; '' = <share>/ovseg_ros/config/ovseg.yaml."),
     ("image", "image", "Input image topic (sensor_msgs/Image)."),
     ("camera_info", "camera_info", "Input camera_info topic."),
+    ("depth", "", "Registered depth topic (16UC1 mm or 32FC1 m, aligned to the colour image); "
+     "enables the 3D outputs; '' = no depth."),
+    ("depth_camera_info", "", "Depth camera_info topic; '' = the one beside the depth topic."),
     ("engine", "", "Engine override (proxyclip, fcclip, maftplus); '' keeps the config's."),
     ("backend", "", "Backend override (torch, onnxruntime, tensorrt); '' keeps the config's."),
     ("device", "", "Device override (cpu, cuda, cuda:N); '' keeps the config's."),
     ("vocabulary", "", "Initial vocabulary override as a YAML list, e.g. \"[person, floor]\"."),
     ("cameras", "", "Cameras of the node: a YAML list \"[front, left]\" (topics front/image, "
-     "...) or a mapping \"{front: /cam_front/image_raw}\" (remaps front/image there); '' keeps "
-     "the config's."),
+     "...) or a mapping \"{front: /cam_front/image_raw}\" (remaps front/image there) or "
+     "\"{front: {image: ..., depth: ...}}\" (and front/depth); '' keeps the config's."),
     ("use_sim_time", "false", "Use /clock (bag playback)."),
     ("rviz", "false", "Start RViz with config/ovseg.rviz."),
     ("log_level", "info", "Log level of the node."),

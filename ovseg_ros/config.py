@@ -160,8 +160,8 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
     _P("cameras", "str_list", [""], "Cameras served by this node (one loaded model): camera "
        "'c' reads c/image (+ c/image/compressed, c/camera_info) and publishes c/semantic, "
        "c/panoptic, ...; the unnamed camera '' uses the bare names. Names: letters, digits, "
-       "'_'. Per-camera <c>.image_reliability, <c>.image_depth, <c>.subscribe_compressed "
-       "override the node-wide settings.", node_only=True),
+       "'_'. Per-camera <c>.image_reliability, <c>.image_depth, <c>.subscribe_compressed, "
+       "<c>.depth_enabled override the node-wide settings.", node_only=True),
     _P("input_timeout", "float", 5.0, "Seconds without a frame, after frames came, before a "
        "camera's input is reported stalled (diagnostics WARN, one log line); 0 = never.",
        min=0.0, max=3600.0, node_only=True),
@@ -183,6 +183,23 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
        max=60.0, node_only=True),
     _P("autostart", "bool", True, "Configure and activate on start (lifecycle node).",
        node_only=True),
+    # --- depth and 3D (docs/node.md, "Depth and 3D") -----------------------------------
+    _P("depth_enabled", "bool", False, "Subscribe to the registered depth image of each "
+       "camera (c/depth, 16UC1 mm or 32FC1 m, the colour image's size and frame_id; "
+       "c/depth/camera_info) and publish c/points, c/segments_3d and c/markers. Per camera: "
+       "<c>.depth_enabled.", node_only=True),
+    _P("depth_slop", "float", 0.02, "Largest stamp difference (s) between a colour frame and "
+       "its depth partner; 0 = exact stamps only (aligned drivers). A colour frame without a "
+       "partner still gets every 2D output.", min=0.0, max=1.0, node_only=True),
+    _P("depth_rectified", "bool", False, "The colour and depth images are rectified "
+       "(image_rect), so a camera_info with non-zero distortion is accepted; otherwise such "
+       "a camera_info is refused for 3D.", node_only=True),
+    _P("cloud_stride", "int", 1, "Keep every n-th row and column of the labelled cloud "
+       "(points): its size falls with the square. The 3D segments use every pixel.",
+       min=1, max=16, node_only=True),
+    _P("marker_lifetime", "float", 2.0, "Seconds RViz keeps a segment's markers without an "
+       "update (stale markers vanish when a camera stops); 0 = forever.", min=0.0,
+       max=3600.0, node_only=True, runtime=True),
 )
 
 SCHEMA = {p.name: p for p in SCHEMA_LIST}

@@ -103,30 +103,57 @@ def parse_vocabulary(text: str) -> Optional[List[str]]:
     return parsed
 
 
-def parse_cameras(text: str) -> Optional[Dict[str, str]]:
+#: the keys of a camera's entry in the cameras mapping, and the node topic each remaps
+CAMERA_TOPIC_KEYS = {"image": "image", "camera_info": "camera_info", "depth": "depth",
+                     "depth_camera_info": "depth/camera_info"}
+
+
+def _camera_topics(name: str, value, hint: str) -> Dict[str, str]:
+    """One camera's entry: an image topic, or a mapping with image, camera_info, depth,
+    depth_camera_info (each optional; camera_info and depth_camera_info default to the
+    camera_info beside image and depth)."""
+    if isinstance(value, str):
+        value = {"image": value}
+    if not isinstance(value, dict) or not value or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise LaunchArgumentError(f"launch argument cameras: camera {name!r} must map to an "
+                                  f"image topic or to a mapping of topics; {hint}; got "
+                                  f"{value!r}")
+    unknown = sorted(set(value) - set(CAMERA_TOPIC_KEYS))
+    if unknown:
+        raise LaunchArgumentError(f"launch argument cameras: camera {name!r} has unknown keys "
+                                  f"{unknown}; the keys are {sorted(CAMERA_TOPIC_KEYS)}")
+    return {k: value.get(k, "") for k in CAMERA_TOPIC_KEYS}
+
+
+def parse_cameras(text: str) -> Optional[Dict[str, Dict[str, str]]]:
     """'' -> None (keep the config's cameras); a YAML list of camera names
     (``[front, left]``: topics front/image, left/image, ... in the node's namespace), or a
     mapping name -> image topic (``{front: /cam_front/image_raw}``: front/image is remapped
-    there and front/camera_info to the camera_info beside it). Returns name -> topic ('' =
-    no remap)."""
+    there and front/camera_info to the camera_info beside it), or name -> topics
+    (``{front: {image: /front/color/image_raw, depth:
+    /front/aligned_depth_to_color/image_raw}}``: front/depth and front/depth/camera_info
+    are remapped too, and the camera's depth is enabled). Returns name -> {image,
+    camera_info, depth, depth_camera_info} ('' = no remap)."""
     import yaml
 
     if not str(text).strip():
         return None
     hint = ("e.g. cameras:=\"[front, left]\" or "
-            "cameras:=\"{front: /cam_front/image_raw, left: /cam_left/image_raw}\"")
+            "cameras:=\"{front: /cam_front/image_raw, left: /cam_left/image_raw}\" or "
+            "cameras:=\"{front: {image: /front/color/image_raw, depth: "
+            "/front/aligned_depth_to_color/image_raw}}\"")
     try:
         parsed = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise LaunchArgumentError(f"launch argument cameras is not valid YAML ({exc}); "
                                   f"{hint}") from None
     if isinstance(parsed, list) and parsed and all(isinstance(v, str) for v in parsed):
-        cams = {name: "" for name in parsed}
+        cams = {name: {k: "" for k in CAMERA_TOPIC_KEYS} for name in parsed}
         if len(cams) != len(parsed):
             raise LaunchArgumentError(f"launch argument cameras names a camera twice: {text!r}")
-    elif isinstance(parsed, dict) and parsed and all(
-            isinstance(k, str) and isinstance(v, str) for k, v in parsed.items()):
-        cams = dict(parsed)
+    elif isinstance(parsed, dict) and parsed and all(isinstance(k, str) for k in parsed):
+        cams = {k: _camera_topics(k, v, hint) for k, v in parsed.items()}
     else:
         raise LaunchArgumentError(f"launch argument cameras must be a non-empty YAML list of "
                                   f"names or a mapping name -> image topic; {hint}; got {text!r}")
@@ -139,22 +166,35 @@ def parse_cameras(text: str) -> Optional[Dict[str, str]]:
     return cams
 
 
-def camera_remappings(cams: Mapping[str, str]) -> List[Tuple[str, str]]:
-    """front -> /cam_front/image_raw gives front/image and front/camera_info remaps (the
-    camera_info beside the image topic, as camera drivers publish it)."""
+def sibling_camera_info(topic: str) -> str:
+    """The camera_info beside an image topic, as camera drivers publish it."""
+    return topic.rsplit("/", 1)[0] + "/camera_info" if "/" in topic else "camera_info"
+
+
+def camera_remappings(cams: Mapping[str, Mapping[str, str]]) -> List[Tuple[str, str]]:
+    """front -> {image: /cam_front/image_raw} gives front/image and front/camera_info
+    remaps (the camera_info beside the image topic), a depth topic front/depth and
+    front/depth/camera_info (beside the depth topic unless depth_camera_info is given).
+    A plain string value is the image topic."""
     out = []
-    for name, topic in cams.items():
-        if topic:
-            prefix = f"{name}/" if name else ""
-            out.append((f"{prefix}image", topic))
-            out.append((f"{prefix}camera_info", topic.rsplit("/", 1)[0] + "/camera_info"
-                        if "/" in topic else "camera_info"))
+    for name, topics in cams.items():
+        if isinstance(topics, str):
+            topics = {"image": topics}
+        prefix = f"{name}/" if name else ""
+        for stream, info in (("image", "camera_info"), ("depth", "depth_camera_info")):
+            topic = topics.get(stream, "")
+            if topic:
+                out.append((prefix + CAMERA_TOPIC_KEYS[stream], topic))
+            info_topic = topics.get(info, "") or (sibling_camera_info(topic) if topic else "")
+            if info_topic:
+                out.append((prefix + CAMERA_TOPIC_KEYS[info], info_topic))
     return out
 
 
 def node_overrides(args: Mapping[str, str]) -> Dict[str, object]:
     """Parameter overrides of the node: use_sim_time, and engine/backend/device/vocabulary
-    when they are not ''."""
+    when they are not ''; depth_enabled with depth:=, <c>.depth_enabled for each camera
+    given a depth topic in cameras:=."""
     overrides: Dict[str, object] = {
         "use_sim_time": parse_bool("use_sim_time", args.get("use_sim_time", "false"))}
     for key in ("engine", "backend", "device"):
@@ -167,14 +207,39 @@ def node_overrides(args: Mapping[str, str]) -> Dict[str, object]:
     cams = parse_cameras(args.get("cameras", ""))
     if cams is not None:
         overrides["cameras"] = list(cams)
+        for name, topics in cams.items():
+            if topics["depth"]:
+                overrides[f"{name}.depth_enabled" if name else "depth_enabled"] = True
+    if _depth_argument(args, cams):
+        overrides["depth_enabled"] = True
     return overrides
 
 
+def _depth_argument(args: Mapping[str, str], cams) -> str:
+    """The depth:= topic ('' = none); it is the unnamed camera's, so it cannot go with named
+    cameras (their depth topics go into cameras:=)."""
+    depth = str(args.get("depth", "")).strip()
+    info = str(args.get("depth_camera_info", "")).strip()
+    if info and not depth:
+        raise LaunchArgumentError("launch argument depth_camera_info:= needs depth:=<topic>")
+    if depth and cams is not None and any(cams):
+        raise LaunchArgumentError(
+            "launch argument depth:= is the unnamed camera's depth; with named cameras give "
+            "each camera's depth in cameras:=, e.g. cameras:=\"{front: {image: "
+            "/front/color/image_raw, depth: /front/aligned_depth_to_color/image_raw}}\"")
+    return depth
+
+
 def node_remappings(args: Mapping[str, str]) -> List[Tuple[str, str]]:
-    cams = parse_cameras(args.get("cameras", "")) or {}
-    return [("image", str(args.get("image", "image")) or "image"),
-            ("camera_info", str(args.get("camera_info", "camera_info")) or "camera_info")] \
-        + camera_remappings(cams)
+    cams = parse_cameras(args.get("cameras", ""))
+    out = [("image", str(args.get("image", "image")) or "image"),
+           ("camera_info", str(args.get("camera_info", "camera_info")) or "camera_info")]
+    depth = _depth_argument(args, cams)
+    if depth:
+        out += [("depth", depth), ("depth/camera_info",
+                                   str(args.get("depth_camera_info", "")).strip()
+                                   or sibling_camera_info(depth))]
+    return out + camera_remappings(cams or {})
 
 
 def dds_environment(value: str, share_dir: Optional[Path], cwd: Path,
@@ -253,6 +318,6 @@ def plan(args: Mapping[str, str], share_dir: Optional[Path], cwd: Optional[Path]
 
 
 __all__ = ["LaunchArgumentError", "LaunchPlan", "plan", "resolve_file", "parse_vocabulary",
-           "parse_cameras", "camera_remappings",
+           "parse_cameras", "camera_remappings", "sibling_camera_info", "CAMERA_TOPIC_KEYS",
            "parse_bool", "node_overrides", "node_remappings", "dds_environment", "find_rviz2",
            "profile_variables", "DEFAULT_DDS_PROFILE", "PROFILE_VARS"]

@@ -29,6 +29,15 @@ TEXT_ID_OFFSET = 1 << 30
 MIN_SIZE_M = 0.01
 #: box opacity
 BOX_ALPHA = 0.5
+#: text markers float this far above their box (metres, optical y points down)
+TEXT_LIFT_M = 0.05
+#: height of the text markers (metres)
+TEXT_HEIGHT_M = 0.08
+
+
+def text_position(box: "MarkerBox") -> List[float]:
+    """Where a box's label goes: above its top face (optical frame: y points down)."""
+    return [box.centre[0], box.centre[1] - box.size[1] / 2 - TEXT_LIFT_M, box.centre[2]]
 
 
 @dataclass
@@ -80,4 +89,5 @@ class MarkerPlanner:
         return plan
 
 
-__all__ = ["MarkerBox", "MarkerPlan", "MarkerPlanner", "marker_boxes", "TEXT_ID_OFFSET"]
+__all__ = ["MarkerBox", "MarkerPlan", "MarkerPlanner", "marker_boxes", "text_position",
+           "TEXT_ID_OFFSET", "TEXT_LIFT_M", "TEXT_HEIGHT_M"]

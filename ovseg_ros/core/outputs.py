@@ -53,11 +53,16 @@ OUTPUTS: Tuple[OutputSpec, ...] = (
                "with the result's header (for back-projecting labels). Named "
                "`camera_info_out` because `camera_info` is the input"),
     OutputSpec("points", "points", "sensor_msgs/msg/PointCloud2", "", "depth",
-               "labelled cloud: x, y, z, rgb, label, instance (not published yet)"),
+               "labelled cloud in the colour optical frame: x, y, z (m, NaN without depth), "
+               "rgb, label (class id), instance (segment id); organised, every "
+               "`cloud_stride`-th row and column"),
     OutputSpec("segments_3d", "segments_3d", "ovseg_ros/msg/Segments3D", "", "depth",
-               "per-segment 3D statistics (not published yet)"),
+               "per segment with valid depth: centroid, 5-95 % size, valid points, depth "
+               "range; `depth_stamp` of the paired depth image"),
     OutputSpec("markers", "markers", "visualization_msgs/msg/MarkerArray", "", "depth",
-               "segment boxes and labels for RViz (not published yet)"),
+               "a CUBE and a TEXT_VIEW_FACING per segment (class colour, ns = camera, id = "
+               "segment id, `marker_lifetime`; DELETE of vanished ids, DELETEALL on a "
+               "vocabulary change)"),
     OutputSpec("embeddings", "segment_embeddings", "ovseg_ros/msg/SegmentEmbeddings", "",
                "embeddings", "one L2-normalised vector per segment (not published yet)"),
 )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..core.geometry import CLOUD_DTYPE, CLOUD_FIELDS
-from ..core.markers import TEXT_ID_OFFSET, MarkerPlan
+from ..core.markers import TEXT_HEIGHT_M, TEXT_ID_OFFSET, MarkerPlan, text_position
 
 POINTCLOUD2_TYPE = "sensor_msgs/msg/PointCloud2"
 SEGMENTS_3D_TYPE = "ovseg_ros/msg/Segments3D"
@@ -19,8 +19,6 @@ MARKER_ARRAY_TYPE = "visualization_msgs/msg/MarkerArray"
 OUTPUT_TYPES_3D = {"points": POINTCLOUD2_TYPE, "segments_3d": SEGMENTS_3D_TYPE,
                    "markers": MARKER_ARRAY_TYPE}
 OUTPUT_TOPICS_3D = tuple(OUTPUT_TYPES_3D)
-#: text markers float this far above their box (metres, optical y points down)
-TEXT_LIFT_M = 0.05
 
 
 def _time(store, ns: int):
@@ -92,9 +90,8 @@ def marker_array_msg(store, plan: MarkerPlan, header):
         out.append(marker(sid + TEXT_ID_OFFSET, M.TEXT_VIEW_FACING, M.DELETE))
     for b in plan.boxes:
         out.append(marker(b.id, M.CUBE, M.ADD, b.centre, b.size, b.rgba))
-        top = (b.centre[0], b.centre[1] - b.size[1] / 2 - TEXT_LIFT_M, b.centre[2])
-        out.append(marker(b.id + TEXT_ID_OFFSET, M.TEXT_VIEW_FACING, M.ADD, top,
-                          (0.0, 0.0, 0.08), (1.0, 1.0, 1.0, 1.0), b.text))
+        out.append(marker(b.id + TEXT_ID_OFFSET, M.TEXT_VIEW_FACING, M.ADD, text_position(b),
+                          (0.0, 0.0, TEXT_HEIGHT_M), (1.0, 1.0, 1.0, 1.0), b.text))
     return T[MARKER_ARRAY_TYPE](markers=out)
 
 

@@ -167,10 +167,13 @@ class OvsegNode(Worker, LifecycleNode):
                 "running with RANDOM WEIGHTS (random_init: true): labels are meaningless; "
                 "set random_init: false and provide pretrained weights for real output")
         timeout = float(self._cfg["input_timeout"])
-        self._cameras = {c: Camera(c, settings[c], timeout) for c in self._camera_names}
+        slop = float(self._cfg["depth_slop"])
+        self._cameras = {c: Camera(c, settings[c], timeout, depth_slop=slop)
+                         for c in self._camera_names}
         alpha = float(self.get_parameter("overlay_alpha").value)
         for cam in self._cameras.values():
-            cam.outputs = CameraOutputs(cam.name, overlay_alpha=alpha)
+            cam.outputs = CameraOutputs(cam.name, overlay_alpha=alpha,
+                                        cloud_stride=int(self._cfg["cloud_stride"]))
         self._create_interfaces()
         self._publish_vocabulary(self._segmenter.vocabulary)
         return TransitionCallbackReturn.SUCCESS
@@ -192,7 +195,8 @@ class OvsegNode(Worker, LifecycleNode):
                 f"active: camera {cam.label} on {cam.image_topic} ({cam.reliability}, depth "
                 f"{cam.depth})" + (f" and {cam.image_topic}/compressed" if cam.compressed else "")
                 + ("; process_every_frame (queue %d)" % capacity if capacity > 1 else
-                   "; latest frame only"))
+                   "; latest frame only")
+                + (f"; depth on {cam.depth_topic}" if cam.depth_enabled else ""))
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -406,7 +410,9 @@ class OvsegNode(Worker, LifecycleNode):
             waiting=waiting,
             publishers=self.count_publishers(cam.image_topic) if waiting else 0,
             settings={"image_reliability": cam.reliability, "image_depth": cam.depth,
-                      "subscribe_compressed": cam.compressed},
+                      "subscribe_compressed": cam.compressed,
+                      "depth_enabled": cam.depth_enabled},
+            depth=cam.depth_facts(),
             outputs_published=cam.outputs_published,
             last_problem=(now - cam.last_problem[0], cam.last_problem[1])
             if cam.last_problem else None)

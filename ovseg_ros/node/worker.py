@@ -17,7 +17,9 @@ import time
 import traceback
 
 from ..config import ConfigError
+from ..core.depth import DepthError
 from ..ros import messages as build
+from ..ros.messages_3d import KEYS_3D, messages_3d
 from ..ros.image_conv import ImageConversionError, compressed_to_rgb, image_to_rgb
 from .camera import Camera
 
@@ -133,11 +135,34 @@ class Worker:
         if not self.get_parameter("publish_confidence").value:
             wanted.discard("confidence")
         cam.outputs_published = ",".join(sorted(wanted))
+        depth = self._paired_depth(cam, header, rgb, wanted)
         if wanted:
             cam.outputs.overlay_alpha = float(self.get_parameter("overlay_alpha").value)
-            products = cam.outputs.process(pred, rgb, header.stamp, wanted=wanted)
+            products = cam.outputs.process(pred, rgb, header.stamp, wanted=wanted, depth=depth)
             for key, msg in build.product_messages(products, header, wanted).items():
                 cam.pubs[key].publish(msg)
+            if depth is not None:
+                life = float(self.get_parameter("marker_lifetime").value)
+                for key, msg in messages_3d(products, header, wanted, cam.markers, depth.stamp,
+                                            life).items():
+                    cam.pubs[key].publish(msg)
         info = cam.camera_infos.get(header.frame_id)
         if info is not None:
             cam.pubs["camera_info"].publish(build.camera_info_for(info, header))
+
+    def _paired_depth(self, cam: Camera, header, rgb, wanted):
+        """The camera's depth frame for this colour frame, or None: no depth topic, no
+        partner (counted by the pairing, with its reason), or refused (a DepthError, logged
+        rate-limited per camera and code). Every colour frame is matched, 3D wanted or not,
+        so the pairing's counts and queue follow the stream; decoding only when wanted."""
+        if not cam.depth_enabled:
+            return None
+        msg = cam.pair_depth(header)
+        if msg is None or not (wanted & set(KEYS_3D)):
+            return None
+        try:
+            return cam.depth_frame(msg, header, rgb.shape[:2],
+                                   bool(self.get_parameter("depth_rectified").value))
+        except DepthError as exc:
+            self._problems.report(f"depth:{exc.code}:{cam.name}", cam.depth_failed(exc))
+            return None

@@ -12,7 +12,8 @@ from typing import Iterable, List, Optional, Sequence
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 # per-camera parameters: <camera>.<key>, defaulting to the node-wide setting <key>
-PER_CAMERA_KEYS = ("image_reliability", "image_depth", "subscribe_compressed")
+PER_CAMERA_KEYS = ("image_reliability", "image_depth", "subscribe_compressed",
+                   "depth_enabled")
 
 
 class CameraConfigError(ValueError):

@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 OK, WARN, ERROR = 0, 1, 2
+#: colour frames in a row without a depth partner before a depth camera WARNs (one miss is
+#: a stamp jitter; several mean the depth stream stopped or its stamps do not match)
+UNPAIRED_WARN_AFTER = 3
 #: where to look when a camera's frames do not arrive
 NOTHING_ARRIVES = 'see the README, "Nothing arrives? Nothing in RViz?"'
 
@@ -40,6 +43,10 @@ class CameraFacts:
     settings: Mapping[str, Any] = field(default_factory=dict)   # reliability, depth, ...
     outputs_published: str = ""
     last_problem: Optional[Tuple[float, str]] = None          # (age in s, text)
+    #: depth counters (node/camera.py:Camera.depth_facts), {} when the camera has no depth:
+    #: topic, received, paired, paired_exact, unpaired, dropped, unpaired_streak, last_miss,
+    #: errors (DepthError code -> count), last_error
+    depth: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def stalled(self) -> bool:
@@ -75,6 +82,8 @@ def camera_health(cam: CameraFacts, *, active: bool, recent_within: float) -> He
         # lazy outputs: only those with subscribers are built (empty before a frame)
         "outputs_published": cam.outputs_published,
     }
+    if cam.depth:
+        values.update(depth_values(cam.depth))
     level, message = OK, "processing" if active else "not active"
     if cam.stalled:
         level = WARN
@@ -85,8 +94,25 @@ def camera_health(cam: CameraFacts, *, active: bool, recent_within: float) -> He
         message = f"no image received on {cam.topic} yet ({cam.publishers} publishers)"
     elif cam.last_problem and cam.last_problem[0] <= recent_within:
         level, message = WARN, f"recent problem: {cam.last_problem[1]}"
+    elif active and cam.depth and cam.depth["unpaired_streak"] >= UNPAIRED_WARN_AFTER:
+        level = WARN
+        message = (f"no 3D: the last {cam.depth['unpaired_streak']} colour frames had no depth "
+                   f"partner on {cam.depth['topic']}: {cam.depth['last_miss']}")
     values["last_problem"] = cam.last_problem[1] if cam.last_problem else ""
     return Health(level, message, values)
+
+
+def depth_values(depth: Mapping[str, Any]) -> Dict[str, Any]:
+    """The depth key/values of a camera: how many colour frames were paired, how many were
+    not and why, and the refused depth images by reason (DepthError code)."""
+    errors = depth.get("errors", {})
+    return {"depth_topic": depth["topic"], "depth_received": depth["received"],
+            "depth_paired": depth["paired"], "depth_paired_exact": depth["paired_exact"],
+            "depth_unpaired": depth["unpaired"], "depth_dropped": depth["dropped"],
+            "depth_last_miss": depth["last_miss"],
+            "depth_refused": sum(errors.values()),
+            "depth_refused_by_reason": ",".join(f"{k}:{v}" for k, v in sorted(errors.items())),
+            "depth_last_error": depth["last_error"]}
 
 
 def node_health(node: NodeFacts, cameras: List[CameraFacts]) -> Health:
@@ -143,4 +169,4 @@ def node_health(node: NodeFacts, cameras: List[CameraFacts]) -> Health:
 
 
 __all__ = ["OK", "WARN", "ERROR", "Health", "CameraFacts", "NodeFacts", "camera_health",
-           "node_health", "NOTHING_ARRIVES"]
+           "node_health", "depth_values", "NOTHING_ARRIVES", "UNPAIRED_WARN_AFTER"]

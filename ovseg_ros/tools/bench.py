@@ -695,26 +695,40 @@ def node_overhead(args, argv) -> int:
         parse_size(sz)
     machine = machine_info("cpu")
     iters = args.iters or 50
-    print(f"machine: {machine['cpu']}, {machine['cpus_usable']} CPUs usable; node overhead "
-          f"per frame, {iters} frames per size, {args.node_classes} classes, "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    threads = torch.get_num_threads()
+    ceilings = {p: matmul_ceiling(p, "cpu") for p in ("fp32", "bf16")}
+    load0 = os.getloadavg()[0]
+    print(f"machine: {machine['cpu']}, {machine['cpus_usable']} CPUs usable, {threads} "
+          f"thread(s), fp32; node overhead per frame, {iters} frames per size, "
+          f"{args.node_classes} classes, load average {load0:.2f}; matmul ceiling "
+          + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in ceilings.items()), flush=True)
     rows = []
     for subscribed in (bench_node.TOPICS, ("semantic", "segments")):
         rows += bench_node.measure(sizes, iters=iters, num_classes=args.node_classes,
                                    subscribed=subscribed)
+    # a camera with depth: what the 3D outputs add (20 segments, every pixel with depth)
+    rows_3d = bench_node.measure_3d(sizes, iters=iters)
+    load1 = os.getloadavg()[0]
     md = ("## Node overhead per frame, apart from the model\n\n"
-          f"Machine: {machine['cpu']}, {machine['cpus_usable']} CPUs usable; "
-          f"RMW {os.environ.get('RMW_IMPLEMENTATION', 'default')}, "
+          f"Machine: {machine['cpu']}, {machine['cpus_usable']} CPUs usable, {threads} "
+          f"thread(s), fp32; load average {load0:.2f} at the start, {load1:.2f} at the end; "
+          "matmul ceiling " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in ceilings.items())
+          + f"; RMW {os.environ.get('RMW_IMPLEMENTATION', 'default')}, "
           f"{rows[0]['dds'] if rows else ''}; one listener process "
           "subscribed to the outputs named; medians of "
-          f"{iters} frames.\n\n" + bench_node.table(rows) + "\n")
+          f"{iters} frames.\n\n" + bench_node.table(rows) + "\n\n"
+          "### 3D outputs beyond the 2D ones (a camera with depth; points, segments_3d "
+          "and markers subscribed; target 10 ms at 640x480 with 20 segments)\n\n"
+          + bench_node.table_3d(rows_3d) + "\n")
     print(md)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "node_overhead.json").write_text(json.dumps(_jsonable(
         {"created_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-         "machine": machine, "command": " ".join(["ovseg-bench"] + list(
-             argv if argv is not None else sys.argv[1:])), "rows": rows}), indent=2))
+         "machine": machine, "threads": threads, "ceilings_gflops": ceilings,
+         "loadavg": [load0, load1], "command": " ".join(["ovseg-bench"] + list(
+             argv if argv is not None else sys.argv[1:])), "rows": rows,
+         "rows_3d": rows_3d}), indent=2))
     (out / "node_overhead.md").write_text(md)
     print(f"wrote {out / 'node_overhead.json'} and {out / 'node_overhead.md'}")
     return 0

@@ -16,6 +16,16 @@ Like the node, only subscribed outputs are built and published; the bench runs
 with every output subscribed (``ros2 bag record -a``) and with the label image
 and segments only (a downstream consumer, no viewer).
 
+The 3D case (``measure_3d``) times what a camera with depth adds to a frame beyond its
+2D outputs, with the node's functions:
+
+    depth      a 16UC1 sensor_msgs/Image -> checked DepthFrame (``core/depth.py``)
+    3d         ``core/products_3d.build_3d``: the organised labelled cloud and the 3D
+               segment statistics
+    messages   ``ros/messages_3d.messages_3d``: PointCloud2, Segments3D, MarkerArray
+               (with the camera's MarkerPlanner)
+    publish    their ``publish`` to a listener process subscribed to the three
+
 The prediction is synthetic (a label map of ``--node-classes`` classes in
 irregular regions, with panoptic segments), sized like the camera, so the
 figures do not depend on any model. Runs in the ROS layer (rclpy).
@@ -60,20 +70,25 @@ def synthetic_prediction(h: int, w: int, num_classes: int, regions: int = 24, se
                       confidence=confidence)
 
 
+def _msg_class(key: str):
+    """The rclpy class of an output (its row of core/outputs.py)."""
+    from ..node.camera import message_class
+    from ..core.outputs import BY_KEY
+
+    return message_class(BY_KEY[key].msg_type)
+
+
 def _subscriber_main(prefix: str, topics: Sequence[str]) -> int:
     """The listening side, in its own process: subscribe to ``topics``."""
     import rclpy
-    from sensor_msgs.msg import Image
-
-    from ovseg_ros.msg import Segments
 
     rclpy.init()
     node = rclpy.create_node("ovseg_bench_listener")
     for t in topics:
         # raw: the listener takes the serialised bytes (as a C++ viewer's cheap
         # deserialisation would), so its own Python work does not load the shared cores
-        node.create_subscription(Segments if t == "segments" else Image, f"{prefix}/{t}",
-                                 lambda _m: None, 10, raw=True)
+        node.create_subscription(_msg_class(t), f"{prefix}/{t}", lambda _m: None, 10,
+                                 raw=True)
     try:
         rclpy.spin(node)
     except (KeyboardInterrupt, Exception):
@@ -110,11 +125,9 @@ def measure(sizes: Sequence[str], iters: int = 50, num_classes: int = 150,
     process subscribed to ``subscribed``. Like the node, outputs without a subscriber are
     neither built nor published."""
     import rclpy
-    from sensor_msgs.msg import Image
     from std_msgs.msg import Header
 
     from ..core.products import build_products
-    from ovseg_ros.msg import Segments
     from ..ros.image_conv import image_to_rgb, rgb_to_image
     from ..ros.messages import product_messages
 
@@ -122,18 +135,11 @@ def measure(sizes: Sequence[str], iters: int = 50, num_classes: int = 150,
     prefix = f"/ovseg_bench_{os.getpid()}"
     rclpy.init()
     node = rclpy.create_node("ovseg_bench_node_overhead")
-    pubs = {t: node.create_publisher(Segments if t == "segments" else Image, f"{prefix}/{t}", 10)
-            for t in TOPICS}
+    pubs = {t: node.create_publisher(_msg_class(t), f"{prefix}/{t}", 10) for t in TOPICS}
     proc = None
     rows = []
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "ovseg_ros.tools.bench_node",
-                                 "--listen", prefix, ",".join(subscribed)])
-        deadline = time.monotonic() + 60
-        while any(pubs[t].get_subscription_count() < 1 for t in subscribed):
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("the listener process did not subscribe within 60 s")
-            time.sleep(0.1)
+        proc = _listener(pubs, prefix, subscribed)
         for size in sizes:
             w, h = (int(v) for v in size.lower().split("x"))
             rng = np.random.default_rng(1)
@@ -169,15 +175,127 @@ def measure(sizes: Sequence[str], iters: int = 50, num_classes: int = 150,
                          "total_p95_ms": sorted(totals)[int(0.95 * (len(totals) - 1))],
                          "subscribed": ",".join(sorted(wanted)), "dds": dds_note})
     finally:
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        _stop_listener(proc)
         node.destroy_node()
         rclpy.shutdown()
     return rows
+
+
+def _listener(pubs: Dict, prefix: str, subscribed: Sequence[str]):
+    """Start the listener process and wait until it subscribed to ``subscribed``."""
+    proc = subprocess.Popen([sys.executable, "-m", "ovseg_ros.tools.bench_node",
+                             "--listen", prefix, ",".join(subscribed)])
+    deadline = time.monotonic() + 60
+    while any(pubs[t].get_subscription_count() < 1 for t in subscribed):
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError("the listener process did not subscribe within 60 s")
+        time.sleep(0.1)
+    return proc
+
+
+def _stop_listener(proc) -> None:
+    if proc is not None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def synthetic_depth_msg(h: int, w: int, header):
+    """A 16UC1 depth Image (a tilted plane 1-4 m with noise, every pixel valid) and the
+    colour camera_info it is registered to."""
+    from sensor_msgs.msg import CameraInfo
+
+    from ..ros.image_conv import array_to_image
+
+    rng = np.random.default_rng(2)
+    ramp = np.linspace(1000, 4000, w)[None, :] + np.linspace(0, 500, h)[:, None]
+    mm = (ramp + rng.normal(0, 5, (h, w))).astype(np.uint16)
+    f = 0.8 * w
+    info = CameraInfo(header=header, width=w, height=h, distortion_model="plumb_bob")
+    info.k = [f, 0.0, (w - 1) / 2, 0.0, f, (h - 1) / 2, 0.0, 0.0, 1.0]
+    info.p = [f, 0.0, (w - 1) / 2, 0.0, 0.0, f, (h - 1) / 2, 0.0, 0.0, 0.0, 1.0, 0.0]
+    info.d = [0.0] * 5
+    return array_to_image(mm, "16UC1", header), info
+
+
+def measure_3d(sizes: Sequence[str], iters: int = 50, regions: int = 20,
+               num_classes: int = 150, strides: Sequence[int] = (1, 2)) -> List[Dict]:
+    """Median milliseconds per 3D stage (beyond the 2D outputs) for each WxH size and cloud
+    stride (``cloud_stride``), with a listener process subscribed to points, segments_3d
+    and markers."""
+    import rclpy
+    from std_msgs.msg import Header
+
+    from ..core.depth import depth_frame_from_msg
+    from ..core.markers import MarkerPlanner
+    from ..core.products import build_products
+    from ..core.products_3d import build_3d
+    from ..ros.messages_3d import KEYS_3D, messages_3d
+
+    dds_note = apply_dds_profile()
+    prefix = f"/ovseg_bench3d_{os.getpid()}"
+    rclpy.init()
+    node = rclpy.create_node("ovseg_bench_node_overhead_3d")
+    pubs = {t: node.create_publisher(_msg_class(t), f"{prefix}/{t}", 10) for t in KEYS_3D}
+    proc = None
+    rows = []
+    try:
+        proc = _listener(pubs, prefix, KEYS_3D)
+        for size, stride in ((sz, st) for sz in sizes for st in strides):
+            w, h = (int(v) for v in size.lower().split("x"))
+            header = Header(frame_id="camera")
+            rgb = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+            depth_msg, info = synthetic_depth_msg(h, w, header)
+            pred = synthetic_prediction(h, w, num_classes, regions=regions)
+            # the 2D products, as the node has them before the 3D ones (not timed)
+            prod = build_products(pred, rgb, pred.vocabulary, overlay_alpha=0.5,
+                                  random_weights=True, wanted={"semantic", "panoptic",
+                                                               "segments"})
+            planner = MarkerPlanner("camera")
+            stages: Dict[str, List[float]] = {k: [] for k in
+                                              ("depth", "3d", "messages", "publish")}
+            for i in range(iters + 3):
+                t0 = time.perf_counter()
+                depth = depth_frame_from_msg(depth_msg, colour_size=(h, w),
+                                             colour_frame_id="camera", camera_info=info)
+                t1 = time.perf_counter()
+                build_3d(prod, depth, KEYS_3D, rgb=rgb, stride=stride)
+                t2 = time.perf_counter()
+                msgs = messages_3d(prod, header, KEYS_3D, planner, depth.stamp, 2.0)
+                t3 = time.perf_counter()
+                for key, m in msgs.items():
+                    pubs[key].publish(m)
+                t4 = time.perf_counter()
+                if i >= 3:
+                    for k, a, b in (("depth", t0, t1), ("3d", t1, t2), ("messages", t2, t3),
+                                    ("publish", t3, t4)):
+                        stages[k].append((b - a) * 1e3)
+            totals = [sum(v[i] for v in stages.values()) for i in range(iters)]
+            rows.append({"size": size, "stride": stride, "segments": len(prod.segments_3d),
+                         "iters": iters,
+                         **{f"{k}_ms": statistics.median(v) for k, v in stages.items()},
+                         "total_ms": statistics.median(totals),
+                         "total_p95_ms": sorted(totals)[int(0.95 * (len(totals) - 1))],
+                         "dds": dds_note})
+    finally:
+        _stop_listener(proc)
+        node.destroy_node()
+        rclpy.shutdown()
+    return rows
+
+
+def table_3d(rows: List[Dict]) -> str:
+    lines = ["| input | cloud_stride | 3D segments | depth ms | cloud + 3D segments ms | "
+             "messages ms | publish ms | total beyond 2D ms (p50) | (p95) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['size']} | {r['stride']} | {r['segments']} | {r['depth_ms']:.2f} | "
+                     f"{r['3d_ms']:.2f} | {r['messages_ms']:.2f} | {r['publish_ms']:.2f} | "
+                     f"{r['total_ms']:.2f} | {r['total_p95_ms']:.2f} |")
+    return "\n".join(lines)
 
 
 def table(rows: List[Dict]) -> str:

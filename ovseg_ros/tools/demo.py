@@ -10,7 +10,12 @@ What it does, with real processes over DDS:
      CameraInfo -> /demo/camera_info), with flow control so no frame is lost,
   3. halfway through, changes the vocabulary with the set_vocabulary service,
   4. records every output topic into an MCAP bag (rosbags writer), writes the
-     overlays as PNGs and a summary (frames, fps, latency, vocabulary).
+     overlays as PNGs and a summary (frames, fps, latency, vocabulary),
+  5. then plays the SYNTHETIC RGB-D bag (data/sample/rgbd_bag: /rgbd/image_raw,
+     /rgbd/depth, /rgbd/camera_info) into the same node (depth_enabled) with its
+     vocabulary (wall, floor, box), records points, segments_3d and markers too, and
+     writes a top-down plot of the labelled cloud (x vs z, coloured by class,
+     ``rgbd_topdown.png``) and the 3D segment table into the summary.
 
 Weights: without --config it uses the small pretrained preset
 (config/jetson_small.yaml on the available device). With network, the weights it
@@ -41,8 +46,8 @@ from ..core.outputs import outputs_for
 ROOT = Path(__file__).resolve().parent.parent.parent
 NAMESPACE = "/demo"
 # node topic (relative to the namespace) -> message type: the camera's outputs
-# (core/outputs.py, no depth or embeddings in the demo) and the node's own topics
-OUTPUT_TOPICS = {o.topic: o.msg_type for o in outputs_for(depth=False, embeddings=False)}
+# (core/outputs.py, with the 3D ones of the RGB-D phase; no embeddings) and the node's own
+OUTPUT_TOPICS = {o.topic: o.msg_type for o in outputs_for(depth=True, embeddings=False)}
 OUTPUT_TOPICS.update({"vocabulary": "ovseg_ros/msg/Vocabulary",
                       "/diagnostics": "diagnostic_msgs/msg/DiagnosticArray"})
 SECOND_VOCABULARY = ["person", "cat", "cup,mug", "rocket", "motorcycle", "sky", "grass", "floor"]
@@ -156,7 +161,8 @@ class DemoClient:
         self.pub = {"image": self.node.create_publisher(Image, "image", reliable),
                     "compressed": self.node.create_publisher(CompressedImage, "image/compressed",
                                                              reliable),
-                    "info": self.node.create_publisher(CameraInfo, "camera_info", reliable)}
+                    "info": self.node.create_publisher(CameraInfo, "camera_info", reliable),
+                    "depth": self.node.create_publisher(Image, "depth", reliable)}
         self.writer, self.ts = writer, typestore
         self.conns = {}
         self.counts: Dict[str, int] = {t: 0 for t in OUTPUT_TOPICS}
@@ -167,14 +173,21 @@ class DemoClient:
         self.diagnostics: Dict[str, str] = {}
         self.pngs: List[str] = []
         self._halves: Dict[tuple, dict] = {}
+        self.last_3d: Dict[str, object] = {}      # the newest points / segments_3d message
         self._subs = []
         msg_classes = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo}
         from diagnostic_msgs.msg import DiagnosticArray
-        from ovseg_ros.msg import Segments, Vocabulary
+        from sensor_msgs.msg import PointCloud2
+        from visualization_msgs.msg import MarkerArray
+
+        from ovseg_ros.msg import Segments, Segments3D, Vocabulary
 
         msg_classes.update({"ovseg_ros/msg/Segments": Segments,
                             "ovseg_ros/msg/Vocabulary": Vocabulary,
-                            "diagnostic_msgs/msg/DiagnosticArray": DiagnosticArray})
+                            "diagnostic_msgs/msg/DiagnosticArray": DiagnosticArray,
+                            "sensor_msgs/msg/PointCloud2": PointCloud2,
+                            "ovseg_ros/msg/Segments3D": Segments3D,
+                            "visualization_msgs/msg/MarkerArray": MarkerArray})
         self.msg_classes = msg_classes
         for topic, msgtype in OUTPUT_TOPICS.items():
             # the bag connection is added at the topic's first message, with the QoS its
@@ -220,6 +233,10 @@ class DemoClient:
         elif topic == "segments":
             msg = deserialize_message(data, cls)
             self._pair(_key(msg.header), segments=msg)
+        elif topic in ("points", "segments_3d"):
+            msg = deserialize_message(data, cls)
+            with self.lock:
+                self.last_3d[topic] = msg
         elif topic == "vocabulary":
             msg = deserialize_message(data, cls)
             with self.lock:
@@ -327,23 +344,26 @@ class DemoClient:
         self.node.destroy_node()
 
 
-def read_bag_frames(bag: Path, max_frames: int):
-    """(kind, serialized bytes, msgtype) in bag order; camera_info before the image of the
-    same stamp so the node has the matching calibration when the image arrives."""
+def read_bag_frames(bag: Path, max_frames: int, topics: Optional[Dict[str, str]] = None):
+    """(kind, serialized bytes, msgtype) in bag order; camera_info (and depth) before the
+    image of the same stamp so the node has the matching calibration (and depth partner)
+    when the image arrives. ``topics``: topic -> kind (image, compressed, info, depth);
+    None: every topic, its kind from its type."""
     from rosbags.rosbag2 import Reader
 
     kinds = {"sensor_msgs/msg/Image": "image", "sensor_msgs/msg/CompressedImage": "compressed",
              "sensor_msgs/msg/CameraInfo": "info"}
     items = []
     with Reader(bag) as reader:
-        conns = [c for c in reader.connections if c.msgtype in kinds]
+        conns = [c for c in reader.connections
+                 if (c.topic in topics if topics is not None else c.msgtype in kinds)]
         for conn, t, raw in reader.messages(connections=conns):
-            kind = kinds[conn.msgtype]
-            items.append((t, 0 if kind == "info" else 1, kind, bytes(raw)))
+            kind = topics[conn.topic] if topics is not None else kinds[conn.msgtype]
+            items.append((t, 0 if kind in ("info", "depth") else 1, kind, bytes(raw)))
     items.sort(key=lambda x: (x[0], x[1]))
     frames, n = [], 0
     for t, _, kind, raw in items:
-        if kind != "info":
+        if kind not in ("info", "depth"):
             if max_frames and n >= max_frames:
                 break
             n += 1
@@ -356,7 +376,8 @@ def play(client: DemoClient, node: NodeProcess, frames, ahead: int, rate: float,
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-    cls = {"image": Image, "compressed": CompressedImage, "info": CameraInfo}
+    cls = {"image": Image, "compressed": CompressedImage, "info": CameraInfo, "depth": Image}
+    base = client.processed()        # outputs of an earlier phase
     sent = 0
     t_bag0, t_wall0 = frames[0][0] if frames else 0, time.monotonic()
     for t, kind, raw in frames:
@@ -364,8 +385,8 @@ def play(client: DemoClient, node: NodeProcess, frames, ahead: int, rate: float,
             delay = (t - t_bag0) / 1e9 / rate - (time.monotonic() - t_wall0)
             if delay > 0:
                 time.sleep(delay)
-        if kind == "info":
-            client.pub["info"].publish(deserialize_message(raw, CameraInfo))
+        if kind in ("info", "depth"):     # before the image of their stamp
+            client.pub[kind].publish(deserialize_message(raw, cls[kind]))
             continue
         if sent == vocab_at:
             _log(f"calling set_vocabulary {SECOND_VOCABULARY}")
@@ -374,7 +395,7 @@ def play(client: DemoClient, node: NodeProcess, frames, ahead: int, rate: float,
                  f"{results['set_vocabulary']['message']}")
         # flow control: at most `ahead` frames in flight, so nothing is dropped
         end = time.monotonic() + timeout
-        while sent - client.processed() >= ahead:
+        while sent - (client.processed() - base) >= ahead:
             if not node.alive() or time.monotonic() > end:
                 return sent
             time.sleep(0.01)
@@ -385,9 +406,93 @@ def play(client: DemoClient, node: NodeProcess, frames, ahead: int, rate: float,
         client.pub[kind].publish(msg)
         sent += 1
     end = time.monotonic() + timeout
-    while client.processed() < sent and node.alive() and time.monotonic() < end:
+    while client.processed() - base < sent and node.alive() and time.monotonic() < end:
         time.sleep(0.05)
     return sent
+
+
+#: the RGB-D sample bag's topics (scripts/make_sample_bag.py) -> what the player makes of them
+RGBD_TOPICS = {"/rgbd/image_raw": "image", "/rgbd/depth": "depth", "/rgbd/camera_info": "info"}
+
+
+def rgbd_phase(args, client: DemoClient, node: NodeProcess, out: Path) -> Optional[dict]:
+    """Play the SYNTHETIC RGB-D bag into the node (its vocabulary: the scene's classes) and
+    summarise the 3D outputs: counts, a top-down plot of the last labelled cloud and its 3D
+    segment table. None when there is no RGB-D bag."""
+    from ovseg_ros.testing import rgbd_scene
+
+    bag = Path(args.rgbd_bag)
+    if args.rgbd_frames < 0 or not (bag / "metadata.yaml").exists():
+        _log(f"no RGB-D phase ({'skipped' if args.rgbd_frames < 0 else f'no bag at {bag}'})")
+        return None
+    frames = read_bag_frames(bag, args.rgbd_frames or args.max_frames, RGBD_TOPICS)
+    classes = list(rgbd_scene.CLASSES)
+    _log(f"RGB-D phase: {bag} with the vocabulary {classes}")
+    vocab = client.set_vocabulary(classes)
+    with client.lock:
+        before = dict(client.counts)
+    sent = play(client, node, frames, args.ahead, args.rate, args.frame_timeout, vocab_at=-1,
+                results={})
+    end = time.monotonic() + 10.0     # the 3D messages of the last frame follow its semantic
+    while time.monotonic() < end and node.alive():
+        with client.lock:
+            if client.counts["segments_3d"] - before["segments_3d"] >= sent:
+                break
+        time.sleep(0.05)
+    with client.lock:
+        counts = {t: client.counts[t] - before[t] for t in ("semantic", "points", "segments_3d",
+                                                            "markers")}
+        points, segs = client.last_3d.get("points"), client.last_3d.get("segments_3d")
+    table = [{"id": s.id, "class": s.class_name,
+              "centroid": [round(v, 3) for v in (s.centroid.x, s.centroid.y, s.centroid.z)],
+              "size": [round(v, 3) for v in (s.size.x, s.size.y, s.size.z)],
+              "valid_points": s.valid_points} for s in (segs.segments if segs else [])]
+    plot = None
+    if points is not None:
+        plot = "rgbd_topdown.png"
+        plot_topdown(points, segs, out / plot)
+    return {"bag": str(bag), "frames_sent": sent, "outputs": counts,
+            "set_vocabulary": vocab.get("success"), "segments_3d": table, "plot": plot,
+            "truth": str(bag.parent / (bag.name + "_truth.json"))}
+
+
+def plot_topdown(points, segments_3d, path: Path) -> None:
+    """Top-down view of a labelled cloud (x right, z forward), points in their class colour,
+    the 3D segment centroids marked with their ids."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from ovseg_ros.core.palette import class_color
+    from ovseg_ros.core.types import UNLABELED
+    from ovseg_ros.eval.bags_3d import cloud_from_msg
+
+    cloud = cloud_from_msg(points).reshape(-1)
+    cloud = cloud[np.isfinite(cloud["z"])][::4]          # every 4th point is plenty
+    labels = cloud["label"].astype(int)
+    colours = np.array([(128, 128, 128) if lab == UNLABELED else class_color(lab)
+                        for lab in labels], float).reshape(-1, 3) / 255.0
+    fig, ax = plt.subplots(figsize=(7, 6), dpi=100)
+    ax.scatter(cloud["x"], cloud["z"], c=colours, s=1, linewidths=0)
+    names = {}
+    for s in (segments_3d.segments if segments_3d is not None else []):
+        names[s.class_id] = s.class_name
+        ax.plot(s.centroid.x, s.centroid.z, "k+", ms=10)
+        ax.annotate(f"{s.id}: {s.class_name}", (s.centroid.x, s.centroid.z), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    for cid, name in sorted(names.items()):
+        ax.scatter([], [], color=np.array(class_color(cid)) / 255.0, label=f"{cid}: {name}")
+    if names:
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xlabel("x (m, right)")
+    ax.set_ylabel("z (m, forward)")
+    ax.set_title("labelled cloud, top-down (colour optical frame)")
+    ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def pick_config(args, env) -> tuple:
@@ -480,9 +585,31 @@ def write_summary(out: Path, s: dict) -> None:
               f"- vocabulary after set_vocabulary: {s['vocabulary_final']}",
               f"- output bag: `{s['output_bag']}`",
               f"- overlays: {len(s['overlays'])} PNGs in this folder",
-              "", "Outputs per topic:", ""]
+              "", "Outputs per topic (the sample bag; the RGB-D phase's are below):", ""]
     lines += [f"- `{t}`: {n}" for t, n in s["outputs_per_topic"].items()]
+    lines += rgbd_summary_lines(s.get("rgbd"))
     (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def rgbd_summary_lines(r: Optional[dict]) -> List[str]:
+    """The RGB-D phase's part of summary.md: counts, the plot and the 3D segment table."""
+    if not r:
+        return []
+    o = r["outputs"]
+    lines = ["", "## 3D outputs (SYNTHETIC RGB-D bag)", "",
+             f"- input bag: `{r['bag']}` ({r['frames_sent']} frames, registered 16UC1 depth); "
+             f"ground truth: `{r['truth']}`",
+             f"- outputs: semantic {o['semantic']}, points {o['points']}, segments_3d "
+             f"{o['segments_3d']}, markers {o['markers']}"]
+    if r["plot"]:
+        lines += ["", f"![top-down view of the labelled cloud]({r['plot']})"]
+    lines += ["", "3D segments of the last frame (colour optical frame, metres):", "",
+              "| id | class | centroid x, y, z | size x, y, z | valid points |",
+              "|---:|---|---|---|---:|"]
+    lines += [f"| {t['id']} | {t['class']} | {', '.join(f'{v:.3f}' for v in t['centroid'])} | "
+              f"{', '.join(f'{v:.3f}' for v in t['size'])} | {t['valid_points']} |"
+              for t in r["segments_3d"]]
+    return lines
 
 
 def run(args) -> int:
@@ -525,7 +652,8 @@ def run(args) -> int:
     writer.open()
     client = DemoClient(out, writer, ts, ctx)
     node_args = ["-p", "process_every_frame:=true", "-p", "image_reliability:=reliable",
-                 "-p", "image_depth:=10", "-p", "subscribe_compressed:=true"]
+                 "-p", "image_depth:=10", "-p", "subscribe_compressed:=true",
+                 "-p", "depth_enabled:=true"]
     config, extra, preset, random_w = pick_config(args, env)
     node = None
     try:
@@ -568,6 +696,10 @@ def run(args) -> int:
         summary = summarize(args, client, sent, wall, preset, random_w, results, out_bag,
                             domain)
         ok = node.alive() and summary["frames_processed"] >= sent > 0
+        rgbd = rgbd_phase(args, client, node, out)
+        if rgbd is not None:
+            summary["rgbd"] = rgbd
+            ok = ok and node.alive() and rgbd["outputs"]["points"] >= rgbd["frames_sent"] > 0
     finally:
         if node is not None:
             node.stop()
@@ -600,6 +732,10 @@ def main(argv=None) -> int:
                     help="seconds to wait for the node to load its model")
     ap.add_argument("--frame-timeout", type=float, default=120.0,
                     help="seconds to wait for one frame's output")
+    ap.add_argument("--rgbd-bag", default=str(ROOT / "data" / "sample" / "rgbd_bag"),
+                    help="the SYNTHETIC RGB-D bag played after the sample bag (3D outputs)")
+    ap.add_argument("--rgbd-frames", type=int, default=0, help="RGB-D frames to play "
+                    "(0 = --max-frames, or all; -1 = skip the RGB-D phase)")
     return run(ap.parse_args(argv))
 
 

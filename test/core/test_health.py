@@ -78,3 +78,38 @@ def test_node_states_and_random_weights():
     r = node_health(_node(random_weights=True), [])
     assert r.level == WARN and r.message == "RANDOM WEIGHTS (labels are meaningless); processing"
     assert r.values["weights"] == "RANDOM WEIGHTS"
+
+
+def _depth(**kw):
+    base = dict(topic="/front/depth", received=50, paired=9, paired_exact=9, unpaired=1,
+                dropped=41, unpaired_streak=0, last_miss="", errors={}, last_error="")
+    base.update(kw)
+    return base
+
+
+def test_a_depth_camera_reports_its_pairing_and_refusals_by_reason():
+    cam = camera_health(_cam(depth=_depth(errors={"size": 2, "encoding": 1},
+                                          last_error="depth refused (size)")),
+                        active=True, recent_within=5.0)
+    assert cam.level == OK
+    v = cam.values
+    assert v["depth_paired"] == 9 and v["depth_unpaired"] == 1 and v["depth_dropped"] == 41
+    assert v["depth_refused"] == 3 and v["depth_refused_by_reason"] == "encoding:1,size:2"
+    assert v["depth_last_error"] == "depth refused (size)"
+    # a camera without depth has no depth keys
+    assert not any(k.startswith("depth_") for k in camera_health(
+        _cam(), active=True, recent_within=5.0).values)
+
+
+def test_colour_frames_without_depth_in_a_row_warn_with_the_reason():
+    from ovseg_ros.runtime.health import UNPAIRED_WARN_AFTER
+
+    miss = "no depth image received (is the depth topic publishing?)"
+    few = camera_health(_cam(depth=_depth(unpaired_streak=UNPAIRED_WARN_AFTER - 1,
+                                          last_miss=miss)), active=True, recent_within=5.0)
+    assert few.level == OK
+    many = camera_health(_cam(depth=_depth(unpaired_streak=UNPAIRED_WARN_AFTER,
+                                           last_miss=miss)), active=True, recent_within=5.0)
+    assert many.level == WARN
+    assert "/front/depth" in many.message and miss in many.message
+    assert many.values["depth_last_miss"] == miss

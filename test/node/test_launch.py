@@ -141,6 +141,53 @@ def test_cameras_argument():
             plan({"cameras": bad}, ROOT, cwd=ROOT, environ={})
 
 
+def test_depth_argument_remaps_and_enables_depth():
+    from ovseg_ros.launch_logic import LaunchArgumentError, plan
+
+    p = plan({"image": "/camera/color/image_raw", "camera_info": "/camera/color/camera_info",
+              "depth": "/camera/aligned_depth_to_color/image_raw"}, ROOT, cwd=ROOT, environ={})
+    assert p.overrides["depth_enabled"] is True
+    assert p.remappings == [("image", "/camera/color/image_raw"),
+                            ("camera_info", "/camera/color/camera_info"),
+                            ("depth", "/camera/aligned_depth_to_color/image_raw"),
+                            ("depth/camera_info", "/camera/aligned_depth_to_color/camera_info")]
+    p = plan({"depth": "/d/image", "depth_camera_info": "/color/camera_info"}, ROOT, cwd=ROOT,
+             environ={})
+    assert ("depth/camera_info", "/color/camera_info") in p.remappings
+    assert "depth_enabled" not in plan({}, ROOT, cwd=ROOT, environ={}).overrides
+    with pytest.raises(LaunchArgumentError, match="depth_camera_info:= needs depth"):
+        plan({"depth_camera_info": "/x/camera_info"}, ROOT, cwd=ROOT, environ={})
+    # depth:= is the unnamed camera's: named cameras give theirs in cameras:=
+    with pytest.raises(LaunchArgumentError, match="give each camera's depth in cameras"):
+        plan({"depth": "/d", "cameras": "[front]"}, ROOT, cwd=ROOT, environ={})
+
+
+def test_cameras_argument_with_depth_topics():
+    from ovseg_ros.launch_logic import LaunchArgumentError, plan
+
+    p = plan({"cameras": "{front: {image: /front/color/image_raw, depth: "
+                         "/front/aligned_depth_to_color/image_raw}, left: /left/image, "
+                         "rear: {image: /rear/image, depth: /rear/depth, "
+                         "depth_camera_info: /rear/camera_info}}"},
+             ROOT, cwd=ROOT, environ={})
+    assert p.overrides["cameras"] == ["front", "left", "rear"]
+    assert p.overrides["front.depth_enabled"] is True and p.overrides["rear.depth_enabled"]
+    assert "left.depth_enabled" not in p.overrides and "depth_enabled" not in p.overrides
+    assert p.remappings[2:] == [
+        ("front/image", "/front/color/image_raw"),
+        ("front/camera_info", "/front/color/camera_info"),
+        ("front/depth", "/front/aligned_depth_to_color/image_raw"),
+        ("front/depth/camera_info", "/front/aligned_depth_to_color/camera_info"),
+        ("left/image", "/left/image"), ("left/camera_info", "/left/camera_info"),
+        ("rear/image", "/rear/image"), ("rear/camera_info", "/rear/camera_info"),
+        ("rear/depth", "/rear/depth"), ("rear/depth/camera_info", "/rear/camera_info")]
+    for bad, match in (("{front: {image: /a, dpth: /b}}", "unknown keys \\['dpth'\\]"),
+                       ("{front: {}}", "must map to an image topic"),
+                       ("{front: {depth: 3}}", "must map to an image topic")):
+        with pytest.raises(LaunchArgumentError, match=match):
+            plan({"cameras": bad}, ROOT, cwd=ROOT, environ={})
+
+
 def test_dds_profile_selection(tmp_path):
     from ovseg_ros.launch_logic import PROFILE_VARS, LaunchArgumentError, plan
 
@@ -188,6 +235,11 @@ def test_rviz_config_shows_overlay_and_labels():
     assert topics.get("semantic") == "rviz_default_plugins/Image"
     assert topics.get("left/colored") == "rviz_default_plugins/Image"   # a second camera
     assert "panoptic" not in topics      # RViz rejects 32SC1
+    displays = {d["Topic"]["Value"]: d for d in rviz["Visualization Manager"]["Displays"]}
+    # the 3D outputs: the labelled cloud in its rgb colours, the segment boxes and labels
+    assert displays["points"]["Class"] == "rviz_default_plugins/PointCloud2"
+    assert displays["points"]["Color Transformer"] == "RGB8"
+    assert displays["markers"]["Class"] == "rviz_default_plugins/MarkerArray"
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)

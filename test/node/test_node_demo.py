@@ -72,8 +72,19 @@ def test_demo_leaves_bag_pngs_and_summary(tmp_path):
     assert summary["set_vocabulary"]["success"] is True
     assert summary["vocabulary_final"] != summary["vocabulary_initial"]
     md = (out / "summary.md").read_text()
+    # the RGB-D phase: the same node with depth, the 3D outputs of every frame, the
+    # top-down plot of the labelled cloud and the 3D segment table
+    rgbd = summary["rgbd"]
+    assert rgbd["frames_sent"] == 6 and rgbd["set_vocabulary"] is True
+    assert rgbd["outputs"] == {"semantic": 6, "points": 6, "segments_3d": 6, "markers": 6}
+    plot = cv2.imread(str(out / rgbd["plot"]))
+    assert plot is not None and plot.std() > 10
+    assert "## 3D outputs" in md and f"![top-down view of the labelled cloud]({rgbd['plot']})" in md
+    for seg in rgbd["segments_3d"]:
+        assert seg["valid_points"] > 0 and 0.5 < seg["centroid"][2] < 10.0   # the scene's depths
+        assert f"| {seg['id']} | {seg['class']} |" in md
     pngs = sorted(out.glob("overlay_*.png"))
-    assert len(pngs) == 6
+    assert len(pngs) == 6 + 6
     sizes = {cv2.imread(str(p)).shape[:2] for p in pngs}
     assert (480, 640) in sizes and (720, 1280) in sizes     # camera resolutions kept
     if summary["weights"] == "RANDOM WEIGHTS":
@@ -86,6 +97,7 @@ def test_demo_leaves_bag_pngs_and_summary(tmp_path):
 
     with Reader(out / "output_bag") as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
-    assert counts["/demo/semantic"] == 6 and counts["/demo/colored"] == 6
+    assert counts["/demo/semantic"] == 6 + 6 and counts["/demo/colored"] == 6 + 6
+    assert counts["/demo/points"] == counts["/demo/segments_3d"] == counts["/demo/markers"] == 6
     assert counts["/demo/vocabulary"] >= 2
     assert counts["/diagnostics"] >= 1

@@ -111,6 +111,16 @@ def test_node_overhead_times_each_stage_with_a_listener(tmp_path):
     assert report["machine"]["cpu"] and "--node-overhead" in report["command"]
     md = (out / "node_overhead.md").read_text()
     assert f"| 64x48 | {every} | bgr8 | 12 |" in md and "listener process" in md
+    # the 3D case: what a camera with depth adds, at cloud_stride 1 and 2
+    rows_3d = report["rows_3d"]
+    assert [(r["size"], r["stride"]) for r in rows_3d] == [
+        ("64x48", 1), ("64x48", 2), ("96x64", 1), ("96x64", 2)]
+    for r in rows_3d:
+        stages = [r[k] for k in ("depth_ms", "3d_ms", "messages_ms", "publish_ms")]
+        assert all(v > 0 for v in stages) and r["segments"] >= 1
+        assert r["total_ms"] >= max(stages)
+    assert set(report["ceilings_gflops"]) == {"fp32", "bf16"} and len(report["loadavg"]) == 2
+    assert "### 3D outputs beyond the 2D ones" in md and "| 64x48 | 2 |" in md
 
 
 def test_shapes_mode_reports_worst_shape_next_to_the_baseline(tmp_path):

@@ -63,6 +63,10 @@ class Camera:
         self.last_frame_time: Optional[float] = None
         self.bad_inputs = 0
         self.errors = 0
+        #: frames scaled below the engine's size by a limit (Prediction.notes), and frames
+        #: refused before any work (InputLimitError): docs/node.md "Bounded work per frame"
+        self.frames_clamped = 0
+        self.frames_refused = 0
         #: the outputs built and published for the last frame (those with subscribers)
         self.outputs_published = ""
         self.last_problem: Optional[tuple] = None    # (monotonic time, text)

@@ -404,6 +404,7 @@ class OvsegNode(Worker, LifecycleNode):
             received=frames.received[cam.name] if frames is not None else 0,
             dropped=frames.dropped[cam.name] if frames is not None else 0,
             bad_inputs=cam.bad_inputs, errors=cam.errors,
+            frames_clamped=cam.frames_clamped, frames_refused=cam.frames_refused,
             stalled_for=None if stalled_since is None else now - stalled_since,
             stall_timeout=cam.stall.timeout,
             last_frame_age=(now - cam.last_frame_time) if cam.last_frame_time else -1.0,

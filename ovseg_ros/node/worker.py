@@ -18,6 +18,7 @@ import traceback
 
 from ..config import ConfigError
 from ..core.depth import DepthError
+from ..segmenter import InputLimitError
 from ..ros import messages as build
 from ..ros.messages_3d import KEYS_3D, messages_3d
 from ..ros.image_conv import ImageConversionError, compressed_to_rgb, image_to_rgb
@@ -112,10 +113,28 @@ class Worker:
             self._batched_frames += len(items)
         for (cam, msg, rgb, t_received), pred in zip(items, preds):
             if pred is not None:
+                if pred.clamped:
+                    self._frame_clamped(cam, pred)
                 self._publish_outputs(cam, msg.header, rgb, pred)
                 cam.stats.record(time.monotonic() - t_received, t_inf)
 
+    def _frame_clamped(self, cam: Camera, pred) -> None:
+        """A frame the engine scaled below its nominal size to keep the work bounded (an
+        elongated or huge frame, usually a driver problem): processed, counted, logged."""
+        cam.frames_clamped += 1
+        text = f"camera {cam.label}: {pred.notes[0]}"
+        cam.problem(text)
+        self._problems.report(f"clamp:{cam.name}", text)
+
     def _frame_failed(self, cam: Camera, exc: Exception) -> None:
+        if isinstance(exc, InputLimitError):
+            # refused before any work (max_input_pixels / max_input_side): the message names
+            # the shape, the setting and the limit; no traceback, it is not a bug
+            cam.frames_refused += 1
+            text = f"camera {cam.label}: frame refused: {exc}"
+            cam.problem(text)
+            self._problems.report(f"refused:{cam.name}", text)
+            return
         cam.errors += 1
         self._errors += 1
         text = (f"processing a frame of camera {cam.label} failed: {type(exc).__name__}: {exc}\n"

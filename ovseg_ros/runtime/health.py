@@ -35,6 +35,8 @@ class CameraFacts:
     dropped: int
     bad_inputs: int = 0
     errors: int = 0
+    frames_clamped: int = 0     # scaled below the engine's size by a per-frame limit
+    frames_refused: int = 0     # refused before any work (max_input_pixels / max_input_side)
     stalled_for: Optional[float] = None     # seconds since the stall began, None: no stall
     stall_timeout: float = 0.0
     last_frame_age: float = -1.0            # -1: no frame yet
@@ -78,6 +80,7 @@ def camera_health(cam: CameraFacts, *, active: bool, recent_within: float) -> He
         "frames_received": cam.received, "frames_processed": cam.processed,
         "frames_dropped": cam.dropped, "drop_rate": r["drop_rate"],
         "bad_inputs": cam.bad_inputs, "errors": cam.errors, "stalled": cam.stalled,
+        "frames_clamped": cam.frames_clamped, "frames_refused": cam.frames_refused,
         "last_frame_age_s": cam.last_frame_age, **cam.settings,
         # lazy outputs: only those with subscribers are built (empty before a frame)
         "outputs_published": cam.outputs_published,

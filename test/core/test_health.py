@@ -113,3 +113,15 @@ def test_colour_frames_without_depth_in_a_row_warn_with_the_reason():
     assert many.level == WARN
     assert "/front/depth" in many.message and miss in many.message
     assert many.values["depth_last_miss"] == miss
+
+
+def test_clamped_and_refused_frames_are_counted_per_camera():
+    """Bounded work per frame: a clamped frame was processed at a smaller size, a refused one
+    not at all; both are the camera's counters, and a recent clamp warns with its note."""
+    plain = camera_health(_cam(), active=True, recent_within=5.0)
+    assert plain.values["frames_clamped"] == 0 and plain.values["frames_refused"] == 0
+    note = "camera front: clamped by proxyclip.max_windows=8: 3x1000 -> 2x504"
+    cam = camera_health(_cam(frames_clamped=3, frames_refused=1, last_problem=(0.5, note)),
+                        active=True, recent_within=5.0)
+    assert cam.values["frames_clamped"] == 3 and cam.values["frames_refused"] == 1
+    assert cam.level == WARN and note in cam.message

@@ -108,5 +108,7 @@ def test_hostile_shapes_are_segmented_while_good_frames_flow(setup):
                     "the odd camera's diagnostics")
     values, _ = diag_values(client, "ovseg_node: camera odd")
     assert int(values["errors"]) == 0 and int(values["bad_inputs"]) == 0, values
+    # the elongated frames were clamped (ProxyCLIP's max_windows), counted and not refused
+    assert int(values["frames_clamped"]) >= 1 and int(values["frames_refused"]) == 0, values
     assert node.alive()
     assert node.rss_mb() < 3000

@@ -78,3 +78,16 @@ def test_node_states_and_random_weights():
     r = node_health(_node(random_weights=True), [])
     assert r.level == WARN and r.message == "RANDOM WEIGHTS (labels are meaningless); processing"
     assert r.values["weights"] == "RANDOM WEIGHTS"
+
+
+def test_tracking_embeddings_and_locate_facts():
+    off = camera_health(_cam(), active=True, recent_within=5.0).values
+    assert off["tracking"] is False and "tracks" not in off
+    on = camera_health(_cam(tracks=3, track_resets=1), active=True, recent_within=5.0).values
+    assert (on["tracking"], on["tracks"], on["track_resets"]) == (True, 3, 1)
+    node = node_health(_node(embeddings=True, tracking=True,
+                             counters={"locate_answered": 4, "locate_refused": 2}), [_cam()])
+    v = node.values
+    assert (v["embeddings"], v["tracking"]) == (True, True)
+    assert (v["locate_answered"], v["locate_refused"]) == (4, 2)
+    assert node_health(_node(), [_cam()]).values["embeddings"] is False

@@ -61,6 +61,9 @@ class CameraOutputs:
         self.tracker: Optional[Tracker] = None if tracking is None else Tracker(tracking)
         #: track resets over this camera's life (stall, restart, stamp jump), for diagnostics
         self.track_resets = 0
+        # a reset asked for by another thread (the node's stall timer), applied by the
+        # thread that processes frames before its next frame: the tracker is not thread-safe
+        self._reset_reason: Optional[str] = None
 
     @classmethod
     def from_config(cls, name: str, cfg, *, overlay_alpha: float,
@@ -77,8 +80,14 @@ class CameraOutputs:
     def reset_tracks(self, reason: str) -> None:
         """Forget the tracks (camera stalled or restarted): new objects get new ids."""
         if self.tracker is not None:
+            if self.live_tracks:          # counted when it forgot something (not at start)
+                self.track_resets += 1
             self.tracker.reset(reason)
-            self.track_resets += 1
+
+    def request_reset(self, reason: str) -> None:
+        """``reset_tracks`` before the next frame (safe from another thread)."""
+        if self.tracker is not None:
+            self._reset_reason = reason
 
     def process(self, pred: Prediction, rgb: np.ndarray, stamp, *,
                 wanted: Optional[Collection[str]] = None, depth=None,
@@ -88,6 +97,9 @@ class CameraOutputs:
         as ``latest``."""
         wanted = PRODUCT_KEYS if wanted is None else check_keys(wanted)
         stats = None
+        reason, self._reset_reason = self._reset_reason, None
+        if reason is not None:
+            self.reset_tracks(reason)
         if self.tracker is not None:
             if depth is not None:
                 stats = self._segment_stats(pred, rgb, depth)
@@ -129,10 +141,11 @@ class CameraOutputs:
             self.track_resets += 1
         return update
 
-    def locate_frame(self) -> Optional[LocateFrame]:
+    def locate_frame(self, latest: Optional[LatestFrame] = None) -> Optional[LocateFrame]:
         """What ``Segmenter.locate`` searches of this camera: the latest frame (None before
-        the first one)."""
-        latest = self.latest
+        the first one); ``latest``: a ``LatestFrame`` the caller took already (so that it
+        answers with that frame's header even if a newer one arrives meanwhile)."""
+        latest = self.latest if latest is None else latest
         if latest is None:
             return None
         pred = latest.prediction

@@ -64,7 +64,7 @@ class Camera:
         infos[msg.header.frame_id] = msg
 
     def create_interfaces(self, node, *, on_frame: Callable, on_camera_info: Callable,
-                          on_incompatible_qos: Callable, group) -> None:
+                          on_incompatible_qos: Callable, group, embeddings: bool = False) -> None:
         """Subscriptions (callbacks in ``group``) and one lifecycle publisher per output."""
         p = self.prefix
         qos_in = input_qos(self.reliability, self.depth)
@@ -84,10 +84,10 @@ class Camera:
             CameraInfo, p + "camera_info", lambda m: on_camera_info(self, m),
             camera_info_qos(), callback_group=group))
         q = output_qos()
-        # depth and embeddings rows come with the 3D and embedding outputs
+        # depth rows come with the 3D outputs; segment_embeddings with embeddings.enabled
         self.pubs = {o.key: node.create_lifecycle_publisher(message_class(o.msg_type),
                                                             p + o.topic, q)
-                     for o in outputs_for(depth=False, embeddings=False)}
+                     for o in outputs_for(depth=False, embeddings=embeddings)}
 
     def destroy_interfaces(self, node) -> None:
         for s in self.subs:

@@ -133,10 +133,13 @@ class Worker:
         if not self.get_parameter("publish_confidence").value:
             wanted.discard("confidence")
         cam.outputs_published = ",".join(sorted(wanted))
-        if wanted:
+        # the tracker sees every frame, and locate searches the latest, subscribers or not
+        if wanted or cam.outputs.tracker is not None or pred.embeddings is not None:
             cam.outputs.overlay_alpha = float(self.get_parameter("overlay_alpha").value)
-            products = cam.outputs.process(pred, rgb, header.stamp, wanted=wanted)
-            for key, msg in build.product_messages(products, header, wanted).items():
+            products = cam.outputs.process(pred, rgb, header.stamp, wanted=wanted,
+                                           frame_id=header.frame_id)
+            for key, msg in build.product_messages(products, header, wanted,
+                                                   space=self._embedding_space).items():
                 cam.pubs[key].publish(msg)
         info = cam.camera_infos.get(header.frame_id)
         if info is not None:

@@ -101,5 +101,24 @@ def segments_msg(products, header):
     return msg
 
 
+def located_segment_msg(found, header):
+    """ovseg_ros/LocatedSegment from ``core.locate.LocatedSegment`` and its frame's header."""
+    from geometry_msgs.msg import Point
+
+    from ovseg_ros.msg import LocatedSegment
+
+    x, y, w, h = found.bbox
+    msg = LocatedSegment(camera=found.camera, header=header, id=int(found.id),
+                         class_id=int(found.class_id), class_name=found.class_name,
+                         score=float(found.score), class_score=float(found.class_score),
+                         bbox=RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h,
+                                               do_rectify=False),
+                         has_3d=found.centroid is not None)
+    if found.centroid is not None:
+        msg.centroid = Point(x=float(found.centroid[0]), y=float(found.centroid[1]),
+                             z=float(found.centroid[2]))
+    return msg
+
+
 def class_map_text(names: Sequence[str]) -> str:
     return ", ".join(f"{i}: {n}" for i, n in enumerate(names))

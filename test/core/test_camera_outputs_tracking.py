@@ -132,3 +132,12 @@ class _Stamp:
 
 def test_stamp_seconds():
     assert stamp_seconds(_Stamp()) == 7.5 and stamp_seconds(3) == 3.0
+
+
+def test_a_requested_reset_applies_before_the_next_frame(sequence):
+    out = CameraOutputs("front", overlay_alpha=0.5, tracking=TrackerSettings())
+    out.process(_prediction(sequence[0], 0), sequence[0].rgb, 1.0)
+    out.request_reset("input stalled")
+    assert out.live_tracks > 0 and out.track_resets == 0, "not before the next frame"
+    out.process(_prediction(sequence[1], 1), sequence[1].rgb, 1.1)
+    assert out.track_resets == 1 and out.tracker.last_reset == "input stalled"

@@ -153,8 +153,8 @@ def camera_remappings(cams: Mapping[str, str]) -> List[Tuple[str, str]]:
 
 
 def node_overrides(args: Mapping[str, str]) -> Dict[str, object]:
-    """Parameter overrides of the node: use_sim_time, and engine/backend/device/vocabulary
-    when they are not ''."""
+    """Parameter overrides of the node: use_sim_time, and engine/backend/device/vocabulary/
+    cameras/tracking/embeddings when they are not ''."""
     overrides: Dict[str, object] = {
         "use_sim_time": parse_bool("use_sim_time", args.get("use_sim_time", "false"))}
     for key in ("engine", "backend", "device"):
@@ -167,6 +167,11 @@ def node_overrides(args: Mapping[str, str]) -> Dict[str, object]:
     cams = parse_cameras(args.get("cameras", ""))
     if cams is not None:
         overrides["cameras"] = list(cams)
+    # tracking:=true / embeddings:=true switch the config groups' `enabled` ('' = keep)
+    for group in ("tracking", "embeddings"):
+        value = str(args.get(group, "")).strip()
+        if value:
+            overrides[f"{group}.enabled"] = parse_bool(group, value)
     return overrides
 
 

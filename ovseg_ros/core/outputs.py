@@ -59,7 +59,8 @@ OUTPUTS: Tuple[OutputSpec, ...] = (
     OutputSpec("markers", "markers", "visualization_msgs/msg/MarkerArray", "", "depth",
                "segment boxes and labels for RViz (not published yet)"),
     OutputSpec("embeddings", "segment_embeddings", "ovseg_ros/msg/SegmentEmbeddings", "",
-               "embeddings", "one L2-normalised vector per segment (not published yet)"),
+               "embeddings", "one L2-normalised vector per segment of `segments` (same ids), "
+               "float16 rows; `space` names the CLIP text space (`embeddings.enabled`)"),
 )
 
 #: key -> row

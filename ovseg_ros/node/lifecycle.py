@@ -17,8 +17,8 @@ Threading: subscription callbacks only store frames; the worker thread
 (``worker.py``) segments and publishes. ``set_vocabulary`` runs in its own
 callback group: it encodes the new vocabulary while the worker keeps going with
 the old one, swaps one reference (from the next batch on, for every camera),
-and answers. Runtime parameter changes are queued and applied by the worker
-between two batches.
+and answers. ``locate`` (``locate.py``) runs in a callback group of its own too.
+Runtime parameter changes are queued and applied by the worker between two batches.
 """
 from __future__ import annotations
 

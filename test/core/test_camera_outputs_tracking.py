@@ -86,6 +86,8 @@ def test_reused_3d_statistics_equal_fresh_ones(sequence):
 
 def test_resets_stall_and_stamp_jump(sequence):
     out = CameraOutputs("front", overlay_alpha=0.5, tracking=TrackerSettings(reset_gap=2.0))
+    out.reset_tracks("activated")
+    assert out.track_resets == 0, "nothing to forget yet: not counted"
     first = out.process(_prediction(sequence[0], 0), sequence[0].rgb, 10.0)
     old = {s["id"] for s in first.segments if s["id"] > STUFF_ID_LIMIT}
     out.reset_tracks("input stalled")

@@ -29,7 +29,7 @@ H, W = 90, 130
 PARAMS = {**TINY_PARAMS, "tracking.enabled": True, "embeddings.enabled": True,
           # stamps of the test stream advance 1 s per frame and the node may skip frames:
           # only a stall (input_timeout) resets the tracks here
-          "tracking.reset_gap": 1000.0, "input_timeout": 1.0}
+          "tracking.reset_gap": 1000.0, "input_timeout": 1.5}
 CAMERA_DIAG = "ovseg_node: camera (unnamed)"
 NODE_DIAG = "ovseg_node: segmentation"
 
@@ -163,15 +163,18 @@ def test_a_stall_resets_the_tracks(system):
     def resets():
         got = diag_values(client, CAMERA_DIAG)
         return int(got[0].get("track_resets", -1)) if got else -1
-    assert resets() == 0, "no reset so far: activation had no tracks to forget"
+    client.clear("/diagnostics")
+    client.wait_for(lambda: resets() >= 0, 15, node, "camera diagnostics")
+    r0 = resets()       # 0 unless the loaded machine starved the stream for input_timeout
     stream.stop()
     client.wait_for(lambda: diag_values(client, CAMERA_DIAG)
                     and diag_values(client, CAMERA_DIAG)[0]["stalled"] == "True", 15, node,
                     "the stall")
-    assert resets() == 0, "reset only when the next frame comes"
+    assert resets() == r0, "reset only when the next frame comes"
     stream.start()
     after = _frames(client, 1, node, since=time.monotonic())[0]["segments"].segments
     things = {s.id for s in after if s.id > STUFF_ID_LIMIT}
     assert things and not things & before, "new track ids after the stall"
     client.clear("/diagnostics")
-    client.wait_for(lambda: resets() == 1, 15, node, "track_resets 1 in the diagnostics")
+    client.wait_for(lambda: resets() == r0 + 1, 15, node, "one more track reset in the "
+                    "diagnostics")

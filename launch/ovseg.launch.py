@@ -32,6 +32,9 @@ Launch arguments (documented in docs/node.md):
                that also remaps each camera's image and camera_info, or with depth
                "{front: {image: /front/color/image_raw, depth:
                /front/aligned_depth_to_color/image_raw}}" ('' = keep)
+  tracking     true: persistent track ids (tracking.enabled); '' = keep the config's
+  embeddings   true: segment embeddings, the segment_embeddings topic and the locate
+               service (embeddings.enabled); '' = keep the config's
   use_sim_time use the /clock topic (bag playback)
   rviz         also start RViz with the package's config/ovseg.rviz (an error before
                anything starts when rviz2 is not installed)
@@ -65,6 +68,9 @@ ARGUMENTS = [
     ("cameras", "", "Cameras of the node: a YAML list \"[front, left]\" (topics front/image, "
      "...) or a mapping \"{front: /cam_front/image_raw}\" (remaps front/image there) or "
      "\"{front: {image: ..., depth: ...}}\" (and front/depth); '' keeps the config's."),
+    ("tracking", "", "true: persistent track ids (tracking.enabled); '' keeps the config's."),
+    ("embeddings", "", "true: segment embeddings, segment_embeddings and the locate service "
+     "(embeddings.enabled); '' keeps the config's."),
     ("use_sim_time", "false", "Use /clock (bag playback)."),
     ("rviz", "false", "Start RViz with config/ovseg.rviz."),
     ("log_level", "info", "Log level of the node."),

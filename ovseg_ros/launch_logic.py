@@ -192,9 +192,9 @@ def camera_remappings(cams: Mapping[str, Mapping[str, str]]) -> List[Tuple[str, 
 
 
 def node_overrides(args: Mapping[str, str]) -> Dict[str, object]:
-    """Parameter overrides of the node: use_sim_time, and engine/backend/device/vocabulary
-    when they are not ''; depth_enabled with depth:=, <c>.depth_enabled for each camera
-    given a depth topic in cameras:=."""
+    """Parameter overrides of the node: use_sim_time, and engine/backend/device/vocabulary/
+    cameras/tracking/embeddings when they are not ''; depth_enabled with depth:=,
+    <c>.depth_enabled for each camera given a depth topic in cameras:=."""
     overrides: Dict[str, object] = {
         "use_sim_time": parse_bool("use_sim_time", args.get("use_sim_time", "false"))}
     for key in ("engine", "backend", "device"):
@@ -212,6 +212,11 @@ def node_overrides(args: Mapping[str, str]) -> Dict[str, object]:
                 overrides[f"{name}.depth_enabled" if name else "depth_enabled"] = True
     if _depth_argument(args, cams):
         overrides["depth_enabled"] = True
+    # tracking:=true / embeddings:=true switch the config groups' `enabled` ('' = keep)
+    for group in ("tracking", "embeddings"):
+        value = str(args.get(group, "")).strip()
+        if value:
+            overrides[f"{group}.enabled"] = parse_bool(group, value)
     return overrides
 
 

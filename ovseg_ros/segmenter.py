@@ -225,6 +225,11 @@ class Segmenter:
             self._locator = Locator(lambda text: self._text.embed_synonyms([text])[0].numpy())
         return self._locator.locate(query, frames, top_k=top_k, camera=camera)
 
+    def embedding_space(self) -> str:
+        """The CLIP model (and weights) whose text space segment embeddings live in: the
+        ``space`` of SegmentEmbeddings; only rows of one space may be compared."""
+        return str(self.engine.text_encoder_id())
+
     # --- runtime settings -----------------------------------------------------------------
     def update_config(self, **changes: Any) -> Config:
         """Change runtime settings (thresholds); others need a new Segmenter."""

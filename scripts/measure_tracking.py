@@ -3,6 +3,10 @@
 
 * tracker: ``Tracker.update`` + ``apply_tracks`` per frame, 640x480, 30 moving thing
   segments (ellipses of 20-80 px on random straight paths, some crossing);
+* the same frames through one camera's output path (``CameraOutputs.process``, what the
+  node and bag inference run per frame) with tracking and 512-d segment embeddings on,
+  against tracking off, without and with a registered depth frame (3D segments built;
+  with tracking their statistics are computed once, for the tracker, and reused);
 * segment embeddings, the pooling each engine adds when ``embeddings.enabled``:
   ProxyCLIP (stitch-operator pooling of 512-d features, two 336 windows of 21x21),
   FC-CLIP/MAFT+ (mean of 100 mask-pooled 768-d query embeddings), OVSeg (100 proposal
@@ -47,8 +51,9 @@ from ovseg_ros.tools.bench import cpu_model, matmul_ceiling  # noqa: E402
 H, W = 480, 640
 
 
-def moving_scene(frames: int, n: int = 30, seed: int = 0):
-    """(panoptic, segments) per frame: n ellipses moving on straight lines, ids shuffled."""
+def moving_scene(frames: int, n: int = 30, seed: int = 0, identities: bool = False):
+    """(panoptic, segments) per frame: n ellipses moving on straight lines, ids shuffled;
+    with ``identities`` also {segment id: ellipse index} (what an embedding would know)."""
     rng = np.random.default_rng(seed)
     start = rng.uniform([40, 40], [W - 40, H - 40], (n, 2))
     vel = rng.uniform(-4, 4, (n, 2))
@@ -67,7 +72,10 @@ def moving_scene(frames: int, n: int = 30, seed: int = 0):
             m = pan == sid
             x, y, w, h = cv2.boundingRect(m.astype(np.uint8))
             segs.append(Segment(sid, sid % 5, True, 0.9, int(m.sum()), (x, y, w, h)))
-        yield pan, segs
+        if identities:
+            yield pan, segs, {int(order[k]): k for k in range(n)}
+        else:
+            yield pan, segs
 
 
 def stats(times):
@@ -88,6 +96,45 @@ def bench_tracker(frames: int):
         times.append(time.perf_counter() - t0)
         nsegs.append(len(segs))
     return stats(times[3:]), statistics.mean(nsegs)
+
+
+def bench_camera_outputs(frames: int):
+    """Median / p90 ms of CameraOutputs.process per frame: {(tracking, depth): (med, p90)}."""
+    from ovseg_ros.core.camera_outputs import CameraOutputs
+    from ovseg_ros.core.depth import DepthFrame, Intrinsics
+
+    scene = list(moving_scene(frames, identities=True))
+    rgb = np.zeros((H, W, 3), np.uint8)
+    # one fixed unit vector per ellipse (a segment's embedding follows its object), plus a
+    # little noise per frame
+    dim = 512
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((30, dim))
+    depth = DepthFrame(np.full((H, W), 2.0, np.float32), Intrinsics(500.0, 500.0, W / 2, H / 2,
+                                                                      W, H), "cam", 0)
+    out = {}
+    for tracking in (False, True):
+        for with_depth in (False, True):
+            co = CameraOutputs("bench", overlay_alpha=0.5,
+                               tracking=TrackerSettings() if tracking else None)
+            wanted = {"panoptic", "segments", "embeddings"} | (
+                {"segments_3d"} if with_depth else set())
+            times = []
+            for i, (pan, segs, ident) in enumerate(scene):
+                vecs = base[[ident[s.id] for s in segs]] + 0.1 * rng.standard_normal(
+                    (len(segs), dim))
+                emb = {s.id: (v / np.linalg.norm(v)).astype(np.float32)
+                       for s, v in zip(segs, vecs)}
+                pred = Prediction(semantic=np.zeros_like(pan), panoptic=pan, segments=segs,
+                                  vocabulary=tuple("abcde"), vocabulary_version=1,
+                                  random_weights=False, engine="bench",
+                                  confidence=np.zeros(pan.shape, np.float32), embeddings=emb)
+                t0 = time.perf_counter()
+                co.process(pred, rgb, i * 0.1, wanted=wanted,
+                           depth=depth if with_depth else None)
+                times.append(time.perf_counter() - t0)
+            out[(tracking, with_depth)] = stats(times[3:])
+    return out
 
 
 def timed(fn, repeats=20):
@@ -190,6 +237,12 @@ def main(argv=None) -> int:
                 (m, p))
     for name, ((m1, p1), (m2, p2)) in rows.items():
         print(f"| {name} | {m1:.2f} | {p1:.2f} | {m2:.2f} | {p2:.2f} |")
+    torch.set_num_threads(1)
+    print("\n| CameraOutputs.process, 640x480, 30 segments, 512-d embeddings, 1 thread | "
+          "median ms | p90 |\n|---|---:|---:|")
+    for (tracking, depth), (m, p) in bench_camera_outputs(args.frames).items():
+        print(f"| tracking {'on' if tracking else 'off'}, "
+              f"{'depth (segments_3d)' if depth else 'no depth'} | {m:.2f} | {p:.2f} |")
     torch.set_num_threads(args.threads)
     cold, disk, (wm, wp) = bench_locate()
     print("\n| locate, 4 cameras x 30 segments, top 3 | ms |\n|---|---:|")

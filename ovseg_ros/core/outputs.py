@@ -64,7 +64,8 @@ OUTPUTS: Tuple[OutputSpec, ...] = (
                "segment id, `marker_lifetime`; DELETE of vanished ids, DELETEALL on a "
                "vocabulary change)"),
     OutputSpec("embeddings", "segment_embeddings", "ovseg_ros/msg/SegmentEmbeddings", "",
-               "embeddings", "one L2-normalised vector per segment (not published yet)"),
+               "embeddings", "one L2-normalised vector per segment of `segments` (same ids), "
+               "float16 rows; `space` names the CLIP text space (`embeddings.enabled`)"),
 )
 
 #: key -> row

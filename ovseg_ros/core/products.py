@@ -15,6 +15,8 @@ live node publishes:
     segments_3d dicts: id, class_id, class_name, is_thing, score, centroid [x, y, z],
                 size [x, y, z], valid_points, depth_min, depth_max; or None
                 (both only with ``depth``, a registered DepthFrame: core/products_3d.py)
+    embeddings  segment id -> float32 unit vector of every published segment, when
+                ``embeddings`` is wanted and the prediction has them; or None
 
 H x W is the size of ``rgb`` (the camera image): label maps computed at another
 size are resized with nearest neighbour, the confidence bilinearly, and segment
@@ -23,7 +25,7 @@ areas and boxes are measured on the resized panoptic map.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Collection, List, Optional, Sequence
+from typing import Collection, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -47,6 +49,7 @@ class FrameProducts:
     random_weights: bool
     cloud: Optional[np.ndarray] = None
     segments_3d: Optional[List[dict]] = None
+    embeddings: Optional[Dict[int, np.ndarray]] = None
 
     @property
     def size(self):
@@ -71,6 +74,11 @@ def semantic_u16(semantic: np.ndarray, num_classes: int) -> np.ndarray:
         return out
     valid = (sem >= 0) & (sem < num_classes)
     return np.where(valid, sem, UNLABELED).astype(np.uint16)
+
+
+def resize_labels(labels: np.ndarray, size) -> np.ndarray:
+    """A label map at ``size`` (H, W) by nearest neighbour, as the products resize it."""
+    return _resize(labels, size, nearest=True)
 
 
 def _resize(arr: np.ndarray, size, nearest: bool) -> np.ndarray:
@@ -141,10 +149,21 @@ def _segments(pred: Prediction, panoptic: np.ndarray, names: Sequence[str],
     return out
 
 
+def embedding_rows(embeddings: Dict[int, np.ndarray]):
+    """``FrameProducts.embeddings`` as the SegmentEmbeddings message carries them:
+    (ids in ascending order, dim, little-endian float16 rows as bytes). Half precision
+    halves the bandwidth; a unit vector's cosine moves by about 1e-3 at most."""
+    ids = sorted(embeddings)
+    if not ids:
+        return [], 0, b""
+    rows = np.stack([np.asarray(embeddings[i], np.float32) for i in ids])
+    return [int(i) for i in ids], int(rows.shape[1]), rows.astype("<f2").tobytes()
+
+
 def build_products(pred: Prediction, rgb: np.ndarray, names: Sequence[str], *,
                    overlay_alpha: float, random_weights: bool,
                    wanted: Optional[Collection[str]] = None, depth=None,
-                   cloud_stride: int = 1) -> FrameProducts:
+                   cloud_stride: int = 1, stats_3d: Optional[list] = None) -> FrameProducts:
     """Everything published for one frame, at the size of ``rgb`` (see the module doc).
 
     ``names``: the vocabulary's class names (``pred.vocabulary``). ``wanted``: keys of the
@@ -153,7 +172,8 @@ def build_products(pred: Prediction, rgb: np.ndarray, names: Sequence[str], *,
     ``segments`` are always built (the others derive from them). ``depth``: a registered
     ``DepthFrame`` for the 3D products (``points``, ``segments_3d``, ``markers``;
     ``core/products_3d.py``); ``cloud_stride``: keep every n-th row and column of the
-    organised cloud."""
+    organised cloud; ``stats_3d``: the segments' ``geometry.segment_stats`` already computed
+    for this panoptic map (CameraOutputs computes them once for the tracker)."""
     wanted = PRODUCT_KEYS if wanted is None else check_keys(wanted)
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -177,9 +197,12 @@ def build_products(pred: Prediction, rgb: np.ndarray, names: Sequence[str], *,
     products = FrameProducts(semantic=sem, panoptic=pan, confidence=conf, segments=segments,
                              colored=col, vocabulary_version=int(pred.vocabulary_version),
                              random_weights=bool(random_weights))
-    build_3d(products, depth, wanted, rgb=rgb, stride=cloud_stride)
+    if "embeddings" in wanted and pred.embeddings is not None:
+        products.embeddings = {s["id"]: pred.embeddings[s["id"]] for s in segments
+                               if s["id"] in pred.embeddings}
+    build_3d(products, depth, wanted, rgb=rgb, stride=cloud_stride, stats=stats_3d)
     return products
 
 
-__all__ = ["FrameProducts", "build_products", "semantic_u16", "draw_banner", "overlay_u16",
-           "first_synonym", "RANDOM_WEIGHTS_BANNER"]
+__all__ = ["FrameProducts", "build_products", "resize_labels", "embedding_rows", "semantic_u16",
+           "draw_banner", "overlay_u16", "first_synonym", "RANDOM_WEIGHTS_BANNER"]

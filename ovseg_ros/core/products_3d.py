@@ -21,11 +21,13 @@ SEGMENT_3D_KEYS = frozenset({"segments_3d", "markers"})
 
 
 def build_3d(products, depth: Optional[DepthFrame], wanted: Optional[Collection[str]], *,
-             rgb: np.ndarray, organised: bool = True, stride: int = 1) -> None:
+             rgb: np.ndarray, organised: bool = True, stride: int = 1,
+             stats: Optional[list] = None) -> None:
     """Fill ``products.cloud`` and ``products.segments_3d`` (in place) from ``depth``.
 
     ``wanted``: the output keys to build (None = all). Without depth both stay None. The
-    depth must be registered to the products' image (same size): refused otherwise."""
+    depth must be registered to the products' image (same size): refused otherwise.
+    ``stats``: ``geometry.segment_stats`` of ``products.panoptic``, when already computed."""
     products.cloud = None
     products.segments_3d = None
     if depth is None:
@@ -38,7 +40,8 @@ def build_3d(products, depth: Optional[DepthFrame], wanted: Optional[Collection[
         h, w = products.size
         raise DepthError(f"depth is {depth.size[1]}x{depth.size[0]} but the image is {w}x{h}: "
                          "the depth is not registered to the colour image", code="size")
-    xyz = geometry.backproject(depth.metres, depth.intrinsics)
+    need_xyz = want_cloud or (want_segs and stats is None)
+    xyz = geometry.backproject(depth.metres, depth.intrinsics) if need_xyz else None
     if want_cloud:
         products.cloud = geometry.labelled_cloud(depth.metres, depth.intrinsics, rgb,
                                                  products.semantic, products.panoptic,
@@ -46,7 +49,9 @@ def build_3d(products, depth: Optional[DepthFrame], wanted: Optional[Collection[
     if want_segs:
         info = {s["id"]: s for s in products.segments}
         out = []
-        for st in geometry.segment_stats(xyz, products.panoptic):
+        if stats is None:
+            stats = geometry.segment_stats(xyz, products.panoptic)
+        for st in stats:
             s = info.get(st["id"])
             if s is None:
                 continue

@@ -8,6 +8,11 @@ message (same bag timestamp and header as the image, so stamps match):
                         panoptic (32SC1, 0 = no segment), confidence (32FC1), colored
                         (rgb8 overlay, RANDOM WEIGHTS banner with random weights), segments
     <prefix>/vocabulary ovseg_ros/msg/Vocabulary (once, before the first result; latched QoS)
+    <prefix>/segment_embeddings  ovseg_ros/msg/SegmentEmbeddings (fp16 rows), when
+                        ``embeddings.enabled``
+
+With ``tracking.enabled`` the ids are track ids, exactly as the node publishes them (the
+same CameraOutputs and Tracker; a stamp going backwards or jumping resets the tracks).
 
 and, when the bag has a registered depth topic for the image topic (``<ns>/depth`` and
 ``<ns>/camera_info`` beside ``<ns>/<image>``, or ``depth_topic`` / ``camera_info_topic``;
@@ -36,6 +41,7 @@ from typing import Optional
 from ..core.camera_outputs import CameraOutputs
 from ..core.markers import MarkerPlanner
 from ..core.outputs import outputs_for
+from ..core.products import embedding_rows
 from . import bags_3d
 from .bag_depth import BagDepth
 from .bags import (COMPRESSED_TYPE, IMAGE_TYPE, BagError, bag_storage, check_topic, frame_rgb,
@@ -51,6 +57,7 @@ BAG_OUTPUTS = outputs_for(depth=False, embeddings=False, camera_info=False)
 OUTPUT_TOPICS = tuple(o.topic for o in BAG_OUTPUTS) + ("vocabulary",)
 SEGMENTS_TYPE = "ovseg_ros/msg/Segments"
 VOCABULARY_TYPE = "ovseg_ros/msg/Vocabulary"
+EMBEDDINGS_TYPE = "ovseg_ros/msg/SegmentEmbeddings"
 
 
 def vocabulary_msg(store, vocab, header, engine: str, random_weights: bool):
@@ -77,12 +84,25 @@ def segments_msg(store, products, header):
                             segments=segs)
 
 
-def _bag_message(store, products, row, header):
+def embeddings_msg(store, products, header, space: str):
+    """ovseg_ros/msg/SegmentEmbeddings (the node's ``ros/messages.embeddings_msg`` twin)."""
+    import numpy as np
+
+    ids, dim, data = embedding_rows(products.embeddings or {})
+    return store.types[EMBEDDINGS_TYPE](
+        header=header, vocabulary_version=int(products.vocabulary_version), space=space,
+        dtype="float16", dim=dim, ids=np.asarray(ids, np.int32),
+        data=np.frombuffer(data, np.uint8))
+
+
+def _bag_message(store, products, row, header, space: str = ""):
     """The rosbags message of one output row (the node's ``product_messages`` twin)."""
     if row.encoding:
         return numpy_to_image(store, getattr(products, row.key), row.encoding, header)
     if row.key == "segments":
         return segments_msg(store, products, header)
+    if row.key == "embeddings":
+        return embeddings_msg(store, products, header, space)
     raise BagError(f"bag inference cannot write output {row.key!r} ({row.msg_type}) yet")
 
 
@@ -112,7 +132,9 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
         img_conns = check_topic(reader, image_topic, (IMAGE_TYPE, COMPRESSED_TYPE), "image")
         depth_src = BagDepth.open(in_path, reader, image_topic, depth_topic, camera_info_topic,
                                   depth_slop)
-        rows = outputs_for(depth=depth_src is not None, embeddings=False, camera_info=False)
+        embeddings = bool(segmenter.config["embeddings.enabled"])
+        rows = outputs_for(depth=depth_src is not None, embeddings=embeddings,
+                           camera_info=False)
         out_topics = {o.key: f"{prefix}/{o.topic}" for o in rows}
         out_topics["vocabulary"] = f"{prefix}/vocabulary"
         counts = {t: 0 for t in out_topics.values()}
@@ -150,8 +172,12 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
             vocab = segmenter.vocabulary
             engine_name = str(segmenter.describe().get("engine", segmenter.config["engine"]))
             done = 0
-            outputs = CameraOutputs(image_topic, overlay_alpha=overlay_alpha,
-                                    cloud_stride=cloud_stride)
+            # tracks like the node (tracking.enabled): same ids, resets on stamp jumps
+            outputs = CameraOutputs.from_config(image_topic, segmenter.config,
+                                                overlay_alpha=overlay_alpha,
+                                                cloud_stride=cloud_stride)
+            space = segmenter.embedding_space() if embeddings else ""
+            flat_rows = [o for o in rows if o.needs in ("", "embeddings")]
             markers = MarkerPlanner(prefix.strip("/") or "ovseg")
             wanted = {o.key for o in rows}
             bar = tqdm(total=total if limit is None else min(total, limit), disable=not progress,
@@ -177,9 +203,10 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
                                                      pred.random_weights), VOCABULARY_TYPE, t)
                 # the node's output path (core/camera_outputs.py): same rules, same images
                 depth = depth_src.frame_for(msg.header, rgb.shape) if depth_src else None
-                prod = outputs.process(pred, rgb, hdr.stamp, wanted=wanted, depth=depth)
-                for o in BAG_OUTPUTS:
-                    put(o.key, _bag_message(store, prod, o, hdr), o.msg_type, t)
+                prod = outputs.process(pred, rgb, hdr.stamp, wanted=wanted, depth=depth,
+                                       frame_id=hdr.frame_id)
+                for o in flat_rows:
+                    put(o.key, _bag_message(store, prod, o, hdr, space), o.msg_type, t)
                 if depth is not None:
                     for name, msgtype, m in bags_3d.messages_3d(store, prod, hdr, depth.stamp,
                                                                 markers):
@@ -208,4 +235,4 @@ def infer_bag(segmenter, in_path: Path, out_path: Path, image_topic: str, *,
     return out
 
 
-__all__ = ["infer_bag", "OUTPUT_TOPICS", "vocabulary_msg", "segments_msg"]
+__all__ = ["infer_bag", "OUTPUT_TOPICS", "vocabulary_msg", "segments_msg", "embeddings_msg"]

@@ -95,7 +95,7 @@ class Camera:
         infos[msg.header.frame_id] = msg
 
     def create_interfaces(self, node, *, on_frame: Callable, on_camera_info: Callable,
-                          on_incompatible_qos: Callable, group) -> None:
+                          on_incompatible_qos: Callable, group, embeddings: bool = False) -> None:
         """Subscriptions (callbacks in ``group``) and one lifecycle publisher per output."""
         p = self.prefix
         qos_in = input_qos(self.reliability, self.depth)
@@ -117,10 +117,10 @@ class Camera:
         if self.depth_enabled:
             self._create_depth_subscriptions(node, qos_in, group)
         q = output_qos()
-        # the embeddings row comes with the embedding outputs
+        # depth rows come with the 3D outputs; segment_embeddings with embeddings.enabled
         self.pubs = {o.key: node.create_lifecycle_publisher(message_class(o.msg_type),
                                                             p + o.topic, q)
-                     for o in outputs_for(depth=self.depth_enabled, embeddings=False)}
+                     for o in outputs_for(depth=self.depth_enabled, embeddings=embeddings)}
 
     # --- depth ------------------------------------------------------------------------------
     def _create_depth_subscriptions(self, node, qos_in, group) -> None:

@@ -17,8 +17,8 @@ Threading: subscription callbacks only store frames; the worker thread
 (``worker.py``) segments and publishes. ``set_vocabulary`` runs in its own
 callback group: it encodes the new vocabulary while the worker keeps going with
 the old one, swaps one reference (from the next batch on, for every camera),
-and answers. Runtime parameter changes are queued and applied by the worker
-between two batches.
+and answers. ``locate`` (``locate.py``) runs in a callback group of its own too.
+Runtime parameter changes are queued and applied by the worker between two batches.
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ from ..runtime import health
 from ..runtime.frames import FrameQueues
 from ..runtime.problems import ProblemLog
 from .camera import Camera
+from .locate import LocateService
 from .worker import Worker
 
 NODE_NAME = "ovseg_node"
@@ -72,7 +73,7 @@ def _reserved_camera_names() -> set:
     return {name.split(".")[0] for name in SCHEMA} | {"qos_overrides", "use_sim_time"}
 
 
-class OvsegNode(Worker, LifecycleNode):
+class OvsegNode(Worker, LocateService, LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, **kwargs)
         declare_schema_parameters(self)
@@ -101,6 +102,7 @@ class OvsegNode(Worker, LifecycleNode):
         self._batched_frames = 0      # frames that shared a call with another camera's
         self._vocab_pub = None
         self._srv_vocab = None
+        self._embedding_space = ""     # SegmentEmbeddings.space of the loaded engine
         self._stall_timer = None
         self._vocab_group = MutuallyExclusiveCallbackGroup()
         self._input_group = MutuallyExclusiveCallbackGroup()
@@ -172,8 +174,11 @@ class OvsegNode(Worker, LifecycleNode):
                          for c in self._camera_names}
         alpha = float(self.get_parameter("overlay_alpha").value)
         for cam in self._cameras.values():
-            cam.outputs = CameraOutputs(cam.name, overlay_alpha=alpha,
-                                        cloud_stride=int(self._cfg["cloud_stride"]))
+            # with a tracker when tracking.enabled (core/camera_outputs.py)
+            cam.outputs = CameraOutputs.from_config(cam.name, self._cfg, overlay_alpha=alpha,
+                                                    cloud_stride=int(self._cfg["cloud_stride"]))
+        self._embedding_space = (self._segmenter.embedding_space()
+                                 if self._cfg["embeddings.enabled"] else "")
         self._create_interfaces()
         self._publish_vocabulary(self._segmenter.vocabulary)
         return TransitionCallbackReturn.SUCCESS
@@ -187,6 +192,7 @@ class OvsegNode(Worker, LifecycleNode):
         self._frames = FrameQueues(self._camera_names, capacity)
         for cam in self._cameras.values():
             cam.stall.reset()
+        self._reset_tracks("activated", now=True)    # the worker is not running yet
         self._start_worker()
         self._activated_at = time.monotonic()
         self._active = True
@@ -202,6 +208,7 @@ class OvsegNode(Worker, LifecycleNode):
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
         self._stop_worker()                  # no frame in flight: then disable the publishers
+        self._reset_tracks("deactivated", now=True)
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -236,11 +243,13 @@ class OvsegNode(Worker, LifecycleNode):
             cam.create_interfaces(self, on_frame=self._on_frame,
                                   on_camera_info=lambda cam, msg: cam.store_camera_info(msg),
                                   on_incompatible_qos=self._on_incompatible_qos,
-                                  group=self._input_group)
+                                  group=self._input_group,
+                                  embeddings=bool(self._cfg["embeddings.enabled"]))
         self._vocab_pub = self.create_publisher(Vocabulary, VOCABULARY_TOPIC, latched_qos())
         self._srv_vocab = self.create_service(SetVocabulary, "set_vocabulary",
                                               self._on_set_vocabulary, qos_profile=service_qos(),
                                               callback_group=self._vocab_group)
+        self._create_locate_service()
         timeout = float(self._cfg["input_timeout"])
         if timeout > 0:
             # a stall is reported within a quarter of the timeout (at most 0.5 s late)
@@ -259,6 +268,7 @@ class OvsegNode(Worker, LifecycleNode):
         if self._stall_timer is not None:
             self.destroy_timer(self._stall_timer)
             self._stall_timer = None
+        self._destroy_locate_service()
 
     def _on_incompatible_qos(self, cam: Camera, info) -> None:
         text = (f"a publisher on {cam.image_topic} has incompatible QoS (policy "
@@ -288,6 +298,9 @@ class OvsegNode(Worker, LifecycleNode):
         for cam in self._cameras.values():
             silence = cam.stall.check(now)
             if silence is not None:
+                # objects seen before the stall may have moved: their ids start afresh
+                if cam.outputs is not None:
+                    cam.outputs.request_reset(f"input stalled for {silence:.1f} s")
                 self.get_logger().warning(
                     f"camera {cam.label}: input stalled, no frame on {cam.image_topic} for "
                     f"{silence:.1f} s (input_timeout {cam.stall.timeout:g} s); its outputs stop "
@@ -300,6 +313,7 @@ class OvsegNode(Worker, LifecycleNode):
                 self._frames.clear()
             for cam in self._cameras.values():
                 cam.stall.reset()    # paused: silence is expected, not a stall
+            self._reset_tracks("paused by the enable service")
         resp.success = True
         resp.message = ("processing enabled" if self._enabled else "processing paused") + \
             ("" if self._active else " (node is not active: lifecycle state "
@@ -397,6 +411,8 @@ class OvsegNode(Worker, LifecycleNode):
     def _camera_facts(self, cam: Camera, now: float) -> health.CameraFacts:
         frames = self._frames
         waiting = self._no_image_yet(cam)
+        outputs = cam.outputs
+        tracked = outputs is not None and outputs.tracker is not None
         stalled_since = cam.stall.stalled_since if cam.stall.stalled else None
         return health.CameraFacts(
             label=cam.label, topic=cam.image_topic, rates=cam.stats.snapshot(),
@@ -416,7 +432,9 @@ class OvsegNode(Worker, LifecycleNode):
             depth=cam.depth_facts(),
             outputs_published=cam.outputs_published,
             last_problem=(now - cam.last_problem[0], cam.last_problem[1])
-            if cam.last_problem else None)
+            if cam.last_problem else None,
+            tracks=outputs.live_tracks if tracked else None,
+            track_resets=outputs.track_resets if tracked else 0)
 
     def _node_facts(self) -> health.NodeFacts:
         seg = self._segmenter
@@ -438,11 +456,15 @@ class OvsegNode(Worker, LifecycleNode):
             counters={"bad_inputs": problems.count_prefix("input:"),
                       "vocabulary_rejected": problems.counts.get("vocabulary", 0),
                       "vocabulary_changes": self._vocab_changes, "errors": self._errors,
-                      "batches": self._batches, "frames_batched": self._batched_frames},
+                      "batches": self._batches, "frames_batched": self._batched_frames,
+                      "locate_answered": self._locate_answered,
+                      "locate_refused": self._locate_refused},
             mode="process_every_frame" if self._cfg and self._cfg["process_every_frame"]
             else "latest_frame",
             recent_problem=problems.recent(within=self._recent_within()),
-            last_problem=problems.last[2] if problems.last else "")
+            last_problem=problems.last[2] if problems.last else "",
+            embeddings=bool(self._cfg and self._cfg["embeddings.enabled"]),
+            tracking=bool(self._cfg and self._cfg["tracking.enabled"]))
 
     def camera_status(self, cam: Camera):
         """One DiagnosticStatus per camera (the policy: runtime/health.py)."""

@@ -29,9 +29,10 @@ from .lifecycle import OvsegNode
 # the node always exits within seconds (launch escalates to SIGTERM after 5 s).
 EXIT_WORKER_TIMEOUT = 3.0
 EXIT_CALLBACK_TIMEOUT = 1.0
-# executor threads: inputs, set_vocabulary (may encode for seconds), enable, and the
-# default group (lifecycle and parameter services, diagnostics and stall timers)
-EXECUTOR_THREADS = 4
+# executor threads: inputs, set_vocabulary (may encode for seconds), locate (a cold query
+# encodes for seconds), enable, and the default group (lifecycle and parameter services,
+# diagnostics and stall timers)
+EXECUTOR_THREADS = 5
 
 
 def main(args=None) -> int:

@@ -155,10 +155,13 @@ class Worker:
             wanted.discard("confidence")
         cam.outputs_published = ",".join(sorted(wanted))
         depth = self._paired_depth(cam, header, rgb, wanted)
-        if wanted:
+        # the tracker sees every frame, and locate searches the latest, subscribers or not
+        if wanted or cam.outputs.tracker is not None or pred.embeddings is not None:
             cam.outputs.overlay_alpha = float(self.get_parameter("overlay_alpha").value)
-            products = cam.outputs.process(pred, rgb, header.stamp, wanted=wanted, depth=depth)
-            for key, msg in build.product_messages(products, header, wanted).items():
+            products = cam.outputs.process(pred, rgb, header.stamp, wanted=wanted, depth=depth,
+                                           frame_id=header.frame_id)
+            for key, msg in build.product_messages(products, header, wanted,
+                                                   space=self._embedding_space).items():
                 cam.pubs[key].publish(msg)
             if depth is not None:
                 life = float(self.get_parameter("marker_lifetime").value)
@@ -173,11 +176,14 @@ class Worker:
         """The camera's depth frame for this colour frame, or None: no depth topic, no
         partner (counted by the pairing, with its reason), or refused (a DepthError, logged
         rate-limited per camera and code). Every colour frame is matched, 3D wanted or not,
-        so the pairing's counts and queue follow the stream; decoding only when wanted."""
+        so the pairing's counts and queue follow the stream; decoding only when a 3D output
+        is wanted or the tracker / locate use the segments' centroids."""
         if not cam.depth_enabled:
             return None
         msg = cam.pair_depth(header)
-        if msg is None or not (wanted & set(KEYS_3D)):
+        uses_centroids = cam.outputs is not None and (
+            cam.outputs.tracker is not None or self._embedding_space != "")
+        if msg is None or not (wanted & set(KEYS_3D) or uses_centroids):
             return None
         try:
             return cam.depth_frame(msg, header, rgb.shape[:2],

@@ -12,6 +12,7 @@ from typing import Collection, Dict, List, Optional, Sequence
 from sensor_msgs.msg import CameraInfo, RegionOfInterest
 
 from ..core.outputs import OUTPUTS
+from ..core.products import embedding_rows
 from ..core.types import VocabularyState
 from .image_conv import array_to_image
 
@@ -47,12 +48,13 @@ def camera_info_for(info: CameraInfo, header) -> CameraInfo:
     return out
 
 
-def product_messages(products, header, keys: Optional[Collection[str]] = None
-                     ) -> Dict[str, object]:
+def product_messages(products, header, keys: Optional[Collection[str]] = None, *,
+                     space: str = "") -> Dict[str, object]:
     """The node's messages of one frame from ``ovseg_ros.core.products.FrameProducts``
     (the one output path shared with bag inference and ovseg-segment): one per row of the
     outputs table (``core/outputs.py``) that the products hold, only those in ``keys``
-    when given. Every message carries ``header``."""
+    when given. Every message carries ``header``; ``space``: the embeddings' CLIP text
+    space (``Segmenter.embedding_space``)."""
     out: Dict[str, object] = {}
     for row in OUTPUTS:
         if keys is not None and row.key not in keys:
@@ -63,7 +65,25 @@ def product_messages(products, header, keys: Optional[Collection[str]] = None
                 out[row.key] = array_to_image(array, row.encoding, header)
         elif row.key == "segments":
             out["segments"] = segments_msg(products, header)
+        elif row.key == "embeddings" and products.embeddings is not None:
+            out["embeddings"] = embeddings_msg(products, header, space)
     return out
+
+
+def embeddings_msg(products, header, space: str):
+    """ovseg_ros/SegmentEmbeddings: one float16 row per published segment."""
+    from ovseg_ros.msg import SegmentEmbeddings
+
+    ids, dim, data = embedding_rows(products.embeddings)
+    msg = SegmentEmbeddings()
+    msg.header = header
+    msg.vocabulary_version = int(products.vocabulary_version)
+    msg.space = space
+    msg.dtype = "float16"
+    msg.dim = dim
+    msg.ids = ids
+    msg.data = data
+    return msg
 
 
 def segments_msg(products, header):
@@ -78,6 +98,25 @@ def segments_msg(products, header):
                                                   width=s["bbox"][2], height=s["bbox"][3],
                                                   do_rectify=False))
                     for s in products.segments]
+    return msg
+
+
+def located_segment_msg(found, header):
+    """ovseg_ros/LocatedSegment from ``core.locate.LocatedSegment`` and its frame's header."""
+    from geometry_msgs.msg import Point
+
+    from ovseg_ros.msg import LocatedSegment
+
+    x, y, w, h = found.bbox
+    msg = LocatedSegment(camera=found.camera, header=header, id=int(found.id),
+                         class_id=int(found.class_id), class_name=found.class_name,
+                         score=float(found.score), class_score=float(found.class_score),
+                         bbox=RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h,
+                                               do_rectify=False),
+                         has_3d=found.centroid is not None)
+    if found.centroid is not None:
+        msg.centroid = Point(x=float(found.centroid[0]), y=float(found.centroid[1]),
+                             z=float(found.centroid[2]))
     return msg
 
 

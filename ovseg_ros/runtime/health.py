@@ -49,6 +49,8 @@ class CameraFacts:
     #: topic, received, paired, paired_exact, unpaired, dropped, unpaired_streak, last_miss,
     #: errors (DepthError code -> count), last_error
     depth: Mapping[str, Any] = field(default_factory=dict)
+    tracks: Optional[int] = None            # live published tracks; None: tracking off
+    track_resets: int = 0                   # stall, restart or stamp jump
 
     @property
     def stalled(self) -> bool:
@@ -68,6 +70,8 @@ class NodeFacts:
     mode: str = "latest_frame"
     recent_problem: Optional[Tuple[str, str]] = None   # (kind, text) within the recent window
     last_problem: str = ""
+    embeddings: bool = False                # embeddings.enabled (segment_embeddings, locate)
+    tracking: bool = False                  # tracking.enabled
 
 
 def camera_health(cam: CameraFacts, *, active: bool, recent_within: float) -> Health:
@@ -84,9 +88,12 @@ def camera_health(cam: CameraFacts, *, active: bool, recent_within: float) -> He
         "last_frame_age_s": cam.last_frame_age, **cam.settings,
         # lazy outputs: only those with subscribers are built (empty before a frame)
         "outputs_published": cam.outputs_published,
+        "tracking": cam.tracks is not None,
     }
     if cam.depth:
         values.update(depth_values(cam.depth))
+    if cam.tracks is not None:
+        values.update(tracks=cam.tracks, track_resets=cam.track_resets)
     level, message = OK, "processing" if active else "not active"
     if cam.stalled:
         level = WARN
@@ -138,6 +145,7 @@ def node_health(node: NodeFacts, cameras: List[CameraFacts]) -> Health:
         **node.counters,
         "stalled_cameras": ",".join(c.label for c in cameras if c.stalled),
         "mode": node.mode,
+        "embeddings": node.embeddings, "tracking": node.tracking,
     }
     if node.loaded:
         values.update(node.model)

@@ -125,3 +125,16 @@ def test_clamped_and_refused_frames_are_counted_per_camera():
                         active=True, recent_within=5.0)
     assert cam.values["frames_clamped"] == 3 and cam.values["frames_refused"] == 1
     assert cam.level == WARN and note in cam.message
+
+
+def test_tracking_embeddings_and_locate_facts():
+    off = camera_health(_cam(), active=True, recent_within=5.0).values
+    assert off["tracking"] is False and "tracks" not in off
+    on = camera_health(_cam(tracks=3, track_resets=1), active=True, recent_within=5.0).values
+    assert (on["tracking"], on["tracks"], on["track_resets"]) == (True, 3, 1)
+    node = node_health(_node(embeddings=True, tracking=True,
+                             counters={"locate_answered": 4, "locate_refused": 2}), [_cam()])
+    v = node.values
+    assert (v["embeddings"], v["tracking"]) == (True, True)
+    assert (v["locate_answered"], v["locate_refused"]) == (4, 2)
+    assert node_health(_node(), [_cam()]).values["embeddings"] is False

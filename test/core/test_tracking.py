@@ -211,3 +211,29 @@ def test_apply_tracks_rewrites_the_prediction():
     assert (pred.panoptic == pan).all() and pred.segments[0].id == 1, "input unchanged"
     with pytest.raises(ValueError, match="no id for segments"):
         apply_tracks(pred, TrackUpdate(ids={1: 5}))
+
+
+def test_vectorised_cue_affinity_equals_the_pairwise_one():
+    """Pairs whose boxes cannot overlap are scored all at once (_cue_affinity); it must
+    equal the per-pair _affinity without the mask cue, with cues present or missing."""
+    from ovseg_ros.core.tracking import _Detection
+
+    rng = np.random.default_rng(3)
+    tr = Tracker(_settings(depth_weight=0.7, embedding_weight=1.3, class_change_penalty=0.2))
+    objs = [(i + 1, i % 3, 5 + 12 * i, 5, 8, True) for i in range(5)]
+    pan, segs = _frame(objs, w=120)
+    emb = {s.id: v / np.linalg.norm(v) for s, v in zip(segs, rng.standard_normal((5, 16)))}
+    cen = {s.id: rng.uniform(0, 2, 3) for s in segs if s.id != 2}       # one without depth
+    tr.update(pan, segs, 0.0, centroids=cen, embeddings={k: v for k, v in emb.items()
+                                                           if k != 4})
+    dets = []
+    for s in segs:
+        e = rng.standard_normal(16)
+        dets.append(_Detection(seg=s, name=str((s.class_id + s.id) % 3), mask=None,
+                               center=None, centroid=None if s.id == 3 else rng.uniform(0, 2, 3),
+                               embedding=(e / np.linalg.norm(e)).astype(np.float32)))
+    got = tr._cue_affinity(dets)
+    for di, det in enumerate(dets):
+        for ti, track in enumerate(tr._tracks):
+            want = tr._affinity(track, det, False, (0, 0, 0, 0))
+            assert got[di, ti] == pytest.approx(want, abs=1e-6)

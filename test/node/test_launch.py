@@ -122,6 +122,17 @@ def test_overrides_and_remappings():
             plan({"vocabulary": bad}, ROOT, cwd=ROOT, environ={})
 
 
+def test_tracking_and_embeddings_arguments():
+    from ovseg_ros.launch_logic import LaunchArgumentError, plan
+
+    p = plan({"tracking": "true", "embeddings": "on"}, ROOT, cwd=ROOT, environ={})
+    assert p.overrides["tracking.enabled"] is True and p.overrides["embeddings.enabled"] is True
+    p = plan({"tracking": "false", "embeddings": ""}, ROOT, cwd=ROOT, environ={})
+    assert p.overrides["tracking.enabled"] is False and "embeddings.enabled" not in p.overrides
+    with pytest.raises(LaunchArgumentError, match="tracking must be true or false"):
+        plan({"tracking": "maybe"}, ROOT, cwd=ROOT, environ={})
+
+
 def test_cameras_argument():
     from ovseg_ros.launch_logic import LaunchArgumentError, plan
 

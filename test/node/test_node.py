@@ -342,6 +342,17 @@ def test_enable_service_pauses_and_resumes(system):
     system.send_until(system.good_frame("cam_resumed"), topics=("semantic",))
 
 
+def test_locate_is_refused_while_embeddings_are_off(system):
+    from ovseg_ros.srv import Locate
+
+    system.send_until(system.good_frame("cam_locate_off"), topics=("semantic",))
+    r = system.client.call(system.client.node.create_client(Locate, "locate"),
+                           Locate.Request(query="person", top_k=3))
+    assert not r.success and not r.matches
+    assert "segment embeddings are off" in r.message and "embeddings.enabled" in r.message
+    assert system.node.alive()
+
+
 def test_outputs_without_subscribers_are_not_built(system):
     """Lazy outputs (runs last: it changes this module's subscriptions): with nobody on
     colored and confidence the node builds and publishes only the rest, and a subscriber

@@ -79,22 +79,21 @@ def ms_deform_attn_gather(value: torch.Tensor, spatial_shapes: Sequence[Tuple[in
     base = pix.floor()
     frac = pix - base                                                 # N Lq M L P 2
     itype = torch.int32 if n * rows_total * m < 2 ** 31 else torch.int64
-    base = base.to(itype)
-    limit = torch.tensor([[w + 1, h + 1] for h, w in shapes], dtype=itype, device=dev)[:, None, :]
-    lo = torch.minimum(base.clamp_min(0), limit)       # far outside: both taps on the frame
-    hi = torch.minimum((base + 1).clamp_min(0), limit)
+    step = torch.tensor([0, 1], dtype=itype, device=dev)
+    limit = torch.tensor([[w + 1, h + 1] for h, w in shapes], dtype=itype, device=dev)
+    # both taps of each axis, far outside ones on the frame: N Lq M L P (x, y) (tap 0, 1)
+    taps = torch.minimum((base.to(itype)[..., None] + step).clamp_min_(0), limit[:, None, :, None])
     row_stride = torch.tensor([(w + 2) * m for h, w in shapes], dtype=itype, device=dev)
     first_row = (torch.arange(n, dtype=itype, device=dev).view(n, 1, 1, 1, 1) * (rows_total * m)
                  + torch.tensor(starts, dtype=itype, device=dev).view(1, 1, 1, nl, 1) * m
                  + torch.arange(m, dtype=itype, device=dev).view(1, 1, m, 1, 1))
-    xs = torch.stack([lo[..., 0], hi[..., 0]], -1) * m                  # N Lq M L P 2
-    ys = torch.stack([lo[..., 1], hi[..., 1]], -1) * row_stride[:, None, None] \
-        + first_row[..., None]
-    rows = ys[..., :, None] + xs[..., None, :]                          # N Lq M L P 2 2
-    fx, fy = frac[..., 0], frac[..., 1]
-    wx = torch.stack([1 - fx, fx], -1)
-    wy = torch.stack([1 - fy, fy], -1) * attention_weights.to(loc_dtype)[..., None]
-    weights = (wy[..., :, None] * wx[..., None, :]).to(table.dtype)
+    ys = taps[..., 1, :] * row_stride[:, None, None] + first_row[..., None]   # N Lq M L P 2
+    rows = ys[..., :, None] + taps[..., 0, None, :] * m                      # N Lq M L P 2 2
+    # bilinear weights of the taps (1 - f, f) per axis, the attention folded into y
+    lerp = torch.addcmul(torch.tensor([1.0, 0.0], dtype=loc_dtype, device=dev), frac[..., None],
+                         torch.tensor([-1.0, 1.0], dtype=loc_dtype, device=dev))
+    wy = lerp[..., 1, :] * attention_weights.to(loc_dtype)[..., None]
+    weights = (wy[..., :, None] * lerp[..., 0, None, :]).to(table.dtype)
     out = F.embedding_bag(rows.reshape(n * lq * m, -1), table,
                           per_sample_weights=weights.reshape(n * lq * m, -1), mode="sum")
     return out.view(n, lq, m * d)

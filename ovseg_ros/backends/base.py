@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Tuple
 
 from ..config import ConfigError
+from ..core.cpu_bf16 import check_cpu_bf16
 
 #: name of the image input in exported graphs
 INPUT_NAME = "image"
@@ -177,6 +178,9 @@ def check_precision(precision: str, device):
     if precision == "fp32":
         return None
     if precision == "bf16":
+        if device.type == "cpu":
+            # emulated bf16: warned with its measured slowdown, or refused (no AVX-512)
+            check_cpu_bf16()
         return torch.bfloat16
     if precision == "fp16":
         if device.type != "cuda":

@@ -32,7 +32,7 @@ from ..core.stage_timing import stage_timer
 from ..core.resize_bounds import BoundedSize, shortest_edge
 from ..core.types import Prediction, VocabularyState
 from ..models.checkpoint import fcclip_inference_key, layout_of, load_reference_checkpoint
-from ..models.fcclip_head import (FCCLIPHeadWeights, FCCLIPImageModel, HeadSpec,
+from ..models.fcclip_head import (BF16_SCOPE, FCCLIPHeadWeights, FCCLIPImageModel, HeadSpec,
                                   check_convnext_visual)
 from ..models.classifier import cosine_logits
 from ..registry import get_backend, register_engine
@@ -421,7 +421,11 @@ class FCClipEngine(OpenClipText, Engine):
     def describe(self) -> dict:
         info = super().describe()
         info.update({"clip_model": self.clip_model_name, "num_queries": self.spec.num_queries,
-                     "head_weights": self._head_id, "text_encoder": self._text_id})
+                     "head_weights": self._head_id, "text_encoder": self._text_id,
+                     # eager: one weighted gather; traced/exported graphs: GridSample
+                     "deformable_sampling": "gather" if self.backend.eager else "grid_sample"})
+        if self.cfg["precision"] in ("bf16", "fp16"):
+            info["low_precision_scope"] = BF16_SCOPE
         if hasattr(self.backend, "describe"):
             info["backend_info"] = self.backend.describe()
         return info

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.stage_timing import mark
+from .deformable_attention import MSDeformAttn
 from .pixel_decoder import MSDeformAttnPixelDecoder
 from .normalise import normalise_unit_image
 from .precision import fp32_region, matmul_weights_to
@@ -33,6 +34,10 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 PIXEL_MEAN_255 = (122.7709383, 116.7460125, 104.09373615)
 PIXEL_STD_255 = (68.5005327, 66.6321579, 70.32316305)
 SIZE_DIVISIBILITY = 32
+#: what runs in bf16/fp16 under a low-precision setting (the engines' describe() names it)
+BF16_SCOPE = ("ConvNeXt trunk convolutions/MLPs; pixel decoder FFNs and convolutions "
+              "(its deformable attention blocks in fp32); transformer decoder, mask pooling "
+              "and CLIP head in fp32")
 
 
 @dataclass(frozen=True)
@@ -165,17 +170,21 @@ class FCCLIPImageModel(nn.Module):
         mark(name)   # the engine's timer, when the call runs inside its stage_timer
 
     def set_weight_dtype(self, dtype: torch.dtype) -> "FCCLIPImageModel":
-        """Store the ConvNeXt trunk's matmul weights in ``dtype`` (bf16/fp16 under autocast).
+        """Store the matmul weights of the ConvNeXt trunk and of the pixel decoder in
+        ``dtype`` (bf16/fp16 under autocast): ``BF16_SCOPE``.
 
-        Only the trunk (stem and stages: the heavy convolutions and MLPs) runs in
-        ``dtype``; its residual stream, the pixel decoder, the transformer decoder,
-        the mask pooling and CLIP's head run in fp32 (``forward``). The head in bf16
-        autocast was no faster on the CPU (deformable attention samples in fp32) and
-        moved the mask and class scores the labels are decided on.
+        The trunk's residual stream stays fp32; in the pixel decoder the deformable
+        attention blocks stay fp32 (``MSDeformAttn``: projections, locations, sampling),
+        only the encoder FFNs and the convolutions round; norms run on fp32. The
+        transformer decoder, the mask pooling and CLIP's head run in fp32 (``forward``):
+        they make the mask and class scores the labels are decided on.
         """
         trunk = self.visual.trunk
         matmul_weights_to(trunk.stem, dtype)
         matmul_weights_to(trunk.stages, dtype)
+        decoder = self.head.sem_seg_head.pixel_decoder
+        matmul_weights_to(decoder, dtype,
+                          keep=[m for m in decoder.modules() if isinstance(m, MSDeformAttn)])
         return self
 
     def forward(self, images: torch.Tensor):
@@ -185,10 +194,11 @@ class FCCLIPImageModel(nn.Module):
         x = F.pad(x, (0, (-w) % SIZE_DIVISIBILITY, 0, (-h) % SIZE_DIVISIBILITY))
         feats = convnext_clip_features(self.visual, x)
         self._stage("backbone")
-        with fp32_region(x):   # everything after the trunk: fp32 (see set_weight_dtype)
-            feats = {k: v.float() for k, v in feats.items()}
-            mask_features, multi_scale = self.head.sem_seg_head.pixel_decoder(feats)
-            self._stage("pixel_decoder")
+        feats = {k: v.float() for k, v in feats.items()}
+        # the pixel decoder under the caller's autocast (BF16_SCOPE), fp32 outputs
+        mask_features, multi_scale = self.head.sem_seg_head.pixel_decoder(feats)
+        self._stage("pixel_decoder")
+        with fp32_region(x):   # everything after the pixel decoder: fp32 (set_weight_dtype)
             mask_logits, class_embed = self.head.sem_seg_head.predictor(multi_scale,
                                                                         mask_features)
             self._stage("transformer_decoder")
@@ -203,7 +213,7 @@ class FCCLIPImageModel(nn.Module):
             return mask_logits, class_embed, clip_embed, dense_embed
 
 
-__all__ = ["HeadSpec", "FCCLIPHead", "FCCLIPHeadWeights", "FCCLIPImageModel", "CLIP_MEAN",
-           "CLIP_STD", "PIXEL_MEAN_255", "PIXEL_STD_255", "SIZE_DIVISIBILITY",
+__all__ = ["BF16_SCOPE", "HeadSpec", "FCCLIPHead", "FCCLIPHeadWeights", "FCCLIPImageModel",
+           "CLIP_MEAN", "CLIP_STD", "PIXEL_MEAN_255", "PIXEL_STD_255", "SIZE_DIVISIBILITY",
            "convnext_clip_features", "clip_head", "dense_vectors",
            "check_convnext_visual"]

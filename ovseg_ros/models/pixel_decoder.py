@@ -38,6 +38,14 @@ class ConvNorm(nn.Conv2d):
         return x
 
 
+def _conv_fp32_norm(layer: ConvNorm, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` with the norm and activation on the fp32 convolution output (under
+    autocast the convolution alone rounds; a no-op difference in fp32)."""
+    x = nn.Conv2d.forward(layer, x).float()
+    x = layer.norm(x) if layer.norm is not None else x
+    return layer.activation(x) if layer.activation is not None else x
+
+
 class MSDeformAttnEncoderLayer(nn.Module):
     def __init__(self, d_model: int = 256, d_ffn: int = 1024, n_levels: int = 3,
                  n_heads: int = 8, n_points: int = 4):
@@ -133,25 +141,24 @@ class MSDeformAttnPixelDecoder(nn.Module):
                 nn.init.zeros_(conv.bias)
 
     def forward(self, features: Dict[str, torch.Tensor]):
-        # fp32 even under autocast: deformable sampling loses accuracy in half precision
-        with torch.autocast(device_type=features["res5"].device.type, enabled=False):
-            return self._forward(features)
-
-    def _forward(self, features: Dict[str, torch.Tensor]):
+        """Under bf16 autocast the projections, FFNs and convolutions round to bf16 while
+        the residual stream, the norms, the sampling locations and the deformable
+        sampling stay fp32 (MSDeformAttn); without autocast everything is fp32."""
         srcs, pos = [], []
         for idx, name in enumerate(self.transformer_in_features[::-1]):
-            x = features[name].float()   # deformable attention runs in fp32
-            srcs.append(self.input_proj[idx](x))
+            x = features[name].float()
+            conv, norm = self.input_proj[idx]
+            srcs.append(norm(conv(x).float()))
             pos.append(self.pe_layer(x))
         memory, shapes = self.transformer(srcs, pos)
         b = memory.shape[0]
         outs = [z.transpose(1, 2).reshape(b, -1, h, w)
                 for z, (h, w) in zip(memory.split([h * w for h, w in shapes], dim=1), shapes)]
-        lateral = self.adapter_1(features["res2"].float())
+        lateral = _conv_fp32_norm(self.adapter_1, features["res2"].float())
         fpn = lateral + F.interpolate(outs[-1], size=lateral.shape[-2:], mode="bilinear",
                                       align_corners=False)
-        fpn = self.layer_1(fpn)
-        return self.mask_features(fpn), outs[:3]
+        fpn = _conv_fp32_norm(self.layer_1, fpn)
+        return self.mask_features(fpn).float(), [o.float() for o in outs[:3]]
 
 
 __all__ = ["MSDeformAttnPixelDecoder", "ConvNorm"]

@@ -1,12 +1,13 @@
 """The grid_sample form of multi-scale deformable attention equals a plain loop
 implementation of bilinear sampling (pixel centres at (i + 0.5) / size, zero
-outside the map)."""
+outside the map), and the gather form (the eager path) equals the grid_sample form."""
 import math
 
 import pytest
 import torch
 
-from ovseg_ros.models.deformable_attention import MSDeformAttn, ms_deform_attn_sample
+from ovseg_ros.models.deformable_attention import (MSDeformAttn, ms_deform_attn_gather,
+                                                   ms_deform_attn_sample)
 
 torch.set_num_threads(1)
 
@@ -61,6 +62,75 @@ def test_grid_sample_form_matches_loop():
     ref = _loop(value, shapes, locs, weights)
     assert fast.shape == (n, lq, m * d)
     torch.testing.assert_close(fast.double(), ref, atol=1e-5, rtol=1e-5)
+
+
+def _border_locations(shapes, n, lq, m, p, g):
+    """Random locations in [-0.3, 1.3] plus, per level, taps exactly on pixel centres, on
+    the map edges (0, 1), half a pixel outside, on the frame and far outside."""
+    nl = len(shapes)
+    locs = torch.rand(n, lq, m, nl, p, 2, generator=g) * 1.6 - 0.3
+    for lvl, (h, w) in enumerate(shapes):
+        special = []
+        for size in (w, h):
+            special.append(torch.tensor([0.0, 1.0, 0.5 / size, 1 - 0.5 / size, -0.5 / size,
+                                         1 + 0.5 / size, -1.5 / size, 1 + 1.5 / size, -3.0,
+                                         7.0, 0.25 / size, 1 - 0.25 / size]))
+        k = min(special[0].numel(), lq)
+        locs[0, :k, 0, lvl, 0, 0] = special[0][:k]
+        locs[0, :k, 0, lvl, 0, 1] = special[1].flip(0)[:k]
+    return locs
+
+
+@pytest.mark.parametrize("shapes", [[(3, 5), (2, 2), (1, 3)], [(8, 11), (4, 6), (2, 3)],
+                                    [(1, 1), (5, 1), (1, 7), (6, 4)]])
+def test_gather_form_matches_grid_sample_and_loop(shapes):
+    g = torch.Generator().manual_seed(len(shapes) + shapes[0][1])
+    n, lq, m, d, p = 2, 12, 3, 4, 3
+    s = sum(h * w for h, w in shapes)
+    value = torch.randn(n, s, m, d, generator=g)
+    locs = _border_locations(shapes, n, lq, m, p, g)
+    weights = torch.rand(n, lq, m, len(shapes), p, generator=g)
+    weights = weights / weights.flatten(-2).sum(-1)[..., None, None]
+    fast = ms_deform_attn_gather(value, shapes, locs, weights)
+    grid = ms_deform_attn_sample(value, shapes, locs, weights)
+    assert fast.shape == grid.shape == (n, lq, m * d)
+    torch.testing.assert_close(fast, grid, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fast.double(), _loop(value, shapes, locs, weights),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_gather_form_at_pixel_decoder_size():
+    """FC-CLIP's levels at 683x512 (strides 32, 16, 8), 8 heads of 32 channels, 4 points."""
+    g = torch.Generator().manual_seed(3)
+    shapes = [(16, 22), (32, 44), (64, 88)]
+    s = sum(h * w for h, w in shapes)
+    value = torch.randn(1, s, 8, 32, generator=g)
+    locs = torch.rand(1, s, 8, 3, 4, 2, generator=g) * 1.2 - 0.1
+    weights = torch.rand(1, s, 8, 3 * 4, generator=g).softmax(-1).view(1, s, 8, 3, 4)
+    torch.testing.assert_close(ms_deform_attn_gather(value, shapes, locs, weights),
+                               ms_deform_attn_sample(value, shapes, locs, weights),
+                               atol=1e-5, rtol=1e-5)
+
+
+def test_module_traces_the_grid_sample_form():
+    """While tracing (ONNX export) the module records GridSample, in eager it gathers."""
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = MSDeformAttn(d_model=8, n_levels=2, n_heads=2, n_points=2)
+            self.register_buffer("src", torch.randn(1, 22, 8))
+            self.register_buffer("ref", torch.rand(1, 22, 2, 2))
+
+        def forward(self, query):
+            return self.attn(query, self.ref, self.src, [(4, 4), (2, 3)])
+
+    run = Wrapped().eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(run, (torch.randn(1, 22, 8),))
+        kinds = {node.kind() for node in traced.inlined_graph.nodes()}
+        assert "aten::grid_sampler" in kinds and "aten::embedding_bag" not in kinds
+        q = torch.randn(1, 22, 8)
+        torch.testing.assert_close(traced(q), run(q), atol=1e-5, rtol=1e-5)
 
 
 def test_module_offsets_are_in_pixels_of_each_level():

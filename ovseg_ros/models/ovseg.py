@@ -41,7 +41,6 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SIZE_DIVISIBILITY = 32
 TRAINING_ONLY_PREFIXES = ("criterion.",)
-INFERENCE_PREFIXES = ("backbone.", "sem_seg_head.", "clip_adapter.")
 
 
 class ClipAdapterWeights(nn.Module):
@@ -92,11 +91,6 @@ class ProposalImageModel(nn.Module):
         return mask_logits, class_embed
 
 
-def is_inference_key(key: str) -> bool:
-    """Keys of a released/training file that inference uses (kept by ``convert``)."""
-    return key.startswith(INFERENCE_PREFIXES)
-
-
 def check_state(state: Dict[str, torch.Tensor], layout: Dict[str, Tuple[int, ...]], *,
                 where: str) -> Dict[str, torch.Tensor]:
     """The inference part of ``state`` when it fits ``layout`` exactly; otherwise one
@@ -129,7 +123,7 @@ def load_ovseg_checkpoint(path: Path, weights: OVSegWeights, *, setting: str) ->
     return len(kept)
 
 
-__all__ = ["OVSegWeights", "ClipAdapterWeights", "ProposalImageModel", "is_inference_key",
+__all__ = ["OVSegWeights", "ClipAdapterWeights", "ProposalImageModel",
            "normalise_unit_image",
            "check_state", "load_ovseg_checkpoint", "PIXEL_MEAN", "PIXEL_STD", "CLIP_MEAN",
            "CLIP_STD", "SIZE_DIVISIBILITY"]

@@ -65,6 +65,9 @@ _CLASS_CHUNK_BUDGET = 1 << 24
 #: the key prefixes of a released file that inference reads (the rest, ``criterion.*``,
 #: is the training loss's state)
 INFERENCE_PREFIXES = ("backbone.", "sem_seg_head.", "clip_adapter.")
+#: the training state of a released file: skipped at start-up, where any other key outside
+#: the layout is an error (``convert`` keeps the INFERENCE_PREFIXES instead)
+TRAINING_ONLY_PREFIXES = ("criterion.",)
 
 
 # --- the rules of the reference, as plain functions (tested one by one) ----------------------
@@ -223,7 +226,8 @@ class OVSegEngine(OpenClipText, Engine):
             self._weights_id = f"random:{RANDOM_SEED}"
         else:
             self.weights = self._build(cfg)
-            load_ovseg_checkpoint(checkpoint, self.weights, setting="ovseg.checkpoint")
+            load_ovseg_checkpoint(checkpoint, self.weights, setting="ovseg.checkpoint",
+                                  keep=lambda key: not key.startswith(TRAINING_ONLY_PREFIXES))
             self._weights_id = f"file:{file_fingerprint(checkpoint)}"
         self.weights.eval().requires_grad_(False).to(self.device)
         w = self.weights

@@ -28,11 +28,15 @@ from typing import Any, Mapping, Tuple, Union
 
 import yaml
 
-from .registry import engine_config_modules, list_engines
+from .registry import engine_config_modules, list_backends, list_engines
 from .schema import ConfigError, ParamSpec
 
 
 ENGINES = tuple(list_engines())
+#: name -> the engine's torch-free config module (``PARAMS``, optional ``check(cfg)`` and
+#: ``AUTO_LOW_PRECISION``)
+ENGINE_CONFIGS = {name: importlib.import_module(module)
+                  for name, module in engine_config_modules().items()}
 
 
 def engine_params() -> Tuple[ParamSpec, ...]:
@@ -42,15 +46,16 @@ def engine_params() -> Tuple[ParamSpec, ...]:
     never declare the same setting.
     """
     params = []
-    for name, module_name in engine_config_modules().items():
-        group = importlib.import_module(module_name).PARAMS
+    for name, module in ENGINE_CONFIGS.items():
+        group = module.PARAMS
         for spec in group:
             if not spec.name.startswith(name + "."):
-                raise AssertionError(f"{module_name} declares {spec.name!r} outside group {name!r}")
+                raise AssertionError(f"{module.__name__} declares {spec.name!r} outside group "
+                                     f"{name!r}")
         params.extend(group)
     return tuple(params)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+BACKENDS = tuple(list_backends())
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 _P = ParamSpec
@@ -345,13 +350,12 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-#: engines whose labels hold in low precision: bf16 kept >= 99.5 % of the fp32 labels on
-#: the comparison photos with the calibrated parity weights (docs/benchmarks/cpu.md,
-#: "precision: auto per engine"). The others resolve ``auto`` to fp32: OVSeg in bf16 kept
-#: 33.7-97.0 % (its binarised mask crops amplify Swin's 1-2 % error), MAFT+ 96.5-98.3 %
-#: (semantic mode); FC-CLIP shares MAFT+'s bf16 path and has no end-to-end parity
-#: measurement. ``precision: bf16`` / ``fp16`` stay available to every engine explicitly.
-AUTO_LOW_PRECISION = {"proxyclip": True, "fcclip": False, "maftplus": False, "ovseg": False}
+#: engines whose labels hold in low precision (each engine's config module says so in its
+#: ``AUTO_LOW_PRECISION``, with the measurement: docs/benchmarks/cpu.md, "precision: auto
+#: per engine"); the others resolve ``auto`` to fp32. ``precision: bf16`` / ``fp16`` stay
+#: available to every engine explicitly.
+AUTO_LOW_PRECISION = {name: bool(getattr(module, "AUTO_LOW_PRECISION", False))
+                      for name, module in ENGINE_CONFIGS.items()}
 
 
 def resolve_auto_precision(device: str, backend: str, engine: str = "proxyclip") -> str:
@@ -373,10 +377,11 @@ def resolve_auto_precision(device: str, backend: str, engine: str = "proxyclip")
 
 
 def _check_cross_field(cfg: Config) -> None:
-    if cfg["proxyclip.stride"] > cfg["proxyclip.crop_size"]:
-        raise ConfigError("config key 'proxyclip.stride' must not exceed 'proxyclip.crop_size' "
-                          f"({cfg['proxyclip.stride']} > {cfg['proxyclip.crop_size']}): "
-                          "windows would leave gaps")
+    # each engine group checks its own settings together (its config module's ``check``)
+    for module in ENGINE_CONFIGS.values():
+        check = getattr(module, "check", None)
+        if check is not None:
+            check(cfg)
     if cfg["prompt_templates"] == "custom":
         if not cfg["custom_templates"]:
             raise ConfigError("prompt_templates is 'custom' but custom_templates is empty")
@@ -396,5 +401,5 @@ def engine_keys() -> list:
 
 __all__ = ["ConfigError", "ParamSpec", "SCHEMA", "SCHEMA_LIST", "Config", "make_config",
            "read_config_file", "engine_keys", "resolve_auto_precision", "AUTO_LOW_PRECISION",
-           "ENGINES", "BACKENDS",
+           "ENGINES", "ENGINE_CONFIGS", "BACKENDS",
            "PRECISIONS"]

@@ -25,7 +25,6 @@ import numpy as np
 from .config import Config, ConfigError, make_config
 from .core.types import Prediction, VocabularyState
 from .core.vocabulary import VocabularyError, parse_vocabulary
-from .registry import get_engine
 
 
 class InputError(ValueError):
@@ -277,10 +276,11 @@ def load_segmenter(config: Union[None, str, Path, Mapping[str, Any], Config] = N
     weights are missing.
     """
     from .core.text_cache import TextEmbedder
+    from .engines.base import build_engine
 
     cfg = make_config(config, **overrides)
     apply_process_settings(cfg)
-    engine = get_engine(cfg["engine"])(cfg)
+    engine = build_engine(cfg)
     return Segmenter(cfg, engine, TextEmbedder.for_engine(engine, cfg))
 
 

@@ -548,7 +548,7 @@ def stage_diffs(ref, engine, rgb: np.ndarray) -> Dict[str, float]:
     """Largest |ours - reference| / max |reference| of each stage on one frame, both fed
     the same resized frame: Swin features, mask logits, query embeddings; crops, crop masks
     and CLIP embeddings of the same proposals (absolute differences for those three)."""
-    from ovseg_ros.engines.fcclip import _StageTimer
+    from ovseg_ros.core.stage_timing import StageTimer
 
     from ovseg_ros.models.normalise import normalise_unit_image
 
@@ -565,7 +565,7 @@ def stage_diffs(ref, engine, rgb: np.ndarray) -> Dict[str, float]:
         for k in fr:
             out[f"swin {k}"] = float((fr[k] - fo[k]).abs().max() / fr[k].abs().max())
         head = ref.sem_seg_head(fr)
-        mask_logits, class_embed = engine.proposals(x, _StageTimer(engine.device))
+        mask_logits, class_embed = engine.proposals(x, StageTimer(engine.device))
         out["mask logits"] = float((head["pred_masks"] - mask_logits).abs().max()
                                    / mask_logits.abs().max())
         out["query embeddings"] = float((head["pred_logits"] - class_embed).abs().max()

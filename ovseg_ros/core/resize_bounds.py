@@ -98,4 +98,12 @@ def capped(frame: Size, nominal: Size, fits: Callable[[int, int], bool], *, sett
         f"({cost(*size)} {unit}) instead of {_shape(nominal)} ({cost(*nominal)} {unit})",))
 
 
-__all__ = ["BoundedSize", "shortest_edge", "fit_long_side", "capped"]
+def bounded_resize(cfg, group: str, h: int, w: int) -> BoundedSize:
+    """The resize of an h x w frame under ``<group>.short_side`` / ``<group>.max_size``
+    (the detectron2-style engines: FC-CLIP, MAFT+, OVSeg): at most short_side x max_size
+    pixels whatever the shape, and a note when a side had to be raised to 1 pixel."""
+    return shortest_edge(h, w, cfg[f"{group}.short_side"], cfg[f"{group}.max_size"],
+                         setting=f"{group}.max_size")
+
+
+__all__ = ["BoundedSize", "shortest_edge", "fit_long_side", "capped", "bounded_resize"]

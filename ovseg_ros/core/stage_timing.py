@@ -5,12 +5,15 @@ after each stage. The hook lives in a context variable, so it belongs to the cal
 (its thread), never to the shared module: two threads predicting at once each time
 their own call, and a traced or exported forward (no ``stage_timer`` around it, or
 ``stage_timer(None)``) marks nothing.
+
+``StageTimer`` is the hook every engine passes: it adds up the wall time of each stage.
 """
 from __future__ import annotations
 
 import contextlib
+import time
 from contextvars import ContextVar
-from typing import Callable, Iterator, Optional
+from typing import Callable, Dict, Iterator, Optional
 
 StageHook = Callable[[str], None]
 _HOOK: ContextVar[Optional[StageHook]] = ContextVar("ovseg_stage_hook", default=None)
@@ -33,4 +36,30 @@ def stage_timer(hook: Optional[StageHook]) -> Iterator[None]:
         _HOOK.reset(token)
 
 
-__all__ = ["mark", "stage_timer", "StageHook"]
+class StageTimer:
+    """Collects per-stage wall times (``timer(stage)`` ends a stage); synchronises CUDA on
+    a CUDA ``device`` so a stage's time is its own, not the kernels it queued."""
+
+    def __init__(self, device) -> None:
+        self.cuda = getattr(device, "type", str(device)) == "cuda"
+        self.times: Dict[str, float] = {}
+        self.last = 0.0
+
+    def start(self) -> None:
+        self._sync()
+        self.last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        self._sync()
+        now = time.perf_counter()
+        self.times[name] = self.times.get(name, 0.0) + now - self.last
+        self.last = now
+
+    def _sync(self) -> None:
+        if self.cuda:
+            import torch
+
+            torch.cuda.synchronize()
+
+
+__all__ = ["mark", "stage_timer", "StageHook", "StageTimer"]

@@ -1,15 +1,40 @@
-"""The contract every engine implements (see ovseg_ros/engines/proxyclip.py)."""
+"""The contract every engine implements, and the one builder every engine goes through.
+
+An engine module is its method's one self-describing place (docs/architecture.md,
+"Engines"): its class declares, without reading any weights, its config group
+(``name``; the settings are in ``<name>_config.py``), its published checkpoints
+(``releases``), the files a config makes it read (``weights_needs(cfg)``), and for an
+engine with a checkpoint of its own the setting naming it (``checkpoint_setting``), the
+file's inference layout (``checkpoint_layout(cfg)``) and which keys of a training file
+inference keeps (``is_inference_key(key)``). The weights tool asks these through the
+registry.
+
+``Engine.__init__`` is the one builder: device and precision checked, the checkpoint
+file checked before any large model is read, then the engine's ``build``; random
+weights come from ``seeded()``, backends from ``add_backend``, and ``describe()`` has
+one shape for every engine. Process-wide settings (threads) are the entry point's
+(``segmenter.apply_process_settings``), never an engine's.
+"""
 from __future__ import annotations
 
+import contextlib
+import logging
 from abc import ABC, abstractmethod
-from typing import Any, Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
 
+from ..backends.base import BackendSpec, ExportSpec, check_precision, resolve_device
 from ..config import Config
 from ..core.text_cache import OpenClipTextEncoder
 from ..core.types import Prediction, VocabularyState
+from ..registry import get_backend, get_engine
+from ..weights import RANDOM_SEED, WeightsError, resolve_path
+from ..weights.sources import Release, WeightsNeed
+
+log = logging.getLogger(__name__)
 
 
 def graph_settings(cfg: Config, group: str) -> Dict[str, Any]:
@@ -35,15 +60,93 @@ class Engine(ABC):
     the Segmenter), so changing classes never rebuilds an engine.
     """
 
-    #: registry name
+    #: registry name, and the prefix of its config group (``<name>.*``)
     name: str = ""
     #: template set used when the config says prompt_templates: default
     default_templates: str = "imagenet80"
+    #: the checkpoints the method's authors publish (``ovseg-weights``)
+    releases: Tuple[Release, ...] = ()
+    #: the setting naming the engine's own checkpoint file; "" when every weight comes
+    #: from open_clip / timm (then there is no checkpoint layout either)
+    checkpoint_setting: str = ""
+    #: the page that says where the weights come from (named in weights errors)
+    docs: str = ""
 
+    # --- declarations (class level: no weights read, nothing built) ----------------------
+    @classmethod
+    def weights_needs(cls, cfg: Config) -> Tuple[WeightsNeed, ...]:
+        """The weight files ``cfg`` makes this engine read, each named by its settings
+        (``ovseg_ros/weights/sources.py``); the weights tool finds and fetches them."""
+        return ()
+
+    @classmethod
+    def checkpoint_layout(cls, cfg: Config) -> Dict[str, Tuple[int, ...]]:
+        """Inference keys of the engine's checkpoint file and their shapes (engines with a
+        ``checkpoint_setting``), built without reading weights."""
+        raise NotImplementedError(f"engine {cls.name!r} has no checkpoint of its own")
+
+    @classmethod
+    def is_inference_key(cls, key: str) -> bool:
+        """Whether inference keeps this key of a released training file (``convert``)."""
+        raise NotImplementedError(f"engine {cls.name!r} has no checkpoint of its own")
+
+    @classmethod
+    def checkpoint_file(cls, cfg: Config) -> Optional[Path]:
+        """The engine's checkpoint file (None with random_init or without a checkpoint
+        setting); a WeightsError naming the setting when it is unset or absent."""
+        key = cls.checkpoint_setting
+        if not key or cfg["random_init"]:
+            return None
+        if not cfg[key]:
+            names = ", ".join(r.name for r in cls.releases) or "the released checkpoint"
+            where = f" (see {cls.docs} for the download)" if cls.docs else ""
+            raise WeightsError(f"no {cls.name} checkpoint given: set the config key '{key}' to "
+                               f"{names}{where}, or random_init: true for a demo with "
+                               "meaningless outputs.")
+        path = resolve_path(cfg[key], cfg["weights_dir"])
+        if not path.is_file():
+            raise WeightsError(f"checkpoint file {str(path)!r} does not exist; fix the config "
+                               f"key '{key}' (a .pth or .safetensors file). (For a demo without "
+                               "weights set random_init: true; outputs are then meaningless and "
+                               "flagged random_weights.)")
+        return path
+
+    # --- the one builder ------------------------------------------------------------------
     def __init__(self, cfg: Config):
         self.cfg = cfg
         #: True when any weights are randomly initialised (config random_init)
         self.random_weights = bool(cfg["random_init"])
+        # device and precision errors before minutes of weight loading
+        self.device = resolve_device(cfg["device"])
+        check_precision(cfg["precision"], self.device)
+        #: the backends running the image graphs, by role ("image", ...; ``add_backend``)
+        self.backends: Dict[str, Any] = {}
+        checkpoint = self.checkpoint_file(cfg)      # fail before reading large models
+        if self.random_weights:
+            log.warning("%s: weights are RANDOM (random_init: true); outputs are meaningless",
+                        self.name)
+        self.build(checkpoint)
+
+    @abstractmethod
+    def build(self, checkpoint: Optional[Path]) -> None:
+        """Build the networks with their weights (``checkpoint``: the checked file, None
+        with random_init or without a checkpoint setting) and the backends."""
+
+    @staticmethod
+    @contextlib.contextmanager
+    def seeded() -> Iterator[None]:
+        """Random initialisation inside a forked RNG seeded with ``RANDOM_SEED``:
+        reproducible, and the caller's RNG is untouched."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            yield
+
+    def add_backend(self, role: str, export: ExportSpec, *, max_batch: int = 1):
+        """The configured backend running ``export``; listed under ``role`` in describe()."""
+        backend = get_backend(self.cfg["backend"])(
+            export, BackendSpec.from_config(self.cfg, max_batch=max_batch))
+        self.backends[role] = backend
+        return backend
 
     @abstractmethod
     def text_encoder_id(self) -> str:
@@ -105,12 +208,32 @@ class Engine(ABC):
         out["text"] = "fp32"
         return out
 
+    @abstractmethod
+    def model_facts(self) -> Dict[str, Any]:
+        """The engine's model settings worth a log line (model names, sizes, queries)."""
+
+    @abstractmethod
+    def weights_identity(self) -> Dict[str, str]:
+        """part -> identity of its weights (tag, file fingerprint or ``random:<seed>``)."""
+
     def describe(self) -> dict:
-        """Facts for logs and diagnostics (model names, device, precision, weights state)."""
+        """Facts for logs and diagnostics, one shape for every engine: engine, device,
+        precision, backend, stage_precision, random_weights, ``model`` (model_facts),
+        ``weights`` (weights_identity), ``text_encoder`` and ``backends`` (role -> the
+        backend's own describe())."""
         return {"engine": self.name, "device": self.cfg["device"],
                 "precision": self.cfg["precision"], "backend": self.cfg["backend"],
                 "stage_precision": self.stage_precision(),
-                "random_weights": self.random_weights}
+                "random_weights": self.random_weights,
+                "model": dict(self.model_facts()), "weights": dict(self.weights_identity()),
+                "text_encoder": self.text_encoder_id(),
+                "backends": {role: b.describe() for role, b in self.backends.items()
+                             if hasattr(b, "describe")}}
+
+
+def build_engine(cfg: Config) -> Engine:
+    """The engine ``cfg`` names, built (``load_segmenter`` and the tools call this)."""
+    return get_engine(cfg["engine"])(cfg)
 
 
 class OpenClipText:

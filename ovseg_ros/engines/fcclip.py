@@ -14,7 +14,6 @@ times (1 - P(void)). Then semantic and panoptic merging
 """
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -23,24 +22,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backends.base import BackendSpec, ExportSpec, resolve_device
+from ..backends.base import ExportSpec
 from ..config import Config, ConfigError
 from ..core.class_names import COCO_STUFF_NAMES, COCO_THING_NAMES
 from ..core.panoptic_merge import merge_segments_chunked, select_queries
 from ..core.postprocess import apply_prob_thd, mask_semantic
-from ..core.stage_timing import stage_timer
-from ..core.resize_bounds import BoundedSize, shortest_edge
+from ..core.stage_timing import StageTimer, stage_timer
+from ..core.resize_bounds import bounded_resize, shortest_edge
 from ..core.types import Prediction, VocabularyState
-from ..models.checkpoint import fcclip_inference_key, layout_of, load_reference_checkpoint
+from ..models.checkpoint import CLIP_PREFIX, layout_of, load_reference_checkpoint
 from ..models.fcclip_head import (BF16_SCOPE, FCCLIPHeadWeights, FCCLIPImageModel, HeadSpec,
                                   check_convnext_visual)
-from ..models.classifier import cosine_logits
-from ..registry import get_backend, register_engine
-from ..weights import (RANDOM_SEED, WeightsError, clip_architecture, create_clip,
-                       file_fingerprint, resolve_path)
+from ..models.classifier import class_max, cosine_logits
+from ..registry import register_engine
+from ..weights import RANDOM_SEED, clip_architecture, create_clip, file_fingerprint
+from ..weights.sources import CheckpointFile, OpenClipWeights, Release, WeightsNeed
 from .base import Engine, OpenClipText, graph_settings
-
-log = logging.getLogger(__name__)
 
 #: mask logits are upsampled in chunks of queries holding at most this many values
 _UPSAMPLE_BUDGET = 1 << 24
@@ -52,28 +49,12 @@ def resize_shortest_edge(h: int, w: int, short: int, max_size: int) -> Tuple[int
     return shortest_edge(h, w, short, max_size, setting="max_size").size
 
 
-def bounded_resize(cfg: Config, group: str, h: int, w: int) -> BoundedSize:
-    """The resize of an h x w frame under ``<group>.short_side`` / ``<group>.max_size``
-    (FC-CLIP, MAFT+, OVSeg): at most short_side x max_size pixels whatever the shape, and
-    a note when a side had to be raised to 1 pixel."""
-    return shortest_edge(h, w, cfg[f"{group}.short_side"], cfg[f"{group}.max_size"],
-                         setting=f"{group}.max_size")
-
-
 def is_seen_class(synonyms, seen_names=None) -> bool:
     """A class counts as seen in training when any synonym is a COCO-panoptic name."""
     if seen_names is None:
         return any(s.lower() in COCO_THING_NAMES or s.lower() in COCO_STUFF_NAMES
                    for s in synonyms)
     return any(s.lower() in seen_names for s in synonyms)
-
-
-def class_max(logits: torch.Tensor, synonym_class: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """... x S synonym logits -> ... x K: each class takes its best synonym."""
-    index = synonym_class.to(logits.device).expand(*logits.shape[:-1], -1)
-    out = torch.full((*logits.shape[:-1], num_classes), float("-inf"), dtype=logits.dtype,
-                     device=logits.device)
-    return out.scatter_reduce(-1, index, logits, reduce="amax", include_self=True)
 
 
 def geometric_ensemble(in_logits: torch.Tensor, out_logits: torch.Tensor, seen: torch.Tensor,
@@ -102,27 +83,8 @@ def geometric_ensemble(in_logits: torch.Tensor, out_logits: torch.Tensor, seen: 
     return torch.log(probs + 1e-8)
 
 
-class _StageTimer:
-    """Collects per-stage wall times; synchronises CUDA so a stage's time is its own."""
-
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.times: Dict[str, float] = {}
-        self.last = 0.0
-
-    def start(self) -> None:
-        self._sync()
-        self.last = time.perf_counter()
-
-    def __call__(self, name: str) -> None:
-        self._sync()
-        now = time.perf_counter()
-        self.times[name] = self.times.get(name, 0.0) + now - self.last
-        self.last = now
-
-    def _sync(self) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
+#: keys of a released training file that are training state: the loss, MAFT+'s teacher
+TRAINING_ONLY_PREFIXES = ("criterion.", "backbone_t.")
 
 
 @register_engine("fcclip")
@@ -131,6 +93,13 @@ class FCClipEngine(OpenClipText, Engine):
     default_templates = "vild14"
     #: config key group of this engine
     group = "fcclip"
+    checkpoint_setting = "fcclip.checkpoint"
+    docs = "docs/fcclip.md"
+    releases = (
+        Release("fcclip", "fcclip_cocopan.pth", "FC-CLIP ConvNeXt-Large, COCO panoptic",
+                "1-91PIns86vyNaL3CzMmDD39zKGnPMtvj",
+                "github.com/bytedance/fc-clip README, model zoo"),
+    )
     #: whether the image path also returns dense CLIP embeddings (MAFT+)
     dense_output = False
     #: bf16/fp16: only the ConvNeXt trunk's matmuls (FCCLIPImageModel.set_weight_dtype)
@@ -138,11 +107,15 @@ class FCClipEngine(OpenClipText, Engine):
                         ("transformer_decoder", False), ("clip_pool", False),
                         ("classify", False), ("post", False))
 
-    def __init__(self, cfg: Config):
-        super().__init__(cfg)
-        g = self.group
-        self.device = self._device(cfg["device"])
-        head_path = self._head_checkpoint_path()     # fail before loading a large CLIP
+    @classmethod
+    def weights_needs(cls, cfg: Config) -> Tuple[WeightsNeed, ...]:
+        """The open_clip CLIP (tag or file) and the engine's checkpoint (the head)."""
+        g = cls.group
+        return (OpenClipWeights(f"{g}.clip_model", f"{g}.clip_pretrained", f"{g}.clip_checkpoint"),
+                CheckpointFile(cls.checkpoint_setting))
+
+    def build(self, checkpoint: Optional[Path]) -> None:
+        cfg, g = self.cfg, self.group
         loaded = create_clip(cfg[f"{g}.clip_model"], cfg[f"{g}.clip_pretrained"],
                              cfg[f"{g}.clip_checkpoint"], random_init=cfg["random_init"],
                              weights_dir=cfg["weights_dir"], key_prefix=g)
@@ -150,7 +123,7 @@ class FCClipEngine(OpenClipText, Engine):
         self._text_id = loaded.identity
         self.clip_model_name = cfg[f"{g}.clip_model"]
         self.spec = self._head_spec(self.clip_model, cfg)
-        self.head = self._load_head_weights(head_path)
+        self.head = self._load_head_weights(checkpoint)
         for module in (self.clip_model, self.head):
             module.eval().requires_grad_(False).to(self.device)
         import open_clip
@@ -165,14 +138,10 @@ class FCClipEngine(OpenClipText, Engine):
         export = ExportSpec(self.image_model, model_id=self._model_id(),
                             graph_settings=graph_settings(cfg, g),
                             cast_weights=self.image_model.set_weight_dtype)
-        self.backend = get_backend(cfg["backend"])(export, BackendSpec.from_config(cfg))
+        self.backend = self.add_backend("image", export)
         self._seen_cache: Tuple[int, Optional[torch.Tensor]] = (-1, None)
 
     # --- construction -------------------------------------------------------------------
-    @staticmethod
-    def _device(name: str) -> torch.device:
-        return resolve_device(name)
-
     @classmethod
     def _head_spec(cls, clip_model: torch.nn.Module, cfg: Config) -> HeadSpec:
         g = cls.group
@@ -200,8 +169,9 @@ class FCClipEngine(OpenClipText, Engine):
     @classmethod
     def is_inference_key(cls, key: str) -> bool:
         """Whether ``convert`` keeps this key of a released training file (the head;
-        FC-CLIP's frozen CLIP copy equals the open_clip weights and is dropped)."""
-        return fcclip_inference_key(key)
+        FC-CLIP's frozen CLIP copy equals the open_clip weights and is dropped, and so
+        is the training state)."""
+        return not key.startswith(TRAINING_ONLY_PREFIXES + (CLIP_PREFIX,))
 
     @classmethod
     def checkpoint_layout(cls, cfg: Config) -> Dict[str, Tuple[int, ...]]:
@@ -214,32 +184,12 @@ class FCClipEngine(OpenClipText, Engine):
         return layout_of(head, clip_model, visual=cls.dense_output)
 
     def _seeded_head(self) -> torch.nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_SEED)
+        with self.seeded():
             return self._build_head()
-
-    def _head_checkpoint_path(self) -> Optional[Path]:
-        """The head checkpoint file (None with random_init); WeightsError when unset/absent."""
-        if self.cfg["random_init"]:
-            return None
-        key = f"{self.group}.checkpoint"
-        if not self.cfg[key]:
-            raise WeightsError(f"no {self.name} checkpoint given: set the config key '{key}' to "
-                               "the released checkpoint (see docs/fcclip.md for the download), "
-                               "or random_init: true for a demo with meaningless outputs.")
-        path = resolve_path(self.cfg[key], self.cfg["weights_dir"])
-        if not path.is_file():
-            raise WeightsError(f"checkpoint file {str(path)!r} does not exist; fix the config "
-                               f"key '{key}' (a .pth or .safetensors file). (For a demo without "
-                               "weights set random_init: true; outputs are then meaningless and "
-                               "flagged random_weights.)")
-        return path
 
     def _load_head_weights(self, path: Optional[Path]) -> torch.nn.Module:
         if path is None:
             self._head_id = f"random:{RANDOM_SEED}"
-            log.warning("%s: head weights are RANDOM (random_init: true); outputs are "
-                        "meaningless", self.name)
             return self._seeded_head()
         g = self.group
         head = self._build_head()
@@ -299,7 +249,7 @@ class FCClipEngine(OpenClipText, Engine):
         probs = torch.cat([cls_logits.softmax(-1) * (1.0 - p_void), p_void], -1)
         return torch.log(probs + 1e-8)
 
-    def _run_image(self, x: torch.Tensor, timer: _StageTimer) -> Tuple[torch.Tensor, ...]:
+    def _run_image(self, x: torch.Tensor, timer: StageTimer) -> Tuple[torch.Tensor, ...]:
         timed = self.backend.eager   # stage timers inside the module run only when eager
         with stage_timer(timer if timed else None), torch.no_grad():
             outs = self.backend(x)
@@ -396,7 +346,7 @@ class FCClipEngine(OpenClipText, Engine):
     def predict(self, rgb: np.ndarray, vocab: VocabularyState, scores: bool = False
                 ) -> Prediction:
         t_start = time.perf_counter()
-        timer = _StageTimer(self.device)
+        timer = StageTimer(self.device)
         timer.start()
         x, resized = self.preprocess(rgb)
         timer("preprocess")
@@ -418,17 +368,16 @@ class FCClipEngine(OpenClipText, Engine):
                                     notes=bounded_resize(self.cfg, self.group,
                                                          *rgb.shape[:2]).notes)
 
-    def describe(self) -> dict:
-        info = super().describe()
-        info.update({"clip_model": self.clip_model_name, "num_queries": self.spec.num_queries,
-                     "head_weights": self._head_id, "text_encoder": self._text_id,
-                     # eager: one weighted gather; traced/exported graphs: GridSample
-                     "deformable_sampling": "gather" if self.backend.eager else "grid_sample"})
+    def model_facts(self) -> dict:
+        facts = {"clip_model": self.clip_model_name, "num_queries": self.spec.num_queries,
+                 # eager: one weighted gather; traced/exported graphs: GridSample
+                 "deformable_sampling": "gather" if self.backend.eager else "grid_sample"}
         if self.cfg["precision"] in ("bf16", "fp16"):
-            info["low_precision_scope"] = BF16_SCOPE
-        if hasattr(self.backend, "describe"):
-            info["backend_info"] = self.backend.describe()
-        return info
+            facts["low_precision_scope"] = BF16_SCOPE
+        return facts
+
+    def weights_identity(self) -> dict:
+        return {"head": self._head_id, "clip": self._text_id}
 
 
 __all__ = ["FCClipEngine", "resize_shortest_edge", "bounded_resize", "is_seen_class", "class_max",

@@ -1,6 +1,10 @@
 """FC-CLIP config group: the ``fcclip.*`` settings (torch-free, read by the schema)."""
 from ..schema import ParamSpec
 
+#: ``precision: auto`` resolves to fp32: FC-CLIP shares MAFT+'s bf16 path and has no
+#: end-to-end parity measurement
+AUTO_LOW_PRECISION = False
+
 #: settings of the FC-CLIP engine, in documentation order
 PARAMS = (
     ParamSpec("fcclip.clip_model", "str", "convnext_large_d_320",

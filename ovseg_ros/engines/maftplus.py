@@ -24,16 +24,31 @@ import torch
 from ..core.types import VocabularyState
 from ..config import Config
 from ..models.cdt import build_maftplus_head
-from ..models.checkpoint import maftplus_inference_key
+from ..models.checkpoint import CLIP_PREFIX, VISUAL_PREFIX
 from ..models.classifier import cosine_logits
 from ..registry import register_engine
-from .fcclip import FCClipEngine
+from ..weights.sources import Release
+# MAFT+ is FC-CLIP's engine with another classifier: the one engine module that imports
+# another (test/core/test_architecture.py, ENGINE_VARIANTS)
+from .fcclip import TRAINING_ONLY_PREFIXES, FCClipEngine
 
 
 @register_engine("maftplus")
 class MAFTPlusEngine(FCClipEngine):
     name = "maftplus"
     group = "maftplus"
+    checkpoint_setting = "maftplus.checkpoint"
+    docs = "docs/fcclip.md"
+    releases = (
+        Release("maftplus", "maftp_l.pth", "MAFT+ Large, semantic",
+                "1EQo5guVuKkSSZj4bv0FQN_4X9h_Rwfe5",
+                "github.com/jiaosiyu1999/MAFT-Plus README, pretrained weights",
+                settings=(("maftplus.cdt_variant", "semantic"),)),
+        Release("maftplus", "maftp_l_pano.pth", "MAFT+ Large, panoptic",
+                "1znk_uco8fwvbA0kndy4kGyVp22KbQr6g",
+                "github.com/jiaosiyu1999/MAFT-Plus README, pretrained weights (panoptic)",
+                settings=(("maftplus.cdt_variant", "panoptic"),)),
+    )
     dense_output = True
 
     @classmethod
@@ -44,7 +59,11 @@ class MAFTPlusEngine(FCClipEngine):
     def is_inference_key(cls, key: str) -> bool:
         """Head, CDT and the fine-tuned visual tower; the frozen text tower and the
         teacher ``backbone_t.*`` are dropped."""
-        return maftplus_inference_key(key)
+        if key.startswith(TRAINING_ONLY_PREFIXES):
+            return False
+        if key.startswith(CLIP_PREFIX):
+            return key.startswith(VISUAL_PREFIX)
+        return True
 
     @classmethod
     def _image_model_options(cls, cfg: Config) -> dict:

@@ -1,6 +1,10 @@
 """MAFT+ config group: the ``maftplus.*`` settings (torch-free, read by the schema)."""
 from ..schema import ParamSpec
 
+#: ``precision: auto`` resolves to fp32: bf16 kept 96.5-98.3 % of the fp32 labels
+#: (semantic mode), below the 99.5 % bar (docs/benchmarks/cpu.md)
+AUTO_LOW_PRECISION = False
+
 #: settings of the MAFT+ engine, in documentation order
 PARAMS = (
     ParamSpec("maftplus.clip_model", "str", "convnext_large_d_320",

@@ -32,7 +32,6 @@ Synonyms: each class takes the largest logit among its synonyms, in both stages.
 """
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 from typing import Dict, Optional, Tuple
@@ -42,29 +41,33 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..backends.base import BackendSpec, ExportSpec, resolve_device
+from ..backends.base import ExportSpec
 from ..config import Config, ConfigError
 from ..core.postprocess import apply_prob_thd, mask_semantic
-from ..core.stage_timing import stage_timer
+from ..core.resize_bounds import bounded_resize
+from ..core.stage_timing import StageTimer, stage_timer
 from ..core.panoptic_heuristic import semantic_to_panoptic
 from ..core.types import UNLABELED, Prediction, VocabularyState
+from ..models.classifier import class_max
 from ..models.mask_adapted_clip import CLIPCropModel, add_mask_embedding, crop_size_of
 from ..models.maskformer_head import head_spec
-from ..models.ovseg import (OVSegWeights, ProposalImageModel, is_inference_key,
-                            load_ovseg_checkpoint)
+from ..models.ovseg import OVSegWeights, ProposalImageModel, load_ovseg_checkpoint
 from ..models.swin import swin_spec
-from ..registry import get_backend, register_engine
-from ..weights import (RANDOM_SEED, WeightsError, clip_architecture, file_fingerprint,
-                       resolve_path)
+from ..registry import register_engine
+from ..weights import RANDOM_SEED, clip_architecture, file_fingerprint
+from ..weights.sources import CheckpointFile, Release, WeightsNeed
 from .base import Engine, OpenClipText, graph_settings
-from .fcclip import _StageTimer, bounded_resize, class_max
-
-log = logging.getLogger(__name__)
 
 #: the reference's fixed cosine temperature in both stages (ClipAdapter.get_sim_logits)
 TEMPERATURE = 100.0
 #: semantic scores are built in chunks of classes holding at most this many values
 _CLASS_CHUNK_BUDGET = 1 << 24
+#: the key prefixes of a released file that inference reads (the rest, ``criterion.*``,
+#: is the training loss's state)
+INFERENCE_PREFIXES = ("backbone.", "sem_seg_head.", "clip_adapter.")
+#: the training state of a released file: skipped at start-up, where any other key outside
+#: the layout is an error (``convert`` keeps the INFERENCE_PREFIXES instead)
+TRAINING_ONLY_PREFIXES = ("criterion.",)
 
 
 # --- the rules of the reference, as plain functions (tested one by one) ----------------------
@@ -189,18 +192,31 @@ class OVSegEngine(OpenClipText, Engine):
     name = "ovseg"
     default_templates = "vild14"
     group = "ovseg"
+    checkpoint_setting = "ovseg.checkpoint"
+    docs = "docs/ovseg.md"
+    releases = (
+        Release("ovseg", "ovseg_swinbase_vitL14_ft_mpt.pth", "OVSeg Swin-B + CLIP ViT-L/14",
+                "1cn-ohxgXDrDfkzC1QdO-fi8IjbjXmgKy",
+                "github.com/facebookresearch/ov-seg GETTING_STARTED.md", md5_prefix="526080"),
+        Release("ovseg", "ovseg_R101c_vitB16_ft_mpt.pth", "OVSeg R101c + CLIP ViT-B/16",
+                "1ZmeFMEkhuLqaWkhz4t4IlQ8YflrYja8q",
+                "github.com/facebookresearch/ov-seg GETTING_STARTED.md", md5_prefix="c746f4"),
+    )
     #: bf16/fp16 runs both image graphs (Swin + head, the crops' CLIP) under autocast
     precision_stages = (("preprocess", False), ("proposals", True), ("crops", False),
                         ("clip", True), ("ensemble", False), ("post", False))
 
-    def __init__(self, cfg: Config):
-        super().__init__(cfg)
-        self.device = resolve_device(cfg["device"])
-        path = self._checkpoint_path()                  # fail before building large models
+    @classmethod
+    def weights_needs(cls, cfg: Config) -> Tuple[WeightsNeed, ...]:
+        """The released checkpoint alone: Swin, head and the fine-tuned CLIP (text tower
+        included) all come from it."""
+        return (CheckpointFile(cls.checkpoint_setting),)
+
+    def build(self, checkpoint: Optional[Path]) -> None:
+        cfg = self.cfg
         self.clip_model_name = cfg["ovseg.clip_model"]
-        if path is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(RANDOM_SEED)
+        if checkpoint is None:
+            with self.seeded():
                 self.weights = self._build(cfg)
                 # random mask prompts (the reference starts them at zero, which would make
                 # the prompt invisible in random-weight tests)
@@ -208,11 +224,11 @@ class OVSegEngine(OpenClipText, Engine):
                     emb = self.weights.clip_adapter.clip_model.visual.mask_embedding
                     emb.normal_(std=emb.shape[-1] ** -0.5)
             self._weights_id = f"random:{RANDOM_SEED}"
-            log.warning("ovseg: weights are RANDOM (random_init: true); outputs are meaningless")
         else:
             self.weights = self._build(cfg)
-            load_ovseg_checkpoint(path, self.weights, setting="ovseg.checkpoint")
-            self._weights_id = f"file:{file_fingerprint(path)}"
+            load_ovseg_checkpoint(checkpoint, self.weights, setting="ovseg.checkpoint",
+                                  keep=lambda key: not key.startswith(TRAINING_ONLY_PREFIXES))
+            self._weights_id = f"file:{file_fingerprint(checkpoint)}"
         self.weights.eval().requires_grad_(False).to(self.device)
         w = self.weights
         self.clip_model = w.clip_adapter.clip_model
@@ -222,18 +238,13 @@ class OVSegEngine(OpenClipText, Engine):
         self.tokenizer = open_clip.get_tokenizer(self.clip_model_name)
         self.image_model = ProposalImageModel(w.backbone, w.sem_seg_head).eval().to(self.device)
         self.crop_model = CLIPCropModel(self.clip_model.visual).eval().to(self.device)
-        backend = get_backend(cfg["backend"])
         settings = graph_settings(cfg, self.group)
-        self.backend = backend(ExportSpec(self.image_model, model_id=self._model_id(),
-                                          graph_settings=settings),
-                               BackendSpec.from_config(cfg))
+        self.backend = self.add_backend("image", ExportSpec(
+            self.image_model, model_id=self._model_id(), graph_settings=settings))
         # all crops of a frame in one batch: up to one per query
-        self.crop_backend = backend(ExportSpec(self.crop_model,
-                                               model_id=self._model_id() + "-clip",
-                                               graph_settings=settings,
-                                               input_channels=self.crop_model.input_channels),
-                                    BackendSpec.from_config(cfg,
-                                                            max_batch=cfg["ovseg.num_queries"]))
+        self.crop_backend = self.add_backend("crops", ExportSpec(
+            self.crop_model, model_id=self._model_id() + "-clip", graph_settings=settings,
+            input_channels=self.crop_model.input_channels), max_batch=cfg["ovseg.num_queries"])
 
     # --- construction -------------------------------------------------------------------
     @staticmethod
@@ -274,23 +285,7 @@ class OVSegEngine(OpenClipText, Engine):
     def is_inference_key(cls, key: str) -> bool:
         """Whether ``convert`` keeps this key of a released training file (everything
         but the training loss's ``criterion.*``)."""
-        return is_inference_key(key)
-
-    def _checkpoint_path(self) -> Optional[Path]:
-        if self.cfg["random_init"]:
-            return None
-        if not self.cfg["ovseg.checkpoint"]:
-            raise WeightsError("no OVSeg checkpoint given: set the config key 'ovseg.checkpoint' "
-                               "to the released ovseg_swinbase_vitL14_ft_mpt.pth (see "
-                               "docs/ovseg.md), or random_init: true for a demo with "
-                               "meaningless outputs.")
-        path = resolve_path(self.cfg["ovseg.checkpoint"], self.cfg["weights_dir"])
-        if not path.is_file():
-            raise WeightsError(f"checkpoint file {str(path)!r} does not exist; fix the config "
-                               "key 'ovseg.checkpoint' (a .pth or .safetensors file). (For a "
-                               "demo without weights set random_init: true; outputs are then "
-                               "meaningless and flagged random_weights.)")
-        return path
+        return key.startswith(INFERENCE_PREFIXES)
 
     def _model_id(self) -> str:
         return (f"ovseg-{self.cfg['ovseg.swin_model']}-{self.cfg['ovseg.head_size']}-"
@@ -319,7 +314,7 @@ class OVSegEngine(OpenClipText, Engine):
         x = x.permute(2, 0, 1)[None].float()
         return x[0], x.div(255.0)
 
-    def proposals(self, x: torch.Tensor, timer: _StageTimer) -> Tuple[torch.Tensor, torch.Tensor]:
+    def proposals(self, x: torch.Tensor, timer: StageTimer) -> Tuple[torch.Tensor, torch.Tensor]:
         timed = bool(getattr(self.backend, "eager", False))
         with stage_timer(timer if timed else None), torch.no_grad():
             mask_logits, class_embed = self.backend(x)
@@ -354,7 +349,7 @@ class OVSegEngine(OpenClipText, Engine):
     def predict(self, rgb: np.ndarray, vocab: VocabularyState, scores: bool = False
                 ) -> Prediction:
         t_start = time.perf_counter()
-        timer = _StageTimer(self.device)
+        timer = StageTimer(self.device)
         timer.start()
         image, x = self.preprocess(rgb)
         resized = tuple(image.shape[-2:])
@@ -448,16 +443,12 @@ class OVSegEngine(OpenClipText, Engine):
         return self.make_prediction(semantic, conf, volume, np.zeros((h, w), np.int32), [], vocab,
                                 timings, notes=bounded_resize(self.cfg, "ovseg", h, w).notes)
 
-    def describe(self) -> dict:
-        info = super().describe()
-        info.update({"swin_model": self.cfg["ovseg.swin_model"],
-                     "clip_model": self.clip_model_name,
-                     "num_queries": self.cfg["ovseg.num_queries"],
-                     "weights": self._weights_id, "text_encoder": self.text_encoder_id()})
-        for name, b in (("backend_info", self.backend), ("crop_backend_info", self.crop_backend)):
-            if hasattr(b, "describe"):
-                info[name] = b.describe()
-        return info
+    def model_facts(self) -> dict:
+        return {"swin_model": self.cfg["ovseg.swin_model"], "clip_model": self.clip_model_name,
+                "num_queries": self.cfg["ovseg.num_queries"]}
+
+    def weights_identity(self) -> dict:
+        return {"checkpoint": self._weights_id}
 
 
 __all__ = ["OVSegEngine", "mask_boxes", "masked_crops", "clip_fill_and_norm", "segment_embeddings",

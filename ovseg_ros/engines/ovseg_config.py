@@ -1,6 +1,10 @@
 """OVSeg config group: the ``ovseg.*`` settings (torch-free, read by the schema)."""
 from ..schema import ParamSpec
 
+#: ``precision: auto`` resolves to fp32: bf16 kept 33.7-97.0 % of the fp32 labels (its
+#: binarised mask crops amplify Swin's 1-2 % error; docs/benchmarks/cpu.md)
+AUTO_LOW_PRECISION = False
+
 #: settings of the OVSeg engine, in documentation order
 PARAMS = (
     ParamSpec("ovseg.swin_model", "str", "swin_base_patch4_window12_384", "Proposal backbone "

@@ -25,12 +25,13 @@ instead of being repeated per head (mathematically the same).
 from __future__ import annotations
 
 import time
-from typing import List, Optional
+from pathlib import Path
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
 
-from ..backends.base import BackendSpec, ExportSpec, check_precision, resolve_device
+from ..backends.base import ExportSpec
 from ..config import Config
 from ..core.panoptic_heuristic import semantic_to_panoptic
 from ..core.postprocess import (apply_prob_thd, class_chunk, class_probabilities,
@@ -43,8 +44,9 @@ from ..core.types import Prediction, VocabularyState
 from ..models.proxyclip import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN,  # noqa: F401
                                OPENAI_STD, ClipTrunk, ProxyCLIPImageModel, VfmTrunk,
                                proxy_attention, resize_pos_grid)
-from ..registry import get_backend, register_engine
+from ..registry import register_engine
 from ..weights import create_clip, create_vfm
+from ..weights.sources import OpenClipWeights, TimmWeights, WeightsNeed
 from .base import Engine, OpenClipText, graph_settings
 
 
@@ -53,21 +55,26 @@ from .base import Engine, OpenClipText, graph_settings
 class ProxyCLIPEngine(OpenClipText, Engine):
     name = "proxyclip"
     default_templates = "imagenet80"
+    docs = "docs/proxyclip.md"
     #: bf16/fp16: the CLIP and DINO trunks' matmuls (residual streams fp32); the proxy
     #: attention, CLIP's head after it and the cosines stay fp32 (set_weight_dtype)
     precision_stages = (("trunks", True), ("proxy_attention_head", False), ("post", False))
 
-    def __init__(self, cfg: Config):
-        super().__init__(cfg)
-        # Device/precision errors before minutes of weight loading.
-        check_precision(cfg["precision"], resolve_device(cfg["device"]))
+    @classmethod
+    def weights_needs(cls, cfg: Config) -> Tuple[WeightsNeed, ...]:
+        """CLIP from open_clip (tag or file), the VFM from timm (tag in its name, or file)."""
+        return (OpenClipWeights("proxyclip.clip_model", "proxyclip.clip_pretrained",
+                                "proxyclip.clip_checkpoint"),
+                TimmWeights("proxyclip.vfm_model", "proxyclip.vfm_checkpoint"))
+
+    def build(self, checkpoint: Optional[Path]) -> None:
+        cfg = self.cfg
         pc = cfg.group("proxyclip")
         random_init = cfg["random_init"]
         clip = create_clip(pc["clip_model"], pc["clip_pretrained"], pc["clip_checkpoint"],
                            random_init=random_init, weights_dir=cfg["weights_dir"])
         vfm = create_vfm(pc["vfm_model"], pc["vfm_checkpoint"], random_init=random_init,
                          weights_dir=cfg["weights_dir"])
-        self.random_weights = clip.random or vfm.random
         self._clip_id = clip.identity
         self._vfm_id = vfm.identity
         self.clip_model = clip.model
@@ -85,9 +92,7 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         export = ExportSpec(self.image_model, model_id=self.model_id(),
                             graph_settings=graph_settings(cfg, "proxyclip"),
                             cast_weights=self.image_model.set_weight_dtype)
-        self.backend = get_backend(cfg["backend"])(
-            export, BackendSpec.from_config(cfg, max_batch=pc["window_batch_size"]))
-        self.device = self.backend.device
+        self.backend = self.add_backend("image", export, max_batch=pc["window_batch_size"])
         # per-stage timers inside the module only measure something when it runs eagerly
         self.image_model.profile = self.backend.eager
         self.clip_model.to(self.device).eval()
@@ -291,17 +296,15 @@ class ProxyCLIPEngine(OpenClipText, Engine):
             p.timings["total"] = total
         return preds
 
-    def describe(self) -> dict:
-        info = super().describe()
+    def model_facts(self) -> dict:
         pc = self.cfg.group("proxyclip")
-        info.update({"clip_model": pc["clip_model"], "clip_weights": self._clip_id,
-                     "vfm_model": pc["vfm_model"], "vfm_weights": self._vfm_id,
-                     "sliding_window": pc["sliding_window"], "crop_size": pc["crop_size"],
-                     "stride": pc["stride"], "short_side": pc["short_side"],
-                     "max_windows": pc["max_windows"],
-                     "max_resized_pixels": pc["max_resized_pixels"]})
-        info.update(self.backend.describe())
-        return info
+        return {"clip_model": pc["clip_model"], "vfm_model": pc["vfm_model"],
+                "sliding_window": pc["sliding_window"], "crop_size": pc["crop_size"],
+                "stride": pc["stride"], "short_side": pc["short_side"],
+                "max_windows": pc["max_windows"], "max_resized_pixels": pc["max_resized_pixels"]}
+
+    def weights_identity(self) -> dict:
+        return {"clip": self._clip_id, "vfm": self._vfm_id}
 
 
 __all__ = ["ProxyCLIPEngine", "ProxyCLIPImageModel", "proxy_attention", "resize_pos_grid"]

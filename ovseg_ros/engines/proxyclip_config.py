@@ -1,5 +1,9 @@
 """ProxyCLIP config group: the ``proxyclip.*`` settings (torch-free, read by the schema)."""
-from ..schema import ParamSpec
+from ..schema import ConfigError, ParamSpec
+
+#: ``precision: auto`` may pick bf16/fp16: bf16 kept >= 99.5 % of the fp32 labels on the
+#: comparison photos with the calibrated parity weights (docs/benchmarks/cpu.md)
+AUTO_LOW_PRECISION = True
 
 #: settings of the ProxyCLIP engine, in documentation order
 PARAMS = (
@@ -45,3 +49,11 @@ PARAMS = (
               "Panoptic heuristic: smallest connected component (pixels) kept as a thing instance.",
               min=0, max=1 << 30, runtime=True),
 )
+
+
+def check(cfg) -> None:
+    """The group's settings together (ovseg_ros.config calls it on every config)."""
+    if cfg["proxyclip.stride"] > cfg["proxyclip.crop_size"]:
+        raise ConfigError("config key 'proxyclip.stride' must not exceed 'proxyclip.crop_size' "
+                          f"({cfg['proxyclip.stride']} > {cfg['proxyclip.crop_size']}): "
+                          "windows would leave gaps")

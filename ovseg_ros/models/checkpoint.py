@@ -2,8 +2,8 @@
 
 The modules keep the reference attribute names, so checkpoint keys map 1:1. A
 released training file holds more than inference needs; its keys fall in three
-groups (the engine's ``is_inference_key`` sorts them, ``checkpoint_layout`` lists
-the inference ones with their shapes):
+groups (the engine module's ``is_inference_key`` sorts them, ``checkpoint_layout`` lists
+the inference ones with their shapes; engines/fcclip.py, engines/maftplus.py):
   * head keys (``sem_seg_head.*``, ``void_embedding.weight``, MAFT+ ``cdt.*``) and,
     for MAFT+, its fine-tuned visual tower ``backbone.clip_model.visual.*``:
     every one required, with the module's shape;
@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 from torch import nn
 
@@ -33,21 +33,6 @@ log = logging.getLogger(__name__)
 
 CLIP_PREFIX = "backbone.clip_model."
 VISUAL_PREFIX = CLIP_PREFIX + "visual."
-TRAINING_ONLY_PREFIXES = ("criterion.", "backbone_t.")
-
-
-def fcclip_inference_key(key: str) -> bool:
-    """FC-CLIP: the head; its CLIP is frozen (the open_clip weights) and training state goes."""
-    return not key.startswith(TRAINING_ONLY_PREFIXES + (CLIP_PREFIX,))
-
-
-def maftplus_inference_key(key: str) -> bool:
-    """MAFT+: the head, CDT and the fine-tuned visual tower; the frozen text tower goes."""
-    if key.startswith(TRAINING_ONLY_PREFIXES):
-        return False
-    if key.startswith(CLIP_PREFIX):
-        return key.startswith(VISUAL_PREFIX)
-    return True
 
 
 def layout_of(head: nn.Module, clip_model: nn.Module, *, visual: bool) -> Layout:
@@ -70,20 +55,14 @@ class CheckpointReport:
 
 
 def load_reference_checkpoint(path: Path, head: nn.Module, clip_model: nn.Module, *,
-                              setting: str, require_visual: bool = False,
-                              layout: Optional[Layout] = None,
-                              is_inference_key: Optional[Callable[[str], bool]] = None
-                              ) -> CheckpointReport:
+                              setting: str, layout: Layout,
+                              is_inference_key: Callable[[str], bool]) -> CheckpointReport:
     """Load ``path`` into ``head`` and (its ``backbone.clip_model.visual.*``) ``clip_model``.
 
     ``layout`` / ``is_inference_key`` are the engine's (``checkpoint_layout(cfg)``,
-    ``is_inference_key``); without them they follow from the modules and
-    ``require_visual`` (MAFT+'s rules when true, FC-CLIP's otherwise).
+    ``is_inference_key``): the rules are the engine module's, the reading and the strict
+    check are here.
     """
-    if layout is None:
-        layout = layout_of(head, clip_model, visual=require_visual)
-    if is_inference_key is None:
-        is_inference_key = maftplus_inference_key if require_visual else fcclip_inference_key
     if not path.is_file():
         raise WeightsError(f"checkpoint file {str(path)!r} does not exist; set the config key "
                            f"'{setting}' to the released checkpoint (.pth or .safetensors). "
@@ -115,5 +94,4 @@ def load_reference_checkpoint(path: Path, head: nn.Module, clip_model: nn.Module
 
 
 __all__ = ["load_reference_checkpoint", "CheckpointReport", "CLIP_PREFIX", "VISUAL_PREFIX",
-           "LayoutReport", "compare_layout", "layout_of", "fcclip_inference_key",
-           "maftplus_inference_key", "Layout"]
+           "LayoutReport", "compare_layout", "layout_of", "Layout"]

@@ -42,4 +42,12 @@ def cosine_logits(embeddings: torch.Tensor, classifier: torch.Tensor,
     return scale * F.normalize(embeddings, dim=-1) @ classifier.transpose(-1, -2)
 
 
-__all__ = ["mask_pooling", "cosine_logits", "logit_scale_value", "MAX_LOGIT_SCALE"]
+def class_max(logits: torch.Tensor, synonym_class: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """... x S synonym logits -> ... x K: each class takes its best synonym."""
+    index = synonym_class.to(logits.device).expand(*logits.shape[:-1], -1)
+    out = torch.full((*logits.shape[:-1], num_classes), float("-inf"), dtype=logits.dtype,
+                     device=logits.device)
+    return out.scatter_reduce(-1, index, logits, reduce="amax", include_self=True)
+
+
+__all__ = ["mask_pooling", "cosine_logits", "logit_scale_value", "MAX_LOGIT_SCALE", "class_max"]

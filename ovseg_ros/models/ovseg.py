@@ -12,13 +12,14 @@ keys are the inference keys of ``ovseg_swinbase_vitL14_ft_mpt.pth``:
   clip_adapter.non_object_embedding   the learnt "no object" text embedding (1 x D)
   clip_adapter.pixel_mean / pixel_std CLIP's mean/std x 255 (buffers, 1 x 3 x 1 x 1)
 
-``criterion.*`` (the training loss's class weights) is training state and skipped.
+``criterion.*`` (the training loss's class weights) is training state and skipped; which
+keys are read is the engine module's rule (engines/ovseg.py), passed to the loader.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +41,6 @@ PIXEL_STD = (58.395, 57.120, 57.375)
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SIZE_DIVISIBILITY = 32
-TRAINING_ONLY_PREFIXES = ("criterion.",)
-INFERENCE_PREFIXES = ("backbone.", "sem_seg_head.", "clip_adapter.")
 
 
 class ClipAdapterWeights(nn.Module):
@@ -92,17 +91,11 @@ class ProposalImageModel(nn.Module):
         return mask_logits, class_embed
 
 
-def is_inference_key(key: str) -> bool:
-    """Keys of a released/training file that inference uses (kept by ``convert``)."""
-    return key.startswith(INFERENCE_PREFIXES)
-
-
 def check_state(state: Dict[str, torch.Tensor], layout: Dict[str, Tuple[int, ...]], *,
-                where: str) -> Dict[str, torch.Tensor]:
-    """The inference part of ``state`` when it fits ``layout`` exactly; otherwise one
-    WeightsError naming the missing, unexpected and mis-shaped keys."""
-    kept, problems = inference_part(state, layout,
-                                    lambda k: not k.startswith(TRAINING_ONLY_PREFIXES))
+                where: str, keep: Callable[[str], bool]) -> Dict[str, torch.Tensor]:
+    """The part of ``state`` that ``keep`` reads when it fits ``layout`` exactly; otherwise
+    one WeightsError naming the missing, unexpected and mis-shaped keys."""
+    kept, problems = inference_part(state, layout, keep)
     if problems:
         raise WeightsError(f"{where} does not fit the OVSeg model: " + "; ".join(problems) +
                            ". Check that the file is the released OVSeg checkpoint "
@@ -112,8 +105,11 @@ def check_state(state: Dict[str, torch.Tensor], layout: Dict[str, Tuple[int, ...
     return kept
 
 
-def load_ovseg_checkpoint(path: Path, weights: OVSegWeights, *, setting: str) -> int:
-    """Load the released file into ``weights`` with strict key and shape checking."""
+def load_ovseg_checkpoint(path: Path, weights: OVSegWeights, *, setting: str,
+                          keep: Callable[[str], bool]) -> int:
+    """Load the released file into ``weights`` with strict key and shape checking; ``keep``
+    (the engine's rule) says which keys are read, any other one that is not in the layout
+    is an error."""
     try:
         state = read_state_dict(path)
     except Exception as exc:
@@ -122,14 +118,15 @@ def load_ovseg_checkpoint(path: Path, weights: OVSegWeights, *, setting: str) ->
                            "weights_only=True; a file holding other Python objects must be "
                            "converted to safetensors first (see docs/ovseg.md).") from exc
     layout = {k: tuple(v.shape) for k, v in weights.state_dict().items()}
-    kept = check_state(state, layout, where=f"checkpoint {str(path)!r} (config key '{setting}')")
+    kept = check_state(state, layout, where=f"checkpoint {str(path)!r} (config key '{setting}')",
+                       keep=keep)
     weights.load_state_dict(kept, strict=True)
     log.info("loaded %s: %d tensors (%d training-only skipped)", path, len(kept),
              len(state) - len(kept))
     return len(kept)
 
 
-__all__ = ["OVSegWeights", "ClipAdapterWeights", "ProposalImageModel", "is_inference_key",
+__all__ = ["OVSegWeights", "ClipAdapterWeights", "ProposalImageModel",
            "normalise_unit_image",
            "check_state", "load_ovseg_checkpoint", "PIXEL_MEAN", "PIXEL_STD", "CLIP_MEAN",
            "CLIP_STD", "SIZE_DIVISIBILITY"]

@@ -6,8 +6,10 @@ One module per job (docs/weights.md):
 * ``state_dict``: the one state-dict reader and the one strict layout check;
 * ``pickle_safety``: what a pickle file would run, and reading it without running it;
 * ``environment``: the huggingface_hub cache, network reachability, bundle offline mode;
-* ``releases``, ``presets``, ``needs``: the published checkpoints, the presets, and what
-  files a config needs;
+* ``sources``: what an engine declares about its weights, as data (its published
+  checkpoints, the files a config makes it read);
+* ``releases``, ``needs``: which published checkpoint a config names, and what files a
+  config needs, both asked of the engine through the registry;
 * ``fetch``, ``convert``, ``verify``, ``bundles``: the ``ovseg-weights`` commands.
 
 Importing this package loads torch (``create``) but nothing of the tool's modules; the

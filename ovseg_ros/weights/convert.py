@@ -19,9 +19,9 @@ def engine_class(engine: str):
         cls = get_engine(engine)
     except KeyError as exc:
         raise WeightsToolError(f"engine {engine!r} is not available here ({exc.args[0]})") from exc
-    if not (hasattr(cls, "checkpoint_layout") and hasattr(cls, "is_inference_key")):
-        raise WeightsToolError(f"engine {engine!r} has no released checkpoint (no "
-                               "checkpoint_layout / is_inference_key)")
+    if not getattr(cls, "checkpoint_setting", ""):
+        raise WeightsToolError(f"engine {engine!r} has no checkpoint of its own (its class "
+                               "declares no checkpoint_setting): nothing to convert")
     return cls
 
 

@@ -1,11 +1,10 @@
 """What weights a config needs, where each file is published, and whether it is here.
 
-``requirements(cfg)`` is the one place that tells, from the config, which files an
-engine reads: open_clip / timm pretrained weights (huggingface_hub cache), local files
-named by ``*_checkpoint`` settings, the engine's released checkpoint. It reads the
-engine group's setting names (``<engine>.clip_model``, ``.vfm_model``, ``.checkpoint``,
-...) in one function, ``engine_needs``, that an engine describing its own files
-would replace.
+``requirements(cfg)`` asks the configured engine, through the registry, which files it
+reads (``Engine.weights_needs(cfg)``: declarations of ``ovseg_ros/weights/sources.py``)
+and turns each into a ``Need``: open_clip / timm pretrained weights (huggingface_hub
+cache), local files named by ``*_checkpoint`` settings, the engine's own checkpoint
+(matched against ``Engine.releases``). Nothing is guessed from setting names.
 """
 from __future__ import annotations
 
@@ -15,9 +14,11 @@ from pathlib import Path
 from typing import Iterable, List, Optional, Tuple
 
 from ..config import Config
+from ..registry import get_engine
 from .environment import hf_hub_cache
 from .files import resolve_path
 from .releases import Release, release_for
+from .sources import CheckpointFile, OpenClipWeights, TimmWeights
 from .tiny import register_tiny_models_if_named
 
 
@@ -50,10 +51,6 @@ class Need:
         return f"{self.kind} {self.what} [{self.setting}] from {self.source} ({size}, {sha}{extra})"
 
 
-def _has(cfg: Config, key: str) -> bool:
-    return key in cfg.values
-
-
 def _hf_cached(repo_id: str, filenames: Iterable[str]) -> Optional[str]:
     from huggingface_hub import try_to_load_from_cache
 
@@ -64,14 +61,14 @@ def _hf_cached(repo_id: str, filenames: Iterable[str]) -> Optional[str]:
     return None
 
 
-def _open_clip_need(cfg: Config, g: str) -> Optional[Need]:
-    model, tag = cfg[f"{g}.clip_model"], cfg.get(f"{g}.clip_pretrained", "")
-    setting = f"{g}.clip_pretrained"
-    if cfg.get(f"{g}.clip_checkpoint"):
-        return _file_need(cfg, f"{g}.clip_checkpoint", f"open_clip {model} weights")
+def _open_clip_need(cfg: Config, d: OpenClipWeights) -> Need:
+    model, tag = cfg[d.model], cfg[d.pretrained]
+    setting = d.pretrained
+    if cfg[d.checkpoint]:
+        return _file_need(cfg, d.checkpoint, f"open_clip {model} weights")
     if not tag:
         return Need("open_clip", setting, f"{model} (no tag)", "-", False, "-",
-                    hint=f"set '{setting}' (an open_clip tag) or '{g}.clip_checkpoint'",
+                    hint=f"set '{setting}' (an open_clip tag) or '{d.checkpoint}'",
                     fetchable=False)
     import open_clip
 
@@ -104,14 +101,14 @@ def _open_clip_need(cfg: Config, g: str) -> Optional[Need]:
                 path=target if target.is_file() else None)
 
 
-def _timm_need(cfg: Config, g: str) -> Optional[Need]:
-    model = cfg[f"{g}.vfm_model"]
-    if cfg.get(f"{g}.vfm_checkpoint"):
-        return _file_need(cfg, f"{g}.vfm_checkpoint", f"timm {model} weights")
+def _timm_need(cfg: Config, d: TimmWeights) -> Need:
+    model = cfg[d.model]
+    if cfg[d.checkpoint]:
+        return _file_need(cfg, d.checkpoint, f"timm {model} weights")
     import timm.models
 
     register_tiny_models_if_named(model)
-    setting = f"{g}.vfm_model"
+    setting = d.model
     try:
         pcfg = timm.models.get_pretrained_cfg(model)
     except Exception:   # an unknown name: the config check reports it
@@ -119,7 +116,7 @@ def _timm_need(cfg: Config, g: str) -> Optional[Need]:
     repo_id = getattr(pcfg, "hf_hub_id", "") if pcfg is not None else ""
     if not repo_id:
         return Need("timm", setting, model, "-", False, "-",
-                    hint=f"timm publishes no weights for {model!r}; set '{g}.vfm_checkpoint'",
+                    hint=f"timm publishes no weights for {model!r}; set '{d.checkpoint}'",
                     fetchable=False)
     repo_id = repo_id.split("@", 1)[0]
     filename = getattr(pcfg, "hf_hub_filename", "") or ""
@@ -141,9 +138,9 @@ def _file_need(cfg: Config, setting: str, what: str) -> Need:
                 fetchable=False)
 
 
-def _released_need(cfg: Config, g: str) -> Need:
-    setting = f"{g}.checkpoint"
-    rel = release_for(cfg, g)
+def _released_need(cfg: Config, d: CheckpointFile) -> Need:
+    setting = d.setting
+    rel = release_for(cfg, setting)
     source = f"{rel.page} ({rel.published_in})" if rel else "not a published file name"
     note = f"published md5 begins {rel.md5_prefix}" if rel and rel.md5_prefix else ""
     common = dict(size=rel.size if rel else None, sha256=rel.sha256 if rel else "",
@@ -173,21 +170,22 @@ def _local_facts(need: Need) -> Need:
     return need
 
 
-def engine_needs(cfg: Config) -> List[Optional[Need]]:
-    """The files the configured engine reads, told from its group's setting names: an
-    open_clip model with a tag or file (``<engine>.clip_model`` + ``.clip_pretrained`` /
-    ``.clip_checkpoint``), a timm model (``.vfm_model``, or ``.vfm_checkpoint``), a released
-    checkpoint (``.checkpoint``). The one guess from names; an engine that lists its own
-    files would replace this function."""
-    g = cfg["engine"]
-    needs: List[Optional[Need]] = []
-    if _has(cfg, f"{g}.clip_model") and (_has(cfg, f"{g}.clip_pretrained")
-                                         or _has(cfg, f"{g}.clip_checkpoint")):
-        needs.append(_open_clip_need(cfg, g))
-    if _has(cfg, f"{g}.vfm_model"):
-        needs.append(_timm_need(cfg, g))
-    if _has(cfg, f"{g}.checkpoint"):
-        needs.append(_released_need(cfg, g))
+def engine_needs(cfg: Config) -> List[Need]:
+    """The files the configured engine reads, as it declares them
+    (``Engine.weights_needs(cfg)``), in its order."""
+    engine = get_engine(cfg["engine"])
+    needs: List[Need] = []
+    for declared in engine.weights_needs(cfg):
+        if isinstance(declared, OpenClipWeights):
+            needs.append(_open_clip_need(cfg, declared))
+        elif isinstance(declared, TimmWeights):
+            needs.append(_timm_need(cfg, declared))
+        elif isinstance(declared, CheckpointFile):
+            needs.append(_released_need(cfg, declared))
+        else:
+            raise TypeError(f"engine {cfg['engine']!r} declares {declared!r} in weights_needs; "
+                            "expected OpenClipWeights, TimmWeights or CheckpointFile "
+                            "(ovseg_ros/weights/sources.py)")
     return needs
 
 
@@ -196,7 +194,7 @@ def requirements(cfg: Config) -> List[Need]:
     is known of each on disk."""
     if cfg["random_init"]:
         return []
-    return [_local_facts(n) for n in engine_needs(cfg) if n is not None]
+    return [_local_facts(n) for n in engine_needs(cfg)]
 
 
 __all__ = ["Need", "requirements", "engine_needs"]

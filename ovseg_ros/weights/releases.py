@@ -1,67 +1,37 @@
-"""Released checkpoints, as their authors publish them, and which one a config names.
+"""Which published checkpoint a config names, from the releases its engine declares.
 
-Sizes and SHA-256 are not published for any of them ("unknown"); OVSeg's page gives
-the first six hex digits of the MD5 only. Download pages: Google Drive links of each
-project's README.
+Each engine class lists its own published files (``Engine.releases``, a tuple of
+``ovseg_ros.weights.sources.Release``); this module asks the engine, through the
+registry, and matches the config against them. Sizes and SHA-256 are not published for
+any of today's releases ("unknown"); OVSeg's page gives the first six hex digits of the
+MD5 only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
 from ..config import Config
-
-_DRIVE = "https://drive.google.com/file/d/{}/view"
-_DRIVE_DOWNLOAD = "https://drive.usercontent.google.com/download?id={}&export=download&confirm=t"
-
-
-@dataclass(frozen=True)
-class Release:
-    engine: str
-    name: str                 # file name as published
-    description: str
-    drive_id: str
-    published_in: str         # where the link is published
-    md5_prefix: str = ""      # what the authors give of the checksum, if anything
-    sha256: str = ""
-    size: Optional[int] = None
-    #: engine settings the file needs (e.g. MAFT+'s CDT variant)
-    settings: Tuple[Tuple[str, object], ...] = ()
-
-    @property
-    def page(self) -> str:
-        return _DRIVE.format(self.drive_id)
-
-    @property
-    def download_url(self) -> str:
-        return _DRIVE_DOWNLOAD.format(self.drive_id)
+from ..registry import get_engine, list_engines
+from .sources import Release
 
 
-RELEASES: Tuple[Release, ...] = (
-    Release("fcclip", "fcclip_cocopan.pth", "FC-CLIP ConvNeXt-Large, COCO panoptic",
-            "1-91PIns86vyNaL3CzMmDD39zKGnPMtvj", "github.com/bytedance/fc-clip README, model zoo"),
-    Release("maftplus", "maftp_l.pth", "MAFT+ Large, semantic", "1EQo5guVuKkSSZj4bv0FQN_4X9h_Rwfe5",
-            "github.com/jiaosiyu1999/MAFT-Plus README, pretrained weights",
-            settings=(("maftplus.cdt_variant", "semantic"),)),
-    Release("maftplus", "maftp_l_pano.pth", "MAFT+ Large, panoptic",
-            "1znk_uco8fwvbA0kndy4kGyVp22KbQr6g",
-            "github.com/jiaosiyu1999/MAFT-Plus README, pretrained weights (panoptic)",
-            settings=(("maftplus.cdt_variant", "panoptic"),)),
-    Release("ovseg", "ovseg_swinbase_vitL14_ft_mpt.pth", "OVSeg Swin-B + CLIP ViT-L/14",
-            "1cn-ohxgXDrDfkzC1QdO-fi8IjbjXmgKy",
-            "github.com/facebookresearch/ov-seg GETTING_STARTED.md", md5_prefix="526080"),
-    Release("ovseg", "ovseg_R101c_vitB16_ft_mpt.pth", "OVSeg R101c + CLIP ViT-B/16",
-            "1ZmeFMEkhuLqaWkhz4t4IlQ8YflrYja8q",
-            "github.com/facebookresearch/ov-seg GETTING_STARTED.md", md5_prefix="c746f4"),
-)
+def releases_of(engine: str) -> Tuple[Release, ...]:
+    """The checkpoints ``engine`` declares as published (``Engine.releases``)."""
+    return tuple(getattr(get_engine(engine), "releases", ()))
 
 
-def release_for(cfg: Config, g: str) -> Optional[Release]:
-    """The published file this config's checkpoint setting names (by file stem), else the
-    engine's release matching its settings."""
-    stem = Path(cfg[f"{g}.checkpoint"]).stem if cfg[f"{g}.checkpoint"] else ""
-    candidates = [r for r in RELEASES if r.engine == g]
+def all_releases() -> Tuple[Release, ...]:
+    """Every engine's published checkpoints, engine by engine."""
+    return tuple(r for name in list_engines() for r in releases_of(name))
+
+
+def release_for(cfg: Config, setting: str, engine: Optional[str] = None) -> Optional[Release]:
+    """The published file the checkpoint ``setting`` names (by file stem), else the
+    engine's release matching its settings (e.g. MAFT+'s CDT variant)."""
+    engine = engine or cfg["engine"]
+    stem = Path(cfg[setting]).stem if cfg[setting] else ""
+    candidates = releases_of(engine)
     for r in candidates:
         if stem and Path(r.name).stem == stem:
             return r
@@ -73,4 +43,4 @@ def release_for(cfg: Config, g: str) -> Optional[Release]:
     return None
 
 
-__all__ = ["Release", "RELEASES", "release_for"]
+__all__ = ["Release", "releases_of", "all_releases", "release_for"]

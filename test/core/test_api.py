@@ -104,8 +104,9 @@ def test_runtime_settings(tiny_segmenter):
 def test_describe(tiny_segmenter):
     info = tiny_segmenter.describe()
     assert info["engine"] == "proxyclip" and info["random_weights"] is True
-    assert info["clip_model"] == "ovseg-tiny-ViT" and info["num_classes"] == 10
-    assert "random" in info["clip_weights"]
+    assert info["model"]["clip_model"] == "ovseg-tiny-ViT" and info["num_classes"] == 10
+    assert "random" in info["weights"]["clip"] and "random" in info["weights"]["vfm"]
+    assert info["backends"]["image"]["backend"] == "torch"
 
 
 def test_vocabulary_swap_during_predictions_is_safe(tiny_segmenter, rgb_frame):

@@ -78,6 +78,10 @@ EXCEPTIONS = {
     # ovseg-bench --node-overhead runs the node's per-frame work (rclpy only for that axis)
     ("ovseg_ros.tools.bench", "node_overhead"): ("ros",),
 }
+#: an engine module never imports another engine module (shared helpers live in core, models
+#: or engines/base.py), but for a variant that subclasses its parent engine, as timm's model
+#: files do: MAFT+ is FC-CLIP's engine with another classifier
+ENGINE_VARIANTS = {"ovseg_ros.engines.maftplus": ("ovseg_ros.engines.fcclip",)}
 #: the one production function that may import ovseg_ros.testing (tiny models on demand);
 #: bench and demo choose the tiny presets themselves
 TESTING_HOOK = ("ovseg_ros.weights.tiny", "register_tiny_models_if_named")
@@ -194,6 +198,23 @@ def hook_violations(src: Source) -> List[str]:
             and not _under(m, TESTING_USERS)]
 
 
+def is_engine_module(module: str) -> bool:
+    """``ovseg_ros/engines/<name>.py`` of a registered engine: not the shared base, not a
+    config module."""
+    return (_under(module, ("ovseg_ros.engines",)) and module.count(".") == 2
+            and not module.endswith("_config") and module != "ovseg_ros.engines.base")
+
+
+def engine_violations(src: Source) -> List[str]:
+    return [f"engine module {m} imports engine module {imp} "
+            f"{('in ' + imp.function) if imp.function else 'at module scope'} (shared code "
+            "goes to core, models or engines/base.py)"
+            for m in src.modules if is_engine_module(m)
+            for imp in src.imports[m]
+            if is_engine_module(imp.target) and imp.target != m
+            and imp.target not in ENGINE_VARIANTS.get(m, ())]
+
+
 def cycle_violations(src: Source) -> List[str]:
     return [f"import cycle: {' -> '.join(sorted(c))}" for c in _cycles(src.graph(False))]
 
@@ -202,7 +223,7 @@ def check(root: Path) -> List[str]:
     """Every rule on the source tree under ``root``: what breaks it, one line each."""
     src = Source(root)
     return (layer_violations(src) + rclpy_violations(src) + hook_violations(src)
-            + cycle_violations(src))
+            + engine_violations(src) + cycle_violations(src))
 
 
 SOURCE = Source(ROOT)
@@ -236,6 +257,14 @@ def test_layers_import_only_what_the_table_allows():
 def test_only_the_ros_layer_imports_rclpy():
     bad = rclpy_violations(SOURCE)
     assert not bad, "rclpy outside the ROS layer (docs/architecture.md):\n" + "\n".join(bad)
+
+
+def test_an_engine_module_never_imports_another():
+    assert is_engine_module("ovseg_ros.engines.ovseg")
+    assert not is_engine_module("ovseg_ros.engines.base")
+    assert not is_engine_module("ovseg_ros.engines.ovseg_config")
+    bad = engine_violations(SOURCE)
+    assert not bad, "\n".join(bad)
 
 
 def test_test_models_are_reached_only_through_the_on_demand_hook():
@@ -310,6 +339,7 @@ def test_the_check_reports_planted_violations(tmp_path):
     _plant(tmp_path, "ovseg_ros/runtime/stats.py", "from .frames import FrameQueues")
     _plant(tmp_path, "ovseg_ros/eval/bags.py",
            "from ..testing.tiny_models import ovseg_tiny_vit_patch8")
+    _plant(tmp_path, "ovseg_ros/engines/ovseg.py", "from .proxyclip import ProxyCLIPEngine")
     (tmp_path / "ovseg_ros" / "stray.py").write_text("X = 1\n")
     found = "\n".join(check(tmp_path))
     for expected in (
@@ -319,6 +349,8 @@ def test_the_check_reports_planted_violations(tmp_path):
             "ovseg_ros.runtime.stats imports rclpy",
             "import cycle: ovseg_ros.runtime.frames -> ovseg_ros.runtime.stats",
             "ovseg_ros.eval.bags imports ovseg_ros.testing.tiny_models",
+            "engine module ovseg_ros.engines.ovseg imports engine module "
+            "ovseg_ros.engines.proxyclip (line",
             "ovseg_ros.stray: in no layer"):
         assert expected in found, f"{expected!r} not reported in:\n{found}"
 
@@ -334,8 +366,9 @@ def test_config_is_torch_free_and_test_models_load_only_on_demand():
         assert list_engines() and engine_config_modules()
         assert "torch" not in sys.modules, "the config layer imported torch"
         import importlib
-        from ovseg_ros.registry import _BACKEND_MODULES, _ENGINE_MODULES
-        for name in list(_ENGINE_MODULES.values()) + list(_BACKEND_MODULES.values()):
+        from ovseg_ros.registry import _BACKEND_MODULES, engine_sources
+        engines = [modules[0] for modules in engine_sources().values()]
+        for name in engines + list(_BACKEND_MODULES.values()):
             importlib.import_module(name)
         testing = [m for m in sys.modules if m.startswith("ovseg_ros.testing")]
         assert not testing, testing

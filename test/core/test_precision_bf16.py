@@ -82,9 +82,9 @@ def test_bf16_trunk_and_pixel_decoder_fp32_head(tmp_path, engine):
         assert p.dtype == torch.float32
     assert bf16.engine.text_precision == "fp32"
     # diagnostics name what rounds, and the eager sampler
-    assert "pixel decoder FFNs" in bf16.engine.describe()["low_precision_scope"]
-    assert "low_precision_scope" not in fp32.engine.describe()
-    assert fp32.engine.describe()["deformable_sampling"] == "gather"
+    assert "pixel decoder FFNs" in bf16.engine.describe()["model"]["low_precision_scope"]
+    assert "low_precision_scope" not in fp32.engine.describe()["model"]
+    assert fp32.engine.describe()["model"]["deformable_sampling"] == "gather"
 
     rgb = _photo()
     x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255

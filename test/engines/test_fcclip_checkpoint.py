@@ -8,7 +8,9 @@ from safetensors.torch import save_file
 
 import ovseg_ros.testing.tiny_models  # noqa: F401  (tiny open_clip configs)
 from ovseg_ros.models.cdt import build_maftplus_head
-from ovseg_ros.models.checkpoint import load_reference_checkpoint
+from ovseg_ros.engines.fcclip import FCClipEngine
+from ovseg_ros.engines.maftplus import MAFTPlusEngine
+from ovseg_ros.models.checkpoint import layout_of, load_reference_checkpoint
 from ovseg_ros.models.fcclip_head import FCCLIPHeadWeights, HeadSpec
 from ovseg_ros.weights import WeightsError
 
@@ -82,6 +84,14 @@ def test_convnext_l_head_has_the_reference_keys_and_size(convnext_l_head):
     assert 20.6e6 < n_params < 20.8e6          # 20.72 M parameters (docs/fcclip.md)
 
 
+def _load(path, head, clip_model, engine):
+    """The engine's loading rules (its key filter, its layout form) on these modules."""
+    return load_reference_checkpoint(
+        path, head, clip_model, setting=f"{engine.name}.checkpoint",
+        layout=layout_of(head, clip_model, visual=engine.dense_output),
+        is_inference_key=engine.is_inference_key)
+
+
 @pytest.fixture(scope="module")
 def tiny_clip():
     import open_clip
@@ -95,8 +105,7 @@ def test_full_synthetic_checkpoint_loads_strictly(convnext_l_head, tiny_clip, tm
     path = tmp_path / "fcclip_cocopan.safetensors"
     save_file(src, str(path))
     target = FCCLIPHeadWeights(CONVNEXT_L)
-    report = load_reference_checkpoint(path, target, tiny_clip, setting="fcclip.checkpoint",
-                                       require_visual=False)
+    report = _load(path, target, tiny_clip, FCClipEngine)
     assert report.head_keys == len(src) - 1 and report.skipped_keys == 1
     for k, v in target.state_dict().items():
         assert torch.equal(v, src[k]), k
@@ -112,8 +121,7 @@ def test_missing_and_unexpected_keys_are_listed(tiny_clip, tmp_path):
     path = tmp_path / "bad.pth"
     torch.save({"model": sd, "iteration": 5}, path)      # detectron2 layout
     with pytest.raises(WeightsError) as err:
-        load_reference_checkpoint(path, FCCLIPHeadWeights(spec), tiny_clip,
-                                  setting="fcclip.checkpoint", require_visual=False)
+        _load(path, FCCLIPHeadWeights(spec), tiny_clip, FCClipEngine)
     msg = str(err.value)
     assert "missing keys (1): void_embedding.weight" in msg
     assert "unexpected keys (1): sem_seg_head.predictor.class_embed_old.weight" in msg
@@ -129,11 +137,9 @@ def test_shape_mismatch_and_missing_file(tiny_clip, tmp_path):
     other = HeadSpec(in_channels=(16, 24, 32, 48), clip_embedding_dim=32, num_queries=6,
                      enc_layers=1, dec_layers=1)
     with pytest.raises(WeightsError, match="shape mismatches.*query_feat"):
-        load_reference_checkpoint(path, FCCLIPHeadWeights(other), tiny_clip,
-                                  setting="fcclip.checkpoint", require_visual=False)
+        _load(path, FCCLIPHeadWeights(other), tiny_clip, FCClipEngine)
     with pytest.raises(WeightsError, match="does not exist.*'fcclip.checkpoint'"):
-        load_reference_checkpoint(tmp_path / "nope.pth", FCCLIPHeadWeights(spec), tiny_clip,
-                                  setting="fcclip.checkpoint", require_visual=False)
+        _load(tmp_path / "nope.pth", FCCLIPHeadWeights(spec), tiny_clip, FCClipEngine)
 
 
 def test_maftplus_checkpoint_needs_visual_trunk_and_loads_it(tiny_clip, tmp_path):
@@ -146,14 +152,12 @@ def test_maftplus_checkpoint_needs_visual_trunk_and_loads_it(tiny_clip, tmp_path
     path = tmp_path / "maft_no_visual.pth"
     torch.save(sd, path)
     with pytest.raises(WeightsError, match="missing keys.*backbone.clip_model.visual.trunk"):
-        load_reference_checkpoint(path, build_maftplus_head(spec), tiny_clip,
-                                  setting="maftplus.checkpoint", require_visual=True)
+        _load(path, build_maftplus_head(spec), tiny_clip, MAFTPlusEngine)
     visual = {f"backbone.clip_model.{k}": torch.randn_like(v)
               for k, v in tiny_clip.state_dict().items() if k.startswith("visual.")}
     teacher = {k.replace("backbone.", "backbone_t.", 1): v for k, v in visual.items()}
     torch.save({**sd, **visual, **teacher}, path)
-    report = load_reference_checkpoint(path, build_maftplus_head(spec), tiny_clip,
-                                       setting="maftplus.checkpoint", require_visual=True)
+    report = _load(path, build_maftplus_head(spec), tiny_clip, MAFTPlusEngine)
     assert report.clip_keys == len(visual) and report.skipped_keys == len(teacher)
     assert not report.text_overridden
     key = "visual.trunk.stem.0.weight"

@@ -134,9 +134,9 @@ def test_background_of_a_crop_is_the_clip_mean():
 def test_batched_proposals_equal_one_at_a_time(seg, rgb):
     e = seg.engine
     image, x = e.preprocess(rgb)
-    from ovseg_ros.engines.fcclip import _StageTimer
+    from ovseg_ros.core.stage_timing import StageTimer
 
-    mask_logits, _ = e.proposals(x, _StageTimer(e.device))
+    mask_logits, _ = e.proposals(x, StageTimer(e.device))
     masks = e.mask_probabilities(mask_logits[0], tuple(image.shape[-2:])) > 0.4
     batch = e.crops(image, masks[masks.flatten(1).any(1)])
     assert batch.shape[0] >= 3
@@ -245,9 +245,9 @@ def test_no_valid_proposal_labels_from_the_head_alone(tmp_path, rgb):
     assert p.counts["crops"] == 0
     # the expected labels, built here from the proposal stage's outputs by the formula
     image, x = e.preprocess(rgb)
-    from ovseg_ros.engines.fcclip import _StageTimer
+    from ovseg_ros.core.stage_timing import StageTimer
 
-    mask_logits, class_embed = e.proposals(x, _StageTimer(e.device))
+    mask_logits, class_embed = e.proposals(x, StageTimer(e.device))
     v = s.vocabulary
     masks = e.mask_probabilities(mask_logits[0], tuple(image.shape[-2:]))
     head = head_probabilities(class_embed[0], v.embeddings.float(),
@@ -290,9 +290,9 @@ def test_proposal_input_is_normalised_as_the_reference_does(seg):
     seen = []
     hook = e.weights.backbone.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
     try:
-        from ovseg_ros.engines.fcclip import _StageTimer
+        from ovseg_ros.core.stage_timing import StageTimer
 
-        e.proposals(x, _StageTimer(e.device))
+        e.proposals(x, StageTimer(e.device))
     finally:
         hook.remove()
     h, w = resized.shape[:2]
@@ -308,9 +308,9 @@ def test_exactly_one_valid_proposal_works(tmp_path, rgb):
     s = load_segmenter(tiny_cfg(tmp_path))
     e = s.engine
     image, x = e.preprocess(rgb)
-    from ovseg_ros.engines.fcclip import _StageTimer
+    from ovseg_ros.core.stage_timing import StageTimer
 
-    mask_logits, _ = e.proposals(x, _StageTimer(e.device))
+    mask_logits, _ = e.proposals(x, StageTimer(e.device))
     peak = e.mask_probabilities(mask_logits[0], tuple(image.shape[-2:])).flatten(1).amax(1)
     top2 = peak.topk(2).values
     assert top2[0] > top2[1]

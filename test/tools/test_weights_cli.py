@@ -233,7 +233,8 @@ def test_malicious_pickle_is_never_executed(kind, tmp_path, capsys):
 
     with pytest.raises(WeightsError, match="weights_only"):
         load_reference_checkpoint(src, torch.nn.Linear(1, 1), torch.nn.Linear(1, 1),
-                                  setting="fcclip.checkpoint")
+                                  setting="fcclip.checkpoint", layout={},
+                                  is_inference_key=lambda key: True)
     assert not marker.exists()
 
 

@@ -276,6 +276,7 @@ def test_fcclip_params_file_without_checkpoint_stops_the_node_clearly(tmp_path):
     r = subprocess.run(
         [sys.executable, "-m", "ovseg_ros.node", "--ros-args", "--params-file",
          str(ROOT / "config" / "fcclip.yaml"), "-p", "device:=cpu", "-p",
+         "precision:=fp32", "-p",
          f"weights_dir:={tmp_path}", "-p", f"text_cache_dir:={tmp_path}", "-r", "__ns:=/fcbad"],
         cwd=ROOT, env=node_env(), capture_output=True, text=True, timeout=120)
     log = r.stdout + r.stderr

@@ -142,9 +142,10 @@ def test_node_publishes_the_engines_prediction(node, reference):
 
 
 
-def test_runtime_mask_threshold_reaches_the_engine(node):
-    """ovseg.mask_threshold is runtime: at 1.0 no proposal has a crop, and the node
-    publishes an all-unlabelled frame with no segments (where the reference crashes)."""
+def test_runtime_mask_threshold_reaches_the_engine(node, reference):
+    """ovseg.mask_threshold is runtime: at 1.0 no proposal has a crop, and the node labels
+    the frame from the proposal head alone, as the reference's branch for "no crop" does
+    (the same prediction as this process's engine with the same threshold)."""
     from rcl_interfaces.msg import Parameter as ParameterMsg
     from rcl_interfaces.msg import ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
@@ -158,14 +159,23 @@ def test_runtime_mask_threshold_reaches_the_engine(node):
             parameters=[ParameterMsg(name="ovseg.mask_threshold", value=v)]))
         assert r.results[0].successful, r.results[0].reason
 
+    rgb = _photo()
     set_threshold(1.0)
     try:
-        out = _send(n, client, pub, _photo())
-        assert (image_to_array(out["semantic"]) == 65535).all()
-        assert not image_to_array(out["panoptic"]).any() and not out["segments"].segments
+        out = _send(n, client, pub, rgb)
+        reference.update_config(ovseg__mask_threshold=1.0)
+        try:
+            head_only = reference.predict(rgb)
+        finally:
+            reference.update_config(ovseg__mask_threshold=0.4)
+        assert head_only.counts["crops"] == 0
+        np.testing.assert_array_equal(image_to_array(out["semantic"]).astype(np.int32),
+                                      head_only.semantic)
     finally:
         set_threshold(0.4)
-    out = _send(n, client, pub, _photo())
+    out = _send(n, client, pub, rgb)
+    np.testing.assert_array_equal(image_to_array(out["semantic"]).astype(np.int32),
+                                  reference.predict(rgb).semantic)
     assert (image_to_array(out["semantic"]) < len(VOCAB)).all()
 
 # --- config/ovseg_twostage.yaml ----------------------------------------------------------------

@@ -34,7 +34,8 @@ THIRD_PARTY = {
     "torch": "torch", "torchvision": "torchvision", "open_clip": "open_clip_torch",
     "timm": "timm", "safetensors": "safetensors", "rosbags": "rosbags", "onnx": "onnx",
     "onnxruntime": "onnxruntime", "torchmetrics": "torchmetrics",
-    "huggingface_hub": "huggingface_hub",
+    "huggingface_hub": "huggingface_hub", "motmetrics": "motmetrics", "plyfile": "plyfile",
+    "tifffile": "python3-tifffile",
 }
 # Optional accelerators, imported lazily by the backends that need them and
 # documented in docs/package_structure.md; not installed by default.

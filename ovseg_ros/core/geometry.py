@@ -155,10 +155,11 @@ def labelled_cloud(metres: np.ndarray, intr: Intrinsics, rgb: np.ndarray, semant
 def _interior(seg: np.ndarray, px: int) -> np.ndarray:
     """Pixels whose (2 px + 1)^2 neighbourhood lies in their own segment: every segment's
     mask eroded at once (min and max filters of the id image agree only inside a segment).
-    ``seg``: uint16 (as is) or any integer id image (as float32, exact below 2**24)."""
+    ``seg``: uint8 or uint16 (as is) or any integer id image (as float32, exact below
+    2**24)."""
     import cv2
 
-    ids = seg if seg.dtype == np.uint16 else seg.astype(np.float32)
+    ids = seg if seg.dtype in (np.uint8, np.uint16) else seg.astype(np.float32)
     k = np.ones((2 * px + 1, 2 * px + 1), np.uint8)
     lo = cv2.erode(ids, k, borderType=cv2.BORDER_REPLICATE)
     hi = cv2.dilate(ids, k, borderType=cv2.BORDER_REPLICATE)
@@ -171,7 +172,7 @@ def _dense_ids(pan: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     renumbered, so the keys of ``segment_stats`` stay uint16 (a radix sort)."""
     top = int(pan.max())
     if 4 * top + 4 <= 1 << 16:
-        return np.maximum(pan, 0).astype(np.uint16), None
+        return np.maximum(pan, 0).astype(_key_type(top)), None
     pos = np.maximum(pan, 0)
     if top < 1 << 20:                 # a table over the id range (one counting pass)
         ids = np.flatnonzero(np.bincount(pos.reshape(-1), minlength=top + 1)[1:]) + 1
@@ -182,8 +183,14 @@ def _dense_ids(pan: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         uniq, inv = np.unique(pos, return_inverse=True)
         ids = uniq[uniq > 0]
         ranks = inv.reshape(pos.shape) + (0 if uniq[0] == 0 else 1)
-    dt = np.uint16 if 4 * ids.size + 4 <= 1 << 16 else np.int64
-    return ranks.astype(dt), ids
+    return ranks.astype(_key_type(ids.size)), ids
+
+
+def _key_type(top: int):
+    """The smallest type of the keys 0 .. 4 top + 3: uint8 (up to 63 segments) sorts in one
+    radix pass, uint16 in two, int64 by comparisons."""
+    return np.uint8 if 4 * top + 4 <= 1 << 8 else np.uint16 if 4 * top + 4 <= 1 << 16 \
+        else np.int64
 
 
 def _depth_coords(metres: np.ndarray, intr: Intrinsics):

@@ -128,8 +128,8 @@ class CameraOutputs:
         if tuple(depth.size) != tuple(size):
             return None
         pan = resize_labels(np.asarray(pred.panoptic, np.int32), size)
-        xyz = geometry.backproject(depth.metres, depth.intrinsics)
-        return geometry.segment_stats(xyz, pan)
+        # bit for bit segment_stats(backproject(...)), without the xyz image
+        return geometry.segment_stats_depth(depth.metres, depth.intrinsics, pan)
 
     def _track(self, pred: Prediction, stamp, stats: Optional[list]) -> TrackUpdate:
         before = self.tracker.last_reset

@@ -40,17 +40,18 @@ def build_3d(products, depth: Optional[DepthFrame], wanted: Optional[Collection[
         h, w = products.size
         raise DepthError(f"depth is {depth.size[1]}x{depth.size[0]} but the image is {w}x{h}: "
                          "the depth is not registered to the colour image", code="size")
-    need_xyz = want_cloud or (want_segs and stats is None)
-    xyz = geometry.backproject(depth.metres, depth.intrinsics) if need_xyz else None
+    # no xyz image: the cloud is back-projected into its message buffer, the statistics
+    # back-project only the points their quantiles take
     if want_cloud:
         products.cloud = geometry.labelled_cloud(depth.metres, depth.intrinsics, rgb,
                                                  products.semantic, products.panoptic,
-                                                 organised=organised, stride=stride, xyz=xyz)
+                                                 organised=organised, stride=stride)
     if want_segs:
         info = {s["id"]: s for s in products.segments}
         out = []
         if stats is None:
-            stats = geometry.segment_stats(xyz, products.panoptic)
+            stats = geometry.segment_stats_depth(depth.metres, depth.intrinsics,
+                                                 products.panoptic)
         for st in stats:
             s = info.get(st["id"])
             if s is None:

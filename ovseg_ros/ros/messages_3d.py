@@ -16,7 +16,7 @@ from geometry_msgs.msg import Point, Vector3
 from sensor_msgs.msg import PointCloud2, PointField
 from visualization_msgs.msg import Marker, MarkerArray
 
-from ..core.geometry import CLOUD_DTYPE, CLOUD_FIELDS
+from ..core.geometry import CLOUD_DTYPE, CLOUD_FIELDS, cloud_storage
 from ..core.markers import TEXT_HEIGHT_M, TEXT_ID_OFFSET, MarkerPlan, MarkerPlanner, text_position
 
 #: the output keys of this module (rows of core/outputs.py that need depth)
@@ -30,15 +30,20 @@ def pointcloud2(cloud: np.ndarray, header) -> PointCloud2:
         raise ValueError(f"cloud must have the CLOUD_DTYPE layout, got {cloud.dtype}")
     organised = cloud.ndim == 2
     h, w = cloud.shape if organised else (1, cloud.shape[0])
+    # check_fields=True: the generated ``data`` setter then keeps an array.array('B') as is;
+    # without it the setter copies every array (array.array('B', value)). The cloud of
+    # core/geometry.py lives in such an array (cloud_buffer), so the 9.8 MB of a 640 x 480
+    # cloud reach rclpy without a copy; rclpy's own conversion to the C message and the
+    # serialisation are the copies left
     msg = PointCloud2(header=header, height=h, width=w, is_bigendian=False,
                       point_step=CLOUD_DTYPE.itemsize, row_step=CLOUD_DTYPE.itemsize * w,
-                      is_dense=not organised)
+                      is_dense=not organised, check_fields=True)
     msg.fields = [PointField(name=n, offset=o, datatype=dt, count=1)
                   for n, o, _, dt in CLOUD_FIELDS]
-    # array.array is taken as is by the generated setter (a list would be checked per
-    # byte); frombytes of the array's buffer is the one copy
-    data = array.array("B")
-    data.frombytes(memoryview(np.ascontiguousarray(cloud).view(np.uint8).reshape(-1)))
+    data = cloud_storage(cloud)
+    if data is None:               # a cloud made elsewhere: one copy into an array.array
+        data = array.array("B")
+        data.frombytes(memoryview(np.ascontiguousarray(cloud).view(np.uint8).reshape(-1)))
     msg.data = data
     return msg
 
@@ -79,13 +84,16 @@ def marker_array(plan: MarkerPlan, header, lifetime_s: float) -> MarkerArray:
         out.append(marker(sid + TEXT_ID_OFFSET, Marker.TEXT_VIEW_FACING, Marker.DELETE))
     for b in plan.boxes:
         box = marker(b.id, Marker.CUBE, Marker.ADD)
-        box.pose.position = Point(x=b.centre[0], y=b.centre[1], z=b.centre[2])
-        box.scale = Vector3(x=b.size[0], y=b.size[1], z=b.size[2])
+        # fields set in place: the bare Marker already made these sub-messages
+        pos, scale = box.pose.position, box.scale
+        pos.x, pos.y, pos.z = b.centre
+        scale.x, scale.y, scale.z = b.size
         box.color.r, box.color.g, box.color.b, box.color.a = (float(v) for v in b.rgba)
         box.lifetime = life
         text = marker(b.id + TEXT_ID_OFFSET, Marker.TEXT_VIEW_FACING, Marker.ADD)
         x, y, z = text_position(b)
-        text.pose.position = Point(x=x, y=y, z=z)
+        pos = text.pose.position
+        pos.x, pos.y, pos.z = x, y, z
         text.scale.z = TEXT_HEIGHT_M
         text.color.r = text.color.g = text.color.b = text.color.a = 1.0
         text.text = b.text

@@ -128,3 +128,22 @@ def test_scaled_intrinsics_keep_pixel_centres():
     i = Intrinsics(S.FX, S.FY, S.CX, S.CY, S.WIDTH, S.HEIGHT)
     h = i.scaled_to(320, 240)
     assert (h.fx, h.cx, h.cy) == (S.FX / 2, 159.5, 119.5)
+
+
+def test_the_units_check_of_a_full_frame_uses_its_grid_and_sparse_frames_all_pixels():
+    from ovseg_ros.core.depth import depth_to_metres
+
+    metres_as_mm = np.full((480, 640), 3, np.uint16)          # 3 "mm": metres in 16UC1
+    with pytest.raises(DepthError, match="median of 3 ") as e:
+        depth_to_metres(metres_as_mm, "16UC1")
+    assert e.value.code == "units"
+    sparse = np.zeros((480, 640), np.uint16)                   # valid only off the grid
+    sparse[1::4, 1::4] = 1500
+    sparse[1::8, 1::8] = 5                                     # a quarter of them absurd
+    m, st = depth_to_metres(sparse, "16UC1")
+    assert st.valid == 120 * 160 and np.nanmax(m) == np.float32(1.5)
+    mm_as_m = np.full((480, 640), 1500.0, np.float32)          # millimetres in 32FC1
+    mm_as_m[::4, ::4] = np.nan
+    with pytest.raises(DepthError, match="median of 1500") as e:
+        depth_to_metres(mm_as_m, "32FC1")
+    assert e.value.code == "units"

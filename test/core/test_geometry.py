@@ -158,3 +158,66 @@ def test_a_frame_filling_segment_is_measured_from_its_subsample():
     np.testing.assert_allclose(s["centroid"], [0.0, 0.0, 3.0], atol=0.01)
     np.testing.assert_allclose(s["size"][:2], [0.9 * S.WIDTH * 3 / S.FX,
                                                0.9 * S.HEIGHT * 3 / S.FY], rtol=0.02)
+
+
+def test_dense_cloud_padding_is_zero_and_the_buffer_is_the_payload():
+    rgb, m, sem, pan, _ = scene()
+    m[::3] = np.nan
+    for cloud in (G.labelled_cloud(m, INTR, rgb, sem, pan, organised=False),
+                  G.labelled_cloud(m, INTR, rgb, sem, pan, stride=3)):
+        rows = np.frombuffer(cloud.tobytes(), np.uint8).reshape(-1, 32)
+        assert not rows[:, 12:16].any() and not rows[:, 22:24].any() and not rows[:, 28:].any()
+        store = G.cloud_storage(cloud)        # the array.array a PointCloud2 takes as is
+        assert store is not None and bytes(store) == cloud.tobytes()
+    assert G.cloud_storage(np.zeros(4, G.CLOUD_DTYPE)) is None
+    assert G.cloud_storage(G.cloud_buffer((4, 4))[1:]) is None
+
+
+def reference_stats(xyz, pan, erode_px=G.ERODE_PX, min_eroded=G.MIN_ERODED_POINTS):
+    """segment_stats by its definition, one mask at a time (slow, obvious)."""
+    import cv2
+
+    grid = np.zeros(pan.shape, bool)
+    grid[::2, ::2] = True
+    valid = np.isfinite(xyz[..., 2])
+
+    def quantiles(mask, qs):
+        if mask.sum() > G.STATS_MAX_POINTS:
+            mask = mask & grid
+        return np.quantile(xyz[mask].astype(np.float64), qs, axis=0)
+    out = []
+    for sid in np.unique(pan[pan > 0]):
+        full = (pan == sid) & valid
+        if not full.any():
+            continue
+        k = np.ones((2 * erode_px + 1,) * 2, np.uint8)
+        inner = cv2.erode((pan == sid).astype(np.uint8), k, borderType=cv2.BORDER_REPLICATE)
+        eroded = (inner.astype(bool) & valid).sum() >= min_eroded
+        cen = quantiles(inner.astype(bool) & valid if eroded else full, [0.5])[0]
+        lo, hi = quantiles(full, [0.05, 0.95])
+        out.append({"id": int(sid), "centroid": cen, "size": hi - lo,
+                    "valid_points": int(full.sum()), "depth_min": xyz[..., 2][full].min(),
+                    "depth_max": xyz[..., 2][full].max(), "eroded": bool(eroded)})
+    return out
+
+
+@pytest.mark.parametrize("ids", ["small", "tracked"])
+def test_stats_from_depth_match_the_definition_and_the_xyz_form(ids):
+    rgb, m, sem, pan, _ = scene(1)
+    rng = np.random.default_rng(3)
+    m[rng.random(m.shape) < 0.05] = np.nan
+    pan = pan.copy()
+    pan[300:310, 400:405] = 40                  # 50 px: the full-mask fallback
+    pan[0:120, 0:160] = 41                      # > STATS_MAX_POINTS: the grid subsample
+    if ids == "tracked":                        # track ids beyond 65535
+        pan = np.where(pan > 0, pan + 70000, 0).astype(np.int32)
+    xyz = G.backproject(m, INTR)
+    fast = G.segment_stats_depth(m, INTR, pan)
+    assert fast == G.segment_stats(xyz, pan)    # bit for bit
+    ref = reference_stats(xyz, pan)
+    assert [s["id"] for s in fast] == [s["id"] for s in ref] and len(fast) >= 5
+    for f, r in zip(fast, ref):
+        assert (f["valid_points"], f["eroded"]) == (r["valid_points"], r["eroded"])
+        assert (f["depth_min"], f["depth_max"]) == (r["depth_min"], r["depth_max"])
+        np.testing.assert_allclose(f["centroid"], r["centroid"], atol=2e-6, rtol=0)
+        np.testing.assert_allclose(f["size"], r["size"], atol=4e-6, rtol=0)

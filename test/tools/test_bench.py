@@ -119,6 +119,9 @@ def test_node_overhead_times_each_stage_with_a_listener(tmp_path):
         stages = [r[k] for k in ("depth_ms", "3d_ms", "messages_ms", "publish_ms")]
         assert all(v > 0 for v in stages) and r["segments"] >= 1
         assert r["total_ms"] >= max(stages)
+        w, h = (int(v) for v in r["size"].split("x"))
+        assert r["cloud_bytes"] == 32 * -(-w // r["stride"]) * -(-h // r["stride"])
+        assert r["points_serialise_ms"] > 0 and r["points_memcpy_ms"] > 0 < r["total_cpu_ms"]
     assert set(report["ceilings_gflops"]) == {"fp32", "bf16"} and len(report["loadavg"]) == 2
     assert "### 3D outputs beyond the 2D ones" in md and "| 64x48 | 2 |" in md
 

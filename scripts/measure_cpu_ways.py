@@ -38,7 +38,7 @@ def _quantize_linears(seg) -> None:
 
 def main() -> int:
     from ovseg_ros.segmenter import load_segmenter
-    from ovseg_ros.tools.bench import (VOCABULARY, _median_seconds, count_flops, machine_info,
+    from ovseg_ros.tools.bench import (VOCABULARY, _median_seconds, count_flops, cpu_machine_line,
                                        matmul_ceiling, synthetic_frame)
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -48,11 +48,8 @@ def main() -> int:
     p.add_argument("--ways", default="fp32,bf16,fp32+compile,bf16+compile,fp32+int8")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    machine = machine_info("cpu")
-    ceil = {k: matmul_ceiling(k, "cpu") for k in ("fp32", "bf16")}
-    print(f"machine: {machine.get('cpu')} flags {','.join(machine.get('cpu_flags') or [])}; "
-          f"{args.threads} thread(s); load average {os.getloadavg()[0]:.2f}; ceiling fp32 "
-          f"{ceil['fp32']:.0f} bf16 {ceil['bf16']:.0f} GFLOP/s; vfm {args.vfm}", flush=True)
+    line, ceil = cpu_machine_line(args.threads, f"vfm {args.vfm}")
+    print(line, flush=True)
     frames = [synthetic_frame(640, 480, s) for s in range(3)]
     base_cfg = {"engine": "proxyclip", "random_init": True, "device": "cpu",
                 "num_threads": args.threads, "vocabulary": VOCABULARY,

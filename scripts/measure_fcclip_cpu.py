@@ -26,7 +26,7 @@ import torch
 def main() -> int:
     from ovseg_ros.models import deformable_attention
     from ovseg_ros.segmenter import load_segmenter
-    from ovseg_ros.tools.bench import (VOCABULARY, machine_info, matmul_ceiling, photo_frames,
+    from ovseg_ros.tools.bench import (VOCABULARY, cpu_machine_line, matmul_ceiling, photo_frames,
                                        synthetic_frame)
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -35,11 +35,8 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    m = machine_info("cpu")
-    ceil = {k: matmul_ceiling(k, "cpu") for k in ("fp32", "bf16")}
-    print(f"machine: {m['cpu']} flags {','.join(m['cpu_flags'])}; {args.threads} thread(s); "
-          f"load average {os.getloadavg()[0]:.2f}; ceiling fp32 {ceil['fp32']:.0f} bf16 "
-          f"{ceil['bf16']:.0f} GFLOP/s; engine {args.engine}", flush=True)
+    line, _ = cpu_machine_line(args.threads, f"engine {args.engine}")
+    print(line, flush=True)
     e = args.engine
     segs = {}
     for prec in ("fp32", "bf16"):

@@ -25,18 +25,15 @@ def main() -> int:
     from ovseg_ros.models.deformable_attention import MSDeformAttn
     from ovseg_ros.models.pixel_decoder import MSDeformAttnPixelDecoder
     from ovseg_ros.models.precision import matmul_weights_to
-    from ovseg_ros.tools.bench import machine_info, matmul_ceiling
+    from ovseg_ros.tools.bench import cpu_machine_line, matmul_ceiling
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=5)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    m = machine_info("cpu")
-    ceil = {k: matmul_ceiling(k, "cpu") for k in ("fp32", "bf16")}
-    print(f"machine: {m['cpu']} flags {','.join(m['cpu_flags'])}; {args.threads} thread(s); "
-          f"load average {os.getloadavg()[0]:.2f}; ceiling fp32 {ceil['fp32']:.0f} bf16 "
-          f"{ceil['bf16']:.0f} GFLOP/s", flush=True)
+    line, _ = cpu_machine_line(args.threads)
+    print(line, flush=True)
     torch.manual_seed(0)
     widths = {"res2": 192, "res3": 384, "res4": 768, "res5": 1536}   # ConvNeXt-L
     fp32 = MSDeformAttnPixelDecoder(widths).eval()

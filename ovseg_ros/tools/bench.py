@@ -44,7 +44,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -130,6 +130,18 @@ def matmul_ceiling(dtype_name: str, device: str, n: int = 2048, seconds: float =
         _sync(dev)
     dt = time.perf_counter() - t0
     return 2 * n ** 3 * reps / dt / 1e9
+
+
+def cpu_machine_line(threads: int, extra: str = "") -> Tuple[str, Dict[str, float]]:
+    """(one line, ceilings): what every CPU figure of a measurement script depends on: the
+    CPU and its flags, threads, load average and the fp32/bf16 matmul ceilings (GFLOP/s)
+    measured now."""
+    m = machine_info("cpu")
+    ceil = {k: matmul_ceiling(k, "cpu") for k in ("fp32", "bf16")}
+    line = (f"machine: {m.get('cpu')} flags {','.join(m.get('cpu_flags') or [])}; "
+            f"{threads} thread(s); load average {os.getloadavg()[0]:.2f}; ceiling fp32 "
+            f"{ceil['fp32']:.0f} bf16 {ceil['bf16']:.0f} GFLOP/s")
+    return (f"{line}; {extra}" if extra else line), ceil
 
 
 def _sync(dev) -> None:

@@ -149,7 +149,8 @@ def run(args) -> dict:
     ref_cdt_cls, funcs = import_reference(args.reference_dir.resolve())
     base = {"engine": "maftplus", "random_init": True, "precision": "fp32", "text_cache_dir": "",
             "maftplus.clip_model": "ovseg-tiny-ConvNeXt", "vocabulary": CLASSES,
-            "maftplus.cdt_variant": args.variant}
+            "maftplus.cdt_variant": args.variant,
+            "maftplus.object_mask_threshold": args.object_mask_threshold}
     seg = load_segmenter(base)
     per_pixel = load_segmenter(dict(base, **{"maftplus.cdt_per_pixel": True}))
     eng = seg.engine
@@ -219,6 +220,8 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", choices=("semantic", "panoptic"), default="semantic")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--object-mask-threshold", type=float, default=0.2,
+                    help="maftplus.object_mask_threshold on both sides (0.2 as released)")
     ap.add_argument("--photos", nargs="*", default=None,
                     help="names (prefixes) of the comparison photos, in this order (default: all)")
     ap.add_argument("--json", type=Path)

@@ -22,6 +22,12 @@ and the reference's normalisation, which is bit-exact with it, see models/normal
    counts when the reference's normalised scores of the two labels are closer than the
    reference's own 1-thread vs 2-thread score noise) and that noise floor itself.
 
+4. runs the reference's ``MAFT_Plus.panoptic_inference`` (source, as written; thing
+   classes, object-mask and overlap thresholds as the engine's) on the mask logits
+   upsampled to the padded input and post-processed to the photo, and matches each of
+   its segments with the engine's segment that overlaps it most: the smallest IoU, the
+   classes, the segment counts (target: IoU >= 0.99, same classes and counts).
+
 The class logits (cosines, void) come from our engine in both columns: they are checked
 against the reference formula by test/engines/test_maftplus.py. Exit status 0 when the
 CDT features match to 1e-4 (relative) and every photo's labels agree at least as well
@@ -60,19 +66,11 @@ if str(ROOT) not in sys.path:
 import ovseg_ros.testing.tiny_models  # noqa: E402,F401  (registers ovseg-tiny-ConvNeXt)
 from ovseg_ros import load_segmenter  # noqa: E402
 from ovseg_ros.models.fcclip_head import clip_head  # noqa: E402
+from ovseg_ros.testing.comparison import (CLASSES, agreement, failures,  # noqa: E402
+                                          photos, with_threads)
 from ovseg_ros.testing.maftplus import dense_map_and_outputs  # noqa: E402
 
-CLASSES = ["person", "sky", "tree", "grass", "building", "road", "cat", "cup", "table",
-           "rocket", "water", "wall", "floor", "car", "face", "hair"]
 BARE = ("maft", "maft.modeling", "maft.modeling.maft", "maft.modeling.transformer_decoder")
-
-
-def photos():
-    import skimage.data as data
-
-    astro = data.astronaut()
-    return {"coffee": data.coffee(), "astronaut": astro, "chelsea": data.chelsea(),
-            "portrait 512x256": np.ascontiguousarray(astro[:, 128:384])}
 
 
 def import_reference(ref_dir: Path):
@@ -87,7 +85,7 @@ def import_reference(ref_dir: Path):
     sys.path.insert(0, str(ref_dir))
     cdt = importlib.import_module("maft.modeling.maft.content_dependent_transfer")
     tree = ast.parse(src.read_text())
-    wanted = {"visual_prediction_forward_convnext", "semantic_inference"}
+    wanted = {"visual_prediction_forward_convnext", "semantic_inference", "panoptic_inference"}
     funcs = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name in wanted and node.name not in funcs:
@@ -107,20 +105,41 @@ def sem_seg_postprocess(result, img_size, output_height, output_width):
                          align_corners=False)[0]
 
 
-def reference_semantic(funcs, mask_cls, mask_logits, resized, original, threads):
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        up = F.interpolate(mask_logits[None], scale_factor=4, mode="bilinear",
-                           align_corners=False)[0]
-        r = funcs["semantic_inference"](None, mask_cls, up)
-        return sem_seg_postprocess(r, resized, *original)
-    finally:
-        torch.set_num_threads(before)
+def reference_semantic(funcs, mask_cls, mask_logits, resized, original):
+    """The reference's semantic scores (call under ``with_threads``)."""
+    up = F.interpolate(mask_logits[None], scale_factor=4, mode="bilinear",
+                       align_corners=False)[0]
+    r = funcs["semantic_inference"](None, mask_cls, up)
+    return sem_seg_postprocess(r, resized, *original)
 
 
-def normalised(r):
-    return r / r.sum(0, keepdim=True).clamp_min(1e-12)
+def reference_panoptic(funcs, owner, mask_cls, mask_logits, resized, original):
+    """The reference's panoptic ids (H x W) and segments: its ``panoptic_inference`` on the
+    mask logits upsampled to the padded input and post-processed to the photo, as its
+    forward does with panoptic inference on."""
+    up = F.interpolate(mask_logits[None], scale_factor=4, mode="bilinear",
+                       align_corners=False)[0]
+    pan, info = funcs["panoptic_inference"](owner, mask_cls, sem_seg_postprocess(
+        up, resized, *original), "cmp")
+    return pan.numpy(), info
+
+
+def segment_match(ours_pan, ours_segments, ref_pan, ref_info) -> dict:
+    """Each reference segment against the segment of ours that overlaps it most: the
+    smallest IoU, whether the classes agree, and the segment counts."""
+    ious, same_class = [], True
+    ours_class = {s.id: s.class_id for s in ours_segments}
+    for seg in ref_info:
+        ref_mask = ref_pan == seg["id"]
+        ids, counts = np.unique(ours_pan[ref_mask], return_counts=True)
+        best = int(ids[np.argmax(counts)])
+        mine = ours_pan == best
+        ious.append(float((ref_mask & mine).sum() / max(1, (ref_mask | mine).sum()))
+                    if best else 0.0)
+        same_class &= best != 0 and ours_class.get(best) == seg["category_id"]
+    return {"segments_ref": len(ref_info), "segments_ours": len(ours_segments),
+            "segment_iou_min": min(ious) if ious else 1.0, "segment_classes_equal": same_class,
+            "panoptic_pixels_equal_ids": float((ours_pan == ref_pan).mean())}
 
 
 def run(args) -> dict:
@@ -130,7 +149,8 @@ def run(args) -> dict:
     ref_cdt_cls, funcs = import_reference(args.reference_dir.resolve())
     base = {"engine": "maftplus", "random_init": True, "precision": "fp32", "text_cache_dir": "",
             "maftplus.clip_model": "ovseg-tiny-ConvNeXt", "vocabulary": CLASSES,
-            "maftplus.cdt_variant": args.variant}
+            "maftplus.cdt_variant": args.variant,
+            "maftplus.object_mask_threshold": args.object_mask_threshold}
     seg = load_segmenter(base)
     per_pixel = load_segmenter(dict(base, **{"maftplus.cdt_per_pixel": True}))
     eng = seg.engine
@@ -147,10 +167,21 @@ def run(args) -> dict:
     fake = types.SimpleNamespace(backbone=types.SimpleNamespace(
         clip_model=types.SimpleNamespace(visual=eng.image_model.visual)))
     classifier = eng._classifier(seg.vocabulary)
+    # what the reference's panoptic_inference reads from ``self``
+    things = {i: i for i, t in enumerate(seg.vocabulary.is_thing) if t}
+    owner = types.SimpleNamespace(
+        object_mask_threshold=eng.cfg["maftplus.object_mask_threshold"],
+        overlap_threshold=eng.cfg["maftplus.overlap_threshold"],
+        test_metadata={"cmp": types.SimpleNamespace(
+            stuff_classes=list(CLASSES), thing_dataset_id_to_contiguous_id=things)})
     results = {"variant": args.variant, "photos": {}}
     print(f"{'photo':>18} {'feat diff':>9} {'cdt diff':>9} {'per-pixel Δ':>11} {'raw':>9} "
-          f"{'margin':>9} {'floor':>9} {'per-pixel labels':>16}")
-    for name, rgb in photos().items():
+          f"{'margin':>9} {'floor':>9} {'per-pixel labels':>16} {'segments':>9} "
+          f"{'seg IoU':>7}")
+    every = photos()
+    chosen = ({k: every[k] for p in args.photos for k in every if k.startswith(p)}
+              if args.photos else every)
+    for name, rgb in chosen.items():
         x, resized = eng.preprocess(rgb)
         dense, outs = dense_map_and_outputs(eng, x)
         with torch.no_grad():
@@ -163,23 +194,21 @@ def run(args) -> dict:
             cdt = float((t_ours - t_ref).abs().max() / t_ref.abs().max())
             pix = float((ours_pix - img_feat).abs().max())
             mask_cls = eng.classify(outs, seg.vocabulary)[0]
-            r1 = reference_semantic(funcs, mask_cls, outs[0][0], resized, rgb.shape[:2], 1)
-            r2 = reference_semantic(funcs, mask_cls, outs[0][0], resized, rgb.shape[:2], 2)
-        labels = r1.argmax(0)
-        ours = torch.from_numpy(seg.predict(rgb).semantic.astype(np.int64))
-        other = torch.from_numpy(per_pixel.predict(rgb).semantic.astype(np.int64))
-        n1, n2 = normalised(r1), normalised(r2)
-        noise = float((n1 - n2).abs().max())
-        gap = n1.max(0).values - n1.gather(0, ours[None])[0]
+            args_ = (funcs, mask_cls, outs[0][0], resized, rgb.shape[:2])
+            r1 = with_threads(1, reference_semantic, *args_)
+            r2 = with_threads(2, reference_semantic, *args_)
+            ref_pan, ref_info = reference_panoptic(funcs, owner, mask_cls, outs[0][0], resized,
+                                                   rgb.shape[:2])
+        other = per_pixel.predict(rgb).semantic
+        pred = seg.predict(rgb)
         row = {"feature_rel_diff": feat, "cdt_rel_diff": cdt, "per_pixel_feature_abs_diff": pix,
-               "raw": float((ours == labels).float().mean()),
-               "margin": float((gap <= noise).float().mean()),
-               "floor": float((r2.argmax(0) == labels).float().mean()),
-               "per_pixel_labels_equal": float((other == labels).float().mean()),
-               "classes_present": int(labels.unique().numel())}
+               **agreement(pred.semantic, r1, r2),
+               **segment_match(pred.panoptic, pred.segments, ref_pan, ref_info),
+               "per_pixel_labels_equal": float((other == r1.argmax(0).numpy()).mean())}
         results["photos"][name] = row
         print(f"{name:>18} {feat:>9.1e} {cdt:>9.1e} {pix:>11.3f} {row['raw']:>9.4%} "
-              f"{row['margin']:>9.4%} {row['floor']:>9.4%} {row['per_pixel_labels_equal']:>16.4%}",
+              f"{row['margin']:>9.4%} {row['floor']:>9.4%} {row['per_pixel_labels_equal']:>16.4%} "
+              f"{row['segments_ours']:>4}/{row['segments_ref']:<4} {row['segment_iou_min']:>7.4f}",
               flush=True)
     results["load_average_end"] = os.getloadavg()
     return results
@@ -191,15 +220,21 @@ def main(argv=None) -> int:
     ap.add_argument("--variant", choices=("semantic", "panoptic"), default="semantic")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--object-mask-threshold", type=float, default=0.2,
+                    help="maftplus.object_mask_threshold on both sides (0.2 as released)")
+    ap.add_argument("--photos", nargs="*", default=None,
+                    help="names (prefixes) of the comparison photos, in this order (default: all)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     res = run(args)
     bad = [f"{n}: {k} {r[k]:.3e}" for n, r in res["photos"].items()
            for k in ("feature_rel_diff", "cdt_rel_diff") if r[k] > 1e-4]
-    bad += [f"{n}: raw {r['raw']:.6f} < floor {r['floor']:.6f}" for n, r in res["photos"].items()
-            if r["raw"] < min(0.999, r["floor"])]
-    bad += [f"{n}: margin-aware {r['margin']:.6f} < 1" for n, r in res["photos"].items()
-            if r["margin"] < 1.0]
+    bad += failures(res["photos"])
+    bad += [f"{n}: panoptic segment IoU {r['segment_iou_min']:.4f} < 0.99 or classes differ "
+            f"({r['segments_ours']} vs {r['segments_ref']} segments)"
+            for n, r in res["photos"].items()
+            if r["segment_iou_min"] < 0.99 or not r["segment_classes_equal"]
+            or r["segments_ours"] != r["segments_ref"]]
     for b in bad:
         print("FAIL:", b)
     print("PASS" if not bad else f"FAIL: {len(bad)} check(s)")

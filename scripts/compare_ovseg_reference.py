@@ -109,6 +109,8 @@ if str(ROOT) not in sys.path:
 
 import ovseg_ros.testing.tiny_models  # noqa: E402,F401  (registers the tiny open_clip configs)
 from ovseg_ros import load_segmenter  # noqa: E402
+from ovseg_ros.testing.comparison import (CLASSES, agreement, failures,  # noqa: E402
+                                          normalised, photos, with_threads)
 from ovseg_ros.testing.ovseg_checkpoint import released_state_dict  # noqa: E402
 
 # --- stand-ins (written at run time; see the module docstring) -----------------------------
@@ -281,10 +283,6 @@ BARE_PACKAGES = ("open_vocab_seg", "open_vocab_seg.modeling", "open_vocab_seg.mo
                  "open_vocab_seg.modeling.heads", "open_vocab_seg.modeling.transformer",
                  "open_vocab_seg.utils")
 
-# the comparison's vocabulary (one name per class, as the reference's datasets have)
-CLASSES = ["person", "sky", "tree", "grass", "building", "road", "cat", "cup", "table",
-           "rocket", "water", "wall", "floor", "car", "face", "hair"]
-
 #: settings of the small models (ours and the reference's)
 TINY = {"ovseg.swin_model": "ovseg_tiny_swin", "ovseg.head_size": "tiny",
         "ovseg.clip_model": "ovseg-tiny-ViT-14", "ovseg.num_queries": 20}
@@ -434,40 +432,9 @@ def resize_like_detectron2(rgb: np.ndarray, short: int, max_size: int) -> np.nda
     return np.asarray(Image.fromarray(rgb).resize((neww, newh), Image.BILINEAR))
 
 
-def test_images() -> Dict[str, np.ndarray]:
-    """The four comparison photos (uint8 RGB, as the cameras deliver them)."""
-    import skimage.data as data
-
-    astro = data.astronaut()
-    return {
-        "coffee 400x600": data.coffee(),
-        "astronaut 512x512": astro,
-        "chelsea 300x451": data.chelsea(),
-        "portrait 512x256": np.ascontiguousarray(astro[:, 128:384]),
-    }
-
-
-def reference_scores(ref, inp, threads: int) -> torch.Tensor:
-    """The reference's K x H x W semantic scores with ``threads`` torch threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with torch.no_grad():
-            return ref([inp])[0]["sem_seg"]
-    finally:
-        torch.set_num_threads(before)
-
-
-def normalised(scores: torch.Tensor) -> torch.Tensor:
-    return scores / scores.sum(0, keepdim=True).clamp_min(1e-12)
-
-
-def margin_agreement(ours: np.ndarray, ref_norm: torch.Tensor, margin: float) -> float:
-    """Share of pixels with our label, or a label whose reference score is within
-    ``margin`` of the reference's best (the reference does not decide it reproducibly)."""
-    best = ref_norm.max(0).values
-    mine = ref_norm.gather(0, torch.from_numpy(ours.astype(np.int64))[None])[0]
-    return float(((best - mine) <= margin).float().mean())
+def reference_scores(ref, inp) -> torch.Tensor:
+    """The reference's K x H x W semantic scores (call under ``with_threads``)."""
+    return ref([inp])[0]["sem_seg"]
 
 
 def run(args) -> dict:
@@ -508,38 +475,30 @@ def run(args) -> dict:
     results["text_max_abs_diff"] = float((ref_text - ours_text).abs().max())
     print(f"text embeddings (14 ViLD templates): max |ours - reference| = "
           f"{results['text_max_abs_diff']:.2e}")
-    first = next(iter(test_images().items()))
+    first = next(iter(photos().items()))
     results["stages"] = stage_diffs(ref, engine, first[1])
     print(f"per stage on {first[0]} (max |diff| / max |reference|, or absolute):")
     for k, v in results["stages"].items():
         print(f"    {k:>24}: {v:.2e}")
     print(f"{'image':>20} {'resized':>10} {'crops':>5} {'classes':>7} {'raw':>9} "
           f"{'margin':>9} {'floor':>9} {'score diff':>10} {'noise':>9}")
-    for name, rgb in test_images().items():
+    for name, rgb in photos().items():
         h, w = rgb.shape[:2]
         resized = resize_like_detectron2(rgb, engine.cfg["ovseg.short_side"],
                                          engine.cfg["ovseg.max_size"])
         inp = {"image": torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1))),
                "height": h, "width": w, "meta": {"dataset_name": "cmp"}}
-        r = reference_scores(ref, inp, 1)
-        r2 = reference_scores(ref, inp, 2)
+        r = with_threads(1, reference_scores, ref, inp)
+        r2 = with_threads(2, reference_scores, ref, inp)
         pred = seg.predict(rgb, scores=True)
-        ref_labels = r.argmax(0).numpy()
-        agree = float((pred.semantic == ref_labels).mean())
-        floor = float((r2.argmax(0).numpy() == ref_labels).mean())
-        ref_norm = normalised(r)
-        noise = float((normalised(r2) - ref_norm).abs().max())
-        margin = margin_agreement(pred.semantic, ref_norm, noise)
-        diff = float(np.abs(pred.scores - ref_norm.numpy()).max())
-        results["images"][name] = {"agreement": agree, "margin_agreement": margin,
-                                   "noise_floor": floor, "reference_score_noise": noise,
-                                   "score_max_abs_diff": diff,
-                                   "resized": list(resized.shape[:2]),
-                                   "crops": int(pred.counts["crops"]),
-                                   "classes_present": int(len(np.unique(ref_labels)))}
+        row = agreement(pred.semantic, r, r2)
+        row.update(score_max_abs_diff=float(np.abs(pred.scores - normalised(r).numpy()).max()),
+                   resized=list(resized.shape[:2]), crops=int(pred.counts["crops"]))
+        results["images"][name] = row
         print(f"{name:>20} {resized.shape[0]:>4}x{resized.shape[1]:<5} "
-              f"{pred.counts['crops']:>5} {len(np.unique(ref_labels)):>7} {agree:>9.4%} "
-              f"{margin:>9.4%} {floor:>9.4%} {diff:>10.2e} {noise:>9.2e}", flush=True)
+              f"{row['crops']:>5} {row['classes_present']:>7} {row['raw']:>9.4%} "
+              f"{row['margin']:>9.4%} {row['floor']:>9.4%} {row['score_max_abs_diff']:>10.2e} "
+              f"{row['reference_score_noise']:>9.2e}", flush=True)
     tmpdir.cleanup()
     return results
 
@@ -605,12 +564,7 @@ def main(argv=None) -> int:
         bad.append("state_dict keys differ")
     if results.get("stages", {}).get("normalised input (abs, must be 0)", 0.0) != 0.0:
         bad.append("the normalised input differs from the reference's")
-    for name, r in results["images"].items():
-        need = min(args.min_agreement, r["noise_floor"])
-        if r["agreement"] < need:
-            bad.append(f"{name}: raw agreement {r['agreement']:.6f} < {need:.6f}")
-        if r["margin_agreement"] < 1.0:
-            bad.append(f"{name}: margin-aware agreement {r['margin_agreement']:.6f} < 1")
+    bad += failures(results["images"], args.min_agreement)
     results["failures"] = bad
     import os
 

@@ -1,10 +1,23 @@
 #!/usr/bin/env python3
 """Compare ovseg_ros's ProxyCLIP engine with the reference implementation (mc-lan/ProxyCLIP).
 
-Fidelity: identical weights in both (random, seeded, unless checkpoints are given),
-fp32 on the CPU, same images, same vocabulary and settings; reports the share of
-pixels with the same argmax label, the largest logit difference, and the
-difference of the text embeddings.
+Fidelity: identical weights in both (random, seeded, unless checkpoints are given), fp32 on
+the CPU, the four comparison photos (``ovseg_ros.testing.comparison``: scikit-image's
+coffee, astronaut, chelsea and a 512x256 portrait crop), the comparison vocabulary. Both
+start from the uint8 photo. The reference gets the official test pipeline: mmseg's
+``Resize(scale=(2048, 336), keep_ratio=True)`` (mmcv's rescale, OpenCV bilinear on uint8;
+a stand-in, below), its own ``SegDataPreProcessor`` arguments (``(k - 122.771) / 68.501
+...`` on the 0..255 values, RGB) and ``ProxyCLIPSegmentation.predict`` with the photo's
+size as ``ori_shape`` (sliding windows, bilinear upsampling to the photo, softmax of 40 x
+cosine, max over synonyms); the engine gets the photo. Per photo it reports raw
+agreement, margin-aware agreement and the reference's own 1- vs 2-thread floor
+(``ovseg_ros.testing.comparison``), for the engine's default
+``proxyclip.normalisation: official`` and for ``exact`` (OpenAI's unrounded mean/std: the
+label effect of the official code's rounding), plus the largest difference of the class
+scores and of the text embeddings.
+
+Exit status 0 when every photo's raw agreement (``official``) reaches ``--min-agreement``
+(default 0.999) or the reference's floor, whichever is lower, margin-aware 100 %.
 
 Speed (--speed): a 640x480 frame, short side 336, crop 336, stride 112, the
 reference and this engine (fp32 and bf16 autocast) run interleaved frame by
@@ -18,12 +31,13 @@ time from its own checkout::
 --reference-dir is a checkout of github.com/mc-lan/ProxyCLIP; --dino-dir one of
 github.com/facebookresearch/dino (the reference gets its DINO model from there
 through torch.hub; here the same code is imported from the checkout instead,
-since nothing can be downloaded). The reference imports mmseg/mmengine (only
-for its base class, registry and result container), openpyxl and einops (unused
-on this path); where they are not installed the script gives it minimal
-stand-ins for exactly those names. The reference hard-codes fp16 (``.half()``)
-for CUDA; for an fp32 CPU comparison ``Tensor.half`` is made the identity while
-the reference runs, and its models are kept in fp32.
+since nothing can be downloaded). STAND-INS: the reference imports mmseg/mmengine (its
+base class, registry, data preprocessor and result container), openpyxl and einops
+(unused on this path); where they are not installed the script gives it minimal
+stand-ins for exactly those names (the data preprocessor: BGR -> RGB, float,
+``(x - mean) / std`` with the arguments the reference passes). The reference hard-codes
+fp16 (``.half()``) for CUDA; for an fp32 CPU comparison ``Tensor.half`` is made the
+identity while the reference runs, and its models are kept in fp32.
 """
 from __future__ import annotations
 
@@ -31,6 +45,7 @@ import argparse
 import contextlib
 import importlib
 import json
+import os
 import sys
 import tempfile
 import time
@@ -42,9 +57,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-DEFAULT_CLASSES = ["sky; grass; tree", "horse", "person", "fence", "road", "dog"]
-CLIP_MEAN_255 = (122.771, 116.746, 104.094)
-CLIP_STD_255 = (68.501, 66.632, 70.323)
+from ovseg_ros.testing.comparison import (CLASSES, HEADER, agreement, failures,  # noqa: E402
+                                          photos, row_text, with_threads)
+
 
 
 # --- importing the reference ---------------------------------------------------------------------
@@ -64,6 +79,18 @@ def _stand_ins() -> dict:
     class BaseSegmentor(torch.nn.Module):
         def __init__(self, data_preprocessor=None, init_cfg=None):
             super().__init__()
+            self.data_preprocessor = data_preprocessor
+
+    def seg_data_preprocessor(mean, std, bgr_to_rgb=False, **kw):
+        """mmseg's SegDataPreProcessor at test time: (optionally BGR -> RGB), float,
+        (x - mean) / std with mean/std as C x 1 x 1 tensors; no padding (no size set)."""
+        m = torch.tensor(mean).view(-1, 1, 1)
+        s = torch.tensor(std).view(-1, 1, 1)
+
+        def run(img_chw_uint8):
+            x = img_chw_uint8[[2, 1, 0]] if bgr_to_rgb else img_chw_uint8
+            return (x.float() - m) / s
+        return run
 
     class _Registry:
         def register_module(self, *a, **k):
@@ -76,7 +103,7 @@ def _stand_ins() -> dict:
     module("mmseg")
     module("mmseg.models")
     module("mmseg.models.segmentors", BaseSegmentor=BaseSegmentor)
-    module("mmseg.models.data_preprocessor", SegDataPreProcessor=lambda **kw: None)
+    module("mmseg.models.data_preprocessor", SegDataPreProcessor=seg_data_preprocessor)
     module("mmseg.registry", MODELS=_Registry())
     module("mmengine")
     module("mmengine.structures", PixelData=PixelData)
@@ -168,22 +195,55 @@ def build_reference(seg_mod, ref_open_clip, dino_vit, clip_model: str, clip_sd: 
     return ref
 
 
-def reference_logits(ref, rgb: np.ndarray, crop: int, stride: int):
-    """(logits S x H x W, labels H x W) from the reference for an already-resized frame."""
+def official_resize(bgr: np.ndarray, short: int, long: int = 2048) -> np.ndarray:
+    """STAND-IN for mmseg's ``Resize(scale=(long, short), keep_ratio=True)``: mmcv's
+    rescale (scale factor min(long / long side, short / short side), sizes int(x * s + 0.5))
+    and ``imresize`` (OpenCV bilinear on the uint8 image)."""
+    import cv2
+
+    h, w = bgr.shape[:2]
+    scale = min(long / max(h, w), short / min(h, w))
+    size = (int(w * scale + 0.5), int(h * scale + 0.5))
+    return cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR)
+
+
+class _DataSample:
+    """STAND-IN for mmseg's SegDataSample: ``metainfo`` and ``set_data``."""
+
+    def __init__(self, ori_shape):
+        self.metainfo = {"ori_shape": tuple(ori_shape)}
+
+    def set_data(self, data):
+        self.__dict__.update(data)
+
+
+def reference_scores(ref, rgb: np.ndarray, short: int):
+    """The reference's C x H x W class scores for a uint8 RGB photo, through its official
+    test path: the BGR image (LoadImageFromFile) resized by its pipeline, normalised by its
+    own data preprocessor, ``predict`` with the photo's size as ``ori_shape``."""
     import torch
 
-    x = torch.from_numpy(rgb).permute(2, 0, 1).float()[None]
-    x = (x - torch.tensor(CLIP_MEAN_255).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD_255).view(
-        1, 3, 1, 1)
-    metas = [dict(ori_shape=rgb.shape[:2])]
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    resized = official_resize(bgr, short)
+    x = ref.data_preprocessor(torch.from_numpy(resized).permute(2, 0, 1))[None]
+    sample = _DataSample(rgb.shape[:2])
     with torch.no_grad(), half_is_identity():
-        logits = ref.forward_slide(x, metas, stride, crop)
-        labels = ref.postprocess_result(logits.clone(), None)
-    return logits[0].float(), labels[0].numpy()
+        ref.predict(x, [sample])
+    return sample.seg_logits.data.float()
+
+
+def reference_speed_labels(ref, resized_rgb: np.ndarray):
+    """Labels of an already-resized RGB frame (the --speed loop)."""
+    import torch
+
+    x = ref.data_preprocessor(torch.from_numpy(np.ascontiguousarray(
+        resized_rgb[..., ::-1])).permute(2, 0, 1))[None]
+    with torch.no_grad(), half_is_identity():
+        return ref.predict(x, None)[0].numpy()
 
 
 # --- this engine ---------------------------------------------------------------------------------
-def build_ours(args, precision: str, cache_dir: str, classes):
+def build_ours(args, precision: str, cache_dir: str, classes, normalisation="official"):
     from ovseg_ros import load_segmenter
 
     cfg = {"engine": "proxyclip", "random_init": not (args.clip_checkpoint and args.vfm_checkpoint),
@@ -194,32 +254,46 @@ def build_ours(args, precision: str, cache_dir: str, classes):
            "proxyclip.stride": args.stride, "proxyclip.window_batch_size": args.window_batch,
            # the reference slides over the whole resized frame: no window cap here
            "proxyclip.max_windows": 4096,
+           "proxyclip.normalisation": normalisation,
            "precision": precision, "text_cache_dir": cache_dir, "vocabulary": classes,
            "num_threads": args.threads}
     return load_segmenter(cfg)
 
 
-def test_images(ref_dir: Path, crop: int):
-    """Square and non-square crops of the reference's sample photo, short side = crop."""
+def speed_frame(ref_dir: Path):
+    """The reference's sample photo at 640x480 (the --speed frame)."""
     import cv2
 
     path = ref_dir / "images" / "horses.jpg"
     bgr = cv2.imread(str(path))
     if bgr is None:
         raise SystemExit(f"cannot read {path}")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    h, w = rgb.shape[:2]
-    s = crop / min(h, w)
-    rgb = cv2.resize(rgb, (int(w * s + 0.5), int(h * s + 0.5)), interpolation=cv2.INTER_LINEAR)
-    wide = rgb[:crop, : int(crop * 4 / 3)]
-    square = rgb[:crop, :crop]
-    frame640 = cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (640, 480),
-                          interpolation=cv2.INTER_LINEAR)
-    return {"square": np.ascontiguousarray(square), "wide": np.ascontiguousarray(wide),
-            "frame640x480": frame640}
+    return cv2.resize(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (640, 480),
+                      interpolation=cv2.INTER_LINEAR)
 
 
-def main() -> None:
+def fidelity(args, ref, ours: dict, photos: dict) -> dict:
+    """Per photo: the reference with 1 and 2 threads against each of ``ours``
+    (normalisation -> Segmenter)."""
+    import torch
+
+    rows = {}
+    print(f"{'normalisation':>13} {HEADER} {'score diff':>10}")
+    for name, rgb in photos.items():
+        r1 = with_threads(1, reference_scores, ref, rgb, args.crop)
+        r2 = with_threads(2, reference_scores, ref, rgb, args.crop)
+        rows[name] = {}
+        for norm, seg in ours.items():
+            pred = seg.predict(rgb, scores=True)
+            row = agreement(pred.semantic, r1, r2)
+            row["score_max_abs_diff"] = float((torch.from_numpy(pred.scores) - r1).abs().max())
+            rows[name][norm] = row
+            print(f"{norm:>13} {row_text(name, row)} {row['score_max_abs_diff']:>10.2e}",
+                  flush=True)
+    return rows
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reference-dir", type=Path, required=True)
     ap.add_argument("--dino-dir", type=Path, required=True)
@@ -227,12 +301,16 @@ def main() -> None:
     ap.add_argument("--vfm-model", default="vit_base_patch8_224.dino")
     ap.add_argument("--clip-checkpoint", default="", help="real CLIP weights (optional)")
     ap.add_argument("--vfm-checkpoint", default="", help="real DINO weights (optional)")
-    ap.add_argument("--classes", nargs="*", default=DEFAULT_CLASSES,
+    ap.add_argument("--classes", nargs="*", default=CLASSES,
                     help="classes; '; ' separates synonyms as in the reference's files")
     ap.add_argument("--crop", type=int, default=336)
     ap.add_argument("--stride", type=int, default=112)
     ap.add_argument("--window-batch", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of this engine")
+    ap.add_argument("--photos", nargs="*", default=None,
+                    help="names (prefixes) of the comparison photos to run, in this order "
+                         "(default: all four)")
+    ap.add_argument("--min-agreement", type=float, default=0.999)
     ap.add_argument("--speed", action="store_true", help="also time a 640x480 frame")
     ap.add_argument("--frames", type=int, default=2, help="timed frames per method")
     ap.add_argument("--skip-fidelity", action="store_true")
@@ -244,6 +322,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    print(f"CPU fp32, ours {args.threads} thread(s), reference 1 and 2 threads; load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
     seg_mod, ref_open_clip, dino_vit = import_reference(args.reference_dir.resolve(),
                                                         args.dino_dir.resolve())
     ours_classes = [",".join(s.strip() for s in c.split(";")) for c in args.classes]
@@ -259,8 +339,10 @@ def main() -> None:
     clip_sd = engine.clip_model.state_dict()
     vfm_sd = engine.image_model.vfm.vit.state_dict()
     t0 = time.perf_counter()
-    ref = build_reference(seg_mod, ref_open_clip, dino_vit, args.clip_model, clip_sd, vfm_sd,
-                          engine.image_model.vfm.patch[0], names_file, args.crop, args.stride)
+    # the reference encodes its 80 x C prompts at full context length: 2 threads for that
+    ref = with_threads(2, build_reference, seg_mod, ref_open_clip, dino_vit, args.clip_model,
+                       clip_sd, vfm_sd, engine.image_model.vfm.patch[0], names_file, args.crop,
+                       args.stride)
     print(f"reference built in {time.perf_counter() - t0:.1f}s")
 
     results = {"settings": {"clip_model": args.clip_model, "vfm_model": args.vfm_model,
@@ -272,33 +354,24 @@ def main() -> None:
     results["text_embedding_max_abs_diff"] = text_diff
     print(f"text embeddings: max |ours - reference| = {text_diff:.2e}")
 
-    images = test_images(args.reference_dir, args.crop)
+    bad = []
     if not args.skip_fidelity:
-        fid = {}
-        for name in ("square", "wide"):
-            rgb = images[name]
-            r_logits, r_labels = reference_logits(ref, rgb, args.crop, args.stride)
-            o_logits = engine.dense_logits(rgb, vocab.embeddings)
-            pred = ours.predict(rgb)
-            agree = float((pred.semantic == r_labels).mean())
-            diff = float((o_logits - r_logits).abs().max())
-            # argmax over synonyms too: more distinct labels than classes, a stricter check
-            o_syn, r_syn = o_logits.argmax(0).numpy(), r_logits.argmax(0).numpy()
-            fid[name] = {"shape": list(rgb.shape[:2]), "label_agreement": agree,
-                         "synonym_label_agreement": float((o_syn == r_syn).mean()),
-                         "logit_max_abs_diff": diff,
-                         "logit_abs_max": float(r_logits.abs().max()),
-                         "classes_present_ref": int(len(np.unique(r_labels))),
-                         "synonyms_present_ref": int(len(np.unique(r_syn)))}
-            print(f"{name} {rgb.shape[1]}x{rgb.shape[0]}: label agreement {agree * 100:.3f}% "
-                  f"({fid[name]['classes_present_ref']} classes present), synonym-argmax "
-                  f"agreement {fid[name]['synonym_label_agreement'] * 100:.3f}% "
-                  f"({fid[name]['synonyms_present_ref']} present), logit max abs diff "
-                  f"{diff:.2e} (|logit| <= {fid[name]['logit_abs_max']:.3f})")
-        results["fidelity"] = fid
+        every = photos()
+        chosen = ({k: every[k] for p in args.photos for k in every if k.startswith(p)}
+                  if args.photos else every)
+        exact = build_ours(args, "fp32", text_cache, ours_classes, normalisation="exact")
+        results["fidelity"] = fidelity(args, ref, {"official": ours, "exact": exact}, chosen)
+        bad = failures({k: v["official"] for k, v in results["fidelity"].items()},
+                       args.min_agreement)
+        for b in bad:
+            print("FAIL:", b)
+        print("PASS: every photo at >= min(--min-agreement, floor) raw and 100 % margin-aware "
+              "(normalisation: official)" if not bad else f"FAIL: {len(bad)} check(s)")
+        results["failures"] = bad
+        results["load_average_end"] = os.getloadavg()
 
     if args.speed:
-        frame = images["frame640x480"]
+        frame = speed_frame(args.reference_dir)
         ours_bf16 = build_ours(args, "bf16", text_cache, ours_classes)
         h, w = frame.shape[:2]
         from ovseg_ros.core.preprocess import resize_rgb, short_side_size
@@ -309,7 +382,7 @@ def main() -> None:
             t0 = time.perf_counter()
             # the reference gets the frame resized by the same code (its mmseg pipeline's job)
             resized = resize_rgb(frame, short_side_size(h, w, args.crop))
-            _, r_lab = reference_logits(ref, resized, args.crop, args.stride)
+            reference_speed_labels(ref, resized)
             times["reference_fp32"].append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             p32 = ours.predict(frame)
@@ -333,7 +406,8 @@ def main() -> None:
         print(json.dumps(results["speed"], indent=1))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
+    return 0 if not bad else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -33,7 +33,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,22 +41,12 @@ if str(ROOT) not in sys.path:
 
 import ovseg_ros.testing.tiny_models  # noqa: E402,F401  (registers the tiny open_clip configs)
 from ovseg_ros import load_segmenter  # noqa: E402
+from ovseg_ros.testing.comparison import CLASSES, photos  # noqa: E402
 from ovseg_ros.testing.ovseg_checkpoint import released_state_dict  # noqa: E402
 from ovseg_ros.tools.bench import cpu_model, matmul_ceiling  # noqa: E402
 
-#: the comparison scripts' vocabulary (compare_ovseg_reference.CLASSES)
-CLASSES = ["person", "sky", "tree", "grass", "building", "road", "cat", "cup", "table",
-           "rocket", "water", "wall", "floor", "car", "face", "hair"]
 OVSEG_TINY = {"ovseg.swin_model": "ovseg_tiny_swin", "ovseg.head_size": "tiny",
               "ovseg.clip_model": "ovseg-tiny-ViT-14", "ovseg.num_queries": 20}
-
-
-def photos():
-    import skimage.data as data
-
-    astro = data.astronaut()
-    return {"coffee": data.coffee(), "astronaut": astro, "chelsea": data.chelsea(),
-            "portrait 512x256": np.ascontiguousarray(astro[:, 128:384])}
 
 
 def ovseg_config(tmp: Path, seed: int = 0, noise: float = 2.0, gain: float = 30.0) -> dict:

@@ -41,7 +41,8 @@ from ..core.preprocess import (centred_padding, pad_with_colour, resize_rgb, sho
 from ..core.resize_bounds import BoundedSize, capped
 from ..core.window_stitch import Layout, StitchCache
 from ..core.types import Prediction, VocabularyState
-from ..models.proxyclip import (IMAGENET_MEAN, IMAGENET_STD, OPENAI_MEAN,  # noqa: F401
+from ..models.proxyclip import (IMAGENET_MEAN, IMAGENET_STD, OFFICIAL_MEAN_255,  # noqa: F401
+                               OPENAI_MEAN,
                                OPENAI_STD, ClipTrunk, ProxyCLIPImageModel, VfmTrunk,
                                proxy_attention, resize_pos_grid)
 from ..registry import register_engine
@@ -85,7 +86,8 @@ class ProxyCLIPEngine(OpenClipText, Engine):
             clip_mean=tuple(getattr(visual, "image_mean", None) or OPENAI_MEAN),
             clip_std=tuple(getattr(visual, "image_std", None) or OPENAI_STD),
             vfm_mean=tuple(vfm_cfg.get("mean", IMAGENET_MEAN)),
-            vfm_std=tuple(vfm_cfg.get("std", IMAGENET_STD)))
+            vfm_std=tuple(vfm_cfg.get("std", IMAGENET_STD)),
+            official_normalisation=pc["normalisation"] == "official")
         # cast_weights: an eager bf16/fp16 backend stores the image path's weights in that
         # dtype once (autocast alone re-casts every weight per call on the CPU); the text
         # tower is a separate module and stays fp32.
@@ -99,7 +101,10 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         import open_clip
 
         self._tokenizer = open_clip.get_tokenizer(pc["clip_model"])
-        self._pad_colour = torch.tensor(OPENAI_MEAN)  # zero after CLIP normalisation
+        # zero after CLIP normalisation (the official code pads the normalised window with 0)
+        self._pad_colour = (torch.tensor(OFFICIAL_MEAN_255) / 255.0
+                            if self.image_model.official_normalisation
+                            else torch.tensor(OPENAI_MEAN))
         self._stitch = StitchCache()     # window-stitching operators by frame layout
 
     # --- identities -------------------------------------------------------------------------
@@ -109,7 +114,7 @@ class ProxyCLIPEngine(OpenClipText, Engine):
     def model_id(self) -> str:
         pc = self.cfg.group("proxyclip")
         return (f"proxyclip|{self._clip_id}|{self._vfm_id}|beta={pc['beta']}|"
-                f"gamma={pc['gamma']}")
+                f"gamma={pc['gamma']}|norm={pc['normalisation']}")
 
     # --- text -------------------------------------------------------------------------------------
     def _clip_tokenizer(self):

@@ -39,6 +39,11 @@ PARAMS = (
               min=256, max=1 << 26),
     ParamSpec("proxyclip.window_batch_size", "int", 8,
               "Windows run together in one batch.", min=1, max=256),
+    ParamSpec("proxyclip.normalisation", "str", "official",
+              "Input normalisation: 'official' is the official code's (CLIP mean/std x 255 rounded "
+              "to 122.771/68.501..., the VFM input derived from CLIP's); 'exact' normalises "
+              "with OpenAI's exact CLIP and the VFM's own mean/std (docs/proxyclip.md).",
+              choices=("official", "exact")),
     ParamSpec("proxyclip.beta", "float", 1.2,
               "Proxy attention: mean-subtraction factor.", min=0.0, max=10.0),
     ParamSpec("proxyclip.gamma", "float", 3.0,

@@ -17,10 +17,15 @@ from torch import nn
 
 from ..config import ConfigError
 from ..core.preprocess import lcm
+from .normalise import normalise_unit_image
 from .precision import fp32_region, matmul_weights_to
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+#: the official code's input normalisation (mc-lan/ProxyCLIP's ``SegDataPreProcessor``, on
+#: 0..255): OpenAI's mean/std x 255 rounded to 3 decimals (122.7709383 -> 122.771, ...)
+OFFICIAL_MEAN_255 = (122.771, 116.746, 104.094)
+OFFICIAL_STD_255 = (68.501, 66.632, 70.323)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -193,8 +198,20 @@ class ProxyCLIPImageModel(nn.Module):
 
     def __init__(self, clip_visual: nn.Module, vfm: nn.Module, beta: float, gamma: float,
                  clip_mean=OPENAI_MEAN, clip_std=OPENAI_STD, vfm_mean=IMAGENET_MEAN,
-                 vfm_std=IMAGENET_STD):
+                 vfm_std=IMAGENET_STD, official_normalisation: bool = False):
         super().__init__()
+        # official_normalisation: the official code's arithmetic (mc-lan/ProxyCLIP): CLIP
+        # gets (k - 122.771) / 68.501 ... on the uint8 values k (rounded constants), and the
+        # VFM gets that tensor un-normalised with OpenAI's exact mean/std, then ImageNet-
+        # normalised (its ``norm(unnorm(img))``); clip_mean / clip_std are then unused.
+        # Otherwise both normalise the [0, 1] input with exact constants.
+        self.official_normalisation = bool(official_normalisation)
+        self.register_buffer("official_mean", torch.tensor(OFFICIAL_MEAN_255).view(1, 3, 1, 1),
+                             False)
+        self.register_buffer("official_std", torch.tensor(OFFICIAL_STD_255).view(1, 3, 1, 1),
+                             False)
+        self.register_buffer("unnorm_mean", torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1), False)
+        self.register_buffer("unnorm_std", torch.tensor(OPENAI_STD).view(1, 3, 1, 1), False)
         self.clip = ClipTrunk(clip_visual)
         self.vfm = VfmTrunk(vfm)
         self.beta = float(beta)
@@ -237,12 +254,21 @@ class ProxyCLIPImageModel(nn.Module):
         self.last_times[key] = self.last_times.get(key, 0.0) + (t1 - t0)
         return t1
 
+    def normalise(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """[0, 1] input -> (CLIP input, VFM input); see ``official_normalisation``."""
+        if not self.official_normalisation:
+            return (x - self.clip_mean) / self.clip_std, (x - self.vfm_mean) / self.vfm_std
+        x_clip = normalise_unit_image(x, self.official_mean, self.official_std)
+        unnorm = x_clip * self.unnorm_std + self.unnorm_mean
+        return x_clip, (unnorm - self.vfm_mean) / self.vfm_std
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t0 = time.perf_counter() if self.profile else 0.0
-        feats = self.vfm((x - self.vfm_mean) / self.vfm_std)
+        x_clip, x_vfm = self.normalise(x)
+        feats = self.vfm(x_vfm)
         b, _, h, w = feats.shape
         t0 = self._tick("vfm", t0, feats)
-        y, gh, gw = self.clip((x - self.clip_mean) / self.clip_std)
+        y, gh, gw = self.clip(x_clip)
         v = self.clip.values(y)[:, 1:]                                   # B x N' x W (no CLS)
         v = v.transpose(1, 2).reshape(b, -1, gh, gw)
         v = F.interpolate(v, size=(h, w), mode="bilinear", align_corners=False)
@@ -263,4 +289,5 @@ class ProxyCLIPImageModel(nn.Module):
 
 
 __all__ = ["ProxyCLIPImageModel", "ClipTrunk", "VfmTrunk", "proxy_attention", "resize_pos_grid",
-           "OPENAI_MEAN", "OPENAI_STD", "IMAGENET_MEAN", "IMAGENET_STD"]
+           "OPENAI_MEAN", "OPENAI_STD", "OFFICIAL_MEAN_255", "OFFICIAL_STD_255", "IMAGENET_MEAN",
+           "IMAGENET_STD"]

@@ -97,6 +97,33 @@ def test_image_model_matches_library_forwards_on_non_square_input():
     np.testing.assert_allclose(got, want, atol=2e-5)
 
 
+def test_official_normalisation_is_the_reference_arithmetic(tiny_config):
+    """Default 'official': CLIP gets (k - 122.771) / 68.501 ... on the uint8 values, bit for
+    bit as the official SegDataPreProcessor computes it; the VFM gets that un-normalised
+    with OpenAI's exact constants (per channel t * s + m) and ImageNet-normalised, as its
+    ``norm(unnorm(img))``. 'exact' normalises the [0, 1] input with exact constants."""
+    k = torch.randint(0, 256, (1, 3, 8, 8), generator=torch.Generator().manual_seed(0)).float()
+    official = load_segmenter(tiny_config).engine.image_model
+    exact = load_segmenter(dict(tiny_config, **{"proxyclip.normalisation": "exact"}))
+    exact = exact.engine.image_model
+    assert official.official_normalisation and not exact.official_normalisation
+    x_clip, x_vfm = official.normalise(k / 255.0)
+    want = torch.stack([(k[0, c] - m) / s for c, (m, s) in enumerate(
+        zip((122.771, 116.746, 104.094), (68.501, 66.632, 70.323)))])[None]
+    assert torch.equal(x_clip, want)
+    unnorm = torch.stack([want[0, c] * s + m for c, (m, s) in
+                          enumerate(zip(OPENAI_MEAN, OPENAI_STD))])[None]
+    want_vfm = torch.stack([(unnorm[0, c] - m) / s for c, (m, s) in
+                            enumerate(zip(IMAGENET_MEAN, IMAGENET_STD))])[None]
+    torch.testing.assert_close(x_vfm, want_vfm, atol=1e-6, rtol=0)
+    e_clip, e_vfm = exact.normalise(k / 255.0)
+    mean = torch.tensor(OPENAI_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(OPENAI_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(e_clip, (k / 255.0 - mean) / std)
+    # the rounded constants move the CLIP input by ~1e-5: small, but not nothing
+    assert 1e-7 < float((e_clip - x_clip).abs().max()) < 1e-3
+
+
 # --- windows --------------------------------------------------------------------------------------
 def test_batched_windows_equal_single_windows(tiny_config, rgb_frame):
     cfg = dict(tiny_config, **{"proxyclip.stride": 16})

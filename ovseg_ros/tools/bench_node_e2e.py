@@ -180,7 +180,7 @@ class Camera:
     def _on_diag(self, arr) -> None:
         for st in arr.status:
             values = {kv.key: kv.value for kv in st.values}
-            if "inference_ms" in values and "latency_ms" in values:
+            if "camera" in values and "inference_ms" in values:    # the camera's status
                 with self.lock:
                     self.diag = values
 
@@ -264,6 +264,8 @@ def measure_window(cam: Camera, node: NodeProcess, keys: Sequence[str], args) ->
         t0 = time.time_ns()
         time.sleep(args.seconds)
         t1 = time.time_ns()
+        with cam.lock:          # the node's figures of the window's last seconds
+            diag = dict(cam.diag)
     finally:
         cam.stop()
     # the frames of the window still in flight: wait for them (the latency bounds it)
@@ -272,7 +274,6 @@ def measure_window(cam: Camera, node: NodeProcess, keys: Sequence[str], args) ->
     with cam.lock:
         sent = [s for s in cam.sent if t0 <= s < t1]
         answers = {k: list(v) for k, v in cam.answers.items()}
-        diag = dict(cam.diag)
     in_window = [(r, s) for r, s in answers["semantic"] if t0 <= r < t1]
     sent_set = set(sent)
     answered = {s for _, s in answers["semantic"] if s in sent_set}
@@ -288,6 +289,9 @@ def measure_window(cam: Camera, node: NodeProcess, keys: Sequence[str], args) ->
         "answers_per_output": per_key,
         "node_latency_ms": _num(diag.get("latency_ms")),
         "node_inference_ms": _num(diag.get("inference_ms")),
+        # the node's own stages (runtime/stats.py STAGES): where the rest of its latency goes
+        "node_stages_ms": {k[len("stage_"):-len("_ms")]: _num(v) for k, v in diag.items()
+                           if k.startswith("stage_")},
         "node_outputs_published": diag.get("outputs_published"),
         "node_precision": diag.get("precision"),
     }
@@ -324,7 +328,7 @@ def run_node_case(name: str, cfg: Dict[str, Any], size: str, args, out: Path) ->
                   f"{row['fps']:.2f} FPS, p50 {_f(row['latency_ms_p50'])} ms, "
                   f"p95 {_f(row['latency_ms_p95'])} ms, {row['answered']}/{row['sent']} "
                   f"answered; node: receipt->published {_f(row['node_latency_ms'])} ms, "
-                  f"inference {_f(row['node_inference_ms'])} ms; load {row['loadavg']:.2f}",
+                  f"stages {_stages(row)}; load {row['loadavg']:.2f}",
                   flush=True)
     except Exception as exc:   # a case that cannot run is reported; the others still run
         rec["error"] = f"{type(exc).__name__}: {exc}"
@@ -335,6 +339,13 @@ def run_node_case(name: str, cfg: Dict[str, Any], size: str, args, out: Path) ->
             cam.close()
         node.stop()
     return rec
+
+
+def _stages(w: Dict[str, Any]) -> str:
+    st = w.get("node_stages_ms", {})
+    return (f"{_f(st.get('wait'), '.1f')}, {_f(st.get('decode'), '.1f')}, "
+            f"**{_f(w['node_inference_ms'])}**, {_f(st.get('outputs'), '.1f')}, "
+            f"{_f(st.get('publish'), '.1f')}")
 
 
 def _f(v, spec=".0f") -> str:
@@ -452,8 +463,9 @@ def markdown(report: Dict[str, Any]) -> str:
         f"{report['encoding']} over DDS with the sensor-data QoS.", "",
         f"`{report['command']}`", "",
         "| preset | precision | input | weights | subscribed | rate Hz | FPS | p50 ms | p95 ms "
-        "| answered / sent | node: receipt→published ms | node: inference ms | load |",
-        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        "| answered / sent | node: receipt→published ms | node stages ms: wait, decode, "
+        "**inference**, outputs, publish | load |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|"]
     for r in report["node"]:
         if "error" in r:
             lines.append(f"| {r['preset']} | {r['precision']} | {r['size']} | not run: "
@@ -465,12 +477,15 @@ def markdown(report: Dict[str, Any]) -> str:
                 f"{w['subscription_set']} ({', '.join(w['subscribed'])}) | {w['rate_hz']:g} | "
                 f"{w['fps']:.2f} | {_f(w['latency_ms_p50'])} | {_f(w['latency_ms_p95'])} | "
                 f"{w['answered']} / {w['sent']} | {_f(w['node_latency_ms'])} | "
-                f"{_f(w['node_inference_ms'])} | {w['loadavg']:.2f} |")
+                f"{_stages(w)} | {w['loadavg']:.2f} |")
     lines += ["", "Latency: image stamp (wall clock at sending) to the label image "
               "received in the camera process. Answered: frames of the timed window that got "
               "a label; the node keeps the newest waiting frame only, so a model slower than "
-              "the rate drops frames instead of queueing them. Node figures: the node's "
-              "/diagnostics (mean receipt→published and inference of its last period).", ""]
+              "the rate drops frames instead of queueing them. Node figures: the camera's "
+              "/diagnostics at the end of the window (means over its last 5 s): receipt → "
+              "published, and its stages: wait (receipt to the worker taking the frame), "
+              "decode (message to RGB), inference (the model), outputs (products and "
+              "messages), publish (the publish calls).", ""]
     if report["model"]:
         lines += ["### Model only (`Segmenter.predict`, same settings, same run)", "",
                   "| preset | precision | input | FPS | p50 ms | p95 ms | stages ms (mean) | "

@@ -576,9 +576,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="skip the model-only table beside the node figures")
     args = p.parse_args(argv)
     if args.node:
-        from .bench_node_e2e import run
-
-        return run(args, argv)
+        return node_e2e(args, argv)
     if args.node_overhead:
         return node_overhead(args, argv)
     if args.shapes:
@@ -704,6 +702,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     (out / "bench.md").write_text(md)
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 0 if any("error" not in r for r in results) else 1
+
+
+# --- frames through the real node (``--node``; ovseg_ros/tools/bench_node_e2e.py) ------------
+def node_e2e(args, argv) -> int:
+    from . import bench_node_e2e    # the ROS layer: rclpy is imported only for this axis
+
+    # this module's helpers go in as an argument: bench_node_e2e does not import it back
+    return bench_node_e2e.run(args, argv, sys.modules[__name__])
 
 
 # --- the node's own per-frame work (``--node-overhead``; ovseg_ros/tools/bench_node.py) -----

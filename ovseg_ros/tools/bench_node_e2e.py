@@ -304,11 +304,10 @@ def _num(v) -> Optional[float]:
         return None
 
 
-def run_node_case(name: str, cfg: Dict[str, Any], size: str, args, out: Path) -> Dict[str, Any]:
+def run_node_case(bench, name: str, cfg: Dict[str, Any], size: str, args,
+                  out: Path) -> Dict[str, Any]:
     """One node process (one preset, precision and input size), every subscription set."""
-    from .bench import parse_size, synthetic_frame
-
-    w, h = parse_size(size)
+    w, h = bench.parse_size(size)
     ns = f"/ovseg_bench_{os.getpid()}_{random.randint(0, 99999)}"
     node = NodeProcess(cfg, out / "logs" / f"{name}_{cfg['precision']}_{size}", ns,
                        args.threads)
@@ -316,7 +315,7 @@ def run_node_case(name: str, cfg: Dict[str, Any], size: str, args, out: Path) ->
     rec: Dict[str, Any] = {"preset": name, "precision": cfg["precision"], "size": size,
                            "random_weights": bool(cfg.get("random_init")), "windows": []}
     try:
-        cam = Camera(ns, synthetic_frame(w, h), args.encoding)
+        cam = Camera(ns, bench.synthetic_frame(w, h), args.encoding)
         for label, keys in SUBSCRIPTIONS.items():
             if label not in args.node_subscriptions:
                 continue
@@ -352,18 +351,16 @@ def _f(v, spec=".0f") -> str:
     return "–" if v is None else format(v, spec)
 
 
-def model_only(name: str, cfg: Dict[str, Any], size: str, args) -> Dict[str, Any]:
+def model_only(bench, name: str, cfg: Dict[str, Any], size: str, args) -> Dict[str, Any]:
     """The same settings through ``Segmenter.predict`` in this process (bench.run_case),
     with the label agreement on the bundled photos (fp32 first: the reference)."""
-    from .bench import Case, parse_size, run_case, synthetic_frame
-
-    w, h = parse_size(size)
+    w, h = bench.parse_size(size)
     ns = argparse.Namespace(device="cpu", warmup=args.warmup or 1, iters=args.iters or 5,
                             max_case_seconds=args.max_case_seconds, photos=args.photos,
                             flops=False)
     model_cfg = {k: v for k, v in cfg.items() if k != "autostart"}
-    rec = run_case(Case(name, "torch", cfg["precision"], size, model_cfg),
-                   synthetic_frame(w, h), ns, None)
+    rec = bench.run_case(bench.Case(name, "torch", cfg["precision"], size, model_cfg),
+                         bench.synthetic_frame(w, h), ns, None)
     rec.pop("semantic", None)
     rec.pop("describe", None)
     rec["loadavg"] = os.getloadavg()[0]
@@ -385,12 +382,12 @@ def isolate_dds() -> str:
     return note
 
 
-def run(args, argv) -> int:
-    """The ``--node`` axis of ovseg-bench: node cases, then the model-only ones."""
+def run(args, argv, bench) -> int:
+    """The ``--node`` axis of ovseg-bench: node cases, then the model-only ones. ``bench``
+    is ``ovseg_ros.tools.bench``, whose helpers (machine line, matmul ceiling, frames,
+    model-only case, photo agreement) this reuses: it imports this module, so it passes
+    itself in rather than being imported back."""
     import torch
-
-    from .bench import (_jsonable, cpu_flags, cpu_model, machine_info, matmul_ceiling,
-                        parse_size)
 
     names = [(Path(c).stem, c) for c in args.node_config or []]
     names += [(p, None) for p in args.preset or ([] if names else ["proxyclip-tiny"])]
@@ -400,7 +397,7 @@ def run(args, argv) -> int:
             raise SystemExit(f"--precisions: {pr!r} is not one of fp32, bf16, auto (CPU)")
     sizes = args.sizes.split(",") if args.sizes else ["640x480"]
     for sz in sizes:
-        parse_size(sz)
+        bench.parse_size(sz)
     args.node_subscriptions = [s.strip() for s in args.node_subscriptions.split(",")]
     unknown = set(args.node_subscriptions) - set(SUBSCRIPTIONS)
     if unknown:
@@ -410,12 +407,12 @@ def run(args, argv) -> int:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
     dds = isolate_dds()
-    machine = machine_info("cpu")
-    flags = cpu_flags()
+    machine = bench.machine_info("cpu")
+    flags = bench.cpu_flags()
     machine["cpu_flags_kind"] = flags_kind(flags)
-    ceilings = {p: matmul_ceiling(p, "cpu") for p in ("fp32", "bf16")}
+    ceilings = {p: bench.matmul_ceiling(p, "cpu") for p in ("fp32", "bf16")}
     load0 = os.getloadavg()[0]
-    print(f"machine: {cpu_model()} ({machine['cpu_flags_kind']}: {', '.join(flags)}), "
+    print(f"machine: {bench.cpu_model()} ({machine['cpu_flags_kind']}: {', '.join(flags)}), "
           f"{threads} thread(s), load average {load0:.2f}; matmul ceiling "
           + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in ceilings.items()) + f"; {dds}",
           flush=True)
@@ -425,12 +422,12 @@ def run(args, argv) -> int:
         base = preset_config(name, path)
         for size in sizes:
             for pr in precisions:
-                node_rows.append(run_node_case(name, case_config(base, pr, args), size, args,
-                                               out))
+                node_rows.append(run_node_case(bench, name, case_config(base, pr, args), size,
+                                               args, out))
             if not args.node_only:
                 for pr in sorted(precisions, key=lambda p: p != "fp32"):   # reference first
-                    model_rows.append(model_only(name, case_config(base, pr, args), size,
-                                                 args))
+                    model_rows.append(model_only(bench, name, case_config(base, pr, args),
+                                                 size, args))
     load1 = os.getloadavg()[0]
     report = {"created_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": machine, "threads": threads, "ceilings_gflops": ceilings,
@@ -441,7 +438,7 @@ def run(args, argv) -> int:
                                                          else sys.argv[1:])),
               "node": node_rows, "model": model_rows}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "node_e2e.json").write_text(json.dumps(_jsonable(report), indent=2))
+    (out / "node_e2e.json").write_text(json.dumps(bench._jsonable(report), indent=2))
     md = markdown(report)
     (out / "node_e2e.md").write_text(md)
     print(md)

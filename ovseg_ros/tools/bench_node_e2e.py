@@ -35,6 +35,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -359,8 +360,11 @@ def model_only(bench, name: str, cfg: Dict[str, Any], size: str, args) -> Dict[s
                             max_case_seconds=args.max_case_seconds, photos=args.photos,
                             flops=False)
     model_cfg = {k: v for k, v in cfg.items() if k != "autostart"}
-    rec = bench.run_case(bench.Case(name, "torch", cfg["precision"], size, model_cfg),
-                         bench.synthetic_frame(w, h), ns, None)
+    case = bench.Case(name, "torch", cfg["precision"], size, model_cfg)
+    # in a worker thread, as the node's worker runs its model: on the shared 2 cores the
+    # same predict in the main thread measured 5-10x slower (docs/benchmarks/cpu.md)
+    with ThreadPoolExecutor(1) as pool:
+        rec = pool.submit(bench.run_case, case, bench.synthetic_frame(w, h), ns, None).result()
     rec.pop("semantic", None)
     rec.pop("describe", None)
     rec["loadavg"] = os.getloadavg()[0]
@@ -484,7 +488,8 @@ def markdown(report: Dict[str, Any]) -> str:
               "decode (message to RGB), inference (the model), outputs (products and "
               "messages), publish (the publish calls).", ""]
     if report["model"]:
-        lines += ["### Model only (`Segmenter.predict`, same settings, same run)", "",
+        lines += ["### Model only (`Segmenter.predict` in a worker thread, as the node runs "
+                  "it; same settings, same run)", "",
                   "| preset | precision | input | FPS | p50 ms | p95 ms | stages ms (mean) | "
                   "precision per stage | labels = fp32 on photos (mean, worst) | load |",
                   "|---|---|---|---:|---:|---:|---|---|---:|---:|"]

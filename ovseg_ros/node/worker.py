@@ -79,12 +79,16 @@ class Worker:
     def _process_batch(self, batch) -> None:
         """Segment the waiting frame of each camera in one predict_batch call (one vocabulary
         version for all of them) and publish each camera's outputs on its own topics."""
+        t_taken = time.monotonic()
         items = []
         for name, (kind, msg, t_received) in batch:
             cam = self._cameras[name]
+            t_dec = time.monotonic()
             rgb = self._convert(cam, kind, msg)
             if rgb is not None:
-                items.append((cam, msg, rgb, t_received))
+                # stages timed for the diagnostics: where the latency goes besides the model
+                stages = {"wait": t_taken - t_received, "decode": time.monotonic() - t_dec}
+                items.append((cam, msg, rgb, t_received, stages))
         if not items:
             return
         seg = self._segmenter
@@ -99,7 +103,7 @@ class Worker:
                 return
             # one camera's frame must not cost the others theirs: one at a time
             preds = []
-            for cam, _, rgb, _ in items:
+            for cam, _, rgb, _, _ in items:
                 try:
                     preds.append(seg.predict(rgb))
                 except Exception as exc1:
@@ -111,12 +115,12 @@ class Worker:
         self._batches += 1
         if len(items) > 1:
             self._batched_frames += len(items)
-        for (cam, msg, rgb, t_received), pred in zip(items, preds):
+        for (cam, msg, rgb, t_received, stages), pred in zip(items, preds):
             if pred is not None:
                 if pred.clamped:
                     self._frame_clamped(cam, pred)
-                self._publish_outputs(cam, msg.header, rgb, pred)
-                cam.stats.record(time.monotonic() - t_received, t_inf)
+                stages.update(self._publish_outputs(cam, msg.header, rgb, pred))
+                cam.stats.record(time.monotonic() - t_received, t_inf, stages=stages)
 
     def _frame_clamped(self, cam: Camera, pred) -> None:
         """A frame the engine scaled below its nominal size to keep the work bounded (an
@@ -142,13 +146,16 @@ class Worker:
         cam.problem(text)
         self._problems.report(f"error:{cam.name}", text)
 
-    def _publish_outputs(self, cam: Camera, header, rgb, pred) -> None:
+    def _publish_outputs(self, cam: Camera, header, rgb, pred) -> dict:
         """One output path (``ovseg_ros.core.camera_outputs``): what bag inference and
-        ovseg-segment write is what the node publishes.
+        ovseg-segment write is what the node publishes. Returns the seconds spent building
+        the outputs (products and messages) and publishing them.
 
         Lazy, like image_proc: an output nobody subscribes to is neither built nor
         published (the colour overlay is the costliest product; every image is a copy
         per message), and the next frame after a subscriber appears has it."""
+        t_start = time.monotonic()
+        t_publish = 0.0
         wanted = {key for key, pub in cam.pubs.items()
                   if key != "camera_info" and pub.get_subscription_count() > 0}
         if not self.get_parameter("publish_confidence").value:
@@ -160,17 +167,16 @@ class Worker:
             cam.outputs.overlay_alpha = float(self.get_parameter("overlay_alpha").value)
             products = cam.outputs.process(pred, rgb, header.stamp, wanted=wanted, depth=depth,
                                            frame_id=header.frame_id)
-            for key, msg in build.product_messages(products, header, wanted,
-                                                   space=self._embedding_space).items():
-                cam.pubs[key].publish(msg)
+            t_publish += _publish(cam, build.product_messages(products, header, wanted,
+                                                              space=self._embedding_space))
             if depth is not None:
                 life = float(self.get_parameter("marker_lifetime").value)
-                for key, msg in messages_3d(products, header, wanted, cam.markers, depth.stamp,
-                                            life).items():
-                    cam.pubs[key].publish(msg)
+                t_publish += _publish(cam, messages_3d(products, header, wanted, cam.markers,
+                                                       depth.stamp, life))
         info = cam.camera_infos.get(header.frame_id)
         if info is not None:
-            cam.pubs["camera_info"].publish(build.camera_info_for(info, header))
+            t_publish += _publish(cam, {"camera_info": build.camera_info_for(info, header)})
+        return {"outputs": time.monotonic() - t_start - t_publish, "publish": t_publish}
 
     def _paired_depth(self, cam: Camera, header, rgb, wanted):
         """The camera's depth frame for this colour frame, or None: no depth topic, no
@@ -191,3 +197,11 @@ class Worker:
         except DepthError as exc:
             self._problems.report(f"depth:{exc.code}:{cam.name}", cam.depth_failed(exc))
             return None
+
+
+def _publish(cam: Camera, messages: dict) -> float:
+    """Publish each output message on the camera's publisher; the seconds it took."""
+    t0 = time.monotonic()
+    for key, msg in messages.items():
+        cam.pubs[key].publish(msg)
+    return time.monotonic() - t0

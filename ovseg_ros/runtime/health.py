@@ -81,6 +81,8 @@ def camera_health(cam: CameraFacts, *, active: bool, recent_within: float) -> He
         "camera": cam.label, "topic": cam.topic,
         "fps": r["fps"], "latency_ms": r["latency_ms"], "latency_max_ms": r["latency_max_ms"],
         "inference_ms": r["inference_ms"],
+        # where the rest of the latency goes (runtime/stats.py STAGES), once frames were timed
+        **{k: v for k, v in r.items() if k.startswith("stage_")},
         "frames_received": cam.received, "frames_processed": cam.processed,
         "frames_dropped": cam.dropped, "drop_rate": r["drop_rate"],
         "bad_inputs": cam.bad_inputs, "errors": cam.errors, "stalled": cam.stalled,

@@ -7,6 +7,8 @@
                 --backends torch --precisions fp32 --iters 3  # the vocabulary axis
     ovseg-bench --node-overhead --sizes 640x480,1280x720      # the node's own work per frame
     ovseg-bench --shapes --threads 2     # elongated, tiny and 4K frames next to 640x480
+    ovseg-bench --node --node-config config/cpu_realtime.yaml --random-init --threads 2
+                                         # frames through the real node over DDS
 
 Every case builds a Segmenter through the public API (``load_segmenter``),
 runs warm-up frames, then times ``predict`` on one synthetic frame. Reported
@@ -75,7 +77,7 @@ def cpu_flags() -> List[str]:
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
                 return sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile",
-                                       "avx512_fp16"})
+                                       "avx512_fp16", "avx512_vnni", "avx_vnni"})
     except OSError:
         pass
     return []
@@ -566,7 +568,27 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="only time hostile frame shapes (elongated, tiny, 4K; or --sizes) "
                         "next to 640x480 per preset (default: the tiny presets), with frame "
                         "peak memory, model pixels and clamps (ovseg_ros/tools/bench_shapes.py)")
+    g = p.add_argument_group("through the node (--node; ovseg_ros/tools/bench_node_e2e.py)")
+    g.add_argument("--node", action="store_true",
+                   help="drive frames through the real node (its own process) over DDS at "
+                        "--rate, per preset and precision (default fp32,auto): FPS, stamp to "
+                        "label latency, drops, with the model-only table beside it")
+    g.add_argument("--node-config", action="append", metavar="PARAMS.yaml",
+                   help="a node params file as a preset (config/cpu_realtime.yaml), repeatable")
+    g.add_argument("--rate", type=float, default=15.0, help="camera frames per second")
+    g.add_argument("--seconds", type=float, default=20.0, help="timed window per case")
+    g.add_argument("--node-warmup", type=int, default=3,
+                   help="labels received before the timed window starts")
+    g.add_argument("--start-timeout", type=float, default=300.0,
+                   help="seconds the node may take to load and answer its first frames")
+    g.add_argument("--node-subscriptions", default="labels+segments,all 2D",
+                   help="subscription sets to time: labels+segments, all 2D")
+    g.add_argument("--encoding", default="rgb8", help="the camera's image encoding")
+    g.add_argument("--node-only", action="store_true",
+                   help="skip the model-only table beside the node figures")
     args = p.parse_args(argv)
+    if args.node:
+        return node_e2e(args, argv)
     if args.node_overhead:
         return node_overhead(args, argv)
     if args.shapes:
@@ -692,6 +714,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     (out / "bench.md").write_text(md)
     print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
     return 0 if any("error" not in r for r in results) else 1
+
+
+# --- frames through the real node (``--node``; ovseg_ros/tools/bench_node_e2e.py) ------------
+def node_e2e(args, argv) -> int:
+    from . import bench_node_e2e    # the ROS layer: rclpy is imported only for this axis
+
+    # this module's helpers go in as an argument: bench_node_e2e does not import it back
+    return bench_node_e2e.run(args, argv, sys.modules[__name__])
 
 
 # --- the node's own per-frame work (``--node-overhead``; ovseg_ros/tools/bench_node.py) -----

@@ -28,6 +28,11 @@ def test_a_healthy_camera_and_node_are_ok_with_their_counters():
     cam = camera_health(_cam(settings={"image_depth": 1}), active=True, recent_within=5.0)
     assert (cam.level, cam.message) == (OK, "processing")
     assert cam.values["frames_dropped"] == 2 and cam.values["image_depth"] == 1
+    assert not [k for k in cam.values if k.startswith("stage_")]
+    # the node's per-frame stages, once timed, are the camera's values too
+    timed = camera_health(_cam(rates={**RATES, "stage_decode_ms": 1.5}), active=True,
+                          recent_within=5.0)
+    assert timed.values["stage_decode_ms"] == 1.5
     assert cam.values["stalled"] is False and cam.values["last_problem"] == ""
     node = node_health(_node(), [_cam("a"), _cam("b", processed=30, rates={**RATES,
                                                                          "latency_ms": 10.0})])

@@ -120,3 +120,18 @@ def test_rate_stats():
         st.record_drop(now=t)
     assert st.snapshot(now=105.0)["drop_rate"] == pytest.approx(3 / 10.0)
     assert st.snapshot(now=120.0)["drop_rate"] == 0.0
+
+
+def test_rate_stats_mean_the_stages_of_the_frames_that_timed_them():
+    st = RateStats(window=10.0)
+    st.record(latency=0.3, infer_time=0.2, now=100.0)      # no stages: none reported
+    assert not [k for k in st.snapshot(now=100.0) if k.startswith("stage_")]
+    st.record(latency=0.3, infer_time=0.2, now=101.0,
+              stages={"wait": 0.01, "decode": 0.002, "outputs": 0.004, "publish": 0.001})
+    st.record(latency=0.3, infer_time=0.2, now=102.0,
+              stages={"wait": 0.03, "decode": 0.004, "outputs": 0.006, "publish": 0.003})
+    snap = st.snapshot(now=102.0)
+    assert snap["stage_wait_ms"] == pytest.approx(20.0)
+    assert snap["stage_decode_ms"] == pytest.approx(3.0)
+    assert snap["stage_outputs_ms"] == pytest.approx(5.0)
+    assert snap["stage_publish_ms"] == pytest.approx(2.0)

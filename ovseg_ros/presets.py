@@ -9,7 +9,7 @@ Three kinds of preset, one module:
   ``list_presets`` / ``resolve_preset`` (``ovseg-weights`` works on these);
 * every engine's defaults (``engine:<name>``).
 
-Everything else takes its presets from here: ``ovseg_ros/tools/bench.py`` (its
+Everything else takes its presets from here: ``ovseg_ros/tools/bench/`` (its
 ``--preset`` choices are ``PRESETS``), the test harnesses (``TINY_*``), the weights tool.
 The YAML forms of the tiny ProxyCLIP preset (config/demo_tiny.yaml, a node params file,
 and test/configs/tiny_proxyclip.yaml, a config file the command-line tests pass by path)

@@ -1,4 +1,4 @@
-"""The several-cameras benchmark section (``camera_scaling`` in ovseg_ros/tools/bench.py)
+"""The several-cameras benchmark section (``camera_scaling`` in ovseg_ros/tools/bench/cameras.py)
 in its smallest mode: one tiny model over 1 and 2 cameras; batched labels equal
 one-at-a-time labels."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ pytest.importorskip("torch")
 
 def test_camera_scaling_tiny(tmp_path):
     from ovseg_ros.presets import TINY_PROXYCLIP
-    from ovseg_ros.tools.bench import camera_scaling, markdown_section
+    from ovseg_ros.tools.bench.cameras import camera_scaling, markdown_section
 
     res = camera_scaling(dict(TINY_PROXYCLIP, num_threads=1, precision="fp32",
                               text_cache_dir=str(tmp_path / "text")),

@@ -4,7 +4,8 @@ import random
 
 import pytest
 
-from ovseg_ros.tools import bench, bench_node_e2e
+from ovseg_ros.tools import bench
+from ovseg_ros.tools.bench import node_e2e as bench_node_e2e
 
 
 def test_flags_kind_names_what_the_cpu_can_do():

@@ -13,11 +13,19 @@ resized to each shape, so every shape has the same content.
 """
 from __future__ import annotations
 
+import gc
+import json
+import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
+
+from .common import (_jsonable, _status_kib, build_config, parse_size, reset_peak_rss,
+                     synthetic_frame)
+from .machine import machine_info, matmul_ceiling
 
 #: (width, height): the baseline, elongated, tiny and 4K frames of docs/node.md
 SHAPES = ("640x480", "1000x3", "3x1000", "4000x2", "2x4000", "1x1", "2x2", "3840x2160")
@@ -34,7 +42,7 @@ def frame(scene: np.ndarray, width: int, height: int) -> np.ndarray:
 def measure(seg, rgb: np.ndarray, iters: int, reset_peak_rss: Callable[[], bool],
             status_kib: Callable[[str], Optional[int]]) -> Dict[str, Any]:
     """One preset at one frame: ``reset_peak_rss`` and ``status_kib`` are the benchmark's
-    peak-RSS helpers (ovseg_ros/tools/bench.py)."""
+    peak-RSS helpers (ovseg_ros/tools/bench/common.py)."""
     height, width = rgb.shape[:2]
     pixels: List[int] = []
     hook = seg.engine.image_model.register_forward_pre_hook(
@@ -87,4 +95,49 @@ def markdown(results: List[Dict[str, Any]], header: str) -> str:
     return "\n".join(lines + [""] + [f"- {n}" for n in notes]) + "\n"
 
 
-__all__ = ["SHAPES", "TINY_PRESETS", "frame", "measure", "markdown"]
+def run(args, argv) -> int:
+    import torch
+
+    from ...segmenter import load_segmenter
+
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    presets = args.preset or list(TINY_PRESETS)
+    sizes = [parse_size(s) for s in (args.sizes.split(",") if args.sizes
+                                     else SHAPES)]
+    iters = args.iters or 3
+    machine = machine_info(args.device)
+    ceilings = {p: matmul_ceiling(p, args.device) for p in ("fp32", "bf16")}
+    load = os.getloadavg()[0]
+    header = (f"## Frame shapes: time and memory per frame\n\n"
+              f"Machine: {machine['cpu']}, {torch.get_num_threads()} threads, fp32, load "
+              f"average {load:.2f}; matmul ceiling fp32 {ceilings['fp32']:.0f} GFLOP/s, bf16 "
+              f"{ceilings['bf16']:.0f} GFLOP/s; medians of {iters} frames after one warm-up; "
+              "frame peak = process peak RSS during the frames minus RSS before them; process "
+              "peak = the peak RSS itself (models of the earlier presets included).")
+    print(header, flush=True)
+    scene = synthetic_frame(640, 480)
+    results = []
+    for preset in presets:
+        seg = load_segmenter(build_config(preset, "torch", "fp32", args))
+        rows = []
+        for w, h in sizes:
+            rows.append(measure(seg, frame(scene, w, h), iters,
+                                             reset_peak_rss, _status_kib))
+            print(f"{preset} {rows[-1]}", flush=True)
+        worst = max(rows[1:] or rows, key=lambda r: r["ms_min"])
+        results.append({"preset": preset, "rows": rows, "worst": worst})
+        del seg
+        gc.collect()
+    md = markdown(results, header)
+    print(md)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "shapes.json").write_text(json.dumps(_jsonable(
+        {"created_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
+         "threads": torch.get_num_threads(), "precision": "fp32", "loadavg": load,
+         "matmul_ceiling_gflops": ceilings, "command": " ".join(["ovseg-bench", *argv]),
+         "results": results}), indent=2))
+    (out / "shapes.md").write_text(md)
+    print(f"wrote {out / 'shapes.json'} and {out / 'shapes.md'}")
+    return 0

@@ -45,7 +45,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-from ..core.outputs import keys_for
+from ...core.outputs import keys_for
 
 #: the node's per-frame image and segment outputs (core/outputs.py; camera_info is a copy)
 TOPICS = keys_for(camera_info=False)
@@ -54,8 +54,8 @@ TOPICS = keys_for(camera_info=False)
 def synthetic_prediction(h: int, w: int, num_classes: int, regions: int = 24, seed: int = 0):
     """A Prediction with ``regions`` irregular regions (nearest of random seeds), each a
     class of the vocabulary and one panoptic segment."""
-    from ..core.panoptic_heuristic import semantic_to_panoptic
-    from ..core.types import Prediction
+    from ...core.panoptic_heuristic import semantic_to_panoptic
+    from ...core.types import Prediction
 
     rng = np.random.default_rng(seed)
     seeds = rng.uniform(0, 1, (regions, 2)) * (h, w)
@@ -76,8 +76,8 @@ def synthetic_prediction(h: int, w: int, num_classes: int, regions: int = 24, se
 
 def _msg_class(key: str):
     """The rclpy class of an output (its row of core/outputs.py)."""
-    from ..node.camera import message_class
-    from ..core.outputs import BY_KEY
+    from ...node.camera import message_class
+    from ...core.outputs import BY_KEY
 
     return message_class(BY_KEY[key].msg_type)
 
@@ -105,9 +105,9 @@ def apply_dds_profile() -> str:
     the environment chooses one), for this process and the listener; returns the decision."""
     from pathlib import Path
 
-    from ..launch_logic import dds_environment
+    from ...launch_logic import dds_environment
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     share = None
     try:
         from ament_index_python.packages import get_package_share_directory
@@ -131,9 +131,9 @@ def measure(sizes: Sequence[str], iters: int = 50, num_classes: int = 150,
     import rclpy
     from std_msgs.msg import Header
 
-    from ..core.products import build_products
-    from ..ros.image_conv import image_to_rgb, rgb_to_image
-    from ..ros.messages import product_messages
+    from ...core.products import build_products
+    from ...ros.image_conv import image_to_rgb, rgb_to_image
+    from ...ros.messages import product_messages
 
     dds_note = apply_dds_profile()
     prefix = f"/ovseg_bench_{os.getpid()}"
@@ -187,7 +187,7 @@ def measure(sizes: Sequence[str], iters: int = 50, num_classes: int = 150,
 
 def _listener(pubs: Dict, prefix: str, subscribed: Sequence[str]):
     """Start the listener process and wait until it subscribed to ``subscribed``."""
-    proc = subprocess.Popen([sys.executable, "-m", "ovseg_ros.tools.bench_node",
+    proc = subprocess.Popen([sys.executable, "-m", "ovseg_ros.tools.bench.node",
                              "--listen", prefix, ",".join(subscribed)])
     deadline = time.monotonic() + 60
     while any(pubs[t].get_subscription_count() < 1 for t in subscribed):
@@ -212,7 +212,7 @@ def synthetic_depth_msg(h: int, w: int, header):
     colour camera_info it is registered to."""
     from sensor_msgs.msg import CameraInfo
 
-    from ..ros.image_conv import array_to_image
+    from ...ros.image_conv import array_to_image
 
     rng = np.random.default_rng(2)
     ramp = np.linspace(1000, 4000, w)[None, :] + np.linspace(0, 500, h)[:, None]
@@ -233,13 +233,13 @@ def measure_3d(sizes: Sequence[str], iters: int = 50, regions: int = 20,
     import rclpy
     from std_msgs.msg import Header
 
-    from ..core.depth import depth_frame_from_msg
-    from ..core.markers import MarkerPlanner
-    from ..core.products import build_products
-    from ..core.products_3d import build_3d
+    from ...core.depth import depth_frame_from_msg
+    from ...core.markers import MarkerPlanner
+    from ...core.products import build_products
+    from ...core.products_3d import build_3d
     from rclpy.serialization import serialize_message
 
-    from ..ros.messages_3d import KEYS_3D, messages_3d
+    from ...ros.messages_3d import KEYS_3D, messages_3d
 
     dds_note = apply_dds_profile()
     prefix = f"/ovseg_bench3d_{os.getpid()}"

@@ -62,8 +62,8 @@ def flags_kind(flags: Sequence[str]) -> str:
 
 def preset_config(name: str, node_config: Optional[str]) -> Dict[str, Any]:
     """The flat settings of a named preset or of a ROS params file."""
-    from ..config import _flatten, read_config_file
-    from ..presets import PRESETS
+    from ...config import _flatten, read_config_file
+    from ...presets import PRESETS
 
     if node_config:
         return _flatten(read_config_file(node_config))
@@ -100,7 +100,7 @@ class NodeProcess:
     def __init__(self, cfg: Dict[str, Any], workdir: Path, namespace: str, threads: int):
         import yaml
 
-        from ..weights.bundles import _nest
+        from ...weights.bundles import _nest
 
         workdir.mkdir(parents=True, exist_ok=True)
         params = workdir / "params.yaml"
@@ -147,7 +147,7 @@ class Camera:
         from rclpy.qos import qos_profile_sensor_data
         from sensor_msgs.msg import Image
 
-        from ..ros.image_conv import rgb_to_image
+        from ...ros.image_conv import rgb_to_image
 
         self.ctx = rclpy.Context()
         rclpy.init(context=self.ctx)
@@ -187,9 +187,9 @@ class Camera:
 
     def subscribe(self, keys: Sequence[str]) -> None:
         """Replace the output subscriptions (raw bytes; the stamp read from the header)."""
-        from ..core.outputs import BY_KEY
-        from ..node.camera import message_class
-        from ..ros.qos import output_qos
+        from ...core.outputs import BY_KEY
+        from ...node.camera import message_class
+        from ...ros.qos import output_qos
 
         for s in self.subs:
             self.node.destroy_subscription(s)
@@ -378,7 +378,7 @@ def model_only(bench, name: str, cfg: Dict[str, Any], size: str, args) -> Dict[s
 def isolate_dds() -> str:
     """The launch file's Fast DDS profile, and a domain of its own (other DDS work on
     this machine must not answer or load the camera's topics)."""
-    from .bench_node import apply_dds_profile
+    from .node import apply_dds_profile
 
     note = apply_dds_profile()
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(101, 200)))
@@ -386,12 +386,26 @@ def isolate_dds() -> str:
     return note
 
 
-def run(args, argv, bench) -> int:
-    """The ``--node`` axis of ovseg-bench: node cases, then the model-only ones. ``bench``
-    is ``ovseg_ros.tools.bench``, whose helpers (machine line, matmul ceiling, frames,
-    model-only case, photo agreement) this reuses: it imports this module, so it passes
-    itself in rather than being imported back."""
+def _bench_helpers():
+    """The bench package's helpers this mode reuses (machine facts, matmul ceiling, frames,
+    the model-only case), as one namespace."""
+    from types import SimpleNamespace
+
+    from .common import _jsonable, parse_size, synthetic_frame
+    from .machine import cpu_flags, cpu_model, machine_info, matmul_ceiling
+    from .table import Case, run_case
+
+    return SimpleNamespace(
+        Case=Case, run_case=run_case, _jsonable=_jsonable, parse_size=parse_size,
+        synthetic_frame=synthetic_frame, cpu_flags=cpu_flags, cpu_model=cpu_model,
+        machine_info=machine_info, matmul_ceiling=matmul_ceiling)
+
+
+def run(args, argv) -> int:
+    """The ``--node`` axis of ovseg-bench: node cases, then the model-only ones."""
     import torch
+
+    bench = _bench_helpers()
 
     names = [(Path(c).stem, c) for c in args.node_config or []]
     names += [(p, None) for p in args.preset or ([] if names else ["proxyclip-tiny"])]

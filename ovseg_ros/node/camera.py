@@ -102,6 +102,14 @@ class Camera:
         events = SubscriptionEventCallbacks(
             incompatible_qos=lambda info: on_incompatible_qos(self, info))
         self.image_topic = node.resolve_topic_name(p + "image")
+        # camera_info and depth first: when a driver's colour, depth and calibration of one
+        # stamp are all waiting, the executor serves subscriptions in creation order, so the
+        # colour frame finds its depth partner and calibration already stored
+        self.subs.append(node.create_subscription(
+            CameraInfo, p + "camera_info", lambda m: on_camera_info(self, m),
+            camera_info_qos(), callback_group=group))
+        if self.depth_enabled:
+            self._create_depth_subscriptions(node, qos_in, group)
         self.subs.append(node.create_subscription(
             Image, p + "image", lambda m: on_frame(self, "image", m), qos_in,
             event_callbacks=events, callback_group=group))
@@ -111,11 +119,6 @@ class Camera:
                 CompressedImage, self.image_topic + "/compressed",
                 lambda m: on_frame(self, "compressed", m), qos_in,
                 event_callbacks=events, callback_group=group))
-        self.subs.append(node.create_subscription(
-            CameraInfo, p + "camera_info", lambda m: on_camera_info(self, m),
-            camera_info_qos(), callback_group=group))
-        if self.depth_enabled:
-            self._create_depth_subscriptions(node, qos_in, group)
         q = output_qos()
         # depth rows come with the 3D outputs; segment_embeddings with embeddings.enabled
         self.pubs = {o.key: node.create_lifecycle_publisher(message_class(o.msg_type),

@@ -433,10 +433,13 @@ def rgbd_phase(args, client: DemoClient, node: NodeProcess, out: Path) -> Option
         before = dict(client.counts)
     sent = play(client, node, frames, args.ahead, args.rate, args.frame_timeout, vocab_at=-1,
                 results={})
-    end = time.monotonic() + 10.0     # the 3D messages of the last frame follow its semantic
+    # the 3D messages of the last frame follow its semantic; the cloud (9.8 MB at 640x480)
+    # arrives last of them
+    end = time.monotonic() + 20.0
     while time.monotonic() < end and node.alive():
         with client.lock:
-            if client.counts["segments_3d"] - before["segments_3d"] >= sent:
+            if all(client.counts[t] - before[t] >= sent
+                   for t in ("points", "segments_3d", "markers")):
                 break
         time.sleep(0.05)
     with client.lock:

@@ -82,13 +82,16 @@ class Engine(ABC):
     @classmethod
     def checkpoint_layout(cls, cfg: Config) -> Dict[str, Tuple[int, ...]]:
         """Inference keys of the engine's checkpoint file and their shapes (engines with a
-        ``checkpoint_setting``), built without reading weights."""
-        raise NotImplementedError(f"engine {cls.name!r} has no checkpoint of its own")
+        ``checkpoint_setting``), built without reading weights. An engine without a checkpoint
+        of its own (ProxyCLIP: open_clip and timm weights only) has no layout to give."""
+        raise WeightsError(f"engine {cls.name!r} has no checkpoint of its own: it loads "
+                           "open_clip/timm weights only (ovseg-weights needs lists them)")
 
     @classmethod
     def is_inference_key(cls, key: str) -> bool:
         """Whether inference keeps this key of a released training file (``convert``)."""
-        raise NotImplementedError(f"engine {cls.name!r} has no checkpoint of its own")
+        raise WeightsError(f"engine {cls.name!r} has no checkpoint of its own: there is no "
+                           "training file to convert")
 
     @classmethod
     def checkpoint_file(cls, cfg: Config) -> Optional[Path]:

@@ -54,12 +54,17 @@ def build_config(preset: str, backend: str, precision: str, args,
                 "num_threads": args.threads, "vocabulary": vocabulary or VOCABULARY,
                 "graph_cache_dir": str(Path(args.cache_dir).expanduser()),
                 "text_cache_dir": str(Path(args.cache_dir).expanduser() / "text")})
+    return apply_cli_overrides(cfg, args)
+
+
+def apply_cli_overrides(cfg: Dict[str, Any], args) -> Dict[str, Any]:
+    """``--random-init`` and every ``--set key=value`` (a YAML value) onto ``cfg``."""
+    import yaml
+
     if args.random_init:
         cfg["random_init"] = True
     for item in args.set or []:
         key, _, value = item.partition("=")
-        import yaml
-
         cfg[key.strip()] = yaml.safe_load(value)
     return cfg
 

@@ -76,14 +76,9 @@ def case_config(base: Dict[str, Any], precision: str, args) -> Dict[str, Any]:
     cfg.update({"precision": precision, "num_threads": args.threads, "device": "cpu",
                 "backend": "torch", "text_cache_dir": str(cache / "text"), "autostart": True})
     cfg.setdefault("vocabulary", ["person", "chair", "table", "floor", "wall", "door"])
-    if args.random_init:
-        cfg["random_init"] = True
-    for item in args.set or []:
-        import yaml
+    from .common import apply_cli_overrides
 
-        key, _, value = item.partition("=")
-        cfg[key.strip()] = yaml.safe_load(value)
-    return cfg
+    return apply_cli_overrides(cfg, args)
 
 
 def stamp_of(raw: bytes) -> int:

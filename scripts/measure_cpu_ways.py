@@ -39,7 +39,7 @@ def _quantize_linears(seg) -> None:
 def main() -> int:
     from ovseg_ros.segmenter import load_segmenter
     from ovseg_ros.tools.bench import (VOCABULARY, _median_seconds, count_flops, cpu_machine_line,
-                                       matmul_ceiling, synthetic_frame)
+                                       synthetic_frame)
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
@@ -86,8 +86,7 @@ def main() -> int:
               f"{gflops:.1f} GFLOP/frame, {pct:4.1f}% of the {arith} ceiling | labels = fp32 "
               f"{100 * agree:.2f}% | load {os.getloadavg()[0]:.2f}", flush=True)
         seg = None   # free the model before the next way is built
-    print(f"end: load average {os.getloadavg()[0]:.2f}; ceiling fp32 "
-          f"{matmul_ceiling('fp32', 'cpu'):.0f} bf16 {matmul_ceiling('bf16', 'cpu'):.0f} GFLOP/s")
+    print("end: " + cpu_machine_line(args.threads)[0])   # the load and ceilings once more
     return 0
 
 

@@ -26,7 +26,7 @@ import torch
 def main() -> int:
     from ovseg_ros.models import deformable_attention
     from ovseg_ros.segmenter import load_segmenter
-    from ovseg_ros.tools.bench import (VOCABULARY, cpu_machine_line, matmul_ceiling, photo_frames,
+    from ovseg_ros.tools.bench import (VOCABULARY, cpu_machine_line, photo_frames,
                                        synthetic_frame)
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -83,8 +83,7 @@ def main() -> int:
     print(f"labels on {len(check)} frames: grid_sample form = gather form "
           f"{100 * (old == ref).mean():.3f}%; bf16 = fp32 {100 * (b16 == ref).mean():.3f}% "
           f"(classes present in fp32: {len(np.unique(ref))})")
-    print(f"end: load average {os.getloadavg()[0]:.2f}; ceiling fp32 "
-          f"{matmul_ceiling('fp32', 'cpu'):.0f} bf16 {matmul_ceiling('bf16', 'cpu'):.0f} GFLOP/s")
+    print("end: " + cpu_machine_line(args.threads)[0])   # the load and ceilings once more
     return 0
 
 

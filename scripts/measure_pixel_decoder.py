@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import os
 import time
 from unittest import mock
 
@@ -25,7 +24,7 @@ def main() -> int:
     from ovseg_ros.models.deformable_attention import MSDeformAttn
     from ovseg_ros.models.pixel_decoder import MSDeformAttnPixelDecoder
     from ovseg_ros.models.precision import matmul_weights_to
-    from ovseg_ros.tools.bench import cpu_machine_line, matmul_ceiling
+    from ovseg_ros.tools.bench import cpu_machine_line
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
@@ -67,8 +66,7 @@ def main() -> int:
         diff = float((outs[n][0] - ref).abs().max() / ref.abs().max())
         print(f"{n:17s} min {1000 * best[n]:6.0f} ms ({best['fp32 grid_sample'] / best[n]:.2f}x"
               f" the grid_sample form); mask features max rel. diff {diff:.1e}")
-    print(f"end: load average {os.getloadavg()[0]:.2f}; ceiling fp32 "
-          f"{matmul_ceiling('fp32', 'cpu'):.0f} bf16 {matmul_ceiling('bf16', 'cpu'):.0f} GFLOP/s")
+    print("end: " + cpu_machine_line(args.threads)[0])   # the load and ceilings once more
     return 0
 
 

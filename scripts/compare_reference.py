@@ -371,6 +371,10 @@ def main() -> int:
         results["load_average_end"] = os.getloadavg()
 
     if args.speed:
+        from ovseg_ros.tools.bench import cpu_machine_line
+
+        # the ceilings the speed figures are read against, measured in this run
+        print("speed, start: " + cpu_machine_line(args.threads)[0], flush=True)
         frame = speed_frame(args.reference_dir)
         ours_bf16 = build_ours(args, "bf16", text_cache, ours_classes)
         h, w = frame.shape[:2]
@@ -404,6 +408,7 @@ def main() -> int:
                             "speedup_bf16": med["reference_fp32"] / med["ours_bf16"],
                             "bf16_vs_fp32_label_agreement": agreement}
         print(json.dumps(results["speed"], indent=1))
+        print("speed, end: " + cpu_machine_line(args.threads)[0], flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return 0 if not bad else 1

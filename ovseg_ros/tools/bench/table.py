@@ -38,14 +38,13 @@ class Case:
 
 
 def count_flops(seg, rgb) -> Optional[int]:
-    """FLOPs of one predict() as torch executes it (only meaningful on the torch backend)."""
+    """FLOPs of one predict() as torch executes it, attention included (only meaningful on
+    the torch backend; see flops.py)."""
     try:
-        from torch.utils.flop_counter import FlopCounterMode
+        from .flops import count_call_flops
     except ImportError:
         return None
-    with FlopCounterMode(display=False) as counter:
-        seg.predict(rgb)
-    return int(counter.get_total_flops())
+    return count_call_flops(lambda: seg.predict(rgb))
 
 
 def run_case(case: Case, rgb: np.ndarray, args, baseline: Optional[np.ndarray]) -> Dict[str, Any]:

@@ -4,6 +4,14 @@ from ..schema import ConfigError, ParamSpec
 #: ``precision: auto`` may pick bf16/fp16: bf16 kept >= 99.5 % of the fp32 labels on the
 #: comparison photos with the calibrated parity weights (docs/benchmarks/cpu.md)
 AUTO_LOW_PRECISION = True
+#: int8 (dynamic int8 linears in both trunks, torch backend, CPU) besides the usual three
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: ``auto`` on the CPU (torch backend), by ``config.cpu_kind``; kinds not named get fp32.
+#: int8 kept >= 99.5 % of the fp32 labels on the comparison photos with the parity weights
+#: (docs/benchmarks/cpu.md, "int8"). vnni: int8 (VNNI's int8 dot products have 4x the
+#: fp32 FMA rate per instruction; bf16 is emulated there, slower than fp32); not measured
+#: on such a CPU. avx512 / avx2: fp32 (fbgemm's int8 kernels there unmeasured).
+AUTO_CPU_PRECISION = {"native_bf16": "bf16", "vnni": "int8"}
 
 #: settings of the ProxyCLIP engine, in documentation order
 PARAMS = (

@@ -12,7 +12,10 @@ attention and CLIP head) is simply not under them.
 Only the exact type ``nn.Linear`` is swapped (torch's ``quantize_dynamic`` rule): a
 subclass such as ``nn.MultiheadAttention``'s ``out_proj``
 (``NonDynamicallyQuantizableLinear``) stays fp32, as does the packed input projection
-of ``nn.MultiheadAttention`` (a parameter, not a module).
+of ``nn.MultiheadAttention`` (a parameter, not a module). ``split_self_attention``
+first turns such self-attention modules into ``LinearSelfAttention`` (the same
+arithmetic with two plain ``nn.Linear`` projections), so their projections are swapped
+too: in a ViT-B block they are a third of the matmul FLOPs.
 
 The API is ``torch.ao.quantization.quantize_dynamic``: torch 2.14 marks it deprecated
 in favour of torchao's ``quantize_``, which is not a dependency of this project; the
@@ -23,6 +26,7 @@ from __future__ import annotations
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 #: the deprecation notices torch raises for ``torch.ao.quantization`` and for creating
@@ -65,6 +69,63 @@ def linears_to_int8(*roots: nn.Module) -> int:
     return swapped
 
 
+class LinearSelfAttention(nn.Module):
+    """An ``nn.MultiheadAttention`` used as self-attention, with its packed input projection
+    and its output projection as plain ``nn.Linear`` modules (so ``linears_to_int8`` can swap
+    them); the attention itself is ``scaled_dot_product_attention``, as torch's own fast
+    path. Same call as the module it replaces; only self-attention (key and value are the
+    query tensor), no key padding mask, no attention weights."""
+
+    def __init__(self, mha: nn.MultiheadAttention):
+        super().__init__()
+        if not mha._qkv_same_embed_dim or mha.in_proj_weight is None or mha.bias_k is not None \
+                or mha.add_zero_attn:
+            raise ValueError("LinearSelfAttention takes an nn.MultiheadAttention with one packed "
+                             "input projection, no bias_k/bias_v and no add_zero_attn")
+        dim = mha.embed_dim
+        bias = mha.in_proj_bias is not None
+        self.num_heads = mha.num_heads
+        self.batch_first = mha.batch_first
+        self.in_proj = nn.Linear(dim, 3 * dim, bias=bias)
+        self.out_proj = nn.Linear(dim, dim, bias=mha.out_proj.bias is not None)
+        with torch.no_grad():
+            self.in_proj.weight.copy_(mha.in_proj_weight)
+            self.out_proj.weight.copy_(mha.out_proj.weight)
+            if bias:
+                self.in_proj.bias.copy_(mha.in_proj_bias)
+            if mha.out_proj.bias is not None:
+                self.out_proj.bias.copy_(mha.out_proj.bias)
+        self.to(mha.in_proj_weight.device)
+
+    def forward(self, query, key, value, need_weights: bool = False, attn_mask=None,
+                key_padding_mask=None):
+        if key is not query or value is not query:
+            raise ValueError("LinearSelfAttention is self-attention only: key and value must "
+                             "be the query tensor")
+        if need_weights or key_padding_mask is not None:
+            raise ValueError("LinearSelfAttention returns no attention weights and takes no "
+                             "key_padding_mask")
+        x = query if self.batch_first else query.transpose(0, 1)
+        b, n, dim = x.shape
+        qkv = self.in_proj(x).view(b, n, 3, self.num_heads, dim // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        o = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        o = self.out_proj(o.transpose(1, 2).reshape(b, n, dim))
+        return (o if self.batch_first else o.transpose(0, 1)), None
+
+
+def split_self_attention(root: nn.Module) -> int:
+    """Replace every ``nn.MultiheadAttention`` under ``root`` by a ``LinearSelfAttention``
+    (in place; only where the module is used as self-attention: the ViT blocks). Returns
+    how many."""
+    targets = [(parent, name, child) for parent in root.modules()
+               for name, child in parent.named_children()
+               if isinstance(child, nn.MultiheadAttention)]
+    for parent, name, child in targets:
+        setattr(parent, name, LinearSelfAttention(child))
+    return len(targets)
+
+
 def count_linears(module: nn.Module) -> int:
     """``nn.Linear`` modules (exact type) under ``module``: what ``linears_to_int8`` swaps."""
     return sum(1 for m in module.modules() if type(m) is nn.Linear)
@@ -77,4 +138,5 @@ def count_int8_linears(module: nn.Module) -> int:
     return sum(1 for m in module.modules() if isinstance(m, DynamicLinear))
 
 
-__all__ = ["linears_to_int8", "count_linears", "count_int8_linears", "quantized_engine"]
+__all__ = ["linears_to_int8", "split_self_attention", "LinearSelfAttention", "count_linears",
+           "count_int8_linears", "quantized_engine"]

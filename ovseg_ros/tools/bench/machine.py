@@ -68,19 +68,27 @@ def _mem_total_gib() -> Optional[float]:
 
 
 def matmul_ceiling(dtype_name: str, device: str, n: int = 2048, seconds: float = 1.0) -> float:
-    """Achieved GFLOP/s of an n x n matmul in this dtype (the arithmetic ceiling of the case)."""
+    """Achieved GFLOP/s of an n x n matmul in this dtype (the arithmetic ceiling of the case);
+    ``int8``: int8 x int8 -> int32 (``torch._int_mm``, VNNI/AMX where the CPU has them), in
+    GOP/s, the ceiling of ``precision: int8``'s quantised linears."""
     import torch
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
     dev = torch.device(device)
-    a = torch.randn(n, n, device=dev).to(dtype)
-    b = torch.randn(n, n, device=dev).to(dtype)
+    if dtype_name == "int8":
+        a = torch.randint(-127, 128, (n, n), dtype=torch.int8, device=dev)
+        b = torch.randint(-127, 128, (n, n), dtype=torch.int8, device=dev)
+        mm = torch._int_mm
+    else:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+        a = torch.randn(n, n, device=dev).to(dtype)
+        b = torch.randn(n, n, device=dev).to(dtype)
+        mm = torch.mm
     for _ in range(2):
-        a @ b
+        mm(a, b)
     _sync(dev)
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or reps < 3:
-        a @ b
+        mm(a, b)
         reps += 1
         _sync(dev)
     dt = time.perf_counter() - t0

@@ -55,7 +55,7 @@ from ovseg_ros.config import ENGINE_PRECISIONS  # noqa: E402
 from ovseg_ros.presets import preset_group  # noqa: E402
 from ovseg_ros.testing.comparison import CLASSES, photos  # noqa: E402
 from ovseg_ros.testing.ovseg_checkpoint import released_state_dict  # noqa: E402
-from ovseg_ros.tools.bench import cpu_machine_line, matmul_ceiling  # noqa: E402
+from ovseg_ros.tools.bench import cpu_machine_line  # noqa: E402
 
 #: ways measured besides the settings: (the setting it loads as, what it changes then)
 WAYS = {"int8-clip-mlp": "fp32"}
@@ -96,15 +96,9 @@ def load_way(cfg: dict, way: str, threads: int):
     return seg
 
 
-def machine_line(threads: int) -> tuple:
-    line, ceil = cpu_machine_line(threads)
-    ceil["int8"] = matmul_ceiling("int8", "cpu")
-    return f"{line} int8 {ceil['int8']:.0f} GOP/s", ceil
-
-
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
-    line, ceil = machine_line(args.threads)
+    line, ceil = cpu_machine_line(args.threads, int8=True)
     print(f"{line}; shape {args.shape}", flush=True)
     out = {"machine": {"line": line, "threads": args.threads, "matmul_gflops": ceil,
                        "load_average": os.getloadavg()}, "shape": args.shape, "engines": {}}
@@ -143,7 +137,7 @@ def run(args) -> dict:
                 print(f"{name:>10} {w}: stages {stages[w]}" + (
                     f"; worst photo {100 * worst[w]:.3f} % of fp32" if w in worst else ""),
                     flush=True)
-    end_line, _ = machine_line(args.threads)
+    end_line, _ = cpu_machine_line(args.threads, int8=True)
     print(f"end: {end_line}", flush=True)
     out["machine"]["end"] = end_line
     return out

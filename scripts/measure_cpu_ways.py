@@ -64,7 +64,7 @@ def _window_batch(seg, rgb) -> torch.Tensor:
 def main() -> int:
     from ovseg_ros.presets import preset_group
     from ovseg_ros.tools.bench import (VOCABULARY, _median_seconds, count_flops, cpu_machine_line,
-                                       matmul_ceiling, synthetic_frame)
+                                       synthetic_frame)
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
@@ -78,9 +78,8 @@ def main() -> int:
     if ways[0] != "fp32":
         p.error("--ways must start with fp32")
     torch.set_num_threads(args.threads)
-    line, ceil = cpu_machine_line(args.threads, f"shape {args.shape}")
-    ceil["int8"] = matmul_ceiling("int8", "cpu")
-    print(f"{line}; int8 {ceil['int8']:.0f} GOP/s", flush=True)
+    line, ceil = cpu_machine_line(args.threads, f"shape {args.shape}", int8=True)
+    print(line, flush=True)
     frames = [synthetic_frame(640, 480, s) for s in range(3)]
     shape = {} if args.shape == "default" else preset_group(args.shape, "proxyclip")
     if args.vfm:
@@ -116,8 +115,7 @@ def main() -> int:
               f"{first:5.1f} s | {gflops:.1f} GFLOP/frame, {pct:4.1f}% of the {arith} ceiling | "
               f"labels = fp32 {100 * agree:.2f}% | load {os.getloadavg()[0]:.2f}", flush=True)
         seg = None   # free the model before the next way is built
-    end, _ = cpu_machine_line(args.threads)
-    print(f"end: {end}; int8 {matmul_ceiling('int8', 'cpu'):.0f} GOP/s")
+    print("end: " + cpu_machine_line(args.threads, int8=True)[0])   # load, ceilings again
     return 0
 
 

@@ -95,15 +95,17 @@ def matmul_ceiling(dtype_name: str, device: str, n: int = 2048, seconds: float =
     return 2 * n ** 3 * reps / dt / 1e9
 
 
-def cpu_machine_line(threads: int, extra: str = "") -> Tuple[str, Dict[str, float]]:
+def cpu_machine_line(threads: int, extra: str = "", *, int8: bool = False
+                     ) -> Tuple[str, Dict[str, float]]:
     """(one line, ceilings): what every CPU figure of a measurement script depends on: the
     CPU and its flags, threads, load average and the fp32/bf16 matmul ceilings (GFLOP/s)
-    measured now."""
+    measured now; with ``int8`` also the int8 one (GOP/s), for figures of int8 paths."""
     m = machine_info("cpu")
-    ceil = {k: matmul_ceiling(k, "cpu") for k in ("fp32", "bf16")}
+    ceil = {k: matmul_ceiling(k, "cpu") for k in ("fp32", "bf16") + (("int8",) if int8 else ())}
     line = (f"machine: {m.get('cpu')} flags {','.join(m.get('cpu_flags') or [])}; "
             f"{threads} thread(s); load average {os.getloadavg()[0]:.2f}; ceiling fp32 "
-            f"{ceil['fp32']:.0f} bf16 {ceil['bf16']:.0f} GFLOP/s")
+            f"{ceil['fp32']:.0f} bf16 {ceil['bf16']:.0f} GFLOP/s"
+            + (f", int8 {ceil['int8']:.0f} GOP/s" if int8 else ""))
     return (f"{line}; {extra}" if extra else line), ceil
 
 

@@ -353,12 +353,14 @@ def read_cpu_flags() -> Optional[FrozenSet[str]]:
 
 
 #: what the CPU's matrix arithmetic can do fast, from its flags (``cpu_kind``):
-#: ``native_bf16`` AVX512-BF16 or AMX-BF16 (bf16 matmuls ~2-5x fp32; AMX CPUs also have
-#: AMX-INT8); ``vnni`` AVX-512 VNNI without native bf16 (int8 dot products in one
-#: instruction, bf16 emulated: ~5x slower than fp32); ``avx512`` AVX-512 without VNNI;
-#: ``avx2`` x86 without AVX-512 (bf16 in scalar code, ~400x slower than fp32);
-#: ``unknown`` no x86 flags (aarch64, or /proc/cpuinfo unreadable)
-CPU_KINDS = ("native_bf16", "vnni", "avx512", "avx2", "unknown")
+#: ``amx`` AMX-BF16 (Intel Xeon: bf16 matmuls 700-2000 GFLOP/s on 2 threads, 5-15x fp32);
+#: ``avx512_bf16`` AVX512-BF16 without AMX (AMD EPYC: bf16 ~2.3-5x fp32, int8 VNNI ~4x);
+#: ``vnni`` AVX-512 VNNI without native bf16 (int8 dot products in one instruction, bf16
+#: emulated: ~5x slower than fp32); ``avx512`` AVX-512 without VNNI; ``avx2`` x86 without
+#: AVX-512 (bf16 in scalar code, ~400x slower than fp32); ``unknown`` no x86 flags
+#: (aarch64, or /proc/cpuinfo unreadable). The first two compute bf16 natively.
+CPU_KINDS = ("amx", "avx512_bf16", "vnni", "avx512", "avx2", "unknown")
+NATIVE_BF16_KINDS = ("amx", "avx512_bf16")
 
 
 def cpu_kind(flags: Optional[Iterable[str]] = None, *, read: bool = True) -> str:
@@ -368,8 +370,10 @@ def cpu_kind(flags: Optional[Iterable[str]] = None, *, read: bool = True) -> str
     if flags is None:
         return "unknown"
     flags = set(flags)
-    if flags & {"avx512_bf16", "amx_bf16"}:
-        return "native_bf16"
+    if "amx_bf16" in flags:
+        return "amx"
+    if "avx512_bf16" in flags:
+        return "avx512_bf16"
     if "avx512_vnni" in flags:
         return "vnni"
     if "avx512f" in flags:
@@ -380,7 +384,7 @@ def cpu_kind(flags: Optional[Iterable[str]] = None, *, read: bool = True) -> str
 def cpu_has_native_bf16() -> bool:
     """True on x86 CPUs with AVX512-BF16 or AMX-BF16, where bf16 matmuls run ~5x fp32
     (2-thread 2048² matmul: ≈740 vs ≈150 GFLOP/s, docs/benchmarks/cpu.md)."""
-    return cpu_kind() == "native_bf16"
+    return cpu_kind() in NATIVE_BF16_KINDS
 
 
 #: engines whose labels hold in low precision (each engine's config module says so in its
@@ -396,7 +400,7 @@ ENGINE_PRECISIONS = {name: tuple(getattr(module, "PRECISIONS", DEFAULT_ENGINE_PR
 #: CPU kind -> what ``auto`` picks with the torch backend, for an engine whose labels hold
 #: in low precision and whose config module gives no ``AUTO_CPU_PRECISION`` of its own
 #: (kinds not named: fp32)
-DEFAULT_AUTO_CPU_PRECISION = {"native_bf16": "bf16"}
+DEFAULT_AUTO_CPU_PRECISION = {"amx": "bf16", "avx512_bf16": "bf16"}
 
 
 def auto_cpu_precision(engine: str, kind: str) -> str:
@@ -474,7 +478,8 @@ def engine_keys() -> list:
 
 __all__ = ["ConfigError", "ParamSpec", "SCHEMA", "SCHEMA_LIST", "Config", "make_config",
            "read_config_file", "engine_keys", "resolve_auto_precision", "AUTO_LOW_PRECISION",
-           "auto_cpu_precision", "cpu_kind", "read_cpu_flags", "CPU_KINDS", "ENGINE_PRECISIONS",
+           "auto_cpu_precision", "cpu_kind", "read_cpu_flags", "CPU_KINDS", "NATIVE_BF16_KINDS",
+           "ENGINE_PRECISIONS",
            "DEFAULT_ENGINE_PRECISIONS", "DEFAULT_AUTO_CPU_PRECISION", "cpu_has_native_bf16",
            "ENGINES", "ENGINE_CONFIGS", "BACKENDS",
            "PRECISIONS"]

@@ -34,8 +34,8 @@ NATIVE_FLAGS = ("avx512_bf16", "amx_bf16")
 PROBE_N = 256
 PROBE_SECONDS = 0.1
 #: ``config.cpu_kind`` -> how bf16 runs there
-_BF16_KINDS = {"native_bf16": "native", "vnni": "emulated", "avx512": "emulated",
-               "avx2": "scalar", "unknown": "unknown"}
+_BF16_KINDS = {"amx": "native", "avx512_bf16": "native", "vnni": "emulated",
+               "avx512": "emulated", "avx2": "scalar", "unknown": "unknown"}
 
 _slowdown_cache: Dict[int, float] = {}
 

@@ -11,7 +11,7 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 #: (docs/benchmarks/cpu.md, "int8"). vnni: int8 (VNNI's int8 dot products have 4x the
 #: fp32 FMA rate per instruction; bf16 is emulated there, slower than fp32); not measured
 #: on such a CPU. avx512 / avx2: fp32 (fbgemm's int8 kernels there unmeasured).
-AUTO_CPU_PRECISION = {"native_bf16": "bf16", "vnni": "int8"}
+AUTO_CPU_PRECISION = {"amx": "bf16", "avx512_bf16": "bf16", "vnni": "int8"}
 
 #: settings of the ProxyCLIP engine, in documentation order
 PARAMS = (

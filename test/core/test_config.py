@@ -97,7 +97,7 @@ def test_node_only_keys_are_not_engine_keys():
 def test_auto_precision_resolves_to_what_the_hardware_runs_fast(monkeypatch):
     import ovseg_ros.config as config
 
-    monkeypatch.setattr(config, "cpu_kind", lambda: "native_bf16")
+    monkeypatch.setattr(config, "cpu_kind", lambda: "amx")
     assert make_config()["precision"] == "bf16"                       # torch on a bf16 CPU
     assert make_config(backend="onnxruntime")["precision"] == "fp32"  # no bf16 CPU kernels
     assert make_config(device="cuda")["precision"] == "fp16"
@@ -110,7 +110,8 @@ def test_auto_precision_resolves_to_what_the_hardware_runs_fast(monkeypatch):
     assert make_config(precision="int8").replace(prob_thd=0.5)["precision"] == "int8"
 
 
-@pytest.mark.parametrize("kind, want", [("native_bf16", "bf16"), ("vnni", "int8"),
+@pytest.mark.parametrize("kind, want", [("amx", "bf16"), ("avx512_bf16", "bf16"),
+                                        ("vnni", "int8"),
                                         ("avx512", "fp32"), ("avx2", "fp32"),
                                         ("unknown", "fp32")])
 def test_auto_precision_per_cpu_kind(monkeypatch, caplog, kind, want):
@@ -137,13 +138,13 @@ def test_cpu_kind_from_flags():
 
     avx2 = {"fpu", "sse2", "avx", "avx2", "fma"}
     avx512 = avx2 | {"avx512f", "avx512bw", "avx512vl"}
-    assert cpu_kind(avx512 | {"avx512_vnni", "avx512_bf16"}) == "native_bf16"
-    assert cpu_kind(avx2 | {"amx_bf16", "amx_int8"}) == "native_bf16"
+    assert cpu_kind(avx512 | {"avx512_vnni", "avx512_bf16"}) == "avx512_bf16"
+    assert cpu_kind(avx512 | {"avx512_bf16", "amx_bf16", "amx_int8"}) == "amx"
     assert cpu_kind(avx512 | {"avx512_vnni"}) == "vnni"
     assert cpu_kind(avx512) == "avx512"
     assert cpu_kind(avx2 | {"avx_vnni"}) == "avx2"     # AVX-VNNI (256-bit) is not measured
     assert cpu_kind(None, read=False) == "unknown"
-    assert cpu_kind() in ("native_bf16", "vnni", "avx512", "avx2", "unknown")   # this one
+    assert cpu_kind() in ("amx", "avx512_bf16", "vnni", "avx512", "avx2", "unknown")  # here
 
 
 def test_deprecated_engine_cache_dir_is_read_as_graph_cache_dir(tmp_path):
@@ -161,7 +162,7 @@ def test_auto_precision_is_fp32_for_engines_whose_labels_move(monkeypatch, engin
     without an end-to-end measurement): auto keeps them fp32, explicit bf16 still works."""
     import ovseg_ros.config as config
 
-    monkeypatch.setattr(config, "cpu_kind", lambda: "native_bf16")
+    monkeypatch.setattr(config, "cpu_kind", lambda: "amx")
     assert make_config(engine=engine)["precision"] == "fp32"
     assert make_config(engine=engine, device="cuda")["precision"] == "fp32"
     assert make_config(engine=engine, precision="bf16")["precision"] == "bf16"

@@ -18,6 +18,11 @@ static shapes; not with int8, which runs eagerly). SDPA is already what the ViTs
 channels_last only touches the patch-embedding convolution of a ViT and is a CUDA-only
 option of the torch backend.
 
+``--interleave`` keeps every way loaded and times them in turns (one model call of each
+way, then one predict of each, ``--iters`` rounds), so a neighbour's load falls on all
+ways alike; it prints each way's medians and the median of its per-round ratio to the
+first way (fp32). Use it on a shared machine.
+
 Prints machine, threads, load average and the fp32/bf16 matmul ceiling (2048², the
 bench's ``matmul_ceiling``) and the int8 one (``torch._int_mm``, GOP/s) measured in the
 same run, then one line per way: image-model ms on the frame's windows (p50 of the timed
@@ -61,6 +66,42 @@ def _window_batch(seg, rgb) -> torch.Tensor:
     return torch.rand(shapes[0])
 
 
+def _interleaved(cfg: dict, ways, frames, iters: int, threads: int) -> int:
+    """Every way loaded, timed in turns; medians and per-round ratios to the first way."""
+    from ovseg_ros.tools.bench import cpu_machine_line
+
+    segs = {}
+    for way in ways:
+        torch.manual_seed(0)
+        segs[way] = _load(cfg, way)
+        segs[way].predict(frames[2])                   # vocabulary, first-call costs
+    xs = {way: _window_batch(seg, frames[2]) for way, seg in segs.items()}
+    model = {w: [] for w in ways}
+    frame = {w: [] for w in ways}
+    for _ in range(iters):
+        for way, seg in segs.items():
+            t0 = time.perf_counter()
+            seg.engine.backend(xs[way])
+            model[way].append(time.perf_counter() - t0)
+        for way, seg in segs.items():
+            t0 = time.perf_counter()
+            seg.predict(frames[1])
+            frame[way].append(time.perf_counter() - t0)
+    labels = {w: np.stack([seg.predict(f).semantic for f in frames]) for w, seg in segs.items()}
+    ref = ways[0]
+    for way in ways:
+        m_ratio = np.median(np.array(model[way]) / np.array(model[ref]))
+        f_ratio = np.median(np.array(frame[way]) / np.array(frame[ref]))
+        x = xs[way]
+        print(f"{way:14s} model {1000 * np.median(model[way]):7.1f} ms "
+              f"({x.shape[0]}x{x.shape[2]}x{x.shape[3]}), {m_ratio:.3f}x {ref} | predict "
+              f"640x480 {1000 * np.median(frame[way]):7.1f} ms, {f_ratio:.3f}x {ref} | "
+              f"labels = {ref} {100 * float((labels[way] == labels[ref]).mean()):.2f}% | "
+              f"{iters} rounds in turns | load {os.getloadavg()[0]:.2f}", flush=True)
+    print("end: " + cpu_machine_line(threads, int8=True)[0])   # load, ceilings again
+    return 0
+
+
 def main() -> int:
     from ovseg_ros.presets import preset_group
     from ovseg_ros.tools.bench import (VOCABULARY, _median_seconds, count_flops, cpu_machine_line,
@@ -73,6 +114,8 @@ def main() -> int:
     p.add_argument("--vfm", default=None, help="timm VFM instead of the shape's")
     p.add_argument("--ways", default="fp32,bf16,int8,int8-clip-mlp",
                    help="comma list, fp32 first (the labels' and FLOPs' reference)")
+    p.add_argument("--interleave", action="store_true",
+                   help="every way loaded at once, timed in turns (see the module doc)")
     args = p.parse_args()
     ways = args.ways.split(",")
     if ways[0] != "fp32":
@@ -89,6 +132,8 @@ def main() -> int:
                 "text_cache_dir": "/tmp/ovseg_measure_ways_text"}
     print(f"models: {base_cfg.get('proxyclip.clip_model', 'ViT-B-16')} + "
           f"{base_cfg.get('proxyclip.vfm_model', 'vit_base_patch8_224.dino')}", flush=True)
+    if args.interleave:
+        return _interleaved(base_cfg, ways, frames, args.iters, args.threads)
     ref_labels, flops = None, None
     for way in ways:
         torch.manual_seed(0)

@@ -19,9 +19,10 @@ channels_last only touches the patch-embedding convolution of a ViT and is a CUD
 option of the torch backend.
 
 ``--interleave`` keeps every way loaded and times them in turns (one model call of each
-way, then one predict of each, ``--iters`` rounds), so a neighbour's load falls on all
-ways alike; it prints each way's medians and the median of its per-round ratio to the
-first way (fp32). Use it on a shared machine.
+way, then one predict of each, ``--iters`` rounds, in a worker thread), so a neighbour's
+load falls on all ways alike; it prints each way's medians, the median of its per-round
+ratio to the first way (the reference: any way) and the timed frame's labels against
+it. Use it on a shared machine.
 
 Prints machine, threads, load average and the fp32/bf16 matmul ceiling (2048², the
 bench's ``matmul_ceiling``) and the int8 one (``torch._int_mm``, GOP/s) measured in the
@@ -68,7 +69,8 @@ def _window_batch(seg, rgb) -> torch.Tensor:
 
 
 def _interleaved(cfg: dict, ways, frames, iters: int, threads: int) -> int:
-    """Every way loaded, timed in turns; medians and per-round ratios to the first way."""
+    """Every way loaded, timed in turns; medians, per-round ratios to the first way and the
+    labels of the timed frame against the first way's."""
     from ovseg_ros.tools.bench import cpu_machine_line
 
     segs = {}
@@ -79,6 +81,7 @@ def _interleaved(cfg: dict, ways, frames, iters: int, threads: int) -> int:
     xs = {way: _window_batch(seg, frames[2]) for way, seg in segs.items()}
     model = {w: [] for w in ways}
     frame = {w: [] for w in ways}
+    labels = {}
 
     def rounds():
         for _ in range(iters):
@@ -88,14 +91,13 @@ def _interleaved(cfg: dict, ways, frames, iters: int, threads: int) -> int:
                 model[way].append(time.perf_counter() - t0)
             for way, seg in segs.items():
                 t0 = time.perf_counter()
-                seg.predict(frames[1])
+                labels[way] = seg.predict(frames[1]).semantic
                 frame[way].append(time.perf_counter() - t0)
 
     # in a worker thread, as the node runs its model: on shared cores the main thread
     # measured 5-10x slower (docs/benchmarks/cpu.md, "Main thread")
     with ThreadPoolExecutor(1) as pool:
         pool.submit(rounds).result()
-    labels = {w: np.stack([seg.predict(f).semantic for f in frames]) for w, seg in segs.items()}
     ref = ways[0]
     for way in ways:
         m_ratio = np.median(np.array(model[way]) / np.array(model[ref]))
@@ -126,8 +128,8 @@ def main() -> int:
                    help="every way loaded at once, timed in turns (see the module doc)")
     args = p.parse_args()
     ways = args.ways.split(",")
-    if ways[0] != "fp32":
-        p.error("--ways must start with fp32")
+    if ways[0] != "fp32" and not args.interleave:
+        p.error("--ways must start with fp32 (with --interleave the first way is the reference)")
     torch.set_num_threads(args.threads)
     line, ceil = cpu_machine_line(args.threads, f"shape {args.shape}", int8=True)
     print(line, flush=True)

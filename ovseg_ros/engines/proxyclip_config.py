@@ -11,8 +11,8 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 #: (worst photo 99.64 % at config/cpu_realtime.yaml's shape, 99.71 % at the default one;
 #: docs/benchmarks/cpu.md, "precision: int8"). vnni: int8 (VNNI's int8 dot products have
 #: 4x the fp32 FMA rate per instruction; bf16 is emulated there, ~5x slower than fp32);
-#: not measured on such a CPU. amx / avx512_bf16: bf16 (int8 measured faster than bf16
-#: at the cpu_realtime shape on an avx512_bf16 CPU, not yet at the default shape).
+#: not measured on such a CPU. amx / avx512_bf16: bf16 (on an avx512_bf16 CPU int8 was
+#: faster than bf16 at the cpu_realtime shape but tied per predict at the default one).
 #: avx512 / avx2: fp32 (fbgemm's int8 kernels there unmeasured).
 AUTO_CPU_PRECISION = {"amx": "bf16", "avx512_bf16": "bf16", "vnni": "int8"}
 

@@ -21,20 +21,22 @@ accepted as a config as well, so the node's YAML and the API share one file.
 from __future__ import annotations
 
 import importlib
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Tuple, Union
+from typing import Any, FrozenSet, Iterable, Mapping, Optional, Tuple, Union
 
 import yaml
 
 from .registry import engine_config_modules, list_backends, list_engines
 from .schema import ConfigError, ParamSpec
 
+log = logging.getLogger(__name__)
 
 ENGINES = tuple(list_engines())
-#: name -> the engine's torch-free config module (``PARAMS``, optional ``check(cfg)`` and
-#: ``AUTO_LOW_PRECISION``)
+#: name -> the engine's torch-free config module (``PARAMS``, optional ``check(cfg)``,
+#: ``AUTO_LOW_PRECISION``, ``AUTO_CPU_PRECISION`` and ``PRECISIONS``)
 ENGINE_CONFIGS = {name: importlib.import_module(module)
                   for name, module in engine_config_modules().items()}
 
@@ -56,7 +58,7 @@ def engine_params() -> Tuple[ParamSpec, ...]:
     return tuple(params)
 
 BACKENDS = tuple(list_backends())
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 _P = ParamSpec
 
@@ -69,10 +71,12 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
     _P("device", "str", "cpu", "Torch device: 'cpu', 'cuda' or 'cuda:N'. No silent fallback: "
        "asking for CUDA where there is none is an error."),
     _P("precision", "str", "auto", "Arithmetic of the image path: fp32 (exact), fp16 (CUDA), "
-       "bf16 (CUDA, or CPU with native bf16), or auto: for engines whose labels hold in low "
-       "precision (ProxyCLIP) fp16 on CUDA, bf16 on CPUs with native bf16 (AVX512-BF16/AMX) "
-       "and the torch backend; fp32 elsewhere and for OVSeg, FC-CLIP and MAFT+. The "
-       "resolved value is what the engine, logs and diagnostics report.", choices=PRECISIONS),
+       "bf16 (CUDA, or CPU with native bf16), int8 (ProxyCLIP, torch backend, CPU: dynamic "
+       "int8 linears in the trunks), or auto: the fastest precision whose labels hold on "
+       "this device and CPU kind (ProxyCLIP: fp16 on CUDA; on the CPU with the torch backend "
+       "per AUTO_CPU_PRECISION: native bf16 (AVX512-BF16/AMX) and AVX-512 VNNI CPUs their "
+       "measured pick, fp32 elsewhere); fp32 for OVSeg, FC-CLIP and MAFT+. The resolved "
+       "value is what the engine, logs and diagnostics report.", choices=PRECISIONS),
     _P("num_threads", "int", 0, "torch CPU threads (0 = library default).", min=0, max=256),
     _P("random_init", "bool", False, "Use randomly initialised weights instead of pretrained ones. "
        "For tests and demos only; every prediction is flagged random_weights=true."),
@@ -336,18 +340,51 @@ def make_config(config: Union[None, str, Path, Mapping[str, Any], Config] = None
     return cfg
 
 
-def cpu_has_native_bf16() -> bool:
-    """True on x86 CPUs with AVX512-BF16 or AMX-BF16, where bf16 matmuls run ~5x fp32
-    (2-thread 2048² matmul: ≈740 vs ≈150 GFLOP/s, docs/benchmarks/cpu.md)."""
+def read_cpu_flags() -> Optional[FrozenSet[str]]:
+    """The ``flags`` of /proc/cpuinfo (x86 Linux), or None where there is none."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
             for line in f:
                 if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    return "avx512_bf16" in flags or "amx_bf16" in flags
+                    return frozenset(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return False
+    return None
+
+
+#: what the CPU's matrix arithmetic can do fast, from its flags (``cpu_kind``):
+#: ``amx`` AMX-BF16 (Intel Xeon: bf16 matmuls 700-2000 GFLOP/s on 2 threads, 5-15x fp32);
+#: ``avx512_bf16`` AVX512-BF16 without AMX (AMD EPYC: bf16 ~2.3-5x fp32, int8 VNNI ~4x);
+#: ``vnni`` AVX-512 VNNI without native bf16 (int8 dot products in one instruction, bf16
+#: emulated: ~5x slower than fp32); ``avx512`` AVX-512 without VNNI; ``avx2`` x86 without
+#: AVX-512 (bf16 in scalar code, ~400x slower than fp32); ``unknown`` no x86 flags
+#: (aarch64, or /proc/cpuinfo unreadable). The first two compute bf16 natively.
+CPU_KINDS = ("amx", "avx512_bf16", "vnni", "avx512", "avx2", "unknown")
+NATIVE_BF16_KINDS = ("amx", "avx512_bf16")
+
+
+def cpu_kind(flags: Optional[Iterable[str]] = None, *, read: bool = True) -> str:
+    """One of ``CPU_KINDS`` for ``flags`` (None and ``read``: this machine's)."""
+    if flags is None and read:
+        flags = read_cpu_flags()
+    if flags is None:
+        return "unknown"
+    flags = set(flags)
+    if "amx_bf16" in flags:
+        return "amx"
+    if "avx512_bf16" in flags:
+        return "avx512_bf16"
+    if "avx512_vnni" in flags:
+        return "vnni"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2"
+
+
+def cpu_has_native_bf16() -> bool:
+    """True on x86 CPUs with AVX512-BF16 or AMX-BF16, where bf16 matmuls run ~5x fp32
+    (2-thread 2048² matmul: ≈740 vs ≈150 GFLOP/s, docs/benchmarks/cpu.md)."""
+    return cpu_kind() in NATIVE_BF16_KINDS
 
 
 #: engines whose labels hold in low precision (each engine's config module says so in its
@@ -356,27 +393,67 @@ def cpu_has_native_bf16() -> bool:
 #: available to every engine explicitly.
 AUTO_LOW_PRECISION = {name: bool(getattr(module, "AUTO_LOW_PRECISION", False))
                       for name, module in ENGINE_CONFIGS.items()}
+#: the precisions an engine runs unless its config module lists its own ``PRECISIONS``
+DEFAULT_ENGINE_PRECISIONS = ("fp32", "fp16", "bf16")
+ENGINE_PRECISIONS = {name: tuple(getattr(module, "PRECISIONS", DEFAULT_ENGINE_PRECISIONS))
+                     for name, module in ENGINE_CONFIGS.items()}
+#: CPU kind -> what ``auto`` picks with the torch backend, for an engine whose labels hold
+#: in low precision and whose config module gives no ``AUTO_CPU_PRECISION`` of its own
+#: (kinds not named: fp32)
+DEFAULT_AUTO_CPU_PRECISION = {"amx": "bf16", "avx512_bf16": "bf16"}
 
 
-def resolve_auto_precision(device: str, backend: str, engine: str = "proxyclip") -> str:
+def auto_cpu_precision(engine: str, kind: str) -> str:
+    """What ``auto`` picks for ``engine`` on a CPU of ``kind`` (torch backend)."""
+    if not AUTO_LOW_PRECISION.get(engine, False):
+        return "fp32"
+    table = getattr(ENGINE_CONFIGS.get(engine), "AUTO_CPU_PRECISION", DEFAULT_AUTO_CPU_PRECISION)
+    return table.get(kind, "fp32")
+
+
+def resolve_auto_precision(device: str, backend: str, engine: str = "proxyclip",
+                           kind: Optional[str] = None) -> str:
     """What ``precision: auto`` means for ``engine`` on this machine.
 
     The fastest arithmetic whose labels hold (>= 99.5 % of the fp32 labels, measured per
     engine: ``AUTO_LOW_PRECISION``): for those engines fp16 on CUDA (every CUDA GPU and
-    Jetson has fast fp16), bf16 on CPUs that compute it natively (torch backend only:
-    ONNX Runtime has no bf16 CPU kernels), exact fp32 everywhere else (emulated bf16
-    would be slower than fp32). Engines whose labels move in low precision: fp32.
+    Jetson has fast fp16); on the CPU with the torch backend the engine's pick for the
+    CPU's kind (``kind``, None: this machine's ``cpu_kind()``; ``auto_cpu_precision``):
+    bf16 or int8 where the CPU computes it natively and it measured faster, exact fp32
+    where it does not (emulated bf16 is slower than fp32, and int8 unmeasured there). ONNX
+    Runtime has neither bf16 nor int8 here: fp32. Engines whose labels move: fp32.
     """
     if not AUTO_LOW_PRECISION.get(engine, False):
         return "fp32"
     if device.startswith("cuda"):
         return "fp16"
-    if backend == "torch" and cpu_has_native_bf16():
-        return "bf16"
-    return "fp32"
+    if backend != "torch":
+        return "fp32"
+    kind = cpu_kind() if kind is None else kind
+    chosen = auto_cpu_precision(engine, kind)
+    log.info("precision auto -> %s (%s on a %s CPU, torch backend)", chosen, engine, kind)
+    return chosen
+
+
+def _check_precision(cfg: Config) -> None:
+    """A precision the engine, backend and device can run (int8: engines that list it, the
+    torch backend, the CPU)."""
+    prec, engine = cfg["precision"], cfg["engine"]
+    supported = ENGINE_PRECISIONS.get(engine, DEFAULT_ENGINE_PRECISIONS)
+    if prec not in supported:
+        raise ConfigError(f"config key 'precision': {prec} is not supported by engine "
+                          f"{engine!r} (it supports {', '.join(supported)}, or auto)")
+    if prec == "int8":
+        if cfg["backend"] != "torch":
+            raise ConfigError(f"config key 'precision': int8 needs backend 'torch' (dynamic int8 "
+                              f"linears in eager torch), not {cfg['backend']!r}")
+        if not str(cfg["device"]).startswith("cpu"):
+            raise ConfigError(f"config key 'precision': int8 runs on the CPU only, not on device "
+                              f"{cfg['device']!r}; on CUDA use fp16 or auto")
 
 
 def _check_cross_field(cfg: Config) -> None:
+    _check_precision(cfg)
     # each engine group checks its own settings together (its config module's ``check``)
     for module in ENGINE_CONFIGS.values():
         check = getattr(module, "check", None)
@@ -401,5 +478,8 @@ def engine_keys() -> list:
 
 __all__ = ["ConfigError", "ParamSpec", "SCHEMA", "SCHEMA_LIST", "Config", "make_config",
            "read_config_file", "engine_keys", "resolve_auto_precision", "AUTO_LOW_PRECISION",
+           "auto_cpu_precision", "cpu_kind", "read_cpu_flags", "CPU_KINDS", "NATIVE_BF16_KINDS",
+           "ENGINE_PRECISIONS",
+           "DEFAULT_ENGINE_PRECISIONS", "DEFAULT_AUTO_CPU_PRECISION", "cpu_has_native_bf16",
            "ENGINES", "ENGINE_CONFIGS", "BACKENDS",
            "PRECISIONS"]

@@ -84,6 +84,14 @@ def preset_settings(name: str) -> Dict[str, Any]:
     return dict(PRESETS[name])
 
 
+def preset_group(name: str, engine: str) -> Dict[str, Any]:
+    """The ``<engine>.*`` settings (models and geometry) of the preset ``name`` (a config
+    file's stem, ``engine:<name>`` or a path; ``resolve_preset``), flat keys: what the
+    measurement scripts take a preset's shape from, with weights of their own."""
+    cfg = resolve_preset(name).cfg
+    return {f"{engine}.{k}": v for k, v in cfg.group(engine).items()}
+
+
 def default_config_dir() -> Path:
     """config/ of the source tree, else the installed share/ovseg_ros/config."""
     here = Path(__file__).resolve().parent.parent / "config"

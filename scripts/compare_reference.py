@@ -20,8 +20,9 @@ Exit status 0 when every photo's raw agreement (``official``) reaches ``--min-ag
 (default 0.999) or the reference's floor, whichever is lower, margin-aware 100 %.
 
 Speed (--speed): a 640x480 frame, short side 336, crop 336, stride 112, the
-reference and this engine (fp32 and bf16 autocast) run interleaved frame by
-frame on the same machine; reports seconds per frame and bf16-vs-fp32 agreement.
+reference and this engine (fp32, and each of --speed-precisions: bf16 autocast, int8
+dynamic linears) run interleaved frame by frame on the same machine; reports seconds
+per frame and each precision's label agreement with our fp32.
 
 Nothing of the reference is part of this repository. It is imported at run
 time from its own checkout::
@@ -63,6 +64,13 @@ from ovseg_ros.testing.comparison import (CLASSES, HEADER, agreement, failures, 
 
 
 # --- importing the reference ---------------------------------------------------------------------
+def machine_line(threads: int) -> str:
+    """The CPU, threads, load average and the fp32/bf16/int8 matmul ceilings, measured now."""
+    from ovseg_ros.tools.bench import cpu_machine_line
+
+    return cpu_machine_line(threads, int8=True)[0]
+
+
 def _stand_ins() -> dict:
     """Minimal modules for the names the reference imports but this comparison never uses
     (or only uses as a plain nn.Module base / registry decorator / result holder)."""
@@ -313,6 +321,8 @@ def main() -> int:
     ap.add_argument("--min-agreement", type=float, default=0.999)
     ap.add_argument("--speed", action="store_true", help="also time a 640x480 frame")
     ap.add_argument("--frames", type=int, default=2, help="timed frames per method")
+    ap.add_argument("--speed-precisions", default="bf16,int8",
+                    help="our precisions timed besides fp32 (comma list: bf16, int8)")
     ap.add_argument("--skip-fidelity", action="store_true")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--text-cache-dir", default="",
@@ -322,8 +332,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"CPU fp32, ours {args.threads} thread(s), reference 1 and 2 threads; load average "
-          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}", flush=True)
+    print(f"ours {args.threads} thread(s), reference 1 and 2 threads; "
+          f"{machine_line(args.threads)}", flush=True)
     seg_mod, ref_open_clip, dino_vit = import_reference(args.reference_dir.resolve(),
                                                         args.dino_dir.resolve())
     ours_classes = [",".join(s.strip() for s in c.split(";")) for c in args.classes]
@@ -376,12 +386,13 @@ def main() -> int:
         # the ceilings the speed figures are read against, measured in this run
         print("speed, start: " + cpu_machine_line(args.threads)[0], flush=True)
         frame = speed_frame(args.reference_dir)
-        ours_bf16 = build_ours(args, "bf16", text_cache, ours_classes)
+        low = [p for p in args.speed_precisions.split(",") if p]
+        ours_low = {p: build_ours(args, p, text_cache, ours_classes) for p in low}
         h, w = frame.shape[:2]
         from ovseg_ros.core.preprocess import resize_rgb, short_side_size
 
-        times = {"reference_fp32": [], "ours_fp32": [], "ours_bf16": []}
-        agreement = []
+        times = {"reference_fp32": [], "ours_fp32": [], **{f"ours_{p}": [] for p in low}}
+        agreement = {p: [] for p in low}
         for i in range(args.frames):
             t0 = time.perf_counter()
             # the reference gets the frame resized by the same code (its mmseg pipeline's job)
@@ -391,22 +402,26 @@ def main() -> int:
             t0 = time.perf_counter()
             p32 = ours.predict(frame)
             times["ours_fp32"].append(time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            p16 = ours_bf16.predict(frame)
-            times["ours_bf16"].append(time.perf_counter() - t0)
-            agreement.append(float((p16.semantic == p32.semantic).mean()))
+            preds = {"fp32": p32}
+            for prec, seg in ours_low.items():
+                t0 = time.perf_counter()
+                preds[prec] = seg.predict(frame)
+                times[f"ours_{prec}"].append(time.perf_counter() - t0)
+                agreement[prec].append(float((preds[prec].semantic == p32.semantic).mean()))
             print(f"frame {i}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items())
-                  + f"; bf16 vs fp32 labels {agreement[-1] * 100:.2f}%")
-            print("  ours fp32 stages: " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                                      p32.timings.items()))
-            print("  ours bf16 stages: " + ", ".join(f"{k} {v:.2f}" for k, v in
-                                                      p16.timings.items()))
+                  + "".join(f"; {p} vs fp32 labels {a[-1] * 100:.2f}%"
+                            for p, a in agreement.items()))
+            for prec, pred in preds.items():
+                print(f"  ours {prec} stages: " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                            pred.timings.items()))
         med = {k: float(np.median(v)) for k, v in times.items()}
         results["speed"] = {"frame": [w, h], "windows": len(engine.window_layout(h, w)[1]),
                             "seconds_per_frame_median": med, "all": times,
                             "speedup_fp32": med["reference_fp32"] / med["ours_fp32"],
-                            "speedup_bf16": med["reference_fp32"] / med["ours_bf16"],
-                            "bf16_vs_fp32_label_agreement": agreement}
+                            **{f"speedup_{p}": med["reference_fp32"] / med[f"ours_{p}"]
+                               for p in low},
+                            **{f"{p}_vs_fp32_label_agreement": a for p, a in agreement.items()},
+                            "machine_end": machine_line(args.threads)}
         print(json.dumps(results["speed"], indent=1))
         print("speed, end: " + cpu_machine_line(args.threads)[0], flush=True)
     if args.json:

@@ -1,12 +1,20 @@
 #!/usr/bin/env python3
-"""bf16 against fp32, per engine, on the comparison photos: the evidence ``precision: auto``
-is decided on (``ovseg_ros.config.AUTO_LOW_PRECISION``).
+"""bf16 and int8 against fp32, per engine, on the comparison photos: the evidence
+``precision: auto`` is decided on (``ovseg_ros.config.AUTO_LOW_PRECISION`` and the engines'
+``AUTO_CPU_PRECISION``).
 
-For each engine the same weights are loaded twice (``precision: fp32`` and ``bf16``, torch
-backend, CPU) and every photo runs through both: the share of pixels whose label agrees
-(raw, no margin), the seconds per frame of each, and which precision each stage ran in
-(``Segmenter.describe()['stage_precision']``). The machine line names the CPU, the
-threads, the load average and the fp32/bf16 matmul ceiling measured in the same run.
+For each engine the same weights are loaded once per precision (``fp32``, ``bf16`` and,
+where the engine has it, ``int8``; torch backend, CPU), one model at a time, and every
+photo runs through each: the share of pixels whose label agrees with fp32 (raw, no
+margin), the seconds per frame of each, and which precision each stage ran in
+(``Segmenter.describe()['stage_precision']``). ``int8-clip-mlp`` is int8 with CLIP's
+attention projections left fp32 (only its MLPs and the VFM quantised), a way compared,
+not a setting. The machine line names the CPU, the threads, the load average and the
+fp32/bf16 (and int8) matmul ceilings measured in the same run, at the start and the end.
+
+``--shape default`` is the published ProxyCLIP preset (CLIP B/16 + DINO B/8, sliding 336
+windows); ``--shape cpu_realtime`` takes the ``proxyclip.*`` geometry and models of
+config/cpu_realtime.yaml (B/16 + DINO S/16, one 224 window).
 
 Weights: the calibrated parity weights of the comparison scripts, so the labels vary
 over each photo (random weights give one class everywhere, which agrees 100 % in any
@@ -22,6 +30,8 @@ module); MAFT+ in bf16 kept 96.5-98.3 % of the official fp32 labels in semantic 
 so both stay fp32 under ``auto`` and are not measured by this script.
 
     python scripts/measure_auto_precision.py --threads 2 --json /tmp/auto_precision.json
+    python scripts/measure_auto_precision.py --engine proxyclip --shape cpu_realtime \
+        --precisions fp32,bf16,int8,int8-clip-mlp
 """
 from __future__ import annotations
 
@@ -41,9 +51,14 @@ if str(ROOT) not in sys.path:
 
 import ovseg_ros.testing.tiny_models  # noqa: E402,F401  (registers the tiny open_clip configs)
 from ovseg_ros import load_segmenter  # noqa: E402
+from ovseg_ros.config import ENGINE_PRECISIONS  # noqa: E402
+from ovseg_ros.presets import preset_group  # noqa: E402
 from ovseg_ros.testing.comparison import CLASSES, photos  # noqa: E402
 from ovseg_ros.testing.ovseg_checkpoint import released_state_dict  # noqa: E402
-from ovseg_ros.tools.bench import cpu_model, matmul_ceiling  # noqa: E402
+from ovseg_ros.tools.bench import cpu_machine_line  # noqa: E402
+
+#: ways measured besides the settings: (the setting it loads as, what it changes then)
+WAYS = {"int8-clip-mlp": "fp32"}
 
 OVSEG_TINY = {"ovseg.swin_model": "ovseg_tiny_swin", "ovseg.head_size": "tiny",
               "ovseg.clip_model": "ovseg-tiny-ViT-14", "ovseg.num_queries": 20}
@@ -59,47 +74,75 @@ def ovseg_config(tmp: Path, seed: int = 0, noise: float = 2.0, gain: float = 30.
     return dict(base, **{"ovseg.checkpoint": str(path)})
 
 
-def engine_configs(tmp: Path) -> dict:
+def proxyclip_shape(shape: str) -> dict:
+    """The ProxyCLIP models and geometry of a shape: the published preset (the engine's
+    defaults) or config/cpu_realtime.yaml's ``proxyclip.*`` keys (the weights here are
+    seeded random whatever its tags say)."""
+    return {} if shape == "default" else preset_group(shape, "proxyclip")
+
+
+def engine_configs(tmp: Path, shape: str) -> dict:
     return {"ovseg": ovseg_config(tmp),
-            "proxyclip": {"engine": "proxyclip", "random_init": True, "text_cache_dir": ""}}
+            "proxyclip": {"engine": "proxyclip", "random_init": True, "text_cache_dir": "",
+                          **proxyclip_shape(shape)}}
+
+
+def load_way(cfg: dict, way: str, threads: int):
+    """The segmenter of a precision setting, or of a way (``WAYS``) built on one."""
+    seg = load_segmenter(dict(cfg, precision=WAYS.get(way, way), vocabulary=CLASSES,
+                              num_threads=threads))
+    if way == "int8-clip-mlp":
+        seg.engine.image_model.quantize_int8(clip_attention=False)
+    return seg
 
 
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
-    ceil = {d: matmul_ceiling(d, "cpu") for d in ("fp32", "bf16")}
-    machine = {"cpu": cpu_model(), "threads": args.threads, "load_average": os.getloadavg(),
-               "matmul_gflops": ceil}
-    print(f"machine: {machine['cpu']}, {args.threads} threads, load average "
-          f"{' '.join(f'{v:.2f}' for v in machine['load_average'])}, matmul ceiling fp32 "
-          f"{ceil['fp32']:.0f} / bf16 {ceil['bf16']:.0f} GFLOP/s", flush=True)
-    out = {"machine": machine, "engines": {}}
+    line, ceil = cpu_machine_line(args.threads, int8=True)
+    print(f"{line}; shape {args.shape}", flush=True)
+    out = {"machine": {"line": line, "threads": args.threads, "matmul_gflops": ceil,
+                       "load_average": os.getloadavg()}, "shape": args.shape, "engines": {}}
     with tempfile.TemporaryDirectory(prefix="auto_precision_") as tmp:
-        for name, cfg in engine_configs(Path(tmp)).items():
+        for name, cfg in engine_configs(Path(tmp), args.shape).items():
             if args.engine and name not in args.engine:
                 continue
-            segs = {p: load_segmenter(dict(cfg, precision=p, vocabulary=CLASSES,
-                                           num_threads=args.threads))
-                    for p in ("fp32", "bf16")}
-            rows = {}
-            for photo, rgb in photos().items():
-                got = {}
-                for prec, seg in segs.items():
-                    seg.predict(rgb)                                  # warm-up
+            ways = [w for w in args.precisions.split(",")
+                    if WAYS.get(w, w) in ENGINE_PRECISIONS[name]
+                    and (w not in WAYS or name == "proxyclip")]
+            got = {}
+            stages = {}
+            for way in ways:                      # one model in memory at a time
+                seg = load_way(cfg, way, args.threads)
+                stages[way] = seg.describe().get("stage_precision")
+                if way == "int8-clip-mlp":      # loaded as fp32, then quantised here
+                    stages[way] = dict(stages[way], trunks="int8 (CLIP attention fp32)")
+                for photo, rgb in photos().items():
+                    if not args.labels_only:
+                        seg.predict(rgb)                              # warm-up
                     t0 = time.perf_counter()
                     labels = seg.predict(rgb).semantic
-                    got[prec] = (labels, time.perf_counter() - t0)
-                agree = float((got["fp32"][0] == got["bf16"][0]).mean())
-                rows[photo] = {"agreement": agree, "fp32_s": got["fp32"][1],
-                               "bf16_s": got["bf16"][1]}
-                print(f"{name:>10} {photo:>18}: labels {100 * agree:7.3f} % of fp32, "
-                      f"fp32 {got['fp32'][1]:.2f} s, bf16 {got['bf16'][1]:.2f} s", flush=True)
-            out["engines"][name] = {
-                "photos": rows, "worst": min(r["agreement"] for r in rows.values()),
-                "stage_precision": {p: s.describe().get("stage_precision")
-                                    for p, s in segs.items()}}
-            stages = out["engines"][name]["stage_precision"]["bf16"]
-            print(f"{name:>10} stages with precision bf16: {stages}", flush=True)
-    out["machine"]["load_average_end"] = os.getloadavg()
+                    got[way, photo] = (labels, time.perf_counter() - t0)
+                seg = None
+            rows = {}
+            for photo in photos():
+                ref = got["fp32", photo][0]
+                rows[photo] = {f"{w}_s": got[w, photo][1] for w in ways}
+                rows[photo].update({f"{w}_agreement": float((got[w, photo][0] == ref).mean())
+                                    for w in ways if w != "fp32"})
+                print(f"{name:>10} {photo:>18}: " + ", ".join(
+                    f"{w} {got[w, photo][1]:.2f} s" + (
+                        f" ({100 * rows[photo][w + '_agreement']:7.3f} % of fp32)"
+                        if w != "fp32" else "") for w in ways), flush=True)
+            worst = {w: min(r[f"{w}_agreement"] for r in rows.values())
+                     for w in ways if w != "fp32"}
+            out["engines"][name] = {"photos": rows, "worst": worst, "stage_precision": stages}
+            for w in ways:
+                print(f"{name:>10} {w}: stages {stages[w]}" + (
+                    f"; worst photo {100 * worst[w]:.3f} % of fp32" if w in worst else ""),
+                    flush=True)
+    end_line, _ = cpu_machine_line(args.threads, int8=True)
+    print(f"end: {end_line}", flush=True)
+    out["machine"]["end"] = end_line
     return out
 
 
@@ -107,8 +150,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--engine", action="append", choices=("ovseg", "proxyclip"))
+    ap.add_argument("--shape", default="default", choices=("default", "cpu_realtime"),
+                    help="ProxyCLIP's models and geometry (see the module doc)")
+    ap.add_argument("--precisions", default="fp32,bf16,int8",
+                    help="comma list, fp32 first: fp32, bf16, int8, int8-clip-mlp (engines "
+                         "without one skip it)")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--labels-only", action="store_true",
+                    help="one predict per photo, no warm-up (its seconds include first-call "
+                         "costs): for a loaded machine, where only the labels are firm")
     args = ap.parse_args(argv)
+    if args.precisions.split(",")[0] != "fp32":
+        ap.error("--precisions must start with fp32 (the reference)")
     out = run(args)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))

@@ -1,74 +1,157 @@
 #!/usr/bin/env python3
-"""Model-level CPU speed of the small ProxyCLIP (config/cpu_realtime.yaml's shape: CLIP
-ViT-B/16 + a DINO ViT-S, one 224 window) under each way of running it, with labels
-against fp32 on the same frames. Random weights (speed does not depend on them).
+"""Model-level CPU speed of ProxyCLIP under each way of running it, with labels against
+fp32 on the same frames. Random weights (speed does not depend on them).
 
-    python scripts/measure_cpu_ways.py --threads 2 [--vfm vit_small_patch8_224.dino]
+    python scripts/measure_cpu_ways.py --threads 2 [--shape cpu_realtime|default]
+                                       [--vfm vit_small_patch8_224.dino]
 
-Ways: fp32 eager; bf16 autocast (the shipped bf16 path); each with torch.compile
-(Inductor on the CPU, static shapes: the one 224 window never changes shape); int8
-dynamic quantisation of every nn.Linear (fp32 activations, int8 weights, VNNI). SDPA is
-already what the ViTs use (timm fused attention, open_clip's MultiheadAttention): it is
-printed, not toggled. channels_last only touches the patch-embedding convolution of a
-ViT and is a CUDA-only option of the torch backend.
+Shapes: ``cpu_realtime`` is config/cpu_realtime.yaml's (CLIP ViT-B/16 + DINO ViT-S/16,
+one 224 window); ``default`` the published preset (B/16 + DINO B/8, sliding 336
+windows: two per 640x480 frame, one batch). ``--vfm`` replaces the VFM.
+
+Ways: fp32 eager; bf16 autocast (the shipped bf16 path); ``int8`` (the shipped int8
+path: dynamic int8 linears in both trunks, ``precision: int8``); ``int8-clip-mlp`` (int8
+with CLIP's attention projections left fp32, as torch's ``quantize_dynamic`` alone
+leaves them); each precision with ``+compile`` (torch.compile, Inductor on the CPU,
+static shapes; not with int8, which runs eagerly). SDPA is already what the ViTs use
+(timm fused attention, open_clip's MultiheadAttention): it is printed, not toggled.
+channels_last only touches the patch-embedding convolution of a ViT and is a CUDA-only
+option of the torch backend.
+
+``--interleave`` keeps every way loaded and times them in turns (one model call of each
+way, then one predict of each, ``--iters`` rounds, in a worker thread), so a neighbour's
+load falls on all ways alike; it prints each way's medians, the median of its per-round
+ratio to the first way (the reference: any way) and the timed frame's labels against
+it. Use it on a shared machine.
 
 Prints machine, threads, load average and the fp32/bf16 matmul ceiling (2048², the
-bench's ``matmul_ceiling``) measured in the same run, then one line per way: image-model
-ms (p50 of the timed calls), full predict ms at 640x480, share of the case's ceiling,
-and labels equal to fp32.
+bench's ``matmul_ceiling``) and the int8 one (``torch._int_mm``, GOP/s) measured in the
+same run, then one line per way: image-model ms on the frame's windows (p50 of the timed
+calls), full predict ms at 640x480, the FLOPs of a frame (fp32 count) per second as a
+share of the way's arithmetic ceiling, and labels equal to fp32.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
+#: ways that are a precision setting plus a change made here (the setting they load as)
+WAYS = {"int8-clip-mlp": "fp32"}
 
-def _quantize_linears(seg) -> None:
-    """int8 dynamic quantisation of the image path's nn.Linear layers, in place."""
-    from torch.ao.quantization import quantize_dynamic
 
-    backend = seg.engine.backend
-    backend.model = quantize_dynamic(backend.model, {torch.nn.Linear}, dtype=torch.qint8)
-    backend._run = backend.model
+def _load(cfg: dict, way: str):
+    """The segmenter of a way: its precision setting, ``+compile``, or a ``WAYS`` change."""
+    from ovseg_ros.segmenter import load_segmenter
+
+    prec = way.split("+")[0]
+    seg = load_segmenter(dict(cfg, precision=WAYS.get(prec, prec),
+                              torch_compile="compile" in way))
+    if prec == "int8-clip-mlp":
+        seg.engine.image_model.quantize_int8(clip_attention=False)
+    return seg
+
+
+def _window_batch(seg, rgb) -> torch.Tensor:
+    """A random input of the shape the image model gets for ``rgb`` (its window batch)."""
+    shapes = []
+    hook = seg.engine.image_model.register_forward_pre_hook(
+        lambda m, args: shapes.append(tuple(args[0].shape)))
+    try:
+        seg.predict(rgb)
+    finally:
+        hook.remove()
+    return torch.rand(shapes[0])
+
+
+def _interleaved(cfg: dict, ways, frames, iters: int, threads: int) -> int:
+    """Every way loaded, timed in turns; medians, per-round ratios to the first way and the
+    labels of the timed frame against the first way's."""
+    from ovseg_ros.tools.bench import cpu_machine_line
+
+    segs = {}
+    for way in ways:
+        torch.manual_seed(0)
+        segs[way] = _load(cfg, way)
+        segs[way].predict(frames[2])                   # vocabulary, first-call costs
+    xs = {way: _window_batch(seg, frames[2]) for way, seg in segs.items()}
+    model = {w: [] for w in ways}
+    frame = {w: [] for w in ways}
+    labels = {}
+
+    def rounds():
+        for _ in range(iters):
+            for way, seg in segs.items():
+                t0 = time.perf_counter()
+                seg.engine.backend(xs[way])
+                model[way].append(time.perf_counter() - t0)
+            for way, seg in segs.items():
+                t0 = time.perf_counter()
+                labels[way] = seg.predict(frames[1]).semantic
+                frame[way].append(time.perf_counter() - t0)
+
+    # in a worker thread, as the node runs its model: on shared cores the main thread
+    # measured 5-10x slower (docs/benchmarks/cpu.md, "Main thread")
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(rounds).result()
+    ref = ways[0]
+    for way in ways:
+        m_ratio = np.median(np.array(model[way]) / np.array(model[ref]))
+        f_ratio = np.median(np.array(frame[way]) / np.array(frame[ref]))
+        x = xs[way]
+        print(f"{way:14s} model {1000 * np.median(model[way]):7.1f} ms "
+              f"({x.shape[0]}x{x.shape[2]}x{x.shape[3]}), {m_ratio:.3f}x {ref} | predict "
+              f"640x480 {1000 * np.median(frame[way]):7.1f} ms, {f_ratio:.3f}x {ref} | "
+              f"labels = {ref} {100 * float((labels[way] == labels[ref]).mean()):.2f}% | "
+              f"{iters} rounds in turns | load {os.getloadavg()[0]:.2f}", flush=True)
+    print("end: " + cpu_machine_line(threads, int8=True)[0])   # load, ceilings again
+    return 0
 
 
 def main() -> int:
-    from ovseg_ros.segmenter import load_segmenter
+    from ovseg_ros.presets import preset_group
     from ovseg_ros.tools.bench import (VOCABULARY, _median_seconds, count_flops, cpu_machine_line,
                                        synthetic_frame)
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--vfm", default="vit_small_patch16_224.dino")
-    p.add_argument("--ways", default="fp32,bf16,fp32+compile,bf16+compile,fp32+int8")
+    p.add_argument("--shape", default="cpu_realtime", choices=("cpu_realtime", "default"))
+    p.add_argument("--vfm", default=None, help="timm VFM instead of the shape's")
+    p.add_argument("--ways", default="fp32,bf16,int8,int8-clip-mlp",
+                   help="comma list, fp32 first (the labels' and FLOPs' reference)")
+    p.add_argument("--interleave", action="store_true",
+                   help="every way loaded at once, timed in turns (see the module doc)")
     args = p.parse_args()
+    ways = args.ways.split(",")
+    if ways[0] != "fp32" and not args.interleave:
+        p.error("--ways must start with fp32 (with --interleave the first way is the reference)")
     torch.set_num_threads(args.threads)
-    line, ceil = cpu_machine_line(args.threads, f"vfm {args.vfm}")
+    line, ceil = cpu_machine_line(args.threads, f"shape {args.shape}", int8=True)
     print(line, flush=True)
     frames = [synthetic_frame(640, 480, s) for s in range(3)]
-    base_cfg = {"engine": "proxyclip", "random_init": True, "device": "cpu",
+    shape = {} if args.shape == "default" else preset_group(args.shape, "proxyclip")
+    if args.vfm:
+        shape["proxyclip.vfm_model"] = args.vfm
+    base_cfg = {**shape, "engine": "proxyclip", "random_init": True, "device": "cpu",
                 "num_threads": args.threads, "vocabulary": VOCABULARY,
-                "proxyclip.vfm_model": args.vfm, "proxyclip.sliding_window": False,
-                "proxyclip.short_side": 224, "proxyclip.crop_size": 224,
                 "text_cache_dir": "/tmp/ovseg_measure_ways_text"}
+    print(f"models: {base_cfg.get('proxyclip.clip_model', 'ViT-B-16')} + "
+          f"{base_cfg.get('proxyclip.vfm_model', 'vit_base_patch8_224.dino')}", flush=True)
+    if args.interleave:
+        return _interleaved(base_cfg, ways, frames, args.iters, args.threads)
     ref_labels, flops = None, None
-    for way in args.ways.split(","):
-        prec = way.split("+")[0]
-        cfg = dict(base_cfg, precision=prec, torch_compile="compile" in way)
+    for way in ways:
         torch.manual_seed(0)
-        seg = load_segmenter(cfg)
+        seg = _load(base_cfg, way)
         if flops is None:
             seg.predict(frames[2])        # the vocabulary is encoded here, not counted
             flops = count_flops(seg, frames[0])
-        if "int8" in way:
-            _quantize_linears(seg)
-        x = torch.from_numpy(frames[0]).permute(2, 0, 1)[None].float() / 255
-        x = torch.nn.functional.interpolate(x, size=(224, 224))
+        x = _window_batch(seg, frames[2])
         t0 = time.perf_counter()
         seg.predict(frames[0])            # first frame: compile (if any) happens here
         first = time.perf_counter() - t0
@@ -78,15 +161,16 @@ def main() -> int:
         if ref_labels is None:
             ref_labels = labels
         agree = float((labels == ref_labels).mean())
-        arith = "bf16" if prec == "bf16" else "fp32"
+        prec = way.split("+")[0]
+        arith = "bf16" if prec == "bf16" else "int8" if prec.startswith("int8") else "fp32"
         gflops = (flops or 0) / 1e9
         pct = 100 * gflops / (frame_ms / 1000) / ceil[arith] if flops else float("nan")
-        print(f"{way:14s} model {model_ms:7.1f} ms | predict 640x480 {frame_ms:7.1f} ms "
-              f"({1000 / frame_ms:5.2f} FPS) | first frame {first:5.1f} s | "
-              f"{gflops:.1f} GFLOP/frame, {pct:4.1f}% of the {arith} ceiling | labels = fp32 "
-              f"{100 * agree:.2f}% | load {os.getloadavg()[0]:.2f}", flush=True)
+        print(f"{way:14s} model {model_ms:7.1f} ms ({x.shape[0]}x{x.shape[2]}x{x.shape[3]}) | "
+              f"predict 640x480 {frame_ms:7.1f} ms ({1000 / frame_ms:5.2f} FPS) | first frame "
+              f"{first:5.1f} s | {gflops:.1f} GFLOP/frame, {pct:4.1f}% of the {arith} ceiling | "
+              f"labels = fp32 {100 * agree:.2f}% | load {os.getloadavg()[0]:.2f}", flush=True)
         seg = None   # free the model before the next way is built
-    print("end: " + cpu_machine_line(args.threads)[0])   # the load and ceilings once more
+    print("end: " + cpu_machine_line(args.threads, int8=True)[0])   # load, ceilings again
     return 0
 
 

@@ -39,7 +39,7 @@ class BackendError(RuntimeError):
 class BackendSpec:
     """How to run an image path: the backend-related top-level config keys, typed.
 
-    ``precision`` is already resolved (fp32, fp16 or bf16; the config turns
+    ``precision`` is already resolved (fp32, fp16, bf16 or int8; the config turns
     ``auto`` into one of them). ``max_batch`` is the largest batch the engine
     sends (ProxyCLIP's window batch; 1 for one image per call): exported graphs
     and TensorRT profiles are sized for it.
@@ -56,9 +56,9 @@ class BackendSpec:
     cuda_graphs: bool = False
 
     def __post_init__(self):
-        if self.precision not in ("fp32", "fp16", "bf16"):
-            raise ConfigError(f"config key 'precision': expected fp32, fp16 or bf16 here, got "
-                              f"{self.precision!r}")
+        if self.precision not in ("fp32", "fp16", "bf16", "int8"):
+            raise ConfigError(f"config key 'precision': expected fp32, fp16, bf16 or int8 here, "
+                              f"got {self.precision!r}")
         if int(self.max_batch) < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
 
@@ -84,6 +84,9 @@ class ExportSpec:
     batch, axis 0 of the input and of every output is symbolic (``dynamic_axes``).
     ``cast_weights(dtype)``, when given, stores the module's weights in a low
     precision for eager bf16/fp16 runs (None: fp32 weights under autocast).
+    ``quantize_int8()``, when given, turns the module's heavy linears into dynamic int8
+    ones in place (``precision: int8``, torch backend on the CPU); without it the image
+    path has no int8 form and the backend refuses int8.
     ``input_channels`` is 3 for image paths; a second graph of an engine may take
     more (OVSeg's CLIP-crop graph: normalised RGB crop + its mask, 4).
     """
@@ -95,6 +98,7 @@ class ExportSpec:
     output_names: Optional[Tuple[str, ...]] = None
     cast_weights: Optional[Callable[[Any], Any]] = None
     input_channels: int = 3
+    quantize_int8: Optional[Callable[[], Any]] = None
 
     def __post_init__(self):
         if not self.model_id:
@@ -172,10 +176,17 @@ def resolve_device(name: str):
 
 
 def check_precision(precision: str, device):
-    """The autocast dtype for a precision setting (None = fp32, no autocast)."""
+    """The autocast dtype for a precision setting (None = fp32 arithmetic, no autocast:
+    fp32, and int8, whose quantised linears take and give fp32)."""
     import torch
 
     if precision == "fp32":
+        return None
+    if precision == "int8":
+        if device.type != "cpu":
+            raise ConfigError(f"config key 'precision': int8 runs on the CPU only (dynamic int8 "
+                              f"linears, fbgemm/oneDNN CPU kernels), not on device {device}; "
+                              "on CUDA use fp16 or auto")
         return None
     if precision == "bf16":
         if device.type == "cpu":

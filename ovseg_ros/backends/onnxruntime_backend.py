@@ -132,9 +132,10 @@ class OnnxRuntimeBackend:
         self.spec = spec
         self.device = _parse_device(spec.device)
         self.precision = spec.precision
-        if self.precision == "bf16":
-            raise BackendError("backend 'onnxruntime' has no bf16 path; use precision fp32 "
-                               "(or fp16 on CUDA), or backend 'torch' for bf16")
+        if self.precision in ("bf16", "int8"):
+            raise BackendError(f"backend 'onnxruntime' has no {self.precision} path; use "
+                               "precision fp32 (or fp16 on CUDA), or backend 'torch' for "
+                               f"{self.precision}")
         if self.precision == "fp16" and self.device.type != "cuda":
             raise BackendError("backend 'onnxruntime' runs fp16 only with device cuda (the CPU "
                                "provider has few fp16 kernels); use precision fp32 on the CPU, "

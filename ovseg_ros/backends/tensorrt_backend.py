@@ -249,6 +249,10 @@ class TensorRTBackend:
         self.export = export
         self.spec = spec
         self.precision = spec.precision
+        if self.precision == "int8":
+            # TensorRT int8 needs a calibration set this project does not ship
+            raise BackendError("backend 'tensorrt' has no int8 path; use precision fp16 or fp32 "
+                               "(int8 is the torch backend on the CPU)")
         self.max_batch = spec.max_batch
         self.model_id = export.model_id
         self.opset = opset

@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from typing import Dict, FrozenSet, Iterable, Optional
+from typing import Dict, Iterable, Optional
 
+from ..config import cpu_kind, read_cpu_flags
 from ..schema import ConfigError
 
 log = logging.getLogger(__name__)
@@ -32,33 +33,17 @@ NATIVE_FLAGS = ("avx512_bf16", "amx_bf16")
 #: small enough that the ~400x slower scalar bf16 path still finishes in well under 1 s
 PROBE_N = 256
 PROBE_SECONDS = 0.1
+#: ``config.cpu_kind`` -> how bf16 runs there
+_BF16_KINDS = {"amx": "native", "avx512_bf16": "native", "vnni": "emulated",
+               "avx512": "emulated", "avx2": "scalar", "unknown": "unknown"}
 
 _slowdown_cache: Dict[int, float] = {}
 
 
-def read_cpu_flags() -> Optional[FrozenSet[str]]:
-    """The ``flags`` of /proc/cpuinfo (x86 Linux), or None where there is none."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return None
-
-
 def bf16_kind(flags: Optional[Iterable[str]]) -> str:
     """``native``, ``emulated`` (AVX-512 without its bf16 extension), ``scalar`` (x86
-    without AVX-512) or ``unknown`` (no flags: not x86 Linux)."""
-    if flags is None:
-        return "unknown"
-    flags = set(flags)
-    if flags & set(NATIVE_FLAGS):
-        return "native"
-    if "avx512f" in flags:
-        return "emulated"
-    return "scalar"
+    without AVX-512) or ``unknown`` (no flags: not x86 Linux); from ``config.cpu_kind``."""
+    return _BF16_KINDS[cpu_kind(flags, read=False)]
 
 
 def _rate(dtype, n: int, seconds: float) -> float:

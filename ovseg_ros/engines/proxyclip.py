@@ -58,7 +58,8 @@ class ProxyCLIPEngine(OpenClipText, Engine):
     default_templates = "imagenet80"
     docs = "docs/proxyclip.md"
     #: bf16/fp16: the CLIP and DINO trunks' matmuls (residual streams fp32); the proxy
-    #: attention, CLIP's head after it and the cosines stay fp32 (set_weight_dtype)
+    #: attention, CLIP's head after it and the cosines stay fp32 (set_weight_dtype); int8:
+    #: the trunks' nn.Linear layers (quantize_int8), the same stages fp32
     precision_stages = (("trunks", True), ("proxy_attention_head", False), ("post", False))
 
     @classmethod
@@ -90,10 +91,11 @@ class ProxyCLIPEngine(OpenClipText, Engine):
             official_normalisation=pc["normalisation"] == "official")
         # cast_weights: an eager bf16/fp16 backend stores the image path's weights in that
         # dtype once (autocast alone re-casts every weight per call on the CPU); the text
-        # tower is a separate module and stays fp32.
+        # tower is a separate module and stays fp32. quantize_int8: precision int8.
         export = ExportSpec(self.image_model, model_id=self.model_id(),
                             graph_settings=graph_settings(cfg, "proxyclip"),
-                            cast_weights=self.image_model.set_weight_dtype)
+                            cast_weights=self.image_model.set_weight_dtype,
+                            quantize_int8=self.image_model.quantize_int8)
         self.backend = self.add_backend("image", export, max_batch=pc["window_batch_size"])
         # per-stage timers inside the module only measure something when it runs eagerly
         self.image_model.profile = self.backend.eager

@@ -4,6 +4,17 @@ from ..schema import ConfigError, ParamSpec
 #: ``precision: auto`` may pick bf16/fp16: bf16 kept >= 99.5 % of the fp32 labels on the
 #: comparison photos with the calibrated parity weights (docs/benchmarks/cpu.md)
 AUTO_LOW_PRECISION = True
+#: int8 (dynamic int8 linears in both trunks, torch backend, CPU) besides the usual three
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+#: ``auto`` on the CPU (torch backend), by ``config.cpu_kind``; kinds not named get fp32.
+#: int8 kept >= 99.5 % of the fp32 labels on the comparison photos with the parity weights
+#: (worst photo 99.64 % at config/cpu_realtime.yaml's shape, 99.71 % at the default one;
+#: docs/benchmarks/cpu.md, "precision: int8"). vnni: int8 (VNNI's int8 dot products have
+#: 4x the fp32 FMA rate per instruction; bf16 is emulated there, ~5x slower than fp32);
+#: not measured on such a CPU. amx / avx512_bf16: bf16 (on an avx512_bf16 CPU int8 was
+#: faster than bf16 at the cpu_realtime shape but tied per predict at the default one).
+#: avx512 / avx2: fp32 (fbgemm's int8 kernels there unmeasured).
+AUTO_CPU_PRECISION = {"amx": "bf16", "avx512_bf16": "bf16", "vnni": "int8"}
 
 #: settings of the ProxyCLIP engine, in documentation order
 PARAMS = (

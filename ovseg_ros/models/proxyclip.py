@@ -19,6 +19,7 @@ from ..config import ConfigError
 from ..core.preprocess import lcm
 from .normalise import normalise_unit_image
 from .precision import fp32_region, matmul_weights_to
+from .quantize import linears_to_int8, split_self_attention
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -236,6 +237,21 @@ class ProxyCLIPImageModel(nn.Module):
         matmul_weights_to(self.vfm, dtype)
         self.clip.low_precision_attention_inputs(dtype)
         return self
+
+    def quantize_int8(self, clip_attention: bool = True) -> int:
+        """``precision: int8`` (CPU): the trunks' ``nn.Linear`` layers become dynamic int8
+        linears (``models/quantize.py``), once; returns how many.
+
+        Swapped: every linear of CLIP's blocks 0..L-2 (MLPs, and with ``clip_attention``
+        the attention projections, after ``split_self_attention`` gives them nn.Linear
+        form) and of the VFM's blocks (attention and MLP). The last CLIP block's value
+        projection, the proxy attention and the head after it (out_proj, ln_post, proj)
+        stay fp32, as in bf16: the attention matrix decides which pixels are mixed and
+        the head makes the features the text is compared with (labels: docs/proxyclip.md).
+        """
+        if clip_attention:
+            split_self_attention(self.clip.blocks)
+        return linears_to_int8(self.clip.blocks, self.vfm.vit.blocks)
 
     @property
     def pad_multiple(self) -> int:

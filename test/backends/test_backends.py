@@ -64,6 +64,7 @@ def test_cuda_without_cuda_provider_is_an_error_not_a_cpu_run(tmp_path):
 
 
 @pytest.mark.parametrize("precision,device,match", [("bf16", "cpu", "no bf16"),
+                                                    ("int8", "cpu", "no int8 path"),
                                                     ("fp16", "cpu", "fp16 only with device cuda")])
 def test_unsupported_precisions_are_refused(tmp_path, precision, device, match):
     with pytest.raises(BackendError, match=match):

@@ -33,7 +33,7 @@ def test_unknown_key_stops_load_segmenter(tiny_config):
 @pytest.mark.parametrize("key,value,msg", [
     ("proxyclip.crop_size", "big", "must be an integer"),
     ("proxyclip.crop_size", 8, ">= 16"),
-    ("precision", "int8", "must be one of"),
+    ("precision", "int4", "must be one of"),
     ("random_init", "yes", "true or false"),
     ("vocabulary", "person", "list of strings"),
     ("prob_thd", 1.5, "<= 1.0"),
@@ -97,16 +97,54 @@ def test_node_only_keys_are_not_engine_keys():
 def test_auto_precision_resolves_to_what_the_hardware_runs_fast(monkeypatch):
     import ovseg_ros.config as config
 
-    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(config, "cpu_kind", lambda: "amx")
     assert make_config()["precision"] == "bf16"                       # torch on a bf16 CPU
     assert make_config(backend="onnxruntime")["precision"] == "fp32"  # no bf16 CPU kernels
     assert make_config(device="cuda")["precision"] == "fp16"
     assert make_config(device="cuda:1", backend="tensorrt")["precision"] == "fp16"
     assert make_config(precision="fp32")["precision"] == "fp32"       # explicit wins
-    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(config, "cpu_kind", lambda: "avx2")
     assert make_config()["precision"] == "fp32"                       # emulated bf16 is slower
     # the resolved value survives a round trip (Config.replace re-validates)
     assert make_config(precision="bf16").replace(prob_thd=0.5)["precision"] == "bf16"
+    assert make_config(precision="int8").replace(prob_thd=0.5)["precision"] == "int8"
+
+
+@pytest.mark.parametrize("kind, want", [("amx", "bf16"), ("avx512_bf16", "bf16"),
+                                        ("vnni", "int8"),
+                                        ("avx512", "fp32"), ("avx2", "fp32"),
+                                        ("unknown", "fp32")])
+def test_auto_precision_per_cpu_kind(monkeypatch, caplog, kind, want):
+    """ProxyCLIP's pick per CPU kind (the kind injected): native bf16 keeps bf16, AVX-512
+    VNNI without native bf16 gets int8, CPUs where neither is measured faster stay fp32;
+    the pick is logged with the kind."""
+    import logging
+
+    import ovseg_ros.config as config
+
+    monkeypatch.setattr(config, "cpu_kind", lambda: kind)
+    with caplog.at_level(logging.INFO, logger=config.__name__):
+        assert make_config()["precision"] == want
+    assert f"precision auto -> {want} (proxyclip on a {kind} CPU" in caplog.text
+    assert make_config(backend="onnxruntime")["precision"] == "fp32"
+    assert make_config(device="cuda")["precision"] == "fp16"
+    assert config.resolve_auto_precision("cpu", "torch", "proxyclip", kind=kind) == want
+    for engine in ("ovseg", "fcclip", "maftplus"):
+        assert config.resolve_auto_precision("cpu", "torch", engine, kind=kind) == "fp32"
+
+
+def test_cpu_kind_from_flags():
+    from ovseg_ros.config import cpu_kind
+
+    avx2 = {"fpu", "sse2", "avx", "avx2", "fma"}
+    avx512 = avx2 | {"avx512f", "avx512bw", "avx512vl"}
+    assert cpu_kind(avx512 | {"avx512_vnni", "avx512_bf16"}) == "avx512_bf16"
+    assert cpu_kind(avx512 | {"avx512_bf16", "amx_bf16", "amx_int8"}) == "amx"
+    assert cpu_kind(avx512 | {"avx512_vnni"}) == "vnni"
+    assert cpu_kind(avx512) == "avx512"
+    assert cpu_kind(avx2 | {"avx_vnni"}) == "avx2"     # AVX-VNNI (256-bit) is not measured
+    assert cpu_kind(None, read=False) == "unknown"
+    assert cpu_kind() in ("amx", "avx512_bf16", "vnni", "avx512", "avx2", "unknown")  # here
 
 
 def test_deprecated_engine_cache_dir_is_read_as_graph_cache_dir(tmp_path):
@@ -124,7 +162,7 @@ def test_auto_precision_is_fp32_for_engines_whose_labels_move(monkeypatch, engin
     without an end-to-end measurement): auto keeps them fp32, explicit bf16 still works."""
     import ovseg_ros.config as config
 
-    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(config, "cpu_kind", lambda: "amx")
     assert make_config(engine=engine)["precision"] == "fp32"
     assert make_config(engine=engine, device="cuda")["precision"] == "fp32"
     assert make_config(engine=engine, precision="bf16")["precision"] == "bf16"

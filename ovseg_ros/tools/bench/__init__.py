@@ -68,7 +68,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--preset", action="append", choices=sorted(PRESETS),
                    help="configuration preset (repeatable); default: the quick set")
     p.add_argument("--backends", default=None, help="comma list: torch,onnxruntime,tensorrt")
-    p.add_argument("--precisions", default=None, help="comma list: fp32,bf16,fp16")
+    p.add_argument("--precisions", default=None, help="comma list: fp32,bf16,fp16,int8")
     p.add_argument("--sizes", default=None, help="comma list of input frames WxH (640x480)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=0,

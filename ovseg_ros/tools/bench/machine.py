@@ -68,34 +68,44 @@ def _mem_total_gib() -> Optional[float]:
 
 
 def matmul_ceiling(dtype_name: str, device: str, n: int = 2048, seconds: float = 1.0) -> float:
-    """Achieved GFLOP/s of an n x n matmul in this dtype (the arithmetic ceiling of the case)."""
+    """Achieved GFLOP/s of an n x n matmul in this dtype (the arithmetic ceiling of the case);
+    ``int8``: int8 x int8 -> int32 (``torch._int_mm``, VNNI/AMX where the CPU has them), in
+    GOP/s, the ceiling of ``precision: int8``'s quantised linears."""
     import torch
 
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
     dev = torch.device(device)
-    a = torch.randn(n, n, device=dev).to(dtype)
-    b = torch.randn(n, n, device=dev).to(dtype)
+    if dtype_name == "int8":
+        a = torch.randint(-127, 128, (n, n), dtype=torch.int8, device=dev)
+        b = torch.randint(-127, 128, (n, n), dtype=torch.int8, device=dev)
+        mm = torch._int_mm
+    else:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype_name]
+        a = torch.randn(n, n, device=dev).to(dtype)
+        b = torch.randn(n, n, device=dev).to(dtype)
+        mm = torch.mm
     for _ in range(2):
-        a @ b
+        mm(a, b)
     _sync(dev)
     reps, t0 = 0, time.perf_counter()
     while time.perf_counter() - t0 < seconds or reps < 3:
-        a @ b
+        mm(a, b)
         reps += 1
         _sync(dev)
     dt = time.perf_counter() - t0
     return 2 * n ** 3 * reps / dt / 1e9
 
 
-def cpu_machine_line(threads: int, extra: str = "") -> Tuple[str, Dict[str, float]]:
+def cpu_machine_line(threads: int, extra: str = "", *, int8: bool = False
+                     ) -> Tuple[str, Dict[str, float]]:
     """(one line, ceilings): what every CPU figure of a measurement script depends on: the
     CPU and its flags, threads, load average and the fp32/bf16 matmul ceilings (GFLOP/s)
-    measured now."""
+    measured now; with ``int8`` also the int8 one (GOP/s), for figures of int8 paths."""
     m = machine_info("cpu")
-    ceil = {k: matmul_ceiling(k, "cpu") for k in ("fp32", "bf16")}
+    ceil = {k: matmul_ceiling(k, "cpu") for k in ("fp32", "bf16") + (("int8",) if int8 else ())}
     line = (f"machine: {m.get('cpu')} flags {','.join(m.get('cpu_flags') or [])}; "
             f"{threads} thread(s); load average {os.getloadavg()[0]:.2f}; ceiling fp32 "
-            f"{ceil['fp32']:.0f} bf16 {ceil['bf16']:.0f} GFLOP/s")
+            f"{ceil['fp32']:.0f} bf16 {ceil['bf16']:.0f} GFLOP/s"
+            + (f", int8 {ceil['int8']:.0f} GOP/s" if int8 else ""))
     return (f"{line}; {extra}" if extra else line), ceil
 
 

@@ -406,8 +406,8 @@ def run(args, argv) -> int:
     names += [(p, None) for p in args.preset or ([] if names else ["proxyclip-tiny"])]
     precisions = args.precisions.split(",") if args.precisions else ["fp32", "auto"]
     for pr in precisions:
-        if pr not in ("fp32", "bf16", "auto"):
-            raise SystemExit(f"--precisions: {pr!r} is not one of fp32, bf16, auto (CPU)")
+        if pr not in ("fp32", "bf16", "int8", "auto"):
+            raise SystemExit(f"--precisions: {pr!r} is not one of fp32, bf16, int8, auto (CPU)")
     sizes = args.sizes.split(",") if args.sizes else ["640x480"]
     for sz in sizes:
         bench.parse_size(sz)

@@ -154,8 +154,9 @@ def run(p: argparse.ArgumentParser, args, argv: Optional[List[str]]) -> int:
         if b not in BACKENDS:
             p.error(f"--backends: unknown backend {b!r}; choose from {', '.join(BACKENDS)}")
     for pr in precisions:
-        if pr not in ("fp32", "bf16", "fp16"):
-            p.error(f"--precisions: unknown precision {pr!r}; choose from fp32, bf16, fp16")
+        if pr not in ("fp32", "bf16", "fp16", "int8"):
+            p.error(f"--precisions: unknown precision {pr!r}; choose from fp32, bf16, fp16, "
+                    "int8 (its ceiling: the int8 matmul, GOP/s)")
     for sz in sizes:
         parse_size(sz)
     try:

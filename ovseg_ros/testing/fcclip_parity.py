@@ -57,7 +57,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterable
+from typing import Dict, Iterable, Optional
 
 import torch
 from torch import nn
@@ -156,16 +156,18 @@ def _centre(engine, images) -> None:
 
 
 def calibrated_engine(engine: str, gains: ParityGains = ParityGains(), seed: int = 0,
-                      **config):
+                      modules: Optional[dict] = None):
     """A segmenter of ``engine`` ("fcclip" or "maftplus", tiny CLIP, fp32) holding the
-    parity weights (built in memory: the weights ``write_parity_weights`` saves)."""
+    parity weights (built in memory: the weights ``write_parity_weights`` saves).
+    ``modules``: settings that shape the modules (``maftplus.cdt_variant``,
+    ``<engine>.num_queries``)."""
     from .. import load_segmenter
     from . import tiny_models  # noqa: F401  (registers the tiny ConvNeXt CLIP)
 
     side = gains.calibration_short_side
     cfg = _base_config(engine, random_init=True, **{
         f"{engine}.short_side": side, f"{engine}.max_size": gains.calibration_max_size})
-    cfg.update(config)
+    cfg.update(modules or {})
     seg = load_segmenter(cfg)
     eng = seg.engine
     predictor = eng.head.sem_seg_head.predictor
@@ -188,13 +190,13 @@ def calibrated_engine(engine: str, gains: ParityGains = ParityGains(), seed: int
     return seg
 
 
-def parity_state_dicts(engine: str, gains: ParityGains = ParityGains(), seed: int = 0
-                       ) -> Dict[str, Dict[str, torch.Tensor]]:
+def parity_state_dicts(engine: str, gains: ParityGains = ParityGains(), seed: int = 0,
+                       modules: Optional[dict] = None) -> Dict[str, Dict[str, torch.Tensor]]:
     """{"clip": the open_clip state dict (``<engine>.clip_checkpoint``), "checkpoint": the
     released file's inference keys (``<engine>.checkpoint``)}."""
     from ..models.checkpoint import CLIP_PREFIX
 
-    eng = calibrated_engine(engine, gains, seed).engine
+    eng = calibrated_engine(engine, gains, seed, modules).engine
     clip = {k: v.detach().clone().contiguous() for k, v in eng.clip_model.state_dict().items()}
     head = {k: v.detach().clone().contiguous() for k, v in eng.head.state_dict().items()}
     if eng.dense_output:   # MAFT+ carries its fine-tuned visual tower
@@ -203,14 +205,15 @@ def parity_state_dicts(engine: str, gains: ParityGains = ParityGains(), seed: in
 
 
 def write_parity_weights(engine: str, directory, gains: ParityGains = ParityGains(),
-                         seed: int = 0, **config) -> dict:
+                         seed: int = 0, modules: Optional[dict] = None, **config) -> dict:
     """Write the parity weights of ``engine`` under ``directory`` (``<engine>_parity_clip.pt``,
     ``<engine>_parity.pth`` as ``{"model": ...}``, the way detectron2 saves a checkpoint)
     and return a config that loads them (fp32, torch backend, the comparison vocabulary;
-    ``config`` overrides)."""
+    ``modules``: settings that shape the modules, also in the config; ``config``: further
+    settings of the returned config)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    sds = parity_state_dicts(engine, gains, seed)
+    sds = parity_state_dicts(engine, gains, seed, modules)
     clip_path = directory / f"{engine}_parity_clip.pt"
     head_path = directory / f"{engine}_parity.pth"
     torch.save(sds["clip"], str(clip_path))
@@ -218,6 +221,7 @@ def write_parity_weights(engine: str, directory, gains: ParityGains = ParityGain
                str(head_path))
     cfg = _base_config(engine, random_init=False, **{
         f"{engine}.clip_checkpoint": str(clip_path), f"{engine}.checkpoint": str(head_path)})
+    cfg.update(modules or {})
     cfg.update(config)
     return cfg
 

@@ -18,8 +18,10 @@ and the reference's normalisation, which is bit-exact with it, see models/normal
    ``cdt`` weights: the names are the checkpoint's); compares the image features and the
    transferred classifier with ours, in the default form (``maftplus.cdt_per_pixel:
    false``) and in the per-pixel form (the size of the difference that option makes);
-3. runs the reference's ``MAFT_Plus.semantic_inference`` (source, as written) at the
-   padded size and detectron2's ``sem_seg_postprocess`` (crop, bilinear resize; a
+3. runs the reference's ``MAFT_Plus.semantic_inference`` (source, as written) in its
+   eval config's order (semantic variant: at the padded size, then detectron2's
+   ``sem_seg_postprocess`` on the scores; panoptic variant: on the mask logits already
+   post-processed to the photo; ``sem_seg_postprocess``: crop, bilinear resize, a
    stand-in, below) on our class logits and mask logits, and compares the labels with
    the engine's ``predict``: raw agreement, margin-aware agreement (a differing pixel
    counts when the reference's normalised scores of the two labels are closer than the
@@ -105,10 +107,16 @@ def import_reference(ref_dir: Path):
     return cdt.ContentDependentTransfer, funcs
 
 
-def reference_semantic(funcs, mask_cls, mask_logits, resized, original):
-    """The reference's semantic scores (call under ``with_threads``)."""
+def reference_semantic(funcs, mask_cls, mask_logits, resized, original, before: bool):
+    """The reference's semantic scores (call under ``with_threads``), in its forward's order:
+    ``before`` (the panoptic eval config, ``sem_seg_postprocess_before_inference``): mask
+    logits cropped and resized to the photo, then ``semantic_inference``; otherwise (the
+    semantic config) ``semantic_inference`` at the padded size, then the scores resized."""
     up = F.interpolate(mask_logits[None], scale_factor=4, mode="bilinear",
                        align_corners=False)[0]
+    if before:
+        return funcs["semantic_inference"](None, mask_cls, sem_seg_postprocess(
+            up, resized, *original))
     r = funcs["semantic_inference"](None, mask_cls, up)
     return sem_seg_postprocess(r, resized, *original)
 
@@ -153,7 +161,7 @@ def run(args) -> dict:
             stuff_classes=list(CLASSES), thing_dataset_id_to_contiguous_id=things)})
     results = {"variant": args.variant, "photos": {}}
     print(f"{'photo':>18} {'feat diff':>9} {'cdt diff':>9} {'per-pixel Δ':>11} {'raw':>9} "
-          f"{'margin':>9} {'floor':>9} {'per-pixel labels':>16} {'segments':>9} "
+          f"{'margin':>9} {'floor':>9} {'noise':>8} {'per-pixel labels':>16} {'segments':>9} "
           f"{'seg IoU':>7}")
     every = photos()
     chosen = ({k: every[k] for p in args.photos for k in every if k.startswith(p)}
@@ -171,7 +179,8 @@ def run(args) -> dict:
             cdt = float((t_ours - t_ref).abs().max() / t_ref.abs().max())
             pix = float((ours_pix - img_feat).abs().max())
             mask_cls = eng.classify(outs, seg.vocabulary)[0]
-            args_ = (funcs, mask_cls, outs[0][0], resized, rgb.shape[:2])
+            args_ = (funcs, mask_cls, outs[0][0], resized, rgb.shape[:2],
+                     args.variant == "panoptic")
             r1 = with_threads(1, reference_semantic, *args_)
             r2 = with_threads(2, reference_semantic, *args_)
             ref_pan, ref_info = reference_panoptic(funcs, owner, mask_cls, outs[0][0], resized,
@@ -184,7 +193,8 @@ def run(args) -> dict:
                "per_pixel_labels_equal": float((other == r1.argmax(0).numpy()).mean())}
         results["photos"][name] = row
         print(f"{name:>18} {feat:>9.1e} {cdt:>9.1e} {pix:>11.3f} {row['raw']:>9.4%} "
-              f"{row['margin']:>9.4%} {row['floor']:>9.4%} {row['per_pixel_labels_equal']:>16.4%} "
+              f"{row['margin']:>9.4%} {row['floor']:>9.4%} {row['reference_score_noise']:>8.1e} "
+              f"{row['per_pixel_labels_equal']:>16.4%} "
               f"{row['segments_ours']:>4}/{row['segments_ref']:<4} {row['segment_iou_min']:>7.4f}",
               flush=True)
     results["load_average_end"] = os.getloadavg()

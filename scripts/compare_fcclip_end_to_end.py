@@ -34,7 +34,11 @@ semantic labels with the reference (1 thread), margin-aware agreement (a differi
 counts when the reference's normalised scores of the two labels are closer than its own
 1- vs 2-thread score noise), the reference's own 1- vs 2-thread label agreement (the
 floor), and for the panoptic output every reference segment matched with ours: smallest
-IoU, classes, counts. Exit status 0 when raw agreement reaches 99.9 % or the floor,
+IoU, classes, counts. Beside the thread floor it reports the reference's sensitivity to
+rounding: its labels and normalised scores when its input normalisation moves by one ulp
+(pixel std nudged up by one ulp), and our margin-aware agreement with that score change
+as the margin (``margin ulp``): the official code itself does not decide pixels within
+that margin reproducibly across fp32 implementations. Exit status 0 when raw agreement reaches 99.9 % or the floor,
 margin-aware agreement is 100 % and every segment matches with IoU >= 0.99 and the same
 class and count; 1 otherwise.
 
@@ -241,6 +245,17 @@ def reference_forward(ref, image: torch.Tensor, original) -> dict:
     return ref([{"image": image, "height": original[0], "width": original[1]}])[0]
 
 
+def reference_one_ulp(ref, image: torch.Tensor, original) -> dict:
+    """The reference's forward with its pixel std moved up by one ulp: every normalised
+    input value moves by at most about one ulp (its sensitivity to rounding)."""
+    std = ref.pixel_std
+    ref.pixel_std = torch.nextafter(std, torch.full_like(std, float("inf")))
+    try:
+        return reference_forward(ref, image, original)
+    finally:
+        ref.pixel_std = std
+
+
 def run(args) -> dict:
     torch.set_num_threads(args.threads)
     print(cpu_machine_line(args.threads, "fp32; ours --threads, the reference 1 and 2 "
@@ -255,7 +270,8 @@ def run(args) -> dict:
                               cfg["fcclip.clip_checkpoint"], seg.vocabulary)
     print(f"reference: {args.reference_dir} (stand-ins: see the docstring); {len(CLASSES)} "
           f"classes, short side {args.short_side}, max size {args.max_size}")
-    print(HEADER + f" {'segments':>9} {'seg IoU':>7} {'classes eq':>10} {'ref NaN':>7}")
+    print(HEADER + f" {'segments':>9} {'seg IoU':>7} {'classes eq':>10} {'ref NaN':>7} "
+          f"{'ulp floor':>9} {'ulp noise':>9} {'margin ulp':>10}")
     results = {"photos": {}, "settings": {k: str(v) for k, v in vars(args).items()}}
     every = photos()
     chosen = ({k: every[k] for p in args.photos for k in every if k.startswith(p)}
@@ -265,18 +281,22 @@ def run(args) -> dict:
         image = torch.as_tensor(np.ascontiguousarray(small.transpose(2, 0, 1)))
         r1 = with_threads(1, reference_forward, ref, image, rgb.shape[:2])
         r2 = with_threads(2, reference_forward, ref, image, rgb.shape[:2])
+        r_ulp = with_threads(1, reference_one_ulp, ref, image, rgb.shape[:2])
         pred = seg.predict(rgb)
         sem1, sem2 = r1["sem_seg"], r2["sem_seg"]
+        ulp = agreement(pred.semantic, torch.nan_to_num(sem1), torch.nan_to_num(r_ulp["sem_seg"]))
         nan = int(torch.isnan(sem1).any(0).sum())
         ref_pan, ref_info = r1["panoptic_seg"]
         row = {**agreement(pred.semantic, torch.nan_to_num(sem1), torch.nan_to_num(sem2)),
                **segment_match(pred.panoptic, pred.segments, ref_pan.numpy(), ref_info),
-               "reference_nan_pixels": nan,
+               "reference_nan_pixels": nan, "ulp_floor": ulp["floor"],
+               "ulp_noise": ulp["reference_score_noise"], "margin_ulp": ulp["margin"],
                "ours_classes": int(len(np.unique(pred.semantic)))}
         results["photos"][name] = row
         print(row_text(name, row) + f" {row['segments_ours']:>4}/{row['segments_ref']:<4} "
               f"{row['segment_iou_min']:>7.4f} {str(row['segment_classes_equal']):>10} "
-              f"{nan:>7}", flush=True)
+              f"{nan:>7} {ulp['floor']:>9.4%} {ulp['reference_score_noise']:>9.2e} "
+              f"{ulp['margin']:>10.4%}", flush=True)
     results["load_average_end"] = os.getloadavg()
     print("end: " + cpu_machine_line(args.threads)[0], flush=True)
     return results

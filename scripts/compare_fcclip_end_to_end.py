@@ -38,9 +38,9 @@ IoU, classes, counts. Beside the thread floor it reports the reference's sensiti
 rounding: its labels and normalised scores when its input normalisation moves by one ulp
 (pixel std nudged up by one ulp), and our margin-aware agreement with that score change
 as the margin (``margin ulp``): the official code itself does not decide pixels within
-that margin reproducibly across fp32 implementations. Exit status 0 when raw agreement reaches 99.9 % or the floor,
-margin-aware agreement is 100 % and every segment matches with IoU >= 0.99 and the same
-class and count; 1 otherwise.
+that margin reproducibly across fp32 implementations. Exit status 0 when raw agreement
+reaches 99.9 % or the floor, margin-aware agreement is 100 % and every segment matches
+with IoU >= 0.99 and the same class and count; 1 otherwise.
 
     git -C <mirror of bytedance/fc-clip> archive HEAD fcclip | tar -x -C /tmp/fcclip_ref
     python scripts/compare_fcclip_end_to_end.py --reference-dir /tmp/fcclip_ref

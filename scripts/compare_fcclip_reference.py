@@ -2,6 +2,9 @@
 """Compare ovseg_ros's FC-CLIP pixel decoder and transformer decoder with the reference
 (bytedance/fc-clip, built on Mask2Former / detectron2), numerically, module by module.
 
+(The whole inference, photo to labels and segments, against the reference's own forward:
+``scripts/compare_fcclip_end_to_end.py``, which reuses this script's stand-ins.)
+
 What it does:
 
 1. builds OUR ``MSDeformAttnPixelDecoder`` and ``MultiScaleMaskedTransformerDecoder`` with

@@ -25,9 +25,12 @@ arithmetic):
 * proxyclip: the published architecture (CLIP B/16 + DINO B/8, sliding 336 windows),
   seeded random weights, as ``scripts/compare_reference.py`` compares them.
 
-FC-CLIP and MAFT+ have no end-to-end parity weights here (their comparison is module by
-module); MAFT+ in bf16 kept 96.5-98.3 % of the official fp32 labels in semantic mode,
-so both stay fp32 under ``auto`` and are not measured by this script.
+* fcclip, maftplus: ``ovseg_ros.testing.fcclip_parity`` (tiny ConvNeXt CLIP, released
+  layout, seeded noise with the gains its docstring explains), the weights
+  ``scripts/compare_fcclip_end_to_end.py`` and ``compare_maftplus_reference.py`` compare,
+  at 480 / 640 (short side / long-side cap: a VGA frame; the calibration size). For these
+  two the panoptic output is compared too: each fp32 segment against the bf16 segment
+  overlapping it most (smallest IoU, classes, counts; ``testing.comparison.segment_match``).
 
     python scripts/measure_auto_precision.py --threads 2 --json /tmp/auto_precision.json
     python scripts/measure_auto_precision.py --engine proxyclip --shape cpu_realtime \
@@ -53,7 +56,8 @@ import ovseg_ros.testing.tiny_models  # noqa: E402,F401  (registers the tiny ope
 from ovseg_ros import load_segmenter  # noqa: E402
 from ovseg_ros.config import ENGINE_PRECISIONS  # noqa: E402
 from ovseg_ros.presets import preset_group  # noqa: E402
-from ovseg_ros.testing.comparison import CLASSES, photos  # noqa: E402
+from ovseg_ros.testing.comparison import CLASSES, photos, segment_match  # noqa: E402
+from ovseg_ros.testing.fcclip_parity import write_parity_weights  # noqa: E402
 from ovseg_ros.testing.ovseg_checkpoint import released_state_dict  # noqa: E402
 from ovseg_ros.tools.bench import cpu_machine_line  # noqa: E402
 
@@ -81,10 +85,26 @@ def proxyclip_shape(shape: str) -> dict:
     return {} if shape == "default" else preset_group(shape, "proxyclip")
 
 
-def engine_configs(tmp: Path, shape: str) -> dict:
-    return {"ovseg": ovseg_config(tmp),
-            "proxyclip": {"engine": "proxyclip", "random_init": True, "text_cache_dir": "",
-                          **proxyclip_shape(shape)}}
+#: FC-CLIP / MAFT+ input size: a VGA frame (short side 480, long side at most 640)
+VGA = {"short_side": 480, "max_size": 640}
+
+
+def engine_configs(tmp: Path, shape: str, wanted) -> dict:
+    """Config per engine (only those in ``wanted``, all when empty): parity weights are
+    written only for the engines measured."""
+    makers = {
+        "ovseg": lambda: ovseg_config(tmp),
+        "proxyclip": lambda: {"engine": "proxyclip", "random_init": True, "text_cache_dir": "",
+                              **proxyclip_shape(shape)},
+        **{e: (lambda e=e: write_parity_weights(e, tmp, **{f"{e}.{k}": v
+                                                           for k, v in VGA.items()}))
+           for e in ("fcclip", "maftplus")}}
+    return {name: make() for name, make in makers.items() if not wanted or name in wanted}
+
+
+def fp32_segments(pred) -> list:
+    """fp32 segments in the form ``segment_match`` takes as its reference."""
+    return [{"id": s.id, "category_id": s.class_id} for s in pred.segments]
 
 
 def load_way(cfg: dict, way: str, threads: int):
@@ -103,9 +123,7 @@ def run(args) -> dict:
     out = {"machine": {"line": line, "threads": args.threads, "matmul_gflops": ceil,
                        "load_average": os.getloadavg()}, "shape": args.shape, "engines": {}}
     with tempfile.TemporaryDirectory(prefix="auto_precision_") as tmp:
-        for name, cfg in engine_configs(Path(tmp), args.shape).items():
-            if args.engine and name not in args.engine:
-                continue
+        for name, cfg in engine_configs(Path(tmp), args.shape, args.engine).items():
             ways = [w for w in args.precisions.split(",")
                     if WAYS.get(w, w) in ENGINE_PRECISIONS[name]
                     and (w not in WAYS or name == "proxyclip")]
@@ -120,19 +138,30 @@ def run(args) -> dict:
                     if not args.labels_only:
                         seg.predict(rgb)                              # warm-up
                     t0 = time.perf_counter()
-                    labels = seg.predict(rgb).semantic
-                    got[way, photo] = (labels, time.perf_counter() - t0)
+                    pred = seg.predict(rgb)
+                    got[way, photo] = (pred, time.perf_counter() - t0)
                 seg = None
             rows = {}
             for photo in photos():
                 ref = got["fp32", photo][0]
                 rows[photo] = {f"{w}_s": got[w, photo][1] for w in ways}
-                rows[photo].update({f"{w}_agreement": float((got[w, photo][0] == ref).mean())
-                                    for w in ways if w != "fp32"})
+                text = ""
+                for w in ways:
+                    if w == "fp32":
+                        continue
+                    pred = got[w, photo][0]
+                    rows[photo][f"{w}_agreement"] = float((pred.semantic == ref.semantic).mean())
+                    if name in ("fcclip", "maftplus"):   # panoptic: segments against fp32
+                        m = segment_match(pred.panoptic, pred.segments, ref.panoptic,
+                                          fp32_segments(ref))
+                        rows[photo][f"{w}_segments"] = m
+                        text += (f"; {w} segments {m['segments_ours']}/{m['segments_ref']} "
+                                 f"(vs fp32) IoU min {m['segment_iou_min']:.4f} classes equal "
+                                 f"{m['segment_classes_equal']}")
                 print(f"{name:>10} {photo:>18}: " + ", ".join(
                     f"{w} {got[w, photo][1]:.2f} s" + (
                         f" ({100 * rows[photo][w + '_agreement']:7.3f} % of fp32)"
-                        if w != "fp32" else "") for w in ways), flush=True)
+                        if w != "fp32" else "") for w in ways) + text, flush=True)
             worst = {w: min(r[f"{w}_agreement"] for r in rows.values())
                      for w in ways if w != "fp32"}
             out["engines"][name] = {"photos": rows, "worst": worst, "stage_precision": stages}
@@ -149,7 +178,8 @@ def run(args) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--engine", action="append", choices=("ovseg", "proxyclip"))
+    ap.add_argument("--engine", action="append",
+                    choices=("ovseg", "proxyclip", "fcclip", "maftplus"))
     ap.add_argument("--shape", default="default", choices=("default", "cpu_realtime"),
                     help="ProxyCLIP's models and geometry (see the module doc)")
     ap.add_argument("--precisions", default="fp32,bf16,int8",

@@ -1,8 +1,9 @@
 """MAFT+ config group: the ``maftplus.*`` settings (torch-free, read by the schema)."""
 from ..schema import ParamSpec
 
-#: ``precision: auto`` resolves to fp32: bf16 kept 96.5-98.3 % of the fp32 labels
-#: (semantic mode), below the 99.5 % bar (docs/benchmarks/cpu.md)
+#: ``precision: auto`` resolves to fp32: with the calibrated parity weights bf16 kept
+#: 82.8-92.1 % of the fp32 labels at 480 / 640 (semantic variant), below the 99.5 % bar
+#: (scripts/measure_auto_precision.py, docs/benchmarks/cpu.md)
 AUTO_LOW_PRECISION = False
 
 #: settings of the MAFT+ engine, in documentation order

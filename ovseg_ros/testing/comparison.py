@@ -84,6 +84,46 @@ def failures(rows: Dict[str, Dict[str, float]], min_agreement: float = 0.999) ->
     return bad
 
 
+def sem_seg_postprocess(result: torch.Tensor, img_size, output_height: int,
+                        output_width: int) -> torch.Tensor:
+    """STAND-IN for detectron2's ``sem_seg_postprocess`` (not installable here), written
+    out: crop the padding to ``img_size``, bilinear resize (``align_corners=False``)."""
+    import torch.nn.functional as F
+
+    result = result[:, : img_size[0], : img_size[1]].expand(1, -1, -1, -1)
+    return F.interpolate(result, size=(output_height, output_width), mode="bilinear",
+                         align_corners=False)[0]
+
+
+def segment_match(ours_pan: np.ndarray, ours_segments, ref_pan: np.ndarray, ref_info) -> dict:
+    """Each reference panoptic segment (``ref_info``: detectron2's segments_info dicts) against
+    the segment of ours that overlaps it most: the smallest IoU, whether every class
+    agrees, the segment counts and the share of pixels with equal ids."""
+    ious, same_class = [], True
+    ours_class = {s.id: s.class_id for s in ours_segments}
+    for seg in ref_info:
+        ref_mask = ref_pan == seg["id"]
+        ids, counts = np.unique(ours_pan[ref_mask], return_counts=True)
+        best = int(ids[np.argmax(counts)])
+        mine = ours_pan == best
+        ious.append(float((ref_mask & mine).sum() / max(1, (ref_mask | mine).sum()))
+                    if best else 0.0)
+        same_class &= best != 0 and ours_class.get(best) == seg["category_id"]
+    return {"segments_ref": len(ref_info), "segments_ours": len(ours_segments),
+            "segment_iou_min": min(ious) if ious else 1.0, "segment_classes_equal": same_class,
+            "panoptic_pixels_equal_ids": float((ours_pan == ref_pan).mean())}
+
+
+def segment_failures(rows: Dict[str, dict], min_iou: float = 0.99) -> list:
+    """The panoptic target per photo: every reference segment matched with IoU >= ``min_iou``,
+    the same classes, the same number of segments."""
+    return [f"{n}: panoptic segment IoU {r['segment_iou_min']:.4f} < {min_iou} or classes "
+            f"differ ({r['segments_ours']} vs {r['segments_ref']} segments)"
+            for n, r in rows.items()
+            if r["segment_iou_min"] < min_iou or not r["segment_classes_equal"]
+            or r["segments_ours"] != r["segments_ref"]]
+
+
 HEADER = f"{'photo':>18} {'raw':>9} {'margin':>9} {'floor':>9} {'noise':>9} {'classes':>7}"
 
 
@@ -94,4 +134,5 @@ def row_text(name: str, r: Dict[str, float]) -> str:
 
 
 __all__ = ["CLASSES", "photos", "with_threads", "normalised", "margin_agreement", "agreement",
-           "failures", "HEADER", "row_text"]
+           "failures", "sem_seg_postprocess", "segment_match", "segment_failures", "HEADER",
+           "row_text"]

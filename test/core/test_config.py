@@ -158,8 +158,8 @@ def test_deprecated_engine_cache_dir_is_read_as_graph_cache_dir(tmp_path):
 
 @pytest.mark.parametrize("engine", ["ovseg", "fcclip", "maftplus"])
 def test_auto_precision_is_fp32_for_engines_whose_labels_move(monkeypatch, engine):
-    """OVSeg and MAFT+ lost labels in bf16 against fp32 (and FC-CLIP shares MAFT+'s path
-    without an end-to-end measurement): auto keeps them fp32, explicit bf16 still works."""
+    """OVSeg, FC-CLIP and MAFT+ lose labels in bf16 against fp32 with their parity weights
+    (docs/benchmarks/cpu.md): auto keeps them fp32, explicit bf16 still works."""
     import ovseg_ros.config as config
 
     monkeypatch.setattr(config, "cpu_kind", lambda: "amx")

@@ -24,7 +24,7 @@ import importlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Tuple, Union
+from typing import Any, Mapping, Optional, Tuple, Union
 
 import yaml
 
@@ -121,8 +121,10 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
        "inputs in channels_last memory format (faster convolutions, e.g. ConvNeXt); the CPU "
        "path keeps the default layout."),
     _P("torch_compile", "bool", False, "torch backend: compile the image path with "
-       "torch.compile (first frame of each input size takes tens of seconds; needs a C++ "
-       "compiler on the CPU, Triton on CUDA)."),
+       "torch.compile (Inductor, static shapes; needs a C++ compiler on the CPU, Triton on "
+       "CUDA). Each input size compiles once (tens of seconds): the node does it at "
+       "configure (warmup_size); Inductor's cache lives under graph_cache_dir/inductor, so "
+       "later starts reuse it."),
     _P("cuda_graphs", "bool", False, "torch backend on CUDA: capture the image path as a CUDA "
        "graph per input shape and replay it (fixed crop sizes; removes kernel-launch "
        "overhead). Requires device cuda."),
@@ -188,6 +190,13 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
        max=60.0, node_only=True),
     _P("autostart", "bool", True, "Configure and activate on start (lifecycle node).",
        node_only=True),
+    _P("warmup_size", "str", "640x480", "Frame size 'WIDTHxHEIGHT' of one warm-up prediction "
+       "the node runs at configure, before it takes frames: with torch_compile that is where "
+       "the image path compiles (logged, and reported as warmup_s in the diagnostics), "
+       "otherwise it takes the first frame's one-off costs (text encoding, allocations). Set "
+       "it to the cameras' size (another size compiles on its first frame); '' = no "
+       "warm-up. Each side 1..max_input_side, at most max_input_pixels (checked at "
+       "configure).", node_only=True),
     # --- depth and 3D (docs/node.md, "Depth and 3D") -----------------------------------
     _P("depth_enabled", "bool", False, "Subscribe to the registered depth image of each "
        "camera (c/depth, 16UC1 mm or 32FC1 m, the colour image's size and frame_id; "
@@ -388,10 +397,34 @@ def _check_cross_field(cfg: Config) -> None:
     for t in cfg["custom_templates"]:
         if t.count("{}") != 1:
             raise ConfigError(f"custom template {t!r} must contain exactly one '{{}}'")
+    # the form only: the node checks the size against the input limits where it warms up,
+    # so a config that lowers max_input_pixels for the API alone stays valid
+    parse_frame_size(cfg["warmup_size"], "warmup_size")
     flags = cfg["vocabulary_is_thing"]
     if flags and len(flags) != len(cfg["vocabulary"]):
         raise ConfigError(f"vocabulary_is_thing has {len(flags)} entries but vocabulary has "
                           f"{len(cfg['vocabulary'])}")
+
+
+def parse_frame_size(text: str, key: str, *, max_side: int = 1 << 20,
+                     max_pixels: int = 1 << 40) -> Optional[Tuple[int, int]]:
+    """'WIDTHxHEIGHT' -> (width, height); '' -> None. ConfigError names ``key``, the value
+    and the limit it breaks (each side 1..``max_side``, width*height <= ``max_pixels``)."""
+    text = text.strip()
+    if not text:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ConfigError(f"config key '{key}' must be 'WIDTHxHEIGHT' with two positive "
+                          f"integers (e.g. '640x480'), or '' for none; got {text!r}")
+    w, h = (int(p) for p in parts)
+    if not (1 <= w <= max_side and 1 <= h <= max_side):
+        raise ConfigError(f"config key '{key}': each side must be 1..{max_side} "
+                          f"(max_input_side), got {w}x{h}")
+    if w * h > max_pixels:
+        raise ConfigError(f"config key '{key}': {w}x{h} = {w * h} pixels is more than "
+                          f"max_input_pixels ({max_pixels})")
+    return w, h
 
 
 def engine_keys() -> list:
@@ -400,6 +433,7 @@ def engine_keys() -> list:
 
 
 __all__ = ["ConfigError", "ParamSpec", "SCHEMA", "SCHEMA_LIST", "Config", "make_config",
-           "read_config_file", "engine_keys", "resolve_auto_precision", "AUTO_LOW_PRECISION",
+           "read_config_file", "engine_keys", "parse_frame_size", "resolve_auto_precision",
+           "AUTO_LOW_PRECISION",
            "ENGINES", "ENGINE_CONFIGS", "BACKENDS",
            "PRECISIONS"]

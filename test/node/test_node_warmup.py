@@ -1,9 +1,10 @@
-"""configure's warm-up (warmup_size): with torch_compile the tiny ProxyCLIP compiles there,
-before the first camera frame; the diagnostics report it, Inductor's cache goes under
-graph_cache_dir; a warm-up size above the input limits fails configure with a clear error
-and the node keeps saying why."""
+"""configure's warm-up (warmup_size): one prediction before the first camera frame, reported
+in the diagnostics; with torch_compile (OVSEG_TEST_COMPILE=1: slow) the tiny ProxyCLIP
+compiles there and Inductor's cache goes under graph_cache_dir; a warm-up size above the
+input limits fails configure with a clear error and the node keeps saying why."""
 from __future__ import annotations
 
+import os
 import time
 
 import cv2
@@ -34,10 +35,19 @@ def _photo() -> np.ndarray:
     return cv2.resize(skimage.data.astronaut(), (W, H), interpolation=cv2.INTER_AREA)
 
 
-def test_configure_compiles_in_the_warm_up_and_reports_it(tmp_path):
+#: a cold compile of the tiny model at configure took 40-65 s on 1 thread of this project's
+#: 2 shared cores (load 2-4) and 105 s at load 9 with frozen weights: too slow for every
+#: run of the suite, so the compiled case runs where OVSEG_TEST_COMPILE=1 is set
+COMPILE = pytest.param(True, marks=pytest.mark.skipif(
+    os.environ.get("OVSEG_TEST_COMPILE") != "1",
+    reason="cold torch.compile of the tiny model: 40-105 s; set OVSEG_TEST_COMPILE=1"))
+
+
+@pytest.mark.parametrize("compiled", [False, COMPILE], ids=["eager", "compiled"])
+def test_configure_warms_up_before_the_first_frame_and_reports_it(tmp_path, compiled):
     from ovseg_ros import load_segmenter
 
-    params = dict(TINY_PARAMS, torch_compile=True, warmup_size=f"{W}x{H}",
+    params = dict(TINY_PARAMS, torch_compile=compiled, warmup_size=f"{W}x{H}",
                   graph_cache_dir=str(tmp_path / "graphs"))
     node = NodeUnderTest(tmp_path, params, namespace="/wu")
     c = Client("/wu")
@@ -45,17 +55,19 @@ def test_configure_compiles_in_the_warm_up_and_reports_it(tmp_path):
         c.record(DiagnosticArray, "/diagnostics", qos=10)
         c.record(Image, "semantic")
         pub = c.node.create_publisher(Image, "image", qos_profile_sensor_data)
-        # a cold compile of the tiny model: 40-65 s on this project's 2 shared cores
         c.wait_for(lambda: (diag_values(c, NODE_STATUS) or ({}, None))[0].get("state")
-                   in ("inactive", "active"), 400, node, "configure (with its compile)")
+                   in ("inactive", "active"), 400, node, "configure (with its warm-up)")
         values, status = diag_values(c, NODE_STATUS)
-        assert values["warmup_size"] == f"{W}x{H}" and values["warmup_compiled"] == "True"
+        assert values["warmup_size"] == f"{W}x{H}"
+        assert values["warmup_compiled"] == str(compiled)
         assert float(values["warmup_s"]) > 0.0
-        assert f"warm-up at {W}x{H}: compile + first prediction" in node.log()
-        # Inductor wrote its graphs under the project's cache, not /tmp/torchinductor_<user>
+        what = "compile + first prediction" if compiled else "first prediction"
+        assert f"warm-up at {W}x{H}: {what}" in node.log()
+        # with compile, Inductor wrote its graphs under the project's cache, not
+        # /tmp/torchinductor_<user>; without, nothing was compiled
         fxgraph = tmp_path / "graphs" / "inductor" / "fxgraph"
-        assert fxgraph.is_dir() and any(fxgraph.rglob("*")), node.log()[-2000:]
-        # the first camera frame gets the compiled model's labels, equal to eager's
+        assert (fxgraph.is_dir() and any(fxgraph.rglob("*"))) == compiled, node.log()[-2000:]
+        # the first camera frame gets the (compiled) model's labels, equal to eager's
         h = Header(frame_id="wu_cam")
         h.stamp.sec = 4242
         msg = rgb_to_image(_photo(), "rgb8", h)

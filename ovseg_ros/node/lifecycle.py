@@ -37,8 +37,8 @@ from std_srvs.srv import SetBool
 
 from ..config import SCHEMA, ConfigError, make_config, parse_frame_size
 from ..core.camera_outputs import CameraOutputs
-from ..core.warmup import WarmupReport, warm_up
 from ..core.vocabulary import VocabularyError
+from ..core.warmup import WarmupReport, warm_up
 from ..ros import diagnostics as diag
 from ..ros import messages as build
 from ..ros.params import declare_schema_parameters, descriptor, read_schema_parameters

@@ -166,4 +166,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from concurrent.futures import ThreadPoolExecutor
+
+    # in a worker thread, as the node runs its model: on this project's shared cores the
+    # same predict in a process's main thread measured 5-10x slower (docs/benchmarks/cpu.md,
+    # "Main thread"); torch's thread count is set in that thread (main() does)
+    with ThreadPoolExecutor(1) as pool:
+        raise SystemExit(pool.submit(main).result())

@@ -125,8 +125,10 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
        "inputs in channels_last memory format (faster convolutions, e.g. ConvNeXt); the CPU "
        "path keeps the default layout."),
     _P("torch_compile", "bool", False, "torch backend: compile the image path with "
-       "torch.compile (first frame of each input size takes tens of seconds; needs a C++ "
-       "compiler on the CPU, Triton on CUDA)."),
+       "torch.compile (Inductor, static shapes; needs a C++ compiler on the CPU, Triton on "
+       "CUDA). Each input size compiles once (tens of seconds): the node does it at "
+       "configure (warmup_size); Inductor's cache lives under graph_cache_dir/inductor, so "
+       "later starts reuse it."),
     _P("cuda_graphs", "bool", False, "torch backend on CUDA: capture the image path as a CUDA "
        "graph per input shape and replay it (fixed crop sizes; removes kernel-launch "
        "overhead). Requires device cuda."),
@@ -192,6 +194,13 @@ SCHEMA_LIST: Tuple[ParamSpec, ...] = (
        max=60.0, node_only=True),
     _P("autostart", "bool", True, "Configure and activate on start (lifecycle node).",
        node_only=True),
+    _P("warmup_size", "str", "640x480", "Frame size 'WIDTHxHEIGHT' of one warm-up prediction "
+       "the node runs at configure, before it takes frames: with torch_compile that is where "
+       "the image path compiles (logged, and reported as warmup_s in the diagnostics), "
+       "otherwise it takes the first frame's one-off costs (text encoding, allocations). Set "
+       "it to the cameras' size (another size compiles on its first frame); '' = no "
+       "warm-up. Each side 1..max_input_side, at most max_input_pixels (checked at "
+       "configure).", node_only=True),
     # --- depth and 3D (docs/node.md, "Depth and 3D") -----------------------------------
     _P("depth_enabled", "bool", False, "Subscribe to the registered depth image of each "
        "camera (c/depth, 16UC1 mm or 32FC1 m, the colour image's size and frame_id; "
@@ -333,8 +342,9 @@ def make_config(config: Union[None, str, Path, Mapping[str, Any], Config] = None
         values[spec.name] = spec.validate(flat[spec.name]) if spec.name in flat else \
             (list(spec.default) if isinstance(spec.default, list) else spec.default)
     if values["precision"] == "auto":
-        values["precision"] = resolve_auto_precision(values["device"], values["backend"],
-                                                     values["engine"])
+        values["precision"] = resolve_auto_precision(
+            values["device"], values["backend"], values["engine"],
+            compiled=bool(values["torch_compile"] or values["cuda_graphs"]))
     cfg = Config(values)
     _check_cross_field(cfg)
     return cfg
@@ -412,7 +422,7 @@ def auto_cpu_precision(engine: str, kind: str) -> str:
 
 
 def resolve_auto_precision(device: str, backend: str, engine: str = "proxyclip",
-                           kind: Optional[str] = None) -> str:
+                           kind: Optional[str] = None, compiled: bool = False) -> str:
     """What ``precision: auto`` means for ``engine`` on this machine.
 
     The fastest arithmetic whose labels hold (>= 99.5 % of the fp32 labels, measured per
@@ -422,6 +432,9 @@ def resolve_auto_precision(device: str, backend: str, engine: str = "proxyclip",
     bf16 or int8 where the CPU computes it natively and it measured faster, exact fp32
     where it does not (emulated bf16 is slower than fp32, and int8 unmeasured there). ONNX
     Runtime has neither bf16 nor int8 here: fp32. Engines whose labels move: fp32.
+    int8 runs eagerly: with ``compiled`` (torch_compile or cuda_graphs on) an int8 pick
+    becomes fp32, and the log line says so (config/cpu_realtime.yaml compiles, and must
+    still start on a VNNI CPU).
     """
     if not AUTO_LOW_PRECISION.get(engine, False):
         return "fp32"
@@ -431,6 +444,11 @@ def resolve_auto_precision(device: str, backend: str, engine: str = "proxyclip",
         return "fp32"
     kind = cpu_kind() if kind is None else kind
     chosen = auto_cpu_precision(engine, kind)
+    if chosen == "int8" and compiled:
+        log.warning("precision auto -> fp32 (%s on a %s CPU would run int8, but int8 runs "
+                    "eagerly and torch_compile/cuda_graphs is on; set torch_compile false "
+                    "for int8)", engine, kind)
+        return "fp32"
     log.info("precision auto -> %s (%s on a %s CPU, torch backend)", chosen, engine, kind)
     return chosen
 
@@ -465,10 +483,34 @@ def _check_cross_field(cfg: Config) -> None:
     for t in cfg["custom_templates"]:
         if t.count("{}") != 1:
             raise ConfigError(f"custom template {t!r} must contain exactly one '{{}}'")
+    # the form only: the node checks the size against the input limits where it warms up,
+    # so a config that lowers max_input_pixels for the API alone stays valid
+    parse_frame_size(cfg["warmup_size"], "warmup_size")
     flags = cfg["vocabulary_is_thing"]
     if flags and len(flags) != len(cfg["vocabulary"]):
         raise ConfigError(f"vocabulary_is_thing has {len(flags)} entries but vocabulary has "
                           f"{len(cfg['vocabulary'])}")
+
+
+def parse_frame_size(text: str, key: str, *, max_side: int = 1 << 20,
+                     max_pixels: int = 1 << 40) -> Optional[Tuple[int, int]]:
+    """'WIDTHxHEIGHT' -> (width, height); '' -> None. ConfigError names ``key``, the value
+    and the limit it breaks (each side 1..``max_side``, width*height <= ``max_pixels``)."""
+    text = text.strip()
+    if not text:
+        return None
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise ConfigError(f"config key '{key}' must be 'WIDTHxHEIGHT' with two positive "
+                          f"integers (e.g. '640x480'), or '' for none; got {text!r}")
+    w, h = (int(p) for p in parts)
+    if not (1 <= w <= max_side and 1 <= h <= max_side):
+        raise ConfigError(f"config key '{key}': each side must be 1..{max_side} "
+                          f"(max_input_side), got {w}x{h}")
+    if w * h > max_pixels:
+        raise ConfigError(f"config key '{key}': {w}x{h} = {w * h} pixels is more than "
+                          f"max_input_pixels ({max_pixels})")
+    return w, h
 
 
 def engine_keys() -> list:
@@ -477,7 +519,8 @@ def engine_keys() -> list:
 
 
 __all__ = ["ConfigError", "ParamSpec", "SCHEMA", "SCHEMA_LIST", "Config", "make_config",
-           "read_config_file", "engine_keys", "resolve_auto_precision", "AUTO_LOW_PRECISION",
+           "read_config_file", "engine_keys", "parse_frame_size", "resolve_auto_precision",
+           "AUTO_LOW_PRECISION",
            "auto_cpu_precision", "cpu_kind", "read_cpu_flags", "CPU_KINDS", "NATIVE_BF16_KINDS",
            "ENGINE_PRECISIONS",
            "DEFAULT_ENGINE_PRECISIONS", "DEFAULT_AUTO_CPU_PRECISION", "cpu_has_native_bf16",

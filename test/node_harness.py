@@ -45,6 +45,8 @@ TINY_PARAMS = {
     "vocabulary": ["person", "cat", "floor", "sky"],
     "max_classes": 16, "max_class_name_length": 40, "max_input_pixels": 400 * 300,
     "subscribe_compressed": True, "diagnostics_period": 0.5,
+    # configure's warm-up frame within max_input_pixels (the default 640x480 is above it)
+    "warmup_size": "160x120",
 }
 
 

@@ -32,6 +32,17 @@ METADATA_VERSION = 1
 _CHUNK = 1 << 20
 
 
+#: the environment variable Inductor (torch.compile) reads its on-disk cache directory from
+INDUCTOR_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def inductor_cache_dir(graph_cache_dir: os.PathLike | str) -> Path:
+    """Where torch.compile's Inductor keeps its caches (FX graphs, compiled kernels) for this
+    project: a sub-directory of ``graph_cache_dir``, beside the ONNX graphs and TensorRT
+    plans. Inductor keys and validates its own entries (torch version, graph, settings)."""
+    return Path(os.path.expanduser(str(graph_cache_dir))) / "inductor"
+
+
 class GraphCacheError(RuntimeError):
     """A cached ONNX file or TensorRT plan is unusable; the message says why and how to fix."""
 
@@ -249,5 +260,5 @@ class GraphCache:
             m.unlink()
 
 
-__all__ = ["GraphCacheError", "CacheKey", "GraphCache", "weights_hash", "file_sha256",
-           "METADATA_VERSION"]
+__all__ = ["INDUCTOR_CACHE_ENV", "inductor_cache_dir", "GraphCacheError", "CacheKey",
+           "GraphCache", "weights_hash", "file_sha256", "METADATA_VERSION"]

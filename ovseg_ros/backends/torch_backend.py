@@ -60,7 +60,7 @@ class TorchBackend:
         self.cuda_graphs = spec.cuda_graphs
         self._run = self.model
         if self.torch_compile:
-            self._run = compile_model(self.model, self.cuda_graphs)
+            self._run = compile_model(self.model, self.cuda_graphs, self.device)
         elif self.cuda_graphs:
             self._run = CudaGraphRunner(self.model, self.device)
 

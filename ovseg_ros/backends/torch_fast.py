@@ -59,7 +59,21 @@ def check_fast_options(spec, device: torch.device) -> None:
                           f"work); device is {str(device)!r}. Set cuda_graphs: false.")
 
 
-def compile_model(model: torch.nn.Module, cuda_graphs: bool) -> Callable:
+#: Inductor options of the CPU path. ``freezing``: the weights become constants of the
+#: graph, so oneDNN gets its linear/convolution weights prepacked once (eager bf16 reorders
+#: them on every call) and what depends only on weights is folded; the weights can no
+#: longer change, which an inference image path never does. Measured against plain
+#: compile, whole model vs per trunk, and max-autotune: docs/benchmarks/cpu.md,
+#: "Compiled bf16".
+CPU_INDUCTOR_OPTIONS = {"freezing": True}
+
+
+def compile_model(model: torch.nn.Module, cuda_graphs: bool,
+                  device: torch.device = torch.device("cpu")) -> Callable:
+    """``torch.compile`` of the whole image path, static shapes (the engine's crop sizes
+    are fixed; each new shape compiles once, at the node's warm-up for the cameras' size)."""
+    if device.type == "cpu":
+        return torch.compile(model, dynamic=False, options=dict(CPU_INDUCTOR_OPTIONS))
     # reduce-overhead = Inductor kernels + Inductor-managed CUDA graphs
     mode = "reduce-overhead" if cuda_graphs else None
     return torch.compile(model, dynamic=False, mode=mode)
@@ -108,4 +122,5 @@ class CudaGraphRunner:
 
 
 __all__ = ["has_convolutions", "profiling_off", "check_fast_options", "compile_model",
+           "CPU_INDUCTOR_OPTIONS",
            "CudaGraphRunner"]

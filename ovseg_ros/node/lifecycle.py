@@ -28,16 +28,17 @@ import dataclasses
 import gc
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from std_srvs.srv import SetBool
 
-from ..config import SCHEMA, ConfigError, make_config
+from ..config import SCHEMA, ConfigError, make_config, parse_frame_size
 from ..core.camera_outputs import CameraOutputs
 from ..core.vocabulary import VocabularyError
+from ..core.warmup import WarmupReport, warm_up
 from ..ros import diagnostics as diag
 from ..ros import messages as build
 from ..ros.params import declare_schema_parameters, descriptor, read_schema_parameters
@@ -86,6 +87,7 @@ class OvsegNode(Worker, LocateService, LifecycleNode):
         self._segmenter = None
         self._cfg = None
         self._load_error: Optional[str] = None
+        self._warmup: Optional[WarmupReport] = None    # configure's warm-up, None: none run
         self._active = False
         self._enabled = True
         self._exiting = False
@@ -151,19 +153,28 @@ class OvsegNode(Worker, LocateService, LifecycleNode):
         try:
             self._cfg = make_config(values)
             settings = {c: self._camera_settings(c) for c in self._camera_names}
+            # checked against the input limits before the (slow) load
+            warmup_size = parse_frame_size(self._cfg["warmup_size"], "warmup_size",
+                                           max_side=self._cfg["max_input_side"],
+                                           max_pixels=self._cfg["max_input_pixels"])
             t0 = time.monotonic()
             self._segmenter = load_segmenter(self._cfg)
+            load_s = time.monotonic() - t0
+            self._warmup = self._warm_up(warmup_size)
         except Exception as exc:  # ConfigError, WeightsError, VocabularyError, ...
             self._load_error = f"{type(exc).__name__}: {exc}"
             self.get_logger().error(f"configure failed, model not loaded: {self._load_error}")
             self._segmenter = None
+            self._warmup = None
             gc.collect()   # what a half-built model left behind
             return TransitionCallbackReturn.FAILURE
         self._load_error = None
         info = self._segmenter.describe()
         self.get_logger().info(
             f"loaded engine {info.get('engine')} on {info.get('device')} "
-            f"({info.get('backend')}, {info.get('precision')}) in {time.monotonic() - t0:.1f} s")
+            f"({info.get('backend')}, {info.get('precision')}) in {load_s:.1f} s")
+        if self._warmup is not None:
+            self.get_logger().info(self._warmup.describe())
         if self._segmenter.random_weights:
             self.get_logger().warning(
                 "running with RANDOM WEIGHTS (random_init: true): labels are meaningless; "
@@ -182,6 +193,18 @@ class OvsegNode(Worker, LocateService, LifecycleNode):
         self._create_interfaces()
         self._publish_vocabulary(self._segmenter.vocabulary)
         return TransitionCallbackReturn.SUCCESS
+
+    def _warm_up(self, size: Optional[Tuple[int, int]]) -> Optional[WarmupReport]:
+        """One prediction at ``warmup_size`` before any frame (core/warmup.py): with
+        torch_compile the image path compiles here, not on the first camera frame."""
+        if size is None:
+            return None
+        try:
+            return warm_up(self._segmenter, size, batch=len(self._camera_names))
+        except Exception as exc:
+            raise RuntimeError(f"the warm-up prediction at warmup_size {size[0]}x{size[1]} "
+                               f"failed ({type(exc).__name__}: {exc}); set warmup_size: '' "
+                               "to start without it") from exc
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         # the lifecycle publishers first: the worker's first frame must find them enabled
@@ -228,6 +251,7 @@ class OvsegNode(Worker, LocateService, LifecycleNode):
         latest frames hold predictions, the frame queues hold images; then collect, so the
         memory goes back before a new configure loads the next model (docs/node.md)."""
         self._segmenter = None
+        self._warmup = None
         self._frames = None
         for cam in self._cameras.values():
             cam.outputs = None
@@ -452,6 +476,7 @@ class OvsegNode(Worker, LocateService, LifecycleNode):
         return health.NodeFacts(
             active=self._active, enabled=self._enabled, loaded=seg is not None,
             load_error=self._load_error, model=model,
+            warmup=dataclasses.asdict(self._warmup) if self._warmup is not None else {},
             random_weights=bool(seg is not None and seg.random_weights),
             counters={"bad_inputs": problems.count_prefix("input:"),
                       "vocabulary_rejected": problems.counts.get("vocabulary", 0),

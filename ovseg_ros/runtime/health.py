@@ -65,6 +65,9 @@ class NodeFacts:
     loaded: bool
     load_error: Optional[str] = None
     model: Mapping[str, Any] = field(default_factory=dict)  # engine, backend, ... when loaded
+    #: configure's warm-up (core/warmup.py:WarmupReport as a dict: size, batches, seconds,
+    #: text_encode_s, compiled); {} when none ran (warmup_size '')
+    warmup: Mapping[str, Any] = field(default_factory=dict)
     random_weights: bool = False
     counters: Mapping[str, Any] = field(default_factory=dict)   # received, errors, ...
     mode: str = "latest_frame"
@@ -127,6 +130,18 @@ def depth_values(depth: Mapping[str, Any]) -> Dict[str, Any]:
             "depth_last_error": depth["last_error"]}
 
 
+def warmup_values(warmup: Mapping[str, Any]) -> Dict[str, Any]:
+    """What configure's warm-up cost: ``warmup_s`` is the prediction (with torch_compile, the
+    compile: what a first camera frame would otherwise have waited), ``warmup_size`` ''
+    when no warm-up ran."""
+    if not warmup:
+        return {"warmup_size": "", "warmup_s": 0.0, "warmup_compiled": False}
+    w, h = warmup["size"]
+    return {"warmup_size": f"{w}x{h}", "warmup_s": round(float(warmup["seconds"]), 3),
+            "warmup_text_encode_s": round(float(warmup["text_encode_s"]), 3),
+            "warmup_compiled": bool(warmup["compiled"])}
+
+
 def node_health(node: NodeFacts, cameras: List[CameraFacts]) -> Health:
     """The whole node: state, summed rates, counters, model; the worst condition speaks."""
     processed = sum(c.processed for c in cameras)
@@ -152,6 +167,7 @@ def node_health(node: NodeFacts, cameras: List[CameraFacts]) -> Health:
     if node.loaded:
         values.update(node.model)
         values["weights"] = "RANDOM WEIGHTS" if node.random_weights else "pretrained"
+        values.update(warmup_values(node.warmup))
     level, message = OK, "processing"
     stalled = [c for c in cameras if c.stalled]
     waiting = [c for c in cameras if c.waiting]
@@ -182,4 +198,4 @@ def node_health(node: NodeFacts, cameras: List[CameraFacts]) -> Health:
 
 
 __all__ = ["OK", "WARN", "ERROR", "Health", "CameraFacts", "NodeFacts", "camera_health",
-           "node_health", "depth_values", "NOTHING_ARRIVES", "UNPAIRED_WARN_AFTER"]
+           "node_health", "depth_values", "warmup_values", "NOTHING_ARRIVES", "UNPAIRED_WARN_AFTER"]

@@ -413,6 +413,18 @@ def test_one_tiny_preset(path: str, root: Tuple[str, ...]):
     assert not differ, f"{path} differs from ovseg_ros.presets.TINY_PROXYCLIP: {differ}"
 
 
+def test_the_cpu_realtime_file_carries_its_catalogue_entry():
+    """config/cpu_realtime.yaml runs the model of ovseg_ros.presets' proxyclip-cpu-realtime
+    (the bench's --preset of it), compile setting included."""
+    from ovseg_ros.presets import PRESETS
+
+    data = yaml.safe_load((ROOT / "config/cpu_realtime.yaml").read_text())
+    flat = _flatten(data["/**"]["ros__parameters"])
+    preset = PRESETS["proxyclip-cpu-realtime"]
+    differ = {k: (flat.get(k), v) for k, v in preset.items() if flat.get(k) != v}
+    assert not differ, f"config/cpu_realtime.yaml differs from its preset: {differ}"
+
+
 #: the entry points that may change process-wide state: the API's one call, the command
 #: line tools and the node (their own processes)
 PROCESS_STATE_ALLOWED = ("ovseg_ros.segmenter", "ovseg_ros.tools", "ovseg_ros.node",

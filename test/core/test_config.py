@@ -133,6 +133,22 @@ def test_auto_precision_per_cpu_kind(monkeypatch, caplog, kind, want):
         assert config.resolve_auto_precision("cpu", "torch", engine, kind=kind) == "fp32"
 
 
+def test_auto_precision_with_compile_never_picks_eager_int8(monkeypatch, caplog):
+    """int8 runs eagerly: a compiled config (config/cpu_realtime.yaml) on a VNNI CPU resolves
+    to fp32 and says why, instead of failing at load; other kinds keep their pick."""
+    import logging
+
+    import ovseg_ros.config as config
+
+    monkeypatch.setattr(config, "cpu_kind", lambda: "vnni")
+    with caplog.at_level(logging.INFO, logger=config.__name__):
+        assert make_config(torch_compile=True)["precision"] == "fp32"
+    assert "int8 runs eagerly and torch_compile/cuda_graphs is on" in caplog.text
+    assert make_config()["precision"] == "int8"
+    monkeypatch.setattr(config, "cpu_kind", lambda: "avx512_bf16")
+    assert make_config(torch_compile=True)["precision"] == "bf16"
+
+
 def test_cpu_kind_from_flags():
     from ovseg_ros.config import cpu_kind
 
@@ -167,3 +183,37 @@ def test_auto_precision_is_fp32_for_engines_whose_labels_move(monkeypatch, engin
     assert make_config(engine=engine, device="cuda")["precision"] == "fp32"
     assert make_config(engine=engine, precision="bf16")["precision"] == "bf16"
     assert make_config(engine="proxyclip")["precision"] == "bf16"
+
+
+@pytest.mark.parametrize("text,size", [("640x480", (640, 480)), (" 1280X720 ", (1280, 720)),
+                                       ("", None), ("  ", None)])
+def test_warmup_size_reads_width_by_height_or_nothing(text, size):
+    from ovseg_ros.config import parse_frame_size
+
+    assert make_config(warmup_size=text)["warmup_size"] == text
+    assert parse_frame_size(text, "warmup_size") == size
+
+
+@pytest.mark.parametrize("text", ["640", "640x", "x480", "640x480x3", "ax480", "640 x 4a",
+                                  "-640x480", "640.0x480", "0x480", "640x0"])
+def test_a_bad_warmup_size_is_refused_with_the_form_it_needs(text):
+    with pytest.raises(ConfigError, match="warmup_size") as info:
+        make_config(warmup_size=text)
+    assert ("'WIDTHxHEIGHT'" in str(info.value) or "1.." in str(info.value)), str(info.value)
+    with pytest.raises(ConfigError, match="must be a string"):
+        make_config(warmup_size=640)
+
+
+def test_warmup_size_is_checked_against_the_input_limits_where_it_runs():
+    from ovseg_ros.config import parse_frame_size
+
+    # a config that lowers the input limits for the API alone stays valid ...
+    cfg = make_config(max_input_pixels=1000, warmup_size="640x480")
+    # ... and the node, which runs the warm-up, refuses it naming the limit
+    with pytest.raises(ConfigError, match=r"307200 pixels is more than max_input_pixels \(1000\)"):
+        parse_frame_size(cfg["warmup_size"], "warmup_size", max_side=cfg["max_input_side"],
+                         max_pixels=cfg["max_input_pixels"])
+    with pytest.raises(ConfigError, match=r"each side must be 1..600 \(max_input_side\)"):
+        parse_frame_size("640x480", "warmup_size", max_side=600)
+    assert parse_frame_size("600x400", "warmup_size", max_side=600, max_pixels=240000) == \
+        (600, 400)

@@ -3,7 +3,7 @@ level, message and key/values out."""
 from __future__ import annotations
 
 from ovseg_ros.runtime.health import (ERROR, OK, WARN, CameraFacts, NodeFacts, camera_health,
-                                      node_health)
+                                      node_health, warmup_values)
 
 RATES = {"fps": 10.0, "latency_ms": 50.0, "latency_max_ms": 80.0, "inference_ms": 40.0,
          "drop_rate": 1.0}
@@ -143,3 +143,16 @@ def test_tracking_embeddings_and_locate_facts():
     assert (v["embeddings"], v["tracking"]) == (True, True)
     assert (v["locate_answered"], v["locate_refused"]) == (4, 2)
     assert node_health(_node(), [_cam()]).values["embeddings"] is False
+
+
+def test_the_warm_up_is_reported_with_its_size_time_and_whether_it_compiled():
+    compiled = {"size": (640, 480), "batches": (1,), "seconds": 26.61234, "text_encode_s": 0.4,
+                "compiled": True}
+    v = node_health(_node(warmup=compiled), [_cam()]).values
+    assert (v["warmup_size"], v["warmup_s"], v["warmup_compiled"]) == ("640x480", 26.612, True)
+    assert v["warmup_text_encode_s"] == 0.4
+    # no warm-up (warmup_size ''): said so, not left out
+    assert warmup_values({}) == {"warmup_size": "", "warmup_s": 0.0, "warmup_compiled": False}
+    assert node_health(_node(), [_cam()]).values["warmup_size"] == ""
+    # an unconfigured node has no model, so no warm-up either
+    assert "warmup_s" not in node_health(_node(loaded=False, active=False), []).values

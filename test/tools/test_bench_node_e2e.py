@@ -48,6 +48,9 @@ def test_node_bench_runs_the_node_and_reports_each_subscription_set(tmp_path, mo
     assert len(report["loadavg"]) == 2 and "fastdds_camera.xml" in report["dds"]
     (case,) = report["node"]
     assert case["preset"] == "proxyclip-tiny" and case["random_weights"] is True
+    # the start: spawn to active, of which configure's warm-up at the size sent
+    assert case["start_s"] > 0 and case["warmup_size"] == "64x48"
+    assert case["warmup_s"] >= 0 and case["warmup_compiled"] is False
     windows = {w["subscription_set"]: w for w in case["windows"]}
     assert windows["labels+segments"]["subscribed"] == ["semantic", "segments"]
     assert set(windows["all 2D"]["subscribed"]) == {"semantic", "panoptic", "confidence",
@@ -66,6 +69,7 @@ def test_node_bench_runs_the_node_and_reports_each_subscription_set(tmp_path, mo
     md = (out / "node_e2e.md").read_text()
     assert m["cpu_flags_kind"] in md and "| proxyclip-tiny | fp32 | 64x48 | random |" in md
     assert "labels+segments (semantic, segments)" in md and "### Model only" in md
+    assert "Start of proxyclip-tiny fp32 64x48: process spawn → active" in md
 
 
 def test_node_bench_refuses_an_unknown_precision(tmp_path):

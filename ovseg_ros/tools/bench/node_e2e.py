@@ -70,11 +70,13 @@ def preset_config(name: str, node_config: Optional[str]) -> Dict[str, Any]:
     return dict(PRESETS[name])
 
 
-def case_config(base: Dict[str, Any], precision: str, args) -> Dict[str, Any]:
+def case_config(base: Dict[str, Any], precision: str, args, size: str) -> Dict[str, Any]:
     cfg = dict(base)
     cache = Path(args.cache_dir).expanduser()
+    # the node warms up (and with torch_compile compiles) at the size the camera sends
     cfg.update({"precision": precision, "num_threads": args.threads, "device": "cpu",
-                "backend": "torch", "text_cache_dir": str(cache / "text"), "autostart": True})
+                "backend": "torch", "text_cache_dir": str(cache / "text"), "autostart": True,
+                "warmup_size": size})
     cfg.setdefault("vocabulary", ["person", "chair", "table", "floor", "wall", "door"])
     from .common import apply_cli_overrides
 
@@ -156,6 +158,8 @@ class Camera:
         self.answers: Dict[str, List] = {}          # key -> [(receive ns, stamp ns)]
         self.subs: List = []
         self.diag: Dict[str, str] = {}
+        self.node_diag: Dict[str, str] = {}         # the node's own status (warm-up, state)
+        self.active_at: Optional[float] = None      # monotonic time of the first "active"
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
@@ -179,6 +183,11 @@ class Camera:
             if "camera" in values and "inference_ms" in values:    # the camera's status
                 with self.lock:
                     self.diag = values
+            elif "state" in values:                                  # the node's status
+                with self.lock:
+                    self.node_diag = values
+                    if values["state"] == "active" and self.active_at is None:
+                        self.active_at = time.monotonic()
 
     def subscribe(self, keys: Sequence[str]) -> None:
         """Replace the output subscriptions (raw bytes; the stamp read from the header)."""
@@ -305,6 +314,7 @@ def run_node_case(bench, name: str, cfg: Dict[str, Any], size: str, args,
     """One node process (one preset, precision and input size), every subscription set."""
     w, h = bench.parse_size(size)
     ns = f"/ovseg_bench_{os.getpid()}_{random.randint(0, 99999)}"
+    spawned = time.monotonic()
     node = NodeProcess(cfg, out / "logs" / f"{name}_{cfg['precision']}_{size}", ns,
                        args.threads)
     cam = None
@@ -316,6 +326,12 @@ def run_node_case(bench, name: str, cfg: Dict[str, Any], size: str, args,
             if label not in args.node_subscriptions:
                 continue
             row = measure_window(cam, node, keys, args)
+            if "start_s" not in rec:
+                rec.update(start_facts(cam, spawned))
+                print(f"[node | {name} | {cfg['precision']} | {size}] start "
+                      f"{_f(rec['start_s'], '.1f')} s, of which warm-up "
+                      f"{_f(rec['warmup_s'], '.1f')} s (torch_compile "
+                      f"{rec['warmup_compiled']})", flush=True)
             row["subscription_set"] = label
             row["loadavg"] = os.getloadavg()[0]
             rec["windows"].append(row)
@@ -334,6 +350,18 @@ def run_node_case(bench, name: str, cfg: Dict[str, Any], size: str, args,
             cam.close()
         node.stop()
     return rec
+
+
+def start_facts(cam: Camera, spawned: float) -> Dict[str, Any]:
+    """How long the node took to start: process spawn to its first "active" diagnostics
+    (to within diagnostics_period), and configure's warm-up from its diagnostics (with
+    torch_compile: the compile, or the Inductor cache's answer)."""
+    with cam.lock:
+        diag, active_at = dict(cam.node_diag), cam.active_at
+    return {"start_s": None if active_at is None else active_at - spawned,
+            "warmup_s": _num(diag.get("warmup_s")),
+            "warmup_size": diag.get("warmup_size"),
+            "warmup_compiled": diag.get("warmup_compiled") == "True"}
 
 
 def _stages(w: Dict[str, Any]) -> str:
@@ -435,12 +463,12 @@ def run(args, argv) -> int:
         base = preset_config(name, path)
         for size in sizes:
             for pr in precisions:
-                node_rows.append(run_node_case(bench, name, case_config(base, pr, args), size,
-                                               args, out))
+                node_rows.append(run_node_case(bench, name, case_config(base, pr, args, size),
+                                               size, args, out))
             if not args.node_only:
                 for pr in sorted(precisions, key=lambda p: p != "fp32"):   # reference first
-                    model_rows.append(model_only(bench, name, case_config(base, pr, args),
-                                                 size, args))
+                    model_rows.append(model_only(bench, name,
+                                                 case_config(base, pr, args, size), size, args))
     load1 = os.getloadavg()[0]
     report = {"created_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
               "machine": machine, "threads": threads, "ceilings_gflops": ceilings,
@@ -488,6 +516,12 @@ def markdown(report: Dict[str, Any]) -> str:
                 f"{w['fps']:.2f} | {_f(w['latency_ms_p50'])} | {_f(w['latency_ms_p95'])} | "
                 f"{w['answered']} / {w['sent']} | {_f(w['node_latency_ms'])} | "
                 f"{_stages(w)} | {w['loadavg']:.2f} |")
+    lines += [""] + [
+        f"- Start of {r['preset']} {r['precision']} {r['size']}: process spawn → active "
+        f"{_f(r.get('start_s'), '.1f')} s (to within the diagnostics period), of which "
+        f"configure's warm-up at {r.get('warmup_size') or '–'} {_f(r.get('warmup_s'), '.1f')} s"
+        + (" (torch_compile: compile or Inductor cache)" if r.get("warmup_compiled") else "")
+        for r in report["node"] if "error" not in r]
     lines += ["", "Latency: image stamp (wall clock at sending) to the label image "
               "received in the camera process. Answered: frames of the timed window that got "
               "a label; the node keeps the newest waiting frame only, so a model slower than "

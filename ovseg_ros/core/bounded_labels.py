@@ -41,8 +41,9 @@ being already known exactly, instead of the running maximum and rescaled sum of
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -55,6 +56,24 @@ MARGIN = 2.0 ** -16
 #: output pixels per tile side: bounds tighten with smaller tiles, the per-tile work
 #: (a few small products) costs more with more tiles; docs/benchmarks/cpu.md measures it
 DEFAULT_TILE = 32
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """torch's intra-op threads set to 1 for a while (restored after). The tile work is
+    hundreds of small operations: on a loaded machine every one of them waited on the
+    other threads' barrier, 10-30x slower with 2 threads than with one (measured;
+    docs/benchmarks/cpu.md). The setting is process-wide: torch work of other Python
+    threads meanwhile runs on one thread too."""
+    n = torch.get_num_threads()
+    if n == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
 
 
 @dataclass(frozen=True)
@@ -222,19 +241,21 @@ def bounded_argmax(stitch: WindowStitch, blocks: torch.Tensor, synonym_class: to
         raise ValueError("this machine's matrix products do not give a tile's logits bit for "
                          "bit equal to the full operator's for this layout (plan.exact); "
                          "use the full argmax")
-    points_major = blocks.flatten(1).t().contiguous()      # (R gh C gw) x S
     h, w = plan.size
     best = torch.empty((h, w), dtype=blocks.dtype, device=blocks.device)
     arg = torch.empty((h, w), dtype=torch.long, device=blocks.device)
     kept = 0
-    for bi in range(len(plan.band_rows)):
-        keep = plan.band_candidates(points_major, bi)      # nT x S
-        kept += int(keep.sum())
-        for ti, k in zip(plan.band_tiles[bi], keep):
-            t = plan.tiles[ti]
-            idx = k.nonzero().squeeze(1)                   # ascending synonym order
-            best[t.ys, t.xs], pos = first_max(plan.tile_logits(blocks.index_select(0, idx), t))
-            arg[t.ys, t.xs] = idx[pos]
+    with one_thread():
+        points_major = blocks.flatten(1).t().contiguous()  # (R gh C gw) x S
+        for bi in range(len(plan.band_rows)):
+            keep = plan.band_candidates(points_major, bi)  # nT x S
+            kept += int(keep.sum())
+            for ti, k in zip(plan.band_tiles[bi], keep):
+                t = plan.tiles[ti]
+                idx = k.nonzero().squeeze(1)               # ascending synonym order
+                z = plan.tile_logits(blocks.index_select(0, idx), t)
+                best[t.ys, t.xs], pos = first_max(z)
+                arg[t.ys, t.xs] = idx[pos]
     return BoundedLabels(sc[arg], best, arg, kept, s * len(plan.tiles))
 
 
@@ -258,16 +279,17 @@ def tile_products_match(stitch: WindowStitch, plan: TilePlan, seed: int = 0) -> 
     gen = torch.Generator().manual_seed(seed)
     rows, cols = stitch.ay.shape[1], stitch.ax_t.shape[0]
     blocks = torch.randn((13, rows, cols), generator=gen).to(stitch.ay.device)
-    full = stitch(blocks)
+    full = stitch(blocks)                   # at the caller's threads, as the engine runs it
     picks = [torch.tensor(p, device=blocks.device)
-             for p in ([0], [12], [1, 4], [0, 2, 3, 7, 11], list(range(1, 10)))]
-    for t in plan.tiles:
-        for idx in picks:
-            z = plan.tile_logits(blocks.index_select(0, idx), t)
-            if not torch.equal(z, full.index_select(0, idx)[:, t.ys, t.xs]):
-                return False
+             for p in ([12], [1, 4], [0, 2, 3, 7, 11], list(range(1, 10)))]
+    with one_thread():                      # as bounded_argmax runs the tiles
+        for t in plan.tiles:
+            for idx in picks:
+                z = plan.tile_logits(blocks.index_select(0, idx), t)
+                if not torch.equal(z, full.index_select(0, idx)[:, t.ys, t.xs]):
+                    return False
     return True
 
 
-__all__ = ["MARGIN", "DEFAULT_TILE", "TilePlan", "BoundedLabels", "tile_plan",
+__all__ = ["MARGIN", "DEFAULT_TILE", "one_thread", "TilePlan", "BoundedLabels", "tile_plan",
            "bounded_argmax", "first_max", "confidence_from_max", "tile_products_match"]

@@ -12,6 +12,7 @@ from ovseg_ros.core.bounded_labels import (bounded_argmax, confidence_from_max, 
 from ovseg_ros.core.postprocess import SoftmaxArgmax
 from ovseg_ros.core.preprocess import centred_padding, sliding_windows
 from ovseg_ros.core.window_stitch import Layout, WindowStitch, interpolation_matrix
+from ovseg_ros.testing.cosines import grid_cosines, unit_rows
 
 LAYOUTS = [
     # resized frame, crop, stride, patch, output size
@@ -39,25 +40,10 @@ def synonym_classes(num_synonyms: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def cosines(kind: str, stitch: WindowStitch, num_synonyms: int, gen: torch.Generator):
-    """S x (R gh) x (C gw) block matrices of window cosines."""
-    rows, cols = stitch.ay.shape[1], stitch.ax_t.shape[0]
-    dim = 64
-    text = F.normalize(torch.randn(num_synonyms, dim, generator=gen), dim=-1)
-    if kind == "random":              # independent fields: the bounds' worst case
-        feats = torch.randn(dim, rows, cols, generator=gen)
-    else:                             # a scene: regions of one synonym each, a shared part
-        regions = 5
-        cy = torch.rand(regions, generator=gen) * rows
-        cx = torch.rand(regions, generator=gen) * cols
-        yy, xx = torch.meshgrid(torch.arange(rows).float(), torch.arange(cols).float(),
-                                indexing="ij")
-        region = ((yy - cy[:, None, None]) ** 2 + (xx - cx[:, None, None]) ** 2).argmin(0)
-        owner = torch.randint(0, num_synonyms, (regions,), generator=gen)
-        feats = 0.4 * text[owner[region]].permute(2, 0, 1) \
-            + torch.randn(dim, rows, cols, generator=gen) / dim ** 0.5 + 0.3
-    feats = F.avg_pool2d(feats[None], 3, stride=1, padding=1, count_include_pad=False)[0]
-    feats = F.normalize(feats, dim=0)
-    return torch.einsum("ehw,se->shw", feats, text).contiguous()
+    """S x (R gh) x (C gw) block matrices of seeded window cosines."""
+    text = unit_rows(num_synonyms, 64, gen)
+    return grid_cosines(kind, text, stitch.ay.shape[1], stitch.ax_t.shape[0], gen,
+                        regions=5).contiguous()
 
 
 def full_path(stitch, blocks, sc, chunk=7):

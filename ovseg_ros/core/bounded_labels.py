@@ -34,10 +34,12 @@ few extra candidates.
 
 The confidence (the probability of the chosen synonym, a softmax over every synonym) is
 ``1 / sum_s exp(z_s - z_max)``: every synonym at every pixel, a floor no bound removes
-(a term is negligible only ~24 logit units below the maximum, which CLIP's cosines never
-span). ``confidence_from_max`` computes it in one pass per synonym chunk, the maximum
-being already known exactly, instead of the running maximum and rescaled sum of
-``SoftmaxArgmax``.
+(a term is negligible only ~24 logit units below the maximum). ``confidence_from_max``
+computes it in one pass per synonym chunk from the exact maximum, instead of the running
+maximum and rescaled sum of ``SoftmaxArgmax``; with the labels' tile work before it, that
+measured 0.7-1.1x the streamed pass, so the engine takes the streamed pass whenever the
+confidence is wanted and this module only when it is not (``scripts/measure_postprocess.py``
+compares both).
 """
 from __future__ import annotations
 
@@ -53,6 +55,10 @@ from .window_stitch import WindowStitch
 #: terms round by ~1e-6 relative at most; 2^-16 keeps a wide safety factor and costs
 #: only candidates whose bound is within that of the best lower bound
 MARGIN = 2.0 ** -16
+#: fewer synonyms than this: the full argmax (a few dozen full-size products) is cheaper
+#: than the tile work (300 tiles of small operations at 640 x 480); measured in
+#: docs/benchmarks/cpu.md, where 28 synonyms cost 0.7-2x the full argmax
+MIN_SYNONYMS = 64
 #: output pixels per tile side: bounds tighten with smaller tiles, the per-tile work
 #: (a few small products) costs more with more tiles; docs/benchmarks/cpu.md measures it
 DEFAULT_TILE = 32
@@ -291,5 +297,6 @@ def tile_products_match(stitch: WindowStitch, plan: TilePlan, seed: int = 0) -> 
     return True
 
 
-__all__ = ["MARGIN", "DEFAULT_TILE", "one_thread", "TilePlan", "BoundedLabels", "tile_plan",
-           "bounded_argmax", "first_max", "confidence_from_max", "tile_products_match"]
+__all__ = ["MARGIN", "MIN_SYNONYMS", "DEFAULT_TILE", "one_thread", "TilePlan", "BoundedLabels",
+           "tile_plan", "bounded_argmax", "first_max", "confidence_from_max",
+           "tile_products_match"]

@@ -80,8 +80,8 @@ class Prediction:
     semantic:   HxW int32 class ids (index into ``vocabulary``; UNLABELED where none)
     confidence: HxW float32 probability of the chosen class, set by the engine
                 (streamed over class chunks, no class volume needed); None when the caller
-                asked for none (``predict(..., confidence=False)`` on an engine that
-                ``skips_confidence``: the segments' scores are then NaN)
+                asked for none (``predict(..., confidence=False)``) and the engine skipped
+                it (``skips_confidence``: the segments' scores are then NaN)
     scores:     CxHxW float32 class probabilities (softmax over synonyms, max over each
                 class's synonyms), only when asked: ``predict(rgb, scores=True)``; else None
     panoptic:   HxW int32 segment ids (0 = no segment)

@@ -34,7 +34,7 @@ import torch
 from ..backends.base import ExportSpec
 from ..config import Config
 from ..core.panoptic_heuristic import semantic_to_panoptic
-from ..core.bounded_labels import bounded_argmax, confidence_from_max, tile_plan
+from ..core.bounded_labels import MIN_SYNONYMS, bounded_argmax, tile_plan
 from ..core.postprocess import (apply_prob_thd, class_chunk, class_probabilities,
                                softmax_argmax)
 from ..core.preprocess import (centred_padding, pad_with_colour, resize_rgb, short_side_size,
@@ -262,6 +262,19 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         return class_probabilities(logits * self.cfg["proxyclip.logit_scale"], synonym_class,
                                    num_classes)
 
+    def _labels_alone(self, stitch, blocks: torch.Tensor, scores: bool,
+                      confidence: bool) -> bool:
+        """Whether this frame takes the bounded labels without a confidence: nothing needs
+        the confidence (the caller, prob_thd) nor the volume; enough synonyms for the tile
+        work to pay (``MIN_SYNONYMS``); on the CPU (an accelerator's full products are
+        cheap and a per-tile loop would wait on it); and this machine's products give the
+        tiles the full operator's bits for this layout (``TilePlan.exact``, checked once).
+        With the confidence, the labels from the bounds plus one confidence pass measured
+        0.7-1.1x the streamed pass (docs/benchmarks/cpu.md): not taken."""
+        return (not (scores or confidence or self.cfg["prob_thd"] > 0)
+                and blocks.shape[0] >= MIN_SYNONYMS and blocks.device.type == "cpu"
+                and tile_plan(stitch).exact)
+
     @torch.inference_mode()
     def _finish(self, frame: dict, feats: torch.Tensor, vocab: VocabularyState, scores: bool,
                 timings: dict, confidence: bool = True) -> Prediction:
@@ -270,25 +283,20 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         chunk = self._chunk_size(frame, int(vocab.embeddings.shape[0]))
         t_text0 = timings.get("text", 0.0)
         stitch, blocks = self._logit_blocks(frame, feats, vocab.embeddings, timings, scale)
-        if scores or blocks.device.type != "cpu" or not tile_plan(stitch).exact:
-            # the volume is wanted (every synonym everywhere anyway); or an accelerator
-            # (its full products are cheap, a per-tile loop would wait on it); or this
-            # machine's products give tile values other than the full operator's for this
-            # layout: the streamed argmax over all synonyms (counted)
+        if self._labels_alone(stitch, blocks, scores, confidence):
+            # labels from the synonyms that can win on each tile, bit-identical to the
+            # argmax over all of them, and no confidence (core/bounded_labels.py)
+            found = bounded_argmax(stitch, blocks, vocab.synonym_class)
+            semantic, volume, conf = found.labels, None, None
+            # synonym x tile pairs interpolated, of all: what the bounds saved
+            counts = {"label_candidates": found.candidates, "label_pairs": found.pairs}
+        else:
+            # the confidence (or the volume) needs every synonym at every pixel anyway: one
+            # streamed pass gives it with the labels
             chunks = (stitch(blocks[s0:s0 + chunk]) for s0 in range(0, blocks.shape[0], chunk))
             semantic, conf, volume = softmax_argmax(chunks, vocab.synonym_class,
                                                     vocab.num_classes, scores=scores)
             counts = {"label_full_argmax": 1}
-        else:
-            # labels from the synonyms that can win on each tile, bit-identical to the
-            # argmax over all of them; the confidence (every synonym everywhere) only when
-            # asked for or needed by prob_thd
-            found = bounded_argmax(stitch, blocks, vocab.synonym_class)
-            semantic, volume, conf = found.labels, None, None
-            if confidence or self.cfg["prob_thd"] > 0:
-                conf = confidence_from_max(stitch, blocks, found.best, chunk)
-            # synonym x tile pairs interpolated, of all: what the bounds saved
-            counts = {"label_candidates": found.candidates, "label_pairs": found.pairs}
         if conf is not None:
             semantic = apply_prob_thd(semantic, conf, self.cfg["prob_thd"])
         semantic_np = semantic.to(torch.int32).cpu().numpy()
@@ -316,7 +324,8 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         """Windows of all frames share the image model's batches; the post-processing
         runs per frame. Stage timings are per batch (each frame reports the shared
         image-model time). ``confidence=False``: ``Prediction.confidence`` is None and the
-        segments' scores NaN (neither is computed; see ``skips_confidence``)."""
+        segments' scores NaN where the bounded labels ran (``_labels_alone``); a small
+        vocabulary's full argmax brings the confidence along and keeps it."""
         t_start = time.perf_counter()
         t0 = time.perf_counter()
         frames = [self._frame_crops(rgb) for rgb in rgbs]

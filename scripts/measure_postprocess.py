@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """ProxyCLIP post-processing alone against the vocabulary size: the operator path (every
 synonym at every pixel through two matrix products per chunk, the streamed softmax argmax:
-the engine's path before the bounded labels) against the bounded path
-(ovseg_ros/core/bounded_labels.py: the synonyms that can win per 32 x 32 tile, exact), with
-and without the confidence.
+the engine's path whenever the confidence is wanted) against the bounded path
+(ovseg_ros/core/bounded_labels.py: the synonyms that can win per 32 x 32 tile, exact; the
+engine's path for labels alone), without and with the confidence (``confidence_from_max``
+after the bounded labels, measured but not adopted).
 
 No model runs: the window cosines are seeded (ovseg_ros/testing/cosines.py: ``scene``,
 regions won by a few synonyms, and ``random``, independent fields: the bounds' worst case)

@@ -175,16 +175,21 @@ class Segmenter:
             return self._swap(self._encode(parsed))
 
     # --- inference ----------------------------------------------------------------------
-    def predict(self, rgb: np.ndarray, scores: bool = False) -> Prediction:
+    def predict(self, rgb: np.ndarray, scores: bool = False, confidence: bool = True
+                ) -> Prediction:
         """Segment one frame; ``scores=True`` also returns the C x H x W class-probability
-        volume (memory and time grow with the vocabulary; the node never asks)."""
+        volume (memory and time grow with the vocabulary; the node never asks).
+        ``confidence=False``: the caller needs neither the confidence nor the segments'
+        scores; an engine that can skip them (``Engine.skips_confidence``: ProxyCLIP, where
+        the confidence needs every synonym at every pixel) leaves them out (None, NaN)."""
         rgb = validate_rgb(rgb, self.config["max_input_pixels"], self.config["max_input_side"])
-        pred = self.engine.predict(rgb, self.vocabulary, scores=scores)
+        pred = self.engine.predict(rgb, self.vocabulary, scores=scores,
+                                   **self._confidence_kw(confidence))
         pred.timings["text_encode"] = self._take_text_encode_s()
         return pred
 
-    def predict_batch(self, rgbs: Sequence[np.ndarray], scores: bool = False
-                      ) -> List[Prediction]:
+    def predict_batch(self, rgbs: Sequence[np.ndarray], scores: bool = False,
+                      confidence: bool = True) -> List[Prediction]:
         """Segment several frames (e.g. one per camera) with one vocabulary version.
 
         Engines that can share one batch of the image model across frames do so
@@ -193,11 +198,17 @@ class Segmenter:
         frames = [validate_rgb(rgb, self.config["max_input_pixels"], self.config["max_input_side"])
                   for rgb in rgbs]
         vocab = self.vocabulary          # captured once: never two versions in one batch
-        preds = self.engine.predict_batch(frames, vocab, scores=scores) if frames else []
+        preds = self.engine.predict_batch(frames, vocab, scores=scores,
+                                          **self._confidence_kw(confidence)) if frames else []
         encode_s = self._take_text_encode_s()
         for pred in preds:
             pred.timings["text_encode"] = encode_s
         return preds
+
+    def _confidence_kw(self, confidence: bool) -> dict:
+        """The engine's keyword for ``confidence=False``, only to engines that take it (the
+        others' confidence comes with their labels at no extra cost)."""
+        return {} if confidence or not self.engine.skips_confidence else {"confidence": False}
 
     def _take_text_encode_s(self) -> float:
         """Seconds spent encoding text since the last frame, reset to zero (read and reset

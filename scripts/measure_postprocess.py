@@ -1,21 +1,28 @@
 #!/usr/bin/env python3
-"""ProxyCLIP post-processing alone against the vocabulary size: window stitching as two
-matrix products (ovseg_ros/core/window_stitch.py) against the former step-by-step chain
-(bilinear upsample per window, stitch, resize), both feeding the streamed softmax argmax.
+"""ProxyCLIP post-processing alone against the vocabulary size: the operator path (every
+synonym at every pixel through two matrix products per chunk, the streamed softmax argmax:
+the engine's path whenever the confidence is wanted) against the bounded path
+(ovseg_ros/core/bounded_labels.py: the synonyms that can win per 32 x 32 tile, exact; the
+engine's path for labels alone), without and with the confidence (``confidence_from_max``
+after the bounded labels, measured but not adopted).
 
-No model runs: the window logits are synthetic cosines with the default preset's
-geometry (640x480 input, 448x336 resized, two 336^2 windows at stride 224, 21x21 grid),
-so the figures isolate the cost that grows with the synonyms. Prints the machine, the
-fp32 matmul ceiling measured in the same run, per-size times, and how many pixels'
-labels differ between the two paths (and between two chunk sizes of the former path,
-the rounding noise both share).
+No model runs: the window cosines are seeded (ovseg_ros/testing/cosines.py: ``scene``,
+regions won by a few synonyms, and ``random``, independent fields: the bounds' worst case)
+with the default preset's geometry (640x480 input, 448x336 resized, two 336^2 windows at
+stride 224, 21x21 grid, logit scale 40), so the figures isolate the cost that grows with the
+synonyms. Prints the machine line (CPU, threads, load, fp32/bf16 matmul ceilings measured
+now) before and after, per size and kind the times (best of --repeats), how many pixels'
+labels differ between the paths (must be 0), the share of synonym x tile pairs the bounded
+path interpolated, the largest relative confidence difference, and the share of softmax
+terms below float32 rounding of the sum (what any exact pruning of the confidence could
+skip at most).
 
     .venv/bin/python scripts/measure_postprocess.py --threads 2 --classes 10,150,847
 """
 from __future__ import annotations
 
 import argparse
-import os
+import math
 import sys
 import time
 from pathlib import Path
@@ -23,15 +30,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
+from ovseg_ros.core.bounded_labels import (bounded_argmax, confidence_from_max,  # noqa: E402
+                                           tile_plan)
 from ovseg_ros.core.class_names import load_class_file  # noqa: E402
 from ovseg_ros.core.postprocess import SoftmaxArgmax, class_chunk  # noqa: E402
 from ovseg_ros.core.preprocess import sliding_windows  # noqa: E402
 from ovseg_ros.core.window_stitch import Layout, WindowStitch  # noqa: E402
-from ovseg_ros.tools.bench import cpu_model, matmul_ceiling  # noqa: E402
+from ovseg_ros.testing.cosines import KINDS, grid_cosines, unit_rows  # noqa: E402
+from ovseg_ros.tools.bench.machine import cpu_machine_line  # noqa: E402
 
-SCALE = 100.0
+SCALE = 40.0          # proxyclip.logit_scale's default
 
 
 def synonym_classes(num_classes: int) -> torch.Tensor:
@@ -40,50 +49,41 @@ def synonym_classes(num_classes: int) -> torch.Tensor:
     return torch.repeat_interleave(torch.arange(num_classes), torch.tensor(counts))
 
 
-def window_logits(num_synonyms: int, grid=(21, 21), windows: int = 2, dim: int = 512,
+def window_logits(kind: str, num_synonyms: int, windows: int, grid=(21, 21), stride_cells=14,
                   seed: int = 0) -> torch.Tensor:
-    """Cosines of smooth unit patch features with unit text rows: n x S x gh x gw."""
-    g = torch.Generator().manual_seed(seed)
-    feats = torch.randn(windows, dim, *grid, generator=g)
-    feats = F.avg_pool2d(feats, 3, stride=1, padding=1, count_include_pad=False)
-    feats = F.normalize(feats, dim=1)
-    text = F.normalize(torch.randn(num_synonyms, dim, generator=g), dim=-1)
-    return torch.einsum("behw,se->bshw", feats, text)
+    """n x S x gh x gw: the windows cut from one seeded grid of cosines, overlapping as the
+    sliding windows do (stride 224 px = 14 cells)."""
+    gen = torch.Generator().manual_seed(seed)
+    text = unit_rows(num_synonyms, 512, gen)
+    gh, gw = grid
+    frame = grid_cosines(kind, text, gh, gw + stride_cells * (windows - 1), gen)
+    return torch.stack([frame[:, :, i * stride_cells:i * stride_cells + gw]
+                        for i in range(windows)])
 
 
-def former_chain(low, layout: Layout, chunk: int):
-    (ph, pw), (top, left), (rh, rw), (h0, w0) = (layout.padded, layout.pad_top_left,
-                                                  layout.resized, layout.size)
-    windows = layout.windows
-    wh, ww = windows[0][1] - windows[0][0], windows[0][3] - windows[0][2]
-    count = torch.zeros((1, rh, rw))
-    for y1, y2, x1, x2 in windows:
-        count[:, y1:y2, x1:x2] += 1
-    for s0 in range(0, low.shape[1], chunk):
-        up = F.interpolate(low[:, s0:s0 + chunk], size=(ph, pw), mode="bilinear",
-                           align_corners=False)[:, :, top:top + wh, left:left + ww]
-        acc = torch.zeros((up.shape[1], rh, rw))
-        for k, (y1, y2, x1, x2) in enumerate(windows):
-            acc[:, y1:y2, x1:x2] += up[k]
-        out = acc.div_(count)
-        if (rh, rw) != (h0, w0):
-            out = F.interpolate(out[None], size=(h0, w0), mode="bilinear",
-                                align_corners=False)[0]
-        yield out.mul_(SCALE)
-
-
-def operator_chain(low, layout: Layout, chunk: int):
-    op = WindowStitch(layout, SCALE)
-    blocks = op.block_matrix(low)
+def operator_path(op: WindowStitch, blocks, sc, num_classes, chunk):
+    acc = SoftmaxArgmax(sc, num_classes)
     for s0 in range(0, blocks.shape[0], chunk):
-        yield op(blocks[s0:s0 + chunk])
-
-
-def decide(chunks, synonym_class, num_classes):
-    acc = SoftmaxArgmax(synonym_class, num_classes)
-    for z in chunks:
-        acc.update(z)
+        acc.update(op(blocks[s0:s0 + chunk]))
     return acc.result()
+
+
+def bounded_path(op: WindowStitch, blocks, sc, chunk, confidence: bool):
+    found = bounded_argmax(op, blocks, sc)
+    conf = confidence_from_max(op, blocks, found.best, chunk) if confidence else None
+    return found, conf
+
+
+def negligible_share(op: WindowStitch, blocks, best, chunk) -> float:
+    """Share of the softmax terms exp(z_s - z_max) below 2^-24 / S: dropping all of them
+    moves the sum by less than float32 rounding, so no exact formulation can do better than
+    skipping these."""
+    s = blocks.shape[0]
+    cut = -(math.log(s) + 24 * math.log(2))
+    below = 0
+    for s0 in range(0, s, chunk):
+        below += int((op(blocks[s0:s0 + chunk]).sub_(best) < cut).sum())
+    return below / (s * best.numel())
 
 
 def timed(fn, repeats: int):
@@ -100,7 +100,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--classes", default="10,150,847",
                     help="comma-separated class counts (first N ADE-847 classes)")
-    ap.add_argument("--repeats", type=int, default=2, help="best of this many runs")
+    ap.add_argument("--kinds", default=",".join(KINDS), help="cosine kinds: scene, random")
+    ap.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     ap.add_argument("--size", default="640x480", help="input WxH")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -109,29 +110,40 @@ def main(argv=None) -> int:
     rh, rw = (short, round(w0 * short / h0)) if h0 <= w0 else (round(h0 * short / w0), short)
     windows = tuple(sliding_windows(rh, rw, 336, 224))
     layout = Layout((21, 21), (336, 336), (0, 0), windows, (rh, rw), (h0, w0))
-    print(f"machine: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{args.threads} threads, fp32, load average {os.getloadavg()[0]:.2f}")
+    op = WindowStitch(layout, SCALE)
+    t0 = time.perf_counter()
+    plan = tile_plan(op)
+    plan_ms = (time.perf_counter() - t0) * 1e3
+    print(cpu_machine_line(args.threads, "fp32, torch " + torch.__version__)[0])
     print(f"geometry: input {w0}x{h0}, resized {rw}x{rh}, {len(windows)} windows of 336^2, "
-          f"21x21 grid; fp32 matmul ceiling {matmul_ceiling('fp32', 'cpu'):.0f} GFLOP/s")
-    print("| classes | synonyms | former chain ms | operator ms | speed-up | "
-          "labels differing (former vs operator) | (former, two chunk sizes) | "
-          "confidence max rel. diff |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+          f"21x21 grid, logit scale {SCALE:g}; {len(plan.tiles)} tiles of {plan.tile}^2 "
+          f"(plan with its exactness check {plan_ms:.0f} ms once per layout, exact: "
+          f"{plan.exact})")
+    print("| cosines | classes | synonyms | operator ms (labels + confidence) | bounded labels "
+          "ms | bounded + confidence ms | labels only: speed-up | with confidence: speed-up "
+          "| labels differing | pairs interpolated | confidence max rel. diff | "
+          "negligible softmax terms |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     pixels = h0 * w0
-    for k in (int(v) for v in args.classes.split(",")):
-        sc = synonym_classes(k)
-        low = window_logits(sc.numel())
-        chunk_old = class_chunk(sc.numel(), pixels)              # the former 8 Mi budget
-        chunk_new = class_chunk(sc.numel(), pixels, 1 << 22)
-        t_old, (lab_old, conf_old) = timed(
-            lambda: decide(former_chain(low, layout, chunk_old), sc, k), args.repeats)
-        t_new, (lab_new, conf_new) = timed(
-            lambda: decide(operator_chain(low, layout, chunk_new), sc, k), args.repeats)
-        lab_alt, _ = decide(former_chain(low, layout, max(1, chunk_old // 3)), sc, k)
-        conf_err = float(((conf_new - conf_old).abs() / conf_old).max())
-        print(f"| {k} | {sc.numel()} | {t_old * 1e3:.0f} | {t_new * 1e3:.0f} | "
-              f"{t_old / t_new:.2f}x | {int((lab_old != lab_new).sum())} of {pixels} | "
-              f"{int((lab_old != lab_alt).sum())} | {conf_err:.1e} |")
+    for kind in args.kinds.split(","):
+        for k in (int(v) for v in args.classes.split(",")):
+            sc = synonym_classes(k)
+            blocks = op.block_matrix(window_logits(kind, sc.numel(), len(windows)))
+            chunk = class_chunk(sc.numel(), pixels, 1 << 22)        # the engine's chunks
+            t_op, (lab_op, conf_op) = timed(
+                lambda: operator_path(op, blocks, sc, k, chunk), args.repeats)
+            t_lab, (found, _) = timed(
+                lambda: bounded_path(op, blocks, sc, chunk, False), args.repeats)
+            t_conf, (found_c, conf) = timed(
+                lambda: bounded_path(op, blocks, sc, chunk, True), args.repeats)
+            differ = int((found.labels != lab_op).sum()) + int((found_c.labels != lab_op).sum())
+            conf_err = float(((conf - conf_op).abs() / conf_op).max())
+            share = negligible_share(op, blocks, found.best, chunk)
+            print(f"| {kind} | {k} | {sc.numel()} | {t_op * 1e3:.0f} | {t_lab * 1e3:.0f} | "
+                  f"{t_conf * 1e3:.0f} | {t_op / t_lab:.1f}x | {t_op / t_conf:.2f}x | "
+                  f"{differ} of {pixels} | {100 * found.candidates / found.pairs:.1f}% | "
+                  f"{conf_err:.1e} | {100 * share:.1f}% |", flush=True)
+    print(cpu_machine_line(args.threads, "at the end")[0])
     return 0
 
 

@@ -10,7 +10,7 @@ when instance quality matters.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -23,15 +23,16 @@ def _bbox(mask: np.ndarray) -> Tuple[int, int, int, int]:
     return int(x), int(y), int(w), int(h)
 
 
-def semantic_to_panoptic(semantic: np.ndarray, confidence: np.ndarray,
+def semantic_to_panoptic(semantic: np.ndarray, confidence: Optional[np.ndarray],
                          is_thing: Sequence[bool], min_thing_area: int = 0
                          ) -> Tuple[np.ndarray, List[Segment]]:
     """(panoptic HxW int32 with 0 = no segment, segments) from class ids and confidences.
 
-    A segment's score is the mean confidence of its pixels. Ids start at 1 and
+    A segment's score is the mean confidence of its pixels; NaN when ``confidence`` is
+    None (not computed: ``predict(..., confidence=False)``). Ids start at 1 and
     follow class order, then component order (OpenCV's raster order).
     """
-    if semantic.shape != confidence.shape:
+    if confidence is not None and semantic.shape != confidence.shape:
         raise ValueError(f"semantic {semantic.shape} and confidence {confidence.shape} differ")
     panoptic = np.zeros(semantic.shape, np.int32)
     segments: List[Segment] = []
@@ -52,7 +53,9 @@ def semantic_to_panoptic(semantic: np.ndarray, confidence: np.ndarray,
             area = int(part.sum())
             panoptic[part] = next_id
             segments.append(Segment(id=next_id, class_id=int(c), is_thing=bool(is_thing[c]),
-                                    score=float(confidence[part].mean()), area=area,
+                                    score=(float(confidence[part].mean())
+                                           if confidence is not None else float("nan")),
+                                    area=area,
                                     bbox=_bbox(part)))
             next_id += 1
     return panoptic, segments

@@ -160,6 +160,18 @@ def embedding_rows(embeddings: Dict[int, np.ndarray]):
     return [int(i) for i in ids], int(rows.shape[1]), rows.astype("<f2").tobytes()
 
 
+#: outputs whose content needs no confidence: the labels, the ids, the overlay, the cloud
+#: (every other carries the confidence or the segments' scores, its per-segment means)
+WITHOUT_CONFIDENCE = frozenset({"semantic", "panoptic", "colored", "points", "camera_info"})
+
+
+def needs_confidence(wanted: Collection[str], *, tracking: bool, embeddings: bool) -> bool:
+    """Whether a frame whose ``wanted`` outputs are these needs the engine's confidence:
+    an output that carries it or the segments' scores, or a tracker (its label votes are
+    the scores) or segment embeddings (``locate`` ranks with the scores)."""
+    return tracking or embeddings or not set(wanted) <= WITHOUT_CONFIDENCE
+
+
 def build_products(pred: Prediction, rgb: np.ndarray, names: Sequence[str], *,
                    overlay_alpha: float, random_weights: bool,
                    wanted: Optional[Collection[str]] = None, depth=None,
@@ -187,6 +199,9 @@ def build_products(pred: Prediction, rgb: np.ndarray, names: Sequence[str], *,
     pan = _resize(pan_src, size, nearest=True)
     conf = None
     if "confidence" in wanted:
+        if pred.confidence is None:
+            raise ValueError("the confidence output is wanted but the prediction holds no "
+                             "confidence (predicted with confidence=False)")
         conf = _resize(np.asarray(pred.confidence, dtype=np.float32), size, nearest=False)
     segments = _segments(pred, pan, names, resized=pan.shape != pan_src.shape)
     col = None
@@ -204,5 +219,6 @@ def build_products(pred: Prediction, rgb: np.ndarray, names: Sequence[str], *,
     return products
 
 
-__all__ = ["FrameProducts", "build_products", "resize_labels", "embedding_rows", "semantic_u16",
+__all__ = ["FrameProducts", "build_products", "WITHOUT_CONFIDENCE", "needs_confidence",
+            "resize_labels", "embedding_rows", "semantic_u16",
            "draw_banner", "overlay_u16", "first_synonym", "RANDOM_WEIGHTS_BANNER"]

@@ -79,7 +79,9 @@ class Prediction:
 
     semantic:   HxW int32 class ids (index into ``vocabulary``; UNLABELED where none)
     confidence: HxW float32 probability of the chosen class, set by the engine
-                (streamed over class chunks, no class volume needed)
+                (streamed over class chunks, no class volume needed); None when the caller
+                asked for none (``predict(..., confidence=False)``) and the engine skipped
+                it (``skips_confidence``: the segments' scores are then NaN)
     scores:     CxHxW float32 class probabilities (softmax over synonyms, max over each
                 class's synonyms), only when asked: ``predict(rgb, scores=True)``; else None
     panoptic:   HxW int32 segment ids (0 = no segment)
@@ -113,9 +115,7 @@ class Prediction:
         return any(n.startswith("clamped by ") for n in self.notes)
 
     def __post_init__(self):
-        if self.confidence is None:
+        if self.confidence is None and self.scores is not None:
             # a hand-built prediction with the volume: the confidence follows from it
-            if self.scores is None:
-                raise ValueError("Prediction needs confidence (HxW) or scores (CxHxW)")
             self.confidence = self.scores.max(axis=0) if self.scores.size else \
                 np.zeros(np.shape(self.semantic), np.float32)

@@ -103,6 +103,7 @@ class WindowStitch:
         self.ay = (ay * float(scale)).to(device)          # H x R*gh, the scale folded in
         self.ax_t = ax.t().contiguous().to(device)        # C*gw x W
         self._np = None                                    # CPU copies for segment_means
+        self.plans: dict = {}        # tile plans of core/bounded_labels.py, by tile size
 
     def block_matrix(self, low: torch.Tensor) -> torch.Tensor:
         """n_windows x S x gh x gw window logits -> S x (R gh) x (C gw)."""

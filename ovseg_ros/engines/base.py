@@ -160,6 +160,11 @@ class Engine(ABC):
     def encode_prompts(self, prompts: List[str]):
         """Encode full prompt strings -> torch.Tensor (N, D) float32, each row L2-normalised."""
 
+    #: True where ``predict``/``predict_batch`` take ``confidence=False`` and then skip the
+    #: confidence (None) and the segments' scores (NaN) because they cost more than the
+    #: labels; ``Segmenter`` passes the keyword only to such engines
+    skips_confidence = False
+
     @abstractmethod
     def predict(self, rgb: np.ndarray, vocab: VocabularyState, scores: bool = False
                 ) -> Prediction:

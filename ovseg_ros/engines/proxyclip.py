@@ -34,6 +34,7 @@ import torch
 from ..backends.base import ExportSpec
 from ..config import Config
 from ..core.panoptic_heuristic import semantic_to_panoptic
+from ..core.bounded_labels import MIN_SYNONYMS, bounded_argmax, tile_plan
 from ..core.postprocess import (apply_prob_thd, class_chunk, class_probabilities,
                                softmax_argmax)
 from ..core.preprocess import (centred_padding, pad_with_colour, resize_rgb, short_side_size,
@@ -61,6 +62,9 @@ class ProxyCLIPEngine(OpenClipText, Engine):
     #: attention, CLIP's head after it and the cosines stay fp32 (set_weight_dtype); int8:
     #: the trunks' nn.Linear layers (quantize_int8), the same stages fp32
     precision_stages = (("trunks", True), ("proxy_attention_head", False), ("post", False))
+    #: ``predict(..., confidence=False)`` skips the confidence: labels alone come from the
+    #: candidates per tile (core/bounded_labels.py), the confidence needs every synonym
+    skips_confidence = True
 
     @classmethod
     def weights_needs(cls, cfg: Config) -> Tuple[WeightsNeed, ...]:
@@ -197,20 +201,24 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         timings.update(self.image_model.last_times)
         return [torch.cat(f, 0) for f in out]
 
-    def _logit_chunks(self, frame: dict, feats: torch.Tensor, emb: torch.Tensor,
-                      chunk: int, timings: dict, scale: float = 1.0):
-        """``scale`` x cosine logits k x H x W at the input's size, ``chunk`` synonyms at a time.
-
-        Window logits are formed at the feature resolution for all synonyms (small);
-        upsampling each window, stitching (mean over overlapping windows) and the
-        resize to the input are one linear map per axis (``core/window_stitch.py``),
-        applied to each synonym chunk as two matrix products."""
+    def _logit_blocks(self, frame: dict, feats: torch.Tensor, emb: torch.Tensor, timings: dict,
+                      scale: float = 1.0):
+        """(stitch operator, S x (R gh) x (C gw) block matrices of window cosines): the
+        window logits at the feature resolution for all synonyms (small), laid out for the
+        operator, whose ``stitch(blocks[i:j])`` gives ``scale`` x logits at the input's size.
+        Upsampling each window, stitching (mean over overlapping windows) and the resize to
+        the input are one linear map per axis (``core/window_stitch.py``)."""
         t0 = time.perf_counter()
         low = torch.einsum("behw,se->bshw", feats, emb.to(feats.device, torch.float32))
         timings["text"] = timings.get("text", 0.0) + time.perf_counter() - t0
         stitch = self._stitch.get(self._stitch_layout(frame, low), scale, low.device)
-        blocks = stitch.block_matrix(low)
-        del low
+        return stitch, stitch.block_matrix(low)
+
+    def _logit_chunks(self, frame: dict, feats: torch.Tensor, emb: torch.Tensor,
+                      chunk: int, timings: dict, scale: float = 1.0):
+        """``scale`` x cosine logits k x H x W at the input's size, ``chunk`` synonyms at a
+        time: two matrix products per chunk (``_logit_blocks``)."""
+        stitch, blocks = self._logit_blocks(frame, feats, emb, timings, scale)
         for s0 in range(0, blocks.shape[0], chunk):
             yield stitch(blocks[s0:s0 + chunk])
 
@@ -256,19 +264,45 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         return class_probabilities(logits * self.cfg["proxyclip.logit_scale"], synonym_class,
                                    num_classes)
 
+    def _labels_alone(self, stitch, blocks: torch.Tensor, scores: bool,
+                      confidence: bool) -> bool:
+        """Whether this frame takes the bounded labels without a confidence: nothing needs
+        the confidence (the caller, prob_thd) nor the volume; enough synonyms for the tile
+        work to pay (``MIN_SYNONYMS``); on the CPU (an accelerator's full products are
+        cheap and a per-tile loop would wait on it); and this machine's products give the
+        tiles the full operator's bits for this layout (``TilePlan.exact``, checked once).
+        With the confidence, the labels from the bounds plus one confidence pass measured
+        0.7-1.1x the streamed pass (docs/benchmarks/cpu.md): not taken."""
+        return (not (scores or confidence or self.cfg["prob_thd"] > 0)
+                and blocks.shape[0] >= MIN_SYNONYMS and blocks.device.type == "cpu"
+                and tile_plan(stitch).exact)
+
     @torch.inference_mode()
     def _finish(self, frame: dict, feats: torch.Tensor, vocab: VocabularyState, scores: bool,
-                timings: dict) -> Prediction:
+                timings: dict, confidence: bool = True) -> Prediction:
         t0 = time.perf_counter()
         scale = self.cfg["proxyclip.logit_scale"]
         chunk = self._chunk_size(frame, int(vocab.embeddings.shape[0]))
         t_text0 = timings.get("text", 0.0)
-        chunks = self._logit_chunks(frame, feats, vocab.embeddings, chunk, timings, scale)
-        semantic, conf, volume = softmax_argmax(chunks, vocab.synonym_class, vocab.num_classes,
-                                                scores=scores)
-        semantic = apply_prob_thd(semantic, conf, self.cfg["prob_thd"])
+        stitch, blocks = self._logit_blocks(frame, feats, vocab.embeddings, timings, scale)
+        if self._labels_alone(stitch, blocks, scores, confidence):
+            # labels from the synonyms that can win on each tile, bit-identical to the
+            # argmax over all of them, and no confidence (core/bounded_labels.py)
+            found = bounded_argmax(stitch, blocks, vocab.synonym_class)
+            semantic, volume, conf = found.labels, None, None
+            # synonym x tile pairs interpolated, of all: what the bounds saved
+            counts = {"label_candidates": found.candidates, "label_pairs": found.pairs}
+        else:
+            # the confidence (or the volume) needs every synonym at every pixel anyway: one
+            # streamed pass gives it with the labels
+            chunks = (stitch(blocks[s0:s0 + chunk]) for s0 in range(0, blocks.shape[0], chunk))
+            semantic, conf, volume = softmax_argmax(chunks, vocab.synonym_class,
+                                                    vocab.num_classes, scores=scores)
+            counts = {"label_full_argmax": 1}
+        if conf is not None:
+            semantic = apply_prob_thd(semantic, conf, self.cfg["prob_thd"])
         semantic_np = semantic.to(torch.int32).cpu().numpy()
-        conf_np = conf.cpu().numpy()
+        conf_np = conf.cpu().numpy() if conf is not None else None
         scores_np = volume.float().cpu().numpy() if volume is not None else None
         panoptic, segments = semantic_to_panoptic(
             semantic_np, conf_np, vocab.is_thing, self.cfg["proxyclip.min_thing_area"])
@@ -278,18 +312,22 @@ class ProxyCLIPEngine(OpenClipText, Engine):
             t1 = time.perf_counter()
             embeddings = self._segment_embeddings(frame, feats, panoptic, segments)
             timings["embeddings"] = time.perf_counter() - t1
-        return self.make_prediction(semantic_np, conf_np, scores_np, panoptic, segments, vocab,
+        pred = self.make_prediction(semantic_np, conf_np, scores_np, panoptic, segments, vocab,
                                     timings, embeddings=embeddings, notes=frame["notes"])
+        pred.counts.update(counts)
+        return pred
 
-    def predict(self, rgb: np.ndarray, vocab: VocabularyState, scores: bool = False
-                ) -> Prediction:
-        return self.predict_batch([rgb], vocab, scores=scores)[0]
+    def predict(self, rgb: np.ndarray, vocab: VocabularyState, scores: bool = False, *,
+                confidence: bool = True) -> Prediction:
+        return self.predict_batch([rgb], vocab, scores=scores, confidence=confidence)[0]
 
     def predict_batch(self, rgbs: List[np.ndarray], vocab: VocabularyState,
-                      scores: bool = False) -> List[Prediction]:
+                      scores: bool = False, *, confidence: bool = True) -> List[Prediction]:
         """Windows of all frames share the image model's batches; the post-processing
         runs per frame. Stage timings are per batch (each frame reports the shared
-        image-model time)."""
+        image-model time). ``confidence=False``: ``Prediction.confidence`` is None and the
+        segments' scores NaN where the bounded labels ran (``_labels_alone``); a small
+        vocabulary's full argmax brings the confidence along and keeps it."""
         t_start = time.perf_counter()
         t0 = time.perf_counter()
         frames = [self._frame_crops(rgb) for rgb in rgbs]
@@ -297,7 +335,7 @@ class ProxyCLIPEngine(OpenClipText, Engine):
         feats = self._window_features(frames, shared)
         preds = []
         for frame, f in zip(frames, feats):
-            preds.append(self._finish(frame, f, vocab, scores, dict(shared)))
+            preds.append(self._finish(frame, f, vocab, scores, dict(shared), confidence))
         total = time.perf_counter() - t_start
         for p in preds:
             p.timings["total"] = total

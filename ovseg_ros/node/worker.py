@@ -18,6 +18,7 @@ import traceback
 
 from ..config import ConfigError
 from ..core.depth import DepthError
+from ..core.products import WITHOUT_CONFIDENCE, needs_confidence
 from ..segmenter import InputLimitError
 from ..ros import messages as build
 from ..ros.messages_3d import KEYS_3D, messages_3d
@@ -92,9 +93,16 @@ class Worker:
         if not items:
             return
         seg = self._segmenter
+        # the confidence costs every synonym at every pixel (ProxyCLIP): asked for only
+        # when an output, the tracker or locate of one of these cameras uses it
+        confidence = any(needs_confidence(self._wanted(cam),
+                                          tracking=cam.outputs is not None
+                                          and cam.outputs.tracker is not None,
+                                          embeddings=seg.engine.embeddings_enabled)
+                         for cam, *_ in items)
         t0 = time.monotonic()
         try:
-            preds = seg.predict_batch([it[2] for it in items])
+            preds = seg.predict_batch([it[2] for it in items], confidence=confidence)
         except Exception as exc:
             if not self.context.ok():
                 raise
@@ -105,7 +113,7 @@ class Worker:
             preds = []
             for cam, _, rgb, _, _ in items:
                 try:
-                    preds.append(seg.predict(rgb))
+                    preds.append(seg.predict(rgb, confidence=confidence))
                 except Exception as exc1:
                     if not self.context.ok():
                         raise
@@ -156,10 +164,11 @@ class Worker:
         per message), and the next frame after a subscriber appears has it."""
         t_start = time.monotonic()
         t_publish = 0.0
-        wanted = {key for key, pub in cam.pubs.items()
-                  if key != "camera_info" and pub.get_subscription_count() > 0}
-        if not self.get_parameter("publish_confidence").value:
-            wanted.discard("confidence")
+        wanted = self._wanted(cam)
+        if pred.confidence is None:
+            # predicted without it (no subscriber then): what needs it waits for the next
+            # frame, which has it
+            wanted &= WITHOUT_CONFIDENCE
         cam.outputs_published = ",".join(sorted(wanted))
         depth = self._paired_depth(cam, header, rgb, wanted)
         # the tracker sees every frame, and locate searches the latest, subscribers or not
@@ -177,6 +186,15 @@ class Worker:
         if info is not None:
             t_publish += _publish(cam, {"camera_info": build.camera_info_for(info, header)})
         return {"outputs": time.monotonic() - t_start - t_publish, "publish": t_publish}
+
+    def _wanted(self, cam: Camera) -> set:
+        """The camera's outputs with subscribers (``confidence`` only while
+        publish_confidence is on)."""
+        wanted = {key for key, pub in cam.pubs.items()
+                  if key != "camera_info" and pub.get_subscription_count() > 0}
+        if not self.get_parameter("publish_confidence").value:
+            wanted.discard("confidence")
+        return wanted
 
     def _paired_depth(self, cam: Camera, header, rgb, wanted):
         """The camera's depth frame for this colour frame, or None: no depth topic, no

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ovseg_ros.core import palette
-from ovseg_ros.core.products import (RANDOM_WEIGHTS_BANNER, build_products, draw_banner,
-                                     semantic_u16)
+from ovseg_ros.core.products import (RANDOM_WEIGHTS_BANNER, WITHOUT_CONFIDENCE, build_products,
+                                     draw_banner, needs_confidence, semantic_u16)
 from ovseg_ros.core.types import UNLABELED, Prediction, Segment
 
 NAMES = ("person", "sofa, couch", "floor")
@@ -98,6 +98,27 @@ def test_bad_inputs_are_clear_errors():
                        random_weights=False)
     with pytest.raises(ValueError, match="overlay_alpha"):
         build_products(_prediction(), _rgb(), NAMES, overlay_alpha=1.5, random_weights=False)
+
+
+def test_which_outputs_need_the_confidence():
+    """The engine may skip the confidence only when nothing of the frame uses it."""
+    assert not needs_confidence({"semantic", "panoptic", "colored"}, tracking=False,
+                                embeddings=False)
+    assert not needs_confidence(set(), tracking=False, embeddings=False)
+    for key in ("confidence", "segments", "segments_3d", "markers", "embeddings"):
+        assert key not in WITHOUT_CONFIDENCE
+        assert needs_confidence({"semantic", key}, tracking=False, embeddings=False)
+    assert needs_confidence({"semantic"}, tracking=True, embeddings=False)
+    assert needs_confidence({"semantic"}, tracking=False, embeddings=True)
+    # a prediction made without it builds what needs none, and refuses the confidence image
+    pred = _prediction()
+    pred.confidence = None
+    out = build_products(pred, _rgb(), NAMES, overlay_alpha=0.5, random_weights=False,
+                         wanted={"semantic", "colored"})
+    assert out.confidence is None and out.colored is not None
+    with pytest.raises(ValueError, match="confidence=False"):
+        build_products(pred, _rgb(), NAMES, overlay_alpha=0.5, random_weights=False,
+                       wanted={"confidence"})
 
 
 def test_product_messages_carry_the_products():

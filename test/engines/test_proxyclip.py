@@ -212,6 +212,37 @@ def test_prediction_fields(tiny_segmenter, rgb_frame):
     assert ids == set(np.unique(pred.panoptic)) - {0}
 
 
+def test_labels_alone_skip_the_confidence_and_equal_the_full_argmax(tiny_segmenter, rgb_frame):
+    """Labels from the candidates per tile (core/bounded_labels.py) equal those of the
+    streamed argmax over every synonym (the path scores=True takes); confidence=False
+    leaves the confidence and the segments' scores out."""
+    from ovseg_ros.core.class_names import load_class_file
+
+    tiny_segmenter.set_vocabulary(list(load_class_file("ade150").names[:60]))
+    full = tiny_segmenter.predict(rgb_frame, scores=True)
+    with_conf = tiny_segmenter.predict(rgb_frame)
+    labels_only = tiny_segmenter.predict(rgb_frame, confidence=False)
+    assert "label_full_argmax" in full.counts and "label_full_argmax" in with_conf.counts
+    for pred in (with_conf, labels_only):
+        np.testing.assert_array_equal(pred.semantic, full.semantic)
+        np.testing.assert_array_equal(pred.panoptic, full.panoptic)
+    assert 0 < labels_only.counts["label_candidates"] <= labels_only.counts["label_pairs"]
+    np.testing.assert_allclose(with_conf.confidence, full.confidence, rtol=1e-5, atol=0)
+    assert [s.score for s in with_conf.segments] == pytest.approx(
+        [s.score for s in full.segments], rel=1e-5)
+    assert labels_only.confidence is None
+    assert labels_only.segments and all(np.isnan(s.score) for s in labels_only.segments)
+    # prob_thd needs the confidence: computed whatever the caller asked
+    tiny_segmenter.update_config(prob_thd=0.5)
+    assert tiny_segmenter.predict(rgb_frame, confidence=False).confidence is not None
+    # a small vocabulary: the full argmax is cheaper than the tile work, and its confidence
+    # comes with the labels, so it is kept
+    tiny_segmenter.update_config(prob_thd=0.0)
+    tiny_segmenter.set_vocabulary(["cat", "dog", "car"])
+    small = tiny_segmenter.predict(rgb_frame, confidence=False)
+    assert small.confidence is not None and "label_full_argmax" in small.counts
+
+
 def test_uniform_image_gives_finite_output(tiny_segmenter):
     pred = tiny_segmenter.predict(np.full((80, 80, 3), 127, np.uint8), scores=True)
     assert np.isfinite(pred.scores).all()

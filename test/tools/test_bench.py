@@ -84,7 +84,12 @@ def test_vocabulary_axis_reports_encoding_reload_post_and_memory(tmp_path):
         assert r["text_reload_disk_hits"] == r["num_synonyms"]
         assert r["text_encoder_mode"] == "shared_prefix"     # the engine's real path
         assert r["text_encode_s"] > 0 and r["text_reload_s"] > 0 and "post" in r["stages_ms"]
+        # the same frames without the confidence, as the node runs them when nothing uses it
+        lo = r["labels_only"]
+        assert lo["latency_ms_p50"] > 0 and "post" in lo["stages_ms"]
+        assert "label_candidates" in lo["counts"] or "label_full_argmax" in lo["counts"]
     md = (out / "bench.md").read_text()
+    assert "labels only: × smallest, model time held" in md
     assert "## Vocabulary size" in md and "| proxyclip-tiny | torch | fp32 | 64x48 | 10 |" in md
     assert bench.vocabulary_of_size(150)[0] == "wall" and len(bench.vocabulary_of_size(847)) == 847
     with pytest.raises(SystemExit, match="1..847"):

@@ -21,7 +21,7 @@ from .common import (_jsonable, _status_kib, build_config, parse_size, reset_pea
 from .machine import REFERENCE_CEILING_GFLOPS, machine_info, matmul_ceiling
 from .photos import photo_agreement
 from .table_report import markdown
-from .vocab import measure_text, vocabulary_of_size
+from .vocab import labels_only_frames, measure_text, vocabulary_of_size
 
 QUICK = dict(presets=["proxyclip-tiny", "fcclip-tiny"], backends=["torch", "onnxruntime"],
              precisions=["fp32", "bf16"], sizes=["160x120", "320x240"], iters=5, warmup=1)
@@ -93,6 +93,8 @@ def run_case(case: Case, rgb: np.ndarray, args, baseline: Optional[np.ndarray]) 
             stages.setdefault(k, []).append(float(v))
         if len(lat) >= 2 and time.perf_counter() - t_budget > args.max_case_seconds:
             break
+    if case.vocab_axis:
+        rec.update(labels_only_frames(seg, rgb, len(lat)))
     lat_sorted = sorted(lat)
     rec.update({
         "iterations": len(lat),

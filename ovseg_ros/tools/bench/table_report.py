@@ -6,7 +6,7 @@ from typing import Any, Dict
 
 from .common import VOCABULARY
 from .photos import PHOTOS
-from .vocab import _held_ratio, _vocab_ms
+from .vocab import _held_ratio, _held_ratio_labels_only, _vocab_ms
 
 
 def _fmt(v, spec=".1f", none="–"):
@@ -63,9 +63,11 @@ def markdown(report: Dict[str, Any]) -> str:
         lines += ["", "## Vocabulary size", "",
                   "| preset | backend | precision | input | classes | synonyms | p50 ms | "
                   "× smallest | × smallest, model time held | text + post ms | "
+                  "labels only: text + post ms | labels only: × smallest, model time held | "
                   "frame peak RSS MiB | Δ MiB vs smallest | "
                   "first-time encode s (prompts) | cached reload s |",
-                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                  "---:|"]
         base: Dict[tuple, Dict[str, Any]] = {}
         for r in axis:
             key = (r["preset"], r["backend"], r["precision"], r["size"])
@@ -76,6 +78,8 @@ def markdown(report: Dict[str, Any]) -> str:
                 f"{r['num_classes']} | {r['num_synonyms']} | {r['latency_ms_p50']:.0f} | "
                 f"{r['latency_ms_p50'] / b['latency_ms_p50']:.2f} | "
                 f"{_fmt(_held_ratio(r, b), '.2f')} | {_fmt(_vocab_ms(r), '.0f')} | "
+                f"{_fmt(_vocab_ms(r['labels_only']) if 'labels_only' in r else None, '.0f')} | "
+                f"{_fmt(_held_ratio_labels_only(r, b), '.2f')} | "
                 f"{_fmt(mem, '.0f')} | "
                 f"{_fmt(mem - bmem if mem is not None and bmem is not None else None, '+.0f')} | "
                 f"{r['text_encode_s']:.2f} ({r['text_prompts']}) | {r['text_reload_s']:.3f} |")

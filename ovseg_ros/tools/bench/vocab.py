@@ -47,6 +47,25 @@ def measure_text(seg, config: Dict[str, Any]) -> Dict[str, Any]:
                                          None)}
 
 
+def labels_only_frames(seg, rgb, iters: int) -> Dict[str, Any]:
+    """The same frame with ``predict(confidence=False)``, as the node runs it when no output,
+    tracker or locate needs the confidence: p50 latency and the vocabulary stages."""
+    import statistics
+
+    lat: List[float] = []
+    stages: Dict[str, List[float]] = {}
+    for _ in range(max(1, iters)):
+        t0 = time.perf_counter()
+        pred = seg.predict(rgb, confidence=False)
+        lat.append(time.perf_counter() - t0)
+        for k, v in pred.timings.items():
+            stages.setdefault(k, []).append(float(v))
+    return {"labels_only": {"latency_ms_p50": 1000 * statistics.median(lat),
+                            "stages_ms": {k: 1000 * statistics.fmean(v)
+                                          for k, v in stages.items()},
+                            "counts": dict(pred.counts)}}
+
+
 def _vocab_ms(r: Dict[str, Any]) -> Optional[float]:
     """The stages whose cost follows the vocabulary: the text cosine and post-processing."""
     st = r.get("stages_ms", {})
@@ -64,4 +83,11 @@ def _held_ratio(r: Dict[str, Any], base: Dict[str, Any]) -> Optional[float]:
     if a is None or b is None or not base.get("latency_ms_p50"):
         return None
     return (base["latency_ms_p50"] + a - b) / base["latency_ms_p50"]
+
+
+def _held_ratio_labels_only(r: Dict[str, Any], base: Dict[str, Any]) -> Optional[float]:
+    """``_held_ratio`` of the ``predict(confidence=False)`` frames (``labels_only_frames``)."""
+    if "labels_only" not in r or "labels_only" not in base:
+        return None
+    return _held_ratio(r["labels_only"], base["labels_only"])
 

@@ -44,9 +44,8 @@ compares both).
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -64,24 +63,6 @@ MIN_SYNONYMS = 64
 #: (a few small products) costs more with more tiles; of 16 / 32 / 64, 32 was the fastest
 #: on scene cosines at 150 and 847 classes (640 x 480; a loaded host, exploratory runs)
 DEFAULT_TILE = 32
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """torch's intra-op threads set to 1 for a while (restored after). The tile work is
-    hundreds of small operations: on a loaded machine every one of them waited on the
-    other threads' barrier, 10-30x slower with 2 threads than with one (measured;
-    docs/benchmarks/cpu.md). The setting is process-wide: torch work of other Python
-    threads meanwhile runs on one thread too."""
-    n = torch.get_num_threads()
-    if n == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
 
 
 @dataclass(frozen=True)
@@ -253,17 +234,16 @@ def bounded_argmax(stitch: WindowStitch, blocks: torch.Tensor, synonym_class: to
     best = torch.empty((h, w), dtype=blocks.dtype, device=blocks.device)
     arg = torch.empty((h, w), dtype=torch.long, device=blocks.device)
     kept = 0
-    with one_thread():
-        points_major = blocks.flatten(1).t().contiguous()  # (R gh C gw) x S
-        for bi in range(len(plan.band_rows)):
-            keep = plan.band_candidates(points_major, bi)  # nT x S
-            kept += int(keep.sum())
-            for ti, k in zip(plan.band_tiles[bi], keep):
-                t = plan.tiles[ti]
-                idx = k.nonzero().squeeze(1)               # ascending synonym order
-                z = plan.tile_logits(blocks.index_select(0, idx), t)
-                best[t.ys, t.xs], pos = first_max(z)
-                arg[t.ys, t.xs] = idx[pos]
+    points_major = blocks.flatten(1).t().contiguous()  # (R gh C gw) x S
+    for bi in range(len(plan.band_rows)):
+        keep = plan.band_candidates(points_major, bi)  # nT x S
+        kept += int(keep.sum())
+        for ti, k in zip(plan.band_tiles[bi], keep):
+            t = plan.tiles[ti]
+            idx = k.nonzero().squeeze(1)               # ascending synonym order
+            z = plan.tile_logits(blocks.index_select(0, idx), t)
+            best[t.ys, t.xs], pos = first_max(z)
+            arg[t.ys, t.xs] = idx[pos]
     return BoundedLabels(sc[arg], best, arg, kept, s * len(plan.tiles))
 
 
@@ -287,18 +267,17 @@ def tile_products_match(stitch: WindowStitch, plan: TilePlan, seed: int = 0) -> 
     gen = torch.Generator().manual_seed(seed)
     rows, cols = stitch.ay.shape[1], stitch.ax_t.shape[0]
     blocks = torch.randn((13, rows, cols), generator=gen).to(stitch.ay.device)
-    full = stitch(blocks)                   # at the caller's threads, as the engine runs it
+    full = stitch(blocks)                   # at the caller's threads, as the tiles run
     picks = [torch.tensor(p, device=blocks.device)
              for p in ([12], [1, 4], [0, 2, 3, 7, 11], list(range(1, 10)))]
-    with one_thread():                      # as bounded_argmax runs the tiles
-        for t in plan.tiles:
-            for idx in picks:
-                z = plan.tile_logits(blocks.index_select(0, idx), t)
-                if not torch.equal(z, full.index_select(0, idx)[:, t.ys, t.xs]):
-                    return False
+    for t in plan.tiles:
+        for idx in picks:
+            z = plan.tile_logits(blocks.index_select(0, idx), t)
+            if not torch.equal(z, full.index_select(0, idx)[:, t.ys, t.xs]):
+                return False
     return True
 
 
-__all__ = ["MARGIN", "MIN_SYNONYMS", "DEFAULT_TILE", "one_thread", "TilePlan", "BoundedLabels",
+__all__ = ["MARGIN", "MIN_SYNONYMS", "DEFAULT_TILE", "TilePlan", "BoundedLabels",
            "tile_plan", "bounded_argmax", "first_max", "confidence_from_max",
            "tile_products_match"]

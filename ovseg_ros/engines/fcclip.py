@@ -26,7 +26,7 @@ from ..backends.base import ExportSpec
 from ..config import Config, ConfigError
 from ..core.class_names import COCO_STUFF_NAMES, COCO_THING_NAMES
 from ..core.panoptic_merge import merge_segments_chunked, select_queries
-from ..core.postprocess import apply_prob_thd, mask_semantic
+from ..core.postprocess import MaskSemantic, apply_prob_thd, mask_semantic
 from ..core.stage_timing import StageTimer, stage_timer
 from ..core.resize_bounds import bounded_resize, shortest_edge
 from ..core.types import Prediction, VocabularyState
@@ -288,17 +288,21 @@ class FCClipEngine(OpenClipText, Engine):
         and take the sigmoid there."""
         return self._upsample(logits, resized, original).sigmoid()
 
+    def _semantic(self, probs: torch.Tensor, mask_logits: torch.Tensor, resized, original,
+                  scores: bool, budget: int) -> MaskSemantic:
+        """Class scores normalised per pixel (the argmax is the reference's semantic label),
+        in class chunks: no K x H x W volume unless asked (core/postprocess.py)."""
+        return mask_semantic(probs, lambda i0, i1: self._semantic_masks(
+            mask_logits[i0:i1], resized, original), tuple(original), scores=scores,
+            budget=budget)
+
     def _postprocess(self, mask_cls: torch.Tensor, mask_logits: torch.Tensor,
                      vocab: VocabularyState, resized, original, scores: bool = False):
         g = self.group
         h, w = original
         probs = mask_cls.softmax(-1)[:, :-1]                       # Q x K
         chunk = max(1, _UPSAMPLE_BUDGET // max(1, h * w * 4))
-        # class scores normalised per pixel (the argmax is the reference's semantic label),
-        # in class chunks: no K x H x W volume unless asked (core/postprocess.py)
-        sem = mask_semantic(probs, lambda i0, i1: self._semantic_masks(
-            mask_logits[i0:i1], resized, original), (h, w), scores=scores,
-            budget=chunk * h * w)
+        sem = self._semantic(probs, mask_logits, resized, original, scores, chunk * h * w)
         keep, q_scores, labels = select_queries(mask_cls, self.cfg[f"{g}.object_mask_threshold"])
         idx = torch.nonzero(keep).flatten()
         # the kept queries' masks at the input's size, a chunk at a time: all at once were

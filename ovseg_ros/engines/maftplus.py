@@ -17,10 +17,11 @@ the head, ``cdt.*`` and the fine-tuned ``backbone.clip_model.visual.*``.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 
+from ..core.postprocess import MaskSemantic, class_chunk, fold_argmax
 from ..core.types import VocabularyState
 from ..config import Config
 from ..models.cdt import build_maftplus_head
@@ -73,15 +74,40 @@ class MAFTPlusEngine(FCClipEngine):
         form = "pixel" if self.cfg["maftplus.cdt_per_pixel"] else "ref"
         return super()._model_id() + f"-cdt-{self.cfg['maftplus.cdt_variant']}-{form}"
 
-    def _semantic_masks(self, logits: torch.Tensor, resized, original) -> torch.Tensor:
+    def _semantic(self, probs: torch.Tensor, mask_logits: torch.Tensor, resized, original,
+                  scores: bool, budget: int) -> MaskSemantic:
         """The semantic checkpoint's eval config (semantic inference only) keeps the masks
-        at the padded size: sigmoid there, and the class scores are resized afterwards.
-        Resizing is linear, so resizing each query's sigmoid mask gives the same scores
-        (to rounding) without a K-class volume. The panoptic config resizes the logits
-        first, as FC-CLIP does."""
+        at the padded size: sigmoid there, the class scores summed over every query there
+        (one product), and the class scores cropped and resized afterwards
+        (sem_seg_postprocess), argmax last. Done in that order, so the labels are the
+        reference's bit for bit: resizing each query's mask first is the same sum only to
+        rounding, and moved 1-2 pixels per photo (docs/fcclip.md). Memory: the Q padded
+        masks plus the K class scores at padded and original size, in class chunks when
+        K x H x W exceeds ``budget`` (each class's sum and resize is its own, so a chunk
+        computes what the whole volume would, but the product's kernel may differ: the
+        reference runs all K at once, which the comparison's vocabularies fit). The
+        panoptic config resizes the mask logits first, as FC-CLIP does."""
         if self.cfg["maftplus.cdt_variant"] != "semantic":
-            return super()._semantic_masks(logits, resized, original)
-        return self._to_original(self._to_padded(logits).sigmoid(), resized, original)
+            return super()._semantic(probs, mask_logits, resized, original, scores, budget)
+        masks = self._to_padded(mask_logits).sigmoid()[0]            # Q x Hp x Wp
+        h, w = original
+        k = probs.shape[1]
+        k_chunk = class_chunk(k, max(h * w, masks.shape[-2] * masks.shape[-1]), budget)
+        best: Optional[torch.Tensor] = None
+        labels: Optional[torch.Tensor] = None
+        denom = torch.zeros((h, w), dtype=torch.float32, device=probs.device)
+        kept = []
+        for c0 in range(0, k, k_chunk):
+            vol = torch.einsum("qc,qhw->chw", probs[:, c0:c0 + k_chunk], masks)
+            vol = self._to_original(vol[None], resized, original)     # c x H x W
+            denom += vol.sum(0)
+            chunk_best, labels = fold_argmax(vol, c0, best, labels)
+            best = chunk_best if best is None else torch.maximum(best, chunk_best)
+            if scores:
+                kept.append(vol)
+        denom = denom.clamp_min(1e-12)
+        out = torch.cat(kept).div_(denom) if scores else None
+        return MaskSemantic(labels, (best / denom).float(), out)
 
     def classify(self, outputs: Tuple[torch.Tensor, ...], vocab: VocabularyState) -> torch.Tensor:
         _, class_embed, clip_embed, dense_embed = outputs

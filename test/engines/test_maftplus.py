@@ -182,6 +182,31 @@ def test_semantic_scores_follow_the_eval_config_order(tmp_path, variant):
     torch.testing.assert_close(torch.from_numpy(volume), expected, rtol=1e-4, atol=1e-5)
 
 
+def test_semantic_labels_are_the_reference_order_bit_for_bit(tmp_path):
+    """The semantic variant sums the class scores at the padded size and resizes them
+    (the reference's semantic_inference + sem_seg_postprocess), argmax last: its labels
+    equal that formula exactly, whole or in class chunks; resizing each query's mask
+    first (the former order) differs at rounding ties."""
+    s = load_segmenter(_cfg(tmp_path, **{"maftplus.cdt_variant": "semantic"}))
+    eng, vocab = s.engine, s.vocabulary
+    g = torch.Generator().manual_seed(11)
+    q, k = 100, vocab.num_classes
+    logits = torch.randn(q, 6, 8, generator=g) * 8
+    mask_cls = torch.randn(q, k + 1, generator=g) * 3
+    resized, original = (22, 30), (37, 51)
+    probs = mask_cls.softmax(-1)[:, :-1]
+    padded = F.interpolate(logits[None], scale_factor=4, mode="bilinear",
+                           align_corners=False)[0].sigmoid()
+    sem = torch.einsum("qc,qhw->chw", probs, padded)[None, :, :resized[0], :resized[1]]
+    want = F.interpolate(sem, size=original, mode="bilinear", align_corners=False)[0]
+    with torch.no_grad():
+        whole = eng._semantic(probs, logits, resized, original, False, 1 << 24)
+        chunked = eng._semantic(probs, logits, resized, original, True, 37 * 51 * 2)
+    assert torch.equal(whole.labels, want.argmax(0))
+    assert torch.equal(chunked.labels, whole.labels)
+    torch.testing.assert_close(chunked.scores, want / want.sum(0, keepdim=True))
+
+
 def test_describe_names_the_precision_of_each_stage(tmp_path):
     s = load_segmenter(_cfg(tmp_path, precision="bf16"))
     stages = s.describe()["stage_precision"]

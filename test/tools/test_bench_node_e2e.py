@@ -73,5 +73,5 @@ def test_node_bench_runs_the_node_and_reports_each_subscription_set(tmp_path, mo
 
 
 def test_node_bench_refuses_an_unknown_precision(tmp_path):
-    with pytest.raises(SystemExit, match="fp32, bf16, auto"):
+    with pytest.raises(SystemExit, match="fp32, bf16, int8, auto"):
         bench.main(["--node", "--precisions", "fp16", "--out", str(tmp_path)])

@@ -66,7 +66,6 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
-import json
 import os
 import sys
 import tempfile
@@ -88,7 +87,7 @@ from compare_fcclip_reference import import_reference, install_standins  # noqa:
 from ovseg_ros import load_segmenter  # noqa: E402
 from ovseg_ros.testing.comparison import (CLASSES, HEADER, agreement, failures,  # noqa: E402
                                           photos, row_text, segment_failures, segment_match,
-                                          sem_seg_postprocess, with_threads)
+                                          report_verdict, sem_seg_postprocess, with_threads)
 from ovseg_ros.testing.fcclip_parity import TINY_CLIP, write_parity_weights  # noqa: E402
 from ovseg_ros.tools.bench import cpu_machine_line  # noqa: E402
 
@@ -320,12 +319,7 @@ def main(argv=None) -> int:
     bad = failures(res["photos"]) + segment_failures(res["photos"])
     bad += [f"{n}: the reference's scores are NaN at {r['reference_nan_pixels']} pixels"
             for n, r in res["photos"].items() if r["reference_nan_pixels"]]
-    for b in bad:
-        print("FAIL:", b)
-    print("PASS" if not bad else f"FAIL: {len(bad)} check(s)")
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1))
-    return 0 if not bad else 1
+    return report_verdict(bad, res, args.json)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import ast
 import importlib
-import json
 import os
 import sys
 import tempfile
@@ -74,7 +73,7 @@ from ovseg_ros import load_segmenter  # noqa: E402
 from ovseg_ros.models.fcclip_head import clip_head  # noqa: E402
 from ovseg_ros.testing.comparison import (CLASSES, agreement, failures,  # noqa: E402
                                           photos, segment_failures, segment_match,
-                                          sem_seg_postprocess, with_threads)
+                                          report_verdict, sem_seg_postprocess, with_threads)
 from ovseg_ros.testing.fcclip_parity import write_parity_weights  # noqa: E402
 from ovseg_ros.testing.maftplus import dense_map_and_outputs  # noqa: E402
 from ovseg_ros.tools.bench import cpu_machine_line  # noqa: E402
@@ -223,12 +222,7 @@ def main(argv=None) -> int:
            for k in ("feature_rel_diff", "cdt_rel_diff") if r[k] > 1e-4]
     bad += failures(res["photos"])
     bad += segment_failures(res["photos"])
-    for b in bad:
-        print("FAIL:", b)
-    print("PASS" if not bad else f"FAIL: {len(bad)} check(s)")
-    if args.json:
-        args.json.write_text(json.dumps(res, indent=1))
-    return 0 if not bad else 1
+    return report_verdict(bad, res, args.json)
 
 
 if __name__ == "__main__":

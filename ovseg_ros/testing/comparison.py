@@ -12,7 +12,9 @@ with 2 torch threads, and
 """
 from __future__ import annotations
 
-from typing import Callable, Dict
+import json
+from pathlib import Path
+from typing import Callable, Dict, List
 
 import numpy as np
 import torch
@@ -133,6 +135,17 @@ def row_text(name: str, r: Dict[str, float]) -> str:
             f"{r['reference_score_noise']:>9.2e} {r['classes_present']:>7}")
 
 
+
+def report_verdict(bad: List[str], results: dict, json_path=None) -> int:
+    """Print each failed check and the verdict, write ``results`` as JSON when asked;
+    the exit status of a comparison script (0: every check passed)."""
+    for b in bad:
+        print("FAIL:", b)
+    print("PASS" if not bad else f"FAIL: {len(bad)} check(s)")
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=1))
+    return 0 if not bad else 1
+
 __all__ = ["CLASSES", "photos", "with_threads", "normalised", "margin_agreement", "agreement",
            "failures", "sem_seg_postprocess", "segment_match", "segment_failures", "HEADER",
-           "row_text"]
+           "row_text", "report_verdict"]

@@ -2,7 +2,8 @@
 """FC-CLIP / MAFT+ at real size (ConvNeXt-L CLIP, 250 queries, 640x480 frame resized to
 683x512), random weights, on the CPU: per-stage time of fp32 and bf16, and of the
 grid_sample form of the deformable sampling (the path before the gather form; it is what
-tracing exports) on the same fp32 model in the same run. Labels of bf16 and of the
+tracing exports) and of the reference-order form (``*.deformable_sampling:
+reference_order``) on the same fp32 model in the same run. Labels of bf16 and of the
 grid_sample form against fp32 on synthetic frames and scikit-image photos.
 
     python scripts/measure_fcclip_cpu.py --threads 2 [--engine maftplus] [--rounds 2]
@@ -47,15 +48,27 @@ def main() -> int:
             f"{e}.max_size": 853, "text_cache_dir": "/tmp/ovseg_measure_fcclip_text"})
     frames = [synthetic_frame(640, 480, 0)]
     grid = mock.patch.object(deformable_attention, "_exporting", lambda: True)
-    runs = {"fp32": (segs["fp32"], None), "fp32 grid_sample": (segs["fp32"], grid),
-            "bf16": (segs["bf16"], None)}
+
+    @contextlib.contextmanager
+    def reference_order():
+        deformable_attention.set_sampling(segs["fp32"].engine.image_model, "reference_order")
+        try:
+            yield
+        finally:
+            deformable_attention.set_sampling(segs["fp32"].engine.image_model, "gather")
+
+    # name -> (segmenter, a new context manager per frame that sets the form up)
+    runs = {"fp32": (segs["fp32"], contextlib.nullcontext),
+            "fp32 grid_sample": (segs["fp32"], lambda: grid),
+            "fp32 reference_order": (segs["fp32"], reference_order),
+            "bf16": (segs["bf16"], contextlib.nullcontext)}
     best: dict = {}
-    for name, (seg, patch) in runs.items():       # warm-up (and the vocabulary encoding)
-        with patch or contextlib.nullcontext():
+    for name, (seg, form) in runs.items():       # warm-up (and the vocabulary encoding)
+        with form():
             seg.predict(frames[0])
     for r in range(args.rounds):
-        for name, (seg, patch) in runs.items():
-            with patch or contextlib.nullcontext():
+        for name, (seg, form) in runs.items():
+            with form():
                 t = seg.predict(frames[0]).timings
             for k, v in t.items():
                 best.setdefault(name, {})[k] = min(best.get(name, {}).get(k, 1e9), v)
@@ -64,7 +77,7 @@ def main() -> int:
     stages = ("backbone", "pixel_decoder", "transformer_decoder", "clip_pool", "classify",
               "post", "total")
     for name, t in best.items():
-        print(f"{name:17s} min ms: " + ", ".join(f"{k} {1000 * t[k]:.0f}" for k in stages
+        print(f"{name:20s} min ms: " + ", ".join(f"{k} {1000 * t[k]:.0f}" for k in stages
                                                    if k in t))
     old_bf16 = best["bf16"]["total"] - best["bf16"]["pixel_decoder"] \
         + best["fp32 grid_sample"]["pixel_decoder"]

@@ -34,6 +34,7 @@ from ..models.checkpoint import CLIP_PREFIX, layout_of, load_reference_checkpoin
 from ..models.fcclip_head import (BF16_SCOPE, FCCLIPHeadWeights, FCCLIPImageModel, HeadSpec,
                                   check_convnext_visual)
 from ..models.classifier import class_max, cosine_logits
+from ..models.deformable_attention import set_sampling
 from ..registry import register_engine
 from ..weights import RANDOM_SEED, clip_architecture, create_clip, file_fingerprint
 from ..weights.sources import CheckpointFile, OpenClipWeights, Release, WeightsNeed
@@ -133,6 +134,7 @@ class FCClipEngine(OpenClipText, Engine):
                                             dense_output=self.dense_output,
                                             **self._image_model_options(cfg)).eval()
         self.image_model.to(self.device)
+        set_sampling(self.image_model, cfg[f"{g}.deformable_sampling"])
         # cast_weights: an eager bf16 backend stores the ConvNeXt trunk's weights in bf16
         # once; the head stays fp32 (FCCLIPImageModel.set_weight_dtype)
         export = ExportSpec(self.image_model, model_id=self._model_id(),
@@ -203,7 +205,11 @@ class FCClipEngine(OpenClipText, Engine):
         return head
 
     def _model_id(self) -> str:
-        return f"{self.name}-{self.clip_model_name}-q{self.spec.num_queries}-{self._head_id}"
+        sampling = self.cfg[f"{self.group}.deformable_sampling"]
+        # exported graphs of the two sampling forms differ (GridSample per level or stacked)
+        order = "" if sampling == "gather" else f"-{sampling}"
+        return (f"{self.name}-{self.clip_model_name}-q{self.spec.num_queries}{order}-"
+                f"{self._head_id}")
 
     # --- text ---------------------------------------------------------------------------
     def text_encoder_id(self) -> str:
@@ -373,9 +379,11 @@ class FCClipEngine(OpenClipText, Engine):
                                                          *rgb.shape[:2]).notes)
 
     def model_facts(self) -> dict:
+        sampling = self.cfg[f"{self.group}.deformable_sampling"]
+        if sampling == "gather" and not self.backend.eager:
+            sampling = "grid_sample"      # traced/exported graphs: GridSample per level
         facts = {"clip_model": self.clip_model_name, "num_queries": self.spec.num_queries,
-                 # eager: one weighted gather; traced/exported graphs: GridSample
-                 "deformable_sampling": "gather" if self.backend.eager else "grid_sample"}
+                 "deformable_sampling": sampling}
         if self.cfg["precision"] in ("bf16", "fp16"):
             facts["low_precision_scope"] = BF16_SCOPE
         return facts

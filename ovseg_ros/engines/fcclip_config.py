@@ -19,6 +19,12 @@ PARAMS = (
     ParamSpec("fcclip.short_side", "int", 800, "Resize short side to this.", min=32, max=4096),
     ParamSpec("fcclip.max_size", "int", 1333,
               "Cap of the long side after resizing.", min=32, max=8192),
+    ParamSpec("fcclip.deformable_sampling", "str", "gather",
+              "Pixel decoder's deformable-attention sampling, both exact: 'gather' (one "
+              "weighted gather, the fast eager form) or 'reference_order' (grid_sample per "
+              "level, all samples summed in one reduction: the reference code's CPU path bit "
+              "for bit, a ~1.5x slower pixel decoder; docs/fcclip.md).",
+              choices=("gather", "reference_order")),
     ParamSpec("fcclip.num_queries", "int", 250, "Object queries.", min=1, max=1000),
     ParamSpec("fcclip.geometric_alpha", "float", 0.4,
               "Ensemble weight of the out-of-vocabulary branch for seen classes.",

@@ -29,6 +29,12 @@ PARAMS = (
     ParamSpec("maftplus.short_side", "int", 800, "Resize short side to this.", min=32, max=4096),
     ParamSpec("maftplus.max_size", "int", 1333,
               "Cap of the long side after resizing.", min=32, max=8192),
+    ParamSpec("maftplus.deformable_sampling", "str", "gather",
+              "Pixel decoder's deformable-attention sampling, both exact: 'gather' (one "
+              "weighted gather, the fast eager form) or 'reference_order' (grid_sample per "
+              "level, all samples summed in one reduction: the reference code's CPU path bit "
+              "for bit, a ~1.5x slower pixel decoder; docs/fcclip.md).",
+              choices=("gather", "reference_order")),
     ParamSpec("maftplus.num_queries", "int", 100, "Object queries.", min=1, max=1000),
     ParamSpec("maftplus.object_mask_threshold", "float", 0.2,
               "Panoptic: queries scoring below this are dropped.", min=0.0, max=1.0, runtime=True),

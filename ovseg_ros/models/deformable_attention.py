@@ -13,6 +13,15 @@ Two exact forms of the sampling step, equal to 1e-5 (test/engines/test_deformabl
   of the value table (``F.embedding_bag``, weights = bilinear x attention). On
   the CPU this is ~2.5x the grid_sample form (FC-CLIP's 683x512 pixel decoder:
   no per-level D x Lq x P sample tensor, no separate weighting and sum).
+- ``ms_deform_attn_reference_order``: ``F.grid_sample`` per level, every level's
+  samples stacked and weighted, then one sum over the L*P samples: the order of
+  the reference implementation's pure-PyTorch path (what FC-CLIP / MAFT+ run
+  without their CUDA op), so its fp32 result equals that path's bit for bit.
+  Chosen by ``MSDeformAttn.sampling = "reference_order"`` (the engines'
+  ``*.deformable_sampling``): a decoder near a decision boundary can turn the
+  fp32 rounding difference between two exact summation orders into different
+  labels (docs/fcclip.md), and this form takes that difference away when the
+  output is compared with the reference's.
 
 The whole block (projections, locations, attention weights, sampling) runs in
 fp32 whatever the autocast: half precision loses sampling accuracy.
@@ -99,12 +108,57 @@ def ms_deform_attn_gather(value: torch.Tensor, spatial_shapes: Sequence[Tuple[in
     return out.view(n, lq, m * d)
 
 
+def ms_deform_attn_reference_order(value: torch.Tensor,
+                                   spatial_shapes: Sequence[Tuple[int, int]],
+                                   sampling_locations: torch.Tensor,
+                                   attention_weights: torch.Tensor) -> torch.Tensor:
+    """``ms_deform_attn_sample`` summed in the reference's order (same arguments and
+    result): the samples of all levels are stacked to N*M x D x Lq x L*P and weighted, and
+    one reduction sums them (the level-by-level form rounds after each level's sum)."""
+    n, _, m, d = value.shape
+    _, lq, _, num_levels, num_points, _ = sampling_locations.shape
+    value_list = value.split([int(h) * int(w) for h, w in spatial_shapes], dim=1)
+    grids = 2 * sampling_locations - 1
+    samples = []
+    for lvl, (h, w) in enumerate(spatial_shapes):
+        v = value_list[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, int(h), int(w))
+        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
+        samples.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros",
+                                     align_corners=False))              # N*M x D x Lq x P
+    attn = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels * num_points)
+    out = (torch.stack(samples, dim=-2).flatten(-2) * attn).sum(-1)      # N*M x D x Lq
+    return out.view(n, m * d, lq).transpose(1, 2).contiguous()
+
+
+#: ``MSDeformAttn.sampling`` -> (eager form, form while tracing/exporting)
+SAMPLING_FORMS = {"gather": (ms_deform_attn_gather, ms_deform_attn_sample),
+                  "reference_order": (ms_deform_attn_reference_order,
+                                      ms_deform_attn_reference_order)}
+
+
+def set_sampling(module: nn.Module, form: str) -> None:
+    """Every ``MSDeformAttn`` inside ``module`` samples in ``form`` (``SAMPLING_FORMS``)."""
+    if form not in SAMPLING_FORMS:
+        raise ValueError(f"deformable sampling must be one of {sorted(SAMPLING_FORMS)}, "
+                         f"got {form!r}")
+    for sub in module.modules():
+        if isinstance(sub, MSDeformAttn):
+            sub.sampling = form
+
+
 def _exporting() -> bool:
     return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export()
 
 
 class MSDeformAttn(nn.Module):
-    """Deformable attention over L feature levels, M heads, P points per level."""
+    """Deformable attention over L feature levels, M heads, P points per level.
+
+    ``sampling`` (``SAMPLING_FORMS``): ``"gather"`` (default) samples with
+    ``ms_deform_attn_gather`` in eager runs and the ``grid_sample`` form while exporting;
+    ``"reference_order"`` uses ``ms_deform_attn_reference_order`` in both."""
+
+    #: the sampling form (set_sampling); a plain attribute, not part of the state dict
+    sampling = "gather"
 
     def __init__(self, d_model: int = 256, n_levels: int = 3, n_heads: int = 8, n_points: int = 4):
         super().__init__()
@@ -156,8 +210,10 @@ class MSDeformAttn(nn.Module):
                                       dtype=query.dtype, device=query.device)
             locations = reference_points[:, :, None, :, None, :] \
                 + offsets / normalizer[None, None, None, :, None, :]
-            sample = ms_deform_attn_sample if _exporting() else ms_deform_attn_gather
+            eager, traced = SAMPLING_FORMS[self.sampling]
+            sample = traced if _exporting() else eager
             return self.output_proj(sample(value, spatial_shapes, locations, weights))
 
 
-__all__ = ["MSDeformAttn", "ms_deform_attn_sample", "ms_deform_attn_gather"]
+__all__ = ["MSDeformAttn", "SAMPLING_FORMS", "ms_deform_attn_sample", "ms_deform_attn_gather",
+           "ms_deform_attn_reference_order", "set_sampling"]

@@ -1,13 +1,15 @@
 """The grid_sample form of multi-scale deformable attention equals a plain loop
 implementation of bilinear sampling (pixel centres at (i + 0.5) / size, zero
-outside the map), and the gather form (the eager path) equals the grid_sample form."""
+outside the map), and the gather form (the eager path) and the reference-order form
+(the reference code's summation order) equal the grid_sample form."""
 import math
 
 import pytest
 import torch
 
 from ovseg_ros.models.deformable_attention import (MSDeformAttn, ms_deform_attn_gather,
-                                                   ms_deform_attn_sample)
+                                                   ms_deform_attn_reference_order,
+                                                   ms_deform_attn_sample, set_sampling)
 
 torch.set_num_threads(1)
 
@@ -112,18 +114,21 @@ def test_gather_form_at_pixel_decoder_size():
                                atol=1e-5, rtol=1e-5)
 
 
+class Wrapped(torch.nn.Module):
+    """One deformable-attention block over fixed values and reference points (traceable)."""
+
+    def __init__(self):
+        super().__init__()
+        self.attn = MSDeformAttn(d_model=8, n_levels=2, n_heads=2, n_points=2)
+        self.register_buffer("src", torch.randn(1, 22, 8))
+        self.register_buffer("ref", torch.rand(1, 22, 2, 2))
+
+    def forward(self, query):
+        return self.attn(query, self.ref, self.src, [(4, 4), (2, 3)])
+
+
 def test_module_traces_the_grid_sample_form():
     """While tracing (ONNX export) the module records GridSample, in eager it gathers."""
-    class Wrapped(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.attn = MSDeformAttn(d_model=8, n_levels=2, n_heads=2, n_points=2)
-            self.register_buffer("src", torch.randn(1, 22, 8))
-            self.register_buffer("ref", torch.rand(1, 22, 2, 2))
-
-        def forward(self, query):
-            return self.attn(query, self.ref, self.src, [(4, 4), (2, 3)])
-
     run = Wrapped().eval()
     with torch.no_grad():
         traced = torch.jit.trace(run, (torch.randn(1, 22, 8),))
@@ -161,3 +166,47 @@ def test_module_offsets_are_in_pixels_of_each_level():
 def test_bad_head_count_is_rejected():
     with pytest.raises(ValueError, match="divisible"):
         MSDeformAttn(d_model=10, n_heads=4)
+
+
+@pytest.mark.parametrize("shapes", [[(3, 5), (2, 2), (1, 3)], [(16, 22), (32, 44), (64, 88)]])
+def test_reference_order_form_matches_loop_and_sums_all_levels_at_once(shapes):
+    g = torch.Generator().manual_seed(7)
+    n, lq, m, d, p = 1, 40, 2, 4, 4
+    s = sum(h * w for h, w in shapes)
+    value = torch.randn(n, s, m, d, generator=g)
+    locs = _border_locations(shapes, n, lq, m, p, g)
+    weights = torch.rand(n, lq, m, len(shapes), p, generator=g)
+    weights = weights / weights.flatten(-2).sum(-1)[..., None, None]
+    got = ms_deform_attn_reference_order(value, shapes, locs, weights)
+    torch.testing.assert_close(got.double(), _loop(value, shapes, locs, weights),
+                               atol=1e-5, rtol=1e-5)
+    # the order itself: every level's weighted samples in one reduction (what the
+    # reference's pure-PyTorch path computes), bit for bit
+    samples = torch.cat([
+        torch.nn.functional.grid_sample(
+            value.split([h * w for h, w in shapes], 1)[lvl][0].permute(1, 2, 0)
+            .reshape(m, d, h, w), 2 * locs[0, :, :, lvl].transpose(0, 1) - 1,
+            mode="bilinear", padding_mode="zeros", align_corners=False)
+        for lvl, (h, w) in enumerate(shapes)], -1)                   # M x D x Lq x L*P
+    one_sum = (samples * weights[0].permute(1, 0, 2, 3).reshape(m, 1, lq, -1)).sum(-1)
+    assert torch.equal(got[0], one_sum.permute(2, 0, 1).reshape(lq, m * d))
+
+
+def test_set_sampling_picks_the_form_in_eager_and_traced_runs():
+    torch.manual_seed(2)
+    run = Wrapped().eval()
+    assert run.attn.sampling == "gather"
+    q = torch.randn(1, 22, 8)
+    with torch.no_grad():
+        fast = run(q)
+        set_sampling(run, "reference_order")
+        assert run.attn.sampling == "reference_order"
+        ordered = run(q)
+        traced = torch.jit.trace(run, (q,))
+        kinds = {node.kind() for node in traced.inlined_graph.nodes()}
+    torch.testing.assert_close(ordered, fast, atol=1e-5, rtol=1e-5)
+    # traced: grid_sample, levels stacked before the one sum
+    assert {"aten::grid_sampler", "aten::stack"} <= kinds
+    assert "aten::embedding_bag" not in kinds
+    with pytest.raises(ValueError, match="must be one of"):
+        set_sampling(run, "cuda_kernel")

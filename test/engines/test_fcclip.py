@@ -274,3 +274,33 @@ def test_semantic_masks_are_resized_before_the_sigmoid(seg):
     got = seg.engine._semantic_masks(logits, resized, original)
     torch.testing.assert_close(got, up.sigmoid())
     assert not torch.allclose(got, up.sigmoid().sigmoid())
+
+
+@pytest.mark.parametrize("engine", ["fcclip", "maftplus"])
+def test_deformable_sampling_setting(tmp_path, engine):
+    """``<engine>.deformable_sampling``: every deformable-attention block samples in the
+    chosen form, diagnostics name it, the model id separates the forms' graphs, the image
+    path's outputs equal the gather form's to rounding; other values are refused."""
+    from ovseg_ros.config import ConfigError
+    from ovseg_ros.models.deformable_attention import MSDeformAttn
+
+    def build(form):
+        return load_segmenter({**tiny_cfg(tmp_path), "engine": engine,
+                               f"{engine}.clip_model": "ovseg-tiny-ConvNeXt",
+                               f"{engine}.short_side": 64, f"{engine}.max_size": 128,
+                               f"{engine}.deformable_sampling": form})
+
+    fast, ordered = build("gather"), build("reference_order")
+    blocks = [m for m in ordered.engine.image_model.modules() if isinstance(m, MSDeformAttn)]
+    assert blocks and all(m.sampling == "reference_order" for m in blocks)
+    assert all(m.sampling == "gather" for m in fast.engine.image_model.modules()
+               if isinstance(m, MSDeformAttn))
+    assert ordered.engine.describe()["model"]["deformable_sampling"] == "reference_order"
+    assert fast.engine.describe()["model"]["deformable_sampling"] == "gather"
+    assert ordered.engine._model_id() != fast.engine._model_id()
+    x = torch.rand(1, 3, 64, 96, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for a, b in zip(fast.engine.backend(x), ordered.engine.backend(x)):
+            torch.testing.assert_close(a, b, atol=1e-3, rtol=1e-4)
+    with pytest.raises(ConfigError, match="deformable_sampling"):
+        build("cuda_kernel")

@@ -36,6 +36,20 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def _level_samples(value: torch.Tensor, spatial_shapes: Sequence[Tuple[int, int]],
+                   sampling_locations: torch.Tensor):
+    """Each level's bilinear samples, N*M x D x Lq x P (``F.grid_sample``, zero padding)."""
+    n, _, m, d = value.shape
+    value_list = value.split([int(h) * int(w) for h, w in spatial_shapes], dim=1)
+    grids = 2.0 * sampling_locations - 1.0
+    for lvl, (h, w) in enumerate(spatial_shapes):
+        # (N, H*W, M, D) -> (N*M, D, H, W)
+        v = value_list[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, int(h), int(w))
+        # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
+        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
+        yield F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 def ms_deform_attn_sample(value: torch.Tensor, spatial_shapes: Sequence[Tuple[int, int]],
                           sampling_locations: torch.Tensor,
                           attention_weights: torch.Tensor) -> torch.Tensor:
@@ -49,18 +63,9 @@ def ms_deform_attn_sample(value: torch.Tensor, spatial_shapes: Sequence[Tuple[in
     """
     n, _, m, d = value.shape
     _, lq, _, num_levels, num_points, _ = sampling_locations.shape
-    sizes = [int(h) * int(w) for h, w in spatial_shapes]
-    value_list = value.split(sizes, dim=1)
-    grids = 2.0 * sampling_locations - 1.0
     attn = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels, num_points)
     out = None
-    for lvl, (h, w) in enumerate(spatial_shapes):
-        # (N, H*W, M, D) -> (N*M, D, H, W)
-        v = value_list[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, int(h), int(w))
-        # (N, Lq, M, P, 2) -> (N*M, Lq, P, 2)
-        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
-        sampled = F.grid_sample(v, g, mode="bilinear", padding_mode="zeros",
-                                align_corners=False)                # N*M x D x Lq x P
+    for lvl, sampled in enumerate(_level_samples(value, spatial_shapes, sampling_locations)):
         # weighted sum level by level: no concatenation of all levels' samples
         part = (sampled * attn[..., lvl, :]).sum(-1)                 # N*M x D x Lq
         out = part if out is None else out + part
@@ -117,14 +122,7 @@ def ms_deform_attn_reference_order(value: torch.Tensor,
     one reduction sums them (the level-by-level form rounds after each level's sum)."""
     n, _, m, d = value.shape
     _, lq, _, num_levels, num_points, _ = sampling_locations.shape
-    value_list = value.split([int(h) * int(w) for h, w in spatial_shapes], dim=1)
-    grids = 2 * sampling_locations - 1
-    samples = []
-    for lvl, (h, w) in enumerate(spatial_shapes):
-        v = value_list[lvl].flatten(2).transpose(1, 2).reshape(n * m, d, int(h), int(w))
-        g = grids[:, :, :, lvl].transpose(1, 2).flatten(0, 1)
-        samples.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros",
-                                     align_corners=False))              # N*M x D x Lq x P
+    samples = list(_level_samples(value, spatial_shapes, sampling_locations))
     attn = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, num_levels * num_points)
     out = (torch.stack(samples, dim=-2).flatten(-2) * attn).sum(-1)      # N*M x D x Lq
     return out.view(n, m * d, lq).transpose(1, 2).contiguous()
